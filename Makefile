@@ -1,0 +1,34 @@
+# The two commands of the README. Both set up .venv on a fresh machine first.
+#   make run   download the dataset when missing, then run notebooks 01-05 headless (profile auto)
+#   make test  the whole test suite (unit, real data, notebooks with papermill and nbval)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.tinyconv-installed
+PROFILE ?= auto
+
+.PHONY: setup run test lab clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# The notebooks name the kernel "tinyconv"; installing it into the venv lets papermill, nbval and
+	# the venv's JupyterLab find it without touching the user's global Jupyter set-up.
+	$(BIN)/python -m ipykernel install --sys-prefix --name tinyconv --display-name "Python (tinyconv)"
+	@touch $(STAMP)
+
+run: setup
+	$(BIN)/tinyconv download
+	$(BIN)/tinyconv notebooks --profile $(PROFILE)
+
+test: setup
+	$(BIN)/python -m pytest tests notebooks --nbval-lax
+
+lab: setup
+	$(BIN)/jupyter lab notebooks
+
+clean-venv:
+	rm -rf $(VENV)

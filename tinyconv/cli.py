@@ -1,0 +1,270 @@
+"""The `tinyconv` command. Each subcommand parses its arguments and calls one library function;
+the notebooks call the same functions. TensorFlow is imported only by the subcommands that need it.
+
+Expected failures raise TinyconvError: printed as one line `tinyconv: error: ...`, exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from tinyconv.errors import TinyconvError
+
+
+def _data_dir(args) -> Path:
+    from tinyconv.dataset import default_data_dir
+
+    return Path(args.data_dir) if args.data_dir else default_data_dir()
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def cmd_download(args) -> int:
+    from tinyconv.download import download_dataset
+
+    root = download_dataset(_data_dir(args), url=args.url, sha256=args.sha256, md5=args.md5)
+    print(f"dataset ready at {root}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from tinyconv.dataset import format_summary, verify
+
+    summary = verify(_data_dir(args))
+    if args.json:
+        _print_json(summary)
+    else:
+        print(format_summary(summary))
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from tinyconv.dataset import prepare
+
+    manifest = prepare(_data_dir(args), force=args.force)
+    for split, entry in manifest["splits"].items():
+        print(f"{split}: {entry['count']} images cached in {entry['images']}")
+    return 0
+
+
+def cmd_bench_data(args) -> int:
+    from tinyconv.bench import bench_data
+
+    result = bench_data(_data_dir(args), batch_size=args.batch_size, seconds=args.seconds)
+    if args.json:
+        _print_json(result)
+    else:
+        for key, value in result.items():
+            print(f"{key:>32}: {value}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- model
+
+
+def cmd_info(args) -> int:
+    from tinyconv.models import format_info, model_info
+
+    info = model_info(args.preset)
+    if args.json:
+        _print_json(info)
+    else:
+        print(format_info(info))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from tinyconv.bench import bench_model
+
+    result = bench_model(
+        preset=args.preset,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        jit_compile=args.jit_compile,
+    )
+    if args.json:
+        _print_json(result)
+    else:
+        for key, value in result.items():
+            print(f"{key:>24}: {value}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def cmd_train(args) -> int:
+    from tinyconv.train import parse_overrides, train
+
+    overrides = parse_overrides(args.set or [])
+    for name in ("epochs", "batch_size", "classes"):
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = value
+    metrics = train(
+        preset=args.preset,
+        profile=args.profile,
+        data_dir=_data_dir(args),
+        out=args.out,
+        overrides=overrides,
+    )
+    _print_json(metrics)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from tinyconv.train import evaluate, format_evaluation
+
+    result = evaluate(args.model, data_dir=_data_dir(args), tta=not args.no_tta)
+    if args.json:
+        _print_json(result)
+    else:
+        print(format_evaluation(result))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from tinyconv.train import format_predictions, predict
+
+    result = predict(args.model, args.images, data_dir=_data_dir(args), top=args.top)
+    if args.json:
+        _print_json(result)
+    else:
+        print(format_predictions(result))
+    return 0
+
+
+def cmd_notebooks(args) -> int:
+    from tinyconv.notebooks import run_notebooks
+
+    run_notebooks(profile=args.profile, out=Path(args.out), data_dir=_data_dir(args), only=args.only)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tinyconv",
+        description="Train and study a convolution-only ConvMixer variant on Tiny ImageNet.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, func, help):
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    def data_dir_arg(p):
+        p.add_argument(
+            "--data-dir",
+            metavar="DIR",
+            help="folder that holds (or will hold) tiny-imagenet-200/ "
+            "(default: $TINYCONV_DATA_DIR, else the repository's data/)",
+        )
+
+    p = add("download", cmd_download, "download, check and extract Tiny ImageNet (resumable)")
+    p.add_argument("--url", help="URL or local path of the zip (default: $TINYCONV_DATA_URL, else the official URL)")
+    checksum = p.add_mutually_exclusive_group()
+    checksum.add_argument("--sha256", metavar="HEX", help="expected sha256 of the zip")
+    checksum.add_argument("--md5", metavar="HEX", help="expected md5 of the zip (the official md5 by default)")
+    data_dir_arg(p)
+
+    p = add("verify", cmd_verify, "check layout, counts and that every image decodes")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    data_dir_arg(p)
+
+    p = add("prepare", cmd_prepare, "decode every image once into a uint8 cache under the data dir")
+    p.add_argument("--force", action="store_true", help="rebuild the cache even if it is current")
+    data_dir_arg(p)
+
+    p = add("bench-data", cmd_bench_data, "time a fresh prepare and the cached train pipeline")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seconds", type=float, default=10.0, help="how long to time the pipeline")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    data_dir_arg(p)
+
+    p = add("info", cmd_info, "parameters, multiply-accumulates and receptive field of a preset")
+    p.add_argument("preset", nargs="?", default="seed", help="seed, tiny or convmixer (default: seed)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = add("bench", cmd_bench, "training and inference throughput on random data")
+    p.add_argument("--preset", default="seed")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=10, help="timed steps after warm-up")
+    p.add_argument(
+        "--jit-compile",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="XLA compilation of the train/infer step (auto: the fastest known setting for this device)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = add("train", cmd_train, "train a preset with a recipe profile; writes runs/NAME/ and resumes if killed")
+    p.add_argument("--preset", default=None, help="model preset (default: the profile's)")
+    p.add_argument("--profile", default="quick", choices=("full", "quick", "ci"))
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--classes", type=int, help="train on the first K classes of wnids.txt")
+    p.add_argument("--out", help="run folder (default: runs/<preset>-<profile>)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="FIELD=VALUE",
+        help="override any recipe field, e.g. --set lr=1e-3 --set mix_prob=0 (repeatable)",
+    )
+    data_dir_arg(p)
+
+    p = add("evaluate", cmd_evaluate, "top-1, top-5 and per-class accuracy of a saved model on val")
+    p.add_argument("model", help="a .keras file or a run folder")
+    p.add_argument("--no-tta", action="store_true", help="skip the horizontal-flip test-time augmentation")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    data_dir_arg(p)
+
+    p = add("predict", cmd_predict, "top-5 classes with names for JPEG or PNG images of any size")
+    p.add_argument("model", help="a .keras file or a run folder")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    data_dir_arg(p)
+
+    p = add("notebooks", cmd_notebooks, "run notebooks 01-05 headless with papermill")
+    p.add_argument("--profile", default="auto", choices=("auto", "ci", "quick", "full"))
+    p.add_argument("--out", default="runs/notebooks", help="folder for the executed notebooks")
+    p.add_argument("--only", nargs="*", help="run only these notebooks (prefixes such as 01 03)")
+    data_dir_arg(p)
+    return parser
+
+
+def _version() -> str:
+    from tinyconv import __version__
+
+    return f"tinyconv {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
+    try:
+        return args.func(args)
+    except TinyconvError as exc:
+        print(f"tinyconv: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("tinyconv: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
