@@ -1,0 +1,154 @@
+"""The real Tiny ImageNet for tests, fetched once per process through the real download path.
+
+`ensure_real_data()` serves the shared zip over HTTP on 127.0.0.1 (with Range support), runs the real
+`download_dataset` against that URL with the shared sha256, prepares the uint8 cache and returns the data dir.
+The result is cached for the life of the process and removed at exit. Importable without pytest
+(notebooks/conftest.py imports it via sys.path).
+
+`serve_file()` is the small HTTP server behind it; tests also use it to cut a connection mid-download.
+"""
+
+from __future__ import annotations
+
+import atexit
+import http.server
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+ZIP_NAME = "tiny-imagenet-200.zip"
+
+_real_data_dir: Path | None = None
+_lock = threading.Lock()
+
+
+def shared_zip_path() -> Path:
+    """The assembled real zip: $TINYCONV_SHARED_ZIP, else the path printed by ../shared/data/assemble."""
+    override = os.environ.get("TINYCONV_SHARED_ZIP")
+    if override:
+        return Path(override)
+    printed = subprocess.run(
+        [str(SHARED_DATA / "assemble")], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    return Path(printed.splitlines()[-1])
+
+
+def shared_sha256() -> str:
+    """The expected sha256 of the real zip, from ../shared/data/tiny-imagenet-200.zip.sha256."""
+    return (SHARED_DATA / f"{ZIP_NAME}.sha256").read_text().split()[0]
+
+
+@dataclass
+class FileServer:
+    """A running single-file HTTP server; `requests` records (method, Range header or None) per request."""
+
+    url: str
+    server: http.server.ThreadingHTTPServer
+    thread: threading.Thread
+    requests: list = field(default_factory=list)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def serve_file(path: Path, *, cut_after: int | None = None, honor_range: bool = True) -> FileServer:
+    """Serve `path` at http://127.0.0.1:PORT/<name> from a daemon thread.
+
+    Args:
+        path: the file to serve.
+        cut_after: when set, the first GET sends only this many body bytes and then drops the connection
+            (later requests are served in full), to test resuming.
+        honor_range: when False, Range headers are ignored (200 with the whole file), like some servers.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    requests: list = []
+    state = {"cut_pending": cut_after is not None}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):  # keep test output clean
+            pass
+
+        def do_HEAD(self):
+            requests.append(("HEAD", self.headers.get("Range")))
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.send_header("Accept-Ranges", "bytes")
+            self.end_headers()
+
+        def do_GET(self):
+            range_header = self.headers.get("Range")
+            requests.append(("GET", range_header))
+            if self.path.lstrip("/") != path.name:
+                self.send_error(404)
+                return
+            start = 0
+            match = re.fullmatch(r"bytes=(\d+)-", range_header or "")
+            if honor_range and match and int(match.group(1)) < size:
+                start = int(match.group(1))
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+            else:
+                self.send_response(200)
+            self.send_header("Content-Length", str(size - start))
+            self.send_header("Accept-Ranges", "bytes" if honor_range else "none")
+            self.end_headers()
+            limit = size - start
+            if state["cut_pending"]:
+                state["cut_pending"] = False
+                limit = min(limit, cut_after)
+            with open(path, "rb") as source:
+                source.seek(start)
+                remaining = limit
+                while remaining > 0:
+                    chunk = source.read(min(1 << 20, remaining))
+                    if not chunk:
+                        break
+                    self.wfile.write(chunk)
+                    remaining -= len(chunk)
+            if limit < size - start:
+                self.close_connection = True
+                self.wfile.flush()
+                self.connection.shutdown(2)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/{path.name}"
+    return FileServer(url=url, server=server, thread=thread, requests=requests)
+
+
+def ensure_real_data() -> Path:
+    """Download (from a local HTTP server), verify, extract and prepare the real dataset once per process.
+
+    Returns:
+        the data dir that holds tiny-imagenet-200/ and cache/ (a temporary folder removed at exit).
+    """
+    global _real_data_dir
+    with _lock:
+        if _real_data_dir is not None:
+            return _real_data_dir
+        from tinyconv.dataset import prepare
+        from tinyconv.download import download_dataset
+
+        zip_path = shared_zip_path()
+        data_dir = Path(tempfile.mkdtemp(prefix="tinyconv-realdata-"))
+        atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
+        served = serve_file(zip_path)
+        try:
+            download_dataset(data_dir, url=served.url, sha256=shared_sha256(), progress=False)
+        finally:
+            served.close()
+        prepare(data_dir)
+        _real_data_dir = data_dir
+        return data_dir
