@@ -1,0 +1,188 @@
+"""The layers: numerics against reference computations, config round trips, mixed precision."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+from tinyconv.layers import (  # noqa: E402
+    AxialDepthwiseConv2D,
+    ConvMixerBlock,
+    DropPath,
+    GroupedConv2D,
+    LayerScale,
+    SqueezeExcite,
+)
+
+
+def _random(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype("float32")
+
+
+def _randomize_weights(layer, seed=1):
+    rng = np.random.default_rng(seed)
+    for w in layer.weights:
+        if w.trainable:
+            w.assign(rng.standard_normal(w.shape).astype("float32") * 0.3)
+
+
+def test_axial_equals_depthwise_with_outer_product_kernel():
+    x = _random((2, 11, 13, 4))
+    layer = AxialDepthwiseConv2D(5)
+    layer.build(x.shape)
+    _randomize_weights(layer)
+    effective = layer.effective_kernel()  # [5, 5, 4]
+    assert effective.shape == (5, 5, 4)
+    row, col = layer.axial_kernels()
+    np.testing.assert_allclose(effective[:, :, 2], np.outer(col[:, 2], row[:, 2]), rtol=1e-6)
+    reference = tf.nn.depthwise_conv2d(x, effective[:, :, :, None], strides=[1, 1, 1, 1], padding="SAME")
+    np.testing.assert_allclose(np.asarray(layer(x)), reference.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_axial_rejects_even_kernel():
+    with pytest.raises(ValueError, match="odd"):
+        AxialDepthwiseConv2D(4)
+
+
+def _reference_grouped_conv(x, kernel, strides, groups):
+    """A grouped conv from first principles: one tf.nn.conv2d per group on its channel slices."""
+    c_in, filters = x.shape[-1] // groups, kernel.shape[-1] // groups
+    outputs = [
+        tf.nn.conv2d(
+            x[..., g * c_in : (g + 1) * c_in],
+            kernel[..., g * filters : (g + 1) * filters],
+            strides=strides,
+            padding="SAME",
+        )
+        for g in range(groups)
+    ]
+    return np.concatenate([o.numpy() for o in outputs], axis=-1)
+
+
+@pytest.mark.parametrize("implementation", ["split", "native", "auto"])
+@pytest.mark.parametrize("strides", [1, 2])
+def test_grouped_conv_matches_reference(implementation, strides):
+    x = _random((2, 9, 8, 8))
+    layer = GroupedConv2D(12, 3, strides=strides, groups=4, use_bias=True, implementation=implementation)
+    layer.build(x.shape)
+    _randomize_weights(layer)
+    expected = _reference_grouped_conv(x, layer.kernel.numpy(), strides, 4) + layer.bias.numpy()
+    assert layer.kernel.shape == (3, 3, 2, 12)  # Keras Conv2D(groups=...) layout
+    np.testing.assert_allclose(np.asarray(layer(x)), expected, rtol=1e-4, atol=1e-4)
+    assert layer.compute_output_shape(x.shape) == expected.shape
+
+
+def test_grouped_conv_split_and_native_share_weights():
+    """A model saved with one implementation loads into the other: same weights, same outputs."""
+    x = _random((1, 8, 8, 8))
+    split = GroupedConv2D(8, 5, strides=2, groups=8, implementation="split")
+    native = GroupedConv2D(8, 5, strides=2, groups=8, implementation="native")
+    split.build(x.shape)
+    native.build(x.shape)
+    _randomize_weights(split)
+    native.set_weights(split.get_weights())
+    np.testing.assert_allclose(np.asarray(split(x)), np.asarray(native(x)), rtol=1e-4, atol=1e-4)
+
+
+def test_squeeze_excite_matches_numpy():
+    x = _random((2, 4, 4, 16))
+    layer = SqueezeExcite(4)
+    layer.build(x.shape)
+    _randomize_weights(layer)
+    w1, b1 = layer.reduce.kernel.numpy()[0, 0], layer.reduce.bias.numpy()
+    w2, b2 = layer.expand.kernel.numpy()[0, 0], layer.expand.bias.numpy()
+    assert w1.shape == (16, 4)
+    context = x.mean(axis=(1, 2))  # [B, C]
+    hidden = context @ w1 + b1
+    hidden = 0.5 * hidden * (1 + np.vectorize(__import__("math").erf)(hidden / np.sqrt(2)))  # exact GELU
+    gate = 1 / (1 + np.exp(-(hidden @ w2 + b2)))
+    np.testing.assert_allclose(np.asarray(layer(x)), x * gate[:, None, None, :], rtol=1e-4, atol=1e-5)
+
+
+def test_drop_path_identity_at_inference_and_drops_whole_samples_in_training():
+    x = np.ones((64, 3, 3, 2), "float32")
+    layer = DropPath(0.5, seed=3)
+    np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)
+    y = np.asarray(layer(x, training=True))
+    per_sample = y.reshape(64, -1)
+    assert set(np.unique(per_sample)) <= {0.0, 2.0}
+    assert np.all(per_sample.min(axis=1) == per_sample.max(axis=1))  # whole samples kept or dropped
+    assert 10 < (per_sample[:, 0] == 0).sum() < 54
+    np.testing.assert_array_equal(np.asarray(DropPath(0.0)(x, training=True)), x)
+
+
+def test_layer_scale_init_value():
+    layer = LayerScale(0.1)
+    y = np.asarray(layer(np.ones((1, 2, 2, 3), "float32")))
+    np.testing.assert_allclose(y, 0.1)
+
+
+@pytest.mark.parametrize("mode", ["depthwise", "axial", "mixed"])
+def test_block_sublayers_by_mode(mode):
+    block = ConvMixerBlock(mode, kernel_size=3, axial_kernel_size=5, se_reduction=4, name="b")
+    y = block(_random((2, 8, 8, 16)))
+    assert y.shape == (2, 8, 8, 16)
+    assert (block.depthwise is not None) == (mode == "depthwise")
+    assert (block.axial is not None) == (mode in ("axial", "mixed"))
+    assert (block.local_depthwise is not None) == (mode == "mixed")
+    assert block.se.name == "se" and block.layer_scale.gamma.shape == (16,)
+    assert block.spatial_bn.epsilon == pytest.approx(1e-5) and block.spatial_bn.momentum == pytest.approx(0.9)
+
+
+def test_block_without_scale_or_se_is_plain_residual():
+    """With gamma-free residual and no SE, the block is BN(GELU(W (x + BN(GELU(dw(x))))))."""
+    x = _random((1, 6, 6, 4))
+    block = ConvMixerBlock("depthwise", kernel_size=3, layer_scale_init=None)
+    block.build(x.shape)
+    _randomize_weights(block)
+    assert block.se is None and block.layer_scale is None
+    y = block.depthwise(x)
+    y = block.spatial_bn(keras.activations.gelu(y), training=False)
+    z = block.channel_bn(keras.activations.gelu(block.pointwise(x + y)), training=False)
+    np.testing.assert_allclose(np.asarray(block(x, training=False)), np.asarray(z), rtol=1e-5, atol=1e-5)
+
+
+LAYER_CASES = [
+    (AxialDepthwiseConv2D, dict(kernel_size=3)),
+    (GroupedConv2D, dict(filters=8, kernel_size=3, strides=2, groups=2, use_bias=True, implementation="split")),
+    (SqueezeExcite, dict(reduction=2, gelu_approximate=True)),
+    (LayerScale, dict(init_value=0.5)),
+    (DropPath, dict(rate=0.2, seed=7)),
+    (
+        ConvMixerBlock,
+        dict(mode="mixed", kernel_size=3, axial_kernel_size=5, se_reduction=2, drop_path=0.1,
+             layer_scale_init=0.5, gelu_approximate=True, bn_momentum=0.8, bn_epsilon=1e-3),
+    ),
+]
+
+
+@pytest.mark.parametrize("cls,kwargs", LAYER_CASES, ids=[c[0].__name__ for c in LAYER_CASES])
+def test_get_config_round_trip(cls, kwargs):
+    x = _random((2, 6, 6, 4))
+    layer = cls(name="original", **kwargs)
+    layer.build(x.shape)
+    _randomize_weights(layer)
+    config = layer.get_config()
+    for key, value in kwargs.items():
+        assert config[key] == value
+    clone = cls.from_config(config)
+    assert clone.get_config() == config
+    clone.build(x.shape)
+    clone.set_weights(layer.get_weights())
+    np.testing.assert_allclose(np.asarray(clone(x)), np.asarray(layer(x)), rtol=1e-6)
+
+
+def test_block_runs_in_mixed_float16():
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        block = ConvMixerBlock("mixed", kernel_size=3, axial_kernel_size=5, se_reduction=2)
+        y = block(_random((2, 6, 6, 8)), training=True)
+        assert keras.backend.standardize_dtype(y.dtype) == "float16"
+        assert keras.backend.standardize_dtype(block.axial.kernel_row.dtype) == "float32"  # variables stay float32
+        assert np.all(np.isfinite(np.asarray(y, dtype="float32")))
+    finally:
+        keras.config.set_dtype_policy(policy)

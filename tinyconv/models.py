@@ -1,0 +1,333 @@
+"""Model presets and the builder.
+
+    config = get_config("seed", kernel_sizes=7, depths=(2, 2, 4))   # any field, overridden field by field
+    model = build_model(config)                                       # [B, 64, 64, 3] normalized -> [B, classes]
+    print(format_info(model_info("seed")))                            # params, MACs, receptive field per stage
+
+The design: a conv stem (stride 2), then stages of ConvMixerBlocks separated by grouped stride-2 "down"
+convs, then global average pooling and a float32 Dense head. Layer names are stable: `stem_conv`,
+`stem_bn`, `stage{s}_block{b}`, `down{s}_conv`, `down{s}_bn`, `head_pool`, `head` (stages count from 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from tinyconv.errors import TinyconvError
+
+# Per-stage fields: a tuple with one entry per stage. An override may give a single value for all stages.
+STAGE_FIELDS = ("widths", "depths", "modes", "kernel_sizes", "axial_kernel_sizes", "se_reductions")
+
+
+@dataclass
+class ModelConfig:
+    """Every architectural choice; the defaults are the `seed` preset."""
+
+    name: str = "seed"  # preset name, recorded in run configs
+    num_classes: int = 200  # Tiny ImageNet classes; the quick profile trains on a 10-class subset
+    image_size: int = 64  # input is [B, image_size, image_size, 3], float32, already normalized
+    # stem: conv (no bias), GELU, BN, to widths[0] channels
+    stem_kernel: int = 5
+    stem_stride: int = 2
+    # stages (one entry each); between stages a grouped stride-2 conv (no bias), GELU, BN to the next width
+    widths: tuple = (128, 256, 512)
+    depths: tuple = (2, 3, 5)  # ConvMixerBlocks per stage
+    modes: tuple = ("depthwise", "mixed", "axial")  # the spatial mixer of each stage's blocks
+    kernel_sizes: tuple = (9, 3, 3)  # square depthwise kernel (depthwise mode; mixed mode's local conv)
+    axial_kernel_sizes: tuple = (7, 7, 5)  # 1xa then ax1 kernels (axial and mixed modes)
+    se_reductions: tuple = (0, 8, 8)  # squeeze-excite reduction per stage, 0 = no SE
+    down_kernel: int = 5
+    down_groups: int = 8
+    # regularisation and residual scaling
+    drop_path: float = 0.0  # stochastic depth of the last block; rises linearly from 0 over the blocks
+    layer_scale_init: float | None = 1.0  # per-channel gamma on the residual branch; None = plain residual
+    # numerics
+    gelu_approximate: bool = False  # exact erf GELU as PyTorch's default; True = tanh approximation
+    bn_momentum: float = 0.9  # Keras convention (PyTorch momentum=0.1)
+    bn_epsilon: float = 1e-5  # PyTorch's BatchNorm2d default
+    grouped_conv: str = "auto"  # GroupedConv2D implementation: auto (split on CPU, native on GPU) | split | native
+
+    def to_dict(self) -> dict:
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        return get_config(cls(), **data)
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.widths)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # 2,644,712 parameters (2,628,584 trainable), ~0.26 GMAC per 64x64 image.
+    "seed": ModelConfig(),
+    # The same design at 3/8 of the width for CPU demos and the quick profile (~0.3M parameters).
+    "tiny": ModelConfig(name="tiny", widths=(48, 96, 192)),
+    # The original isotropic ConvMixer (Trockman & Kolter): patch stem, depth x [residual depthwise, 1x1].
+    # ConvMixer-256/8 with k=9 as in the paper's CIFAR-10 set-up; patch 2 gives the same 32x32 token grid
+    # the paper uses (32x32 CIFAR with patch 1, 224 ImageNet with patch 7). No layer scale, no SE, no
+    # biases (each conv is followed by BN, which makes a bias redundant).
+    "convmixer": ModelConfig(
+        name="convmixer",
+        stem_kernel=2,
+        stem_stride=2,
+        widths=(256,),
+        depths=(8,),
+        modes=("depthwise",),
+        kernel_sizes=(9,),
+        axial_kernel_sizes=(9,),
+        se_reductions=(0,),
+        layer_scale_init=None,
+    ),
+}
+
+
+def get_config(name_or_config="seed", **overrides) -> ModelConfig:
+    """A preset (by name) or a config, with fields overridden one by one.
+
+    A per-stage field (widths, depths, modes, kernel_sizes, axial_kernel_sizes, se_reductions) takes a
+    tuple/list with one value per stage or a single value for every stage. Raises TinyconvError for an
+    unknown preset, an unknown field or an inconsistent value.
+    """
+    if isinstance(name_or_config, ModelConfig):
+        base = name_or_config
+    elif isinstance(name_or_config, dict):
+        return get_config(ModelConfig(), **{**name_or_config, **overrides})
+    elif name_or_config in PRESETS:
+        base = PRESETS[name_or_config]
+    else:
+        raise TinyconvError(f"unknown model preset {name_or_config!r}; choose one of {', '.join(PRESETS)}")
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    for key in overrides:
+        if key not in known:
+            raise TinyconvError(f"unknown model config field {key!r}; known fields: {', '.join(sorted(known))}")
+    widths = overrides.get("widths", base.widths)
+    num_stages = base.num_stages if _is_scalar(widths) else len(widths)
+    values = {}
+    for key, value in overrides.items():
+        if key in STAGE_FIELDS:
+            value = (value,) * num_stages if _is_scalar(value) else tuple(value)
+        values[key] = value
+    config = dataclasses.replace(base, **values)
+    _validate(config)
+    return config
+
+
+def _is_scalar(value) -> bool:
+    return not isinstance(value, (tuple, list))
+
+
+def _validate(config: ModelConfig) -> None:
+    from tinyconv.layers import BLOCK_MODES
+
+    n = config.num_stages
+    for key in STAGE_FIELDS:
+        if len(getattr(config, key)) != n:
+            raise TinyconvError(
+                f"model config field {key!r} has {len(getattr(config, key))} entries but there are {n} stages"
+            )
+    for mode in config.modes:
+        if mode not in BLOCK_MODES:
+            raise TinyconvError(f"model config field 'modes': unknown mode {mode!r}; choose from {BLOCK_MODES}")
+    for key in ("kernel_sizes", "axial_kernel_sizes"):
+        for k in getattr(config, key):
+            if int(k) < 1 or int(k) % 2 == 0:
+                raise TinyconvError(f"model config field {key!r}: kernel sizes must be odd and positive, got {k}")
+    for width in config.widths if config.num_stages > 1 else ():
+        if width % config.down_groups:
+            raise TinyconvError(f"model config: width {width} is not a multiple of down_groups={config.down_groups}")
+    if not 0.0 <= config.drop_path < 1.0:
+        raise TinyconvError(f"model config field 'drop_path' must be in [0, 1), got {config.drop_path}")
+    if config.num_classes < 1:
+        raise TinyconvError(f"model config field 'num_classes' must be positive, got {config.num_classes}")
+
+
+def build_model(name_or_config="seed", **overrides):
+    """The Keras functional model of a preset or config.
+
+    Input: [B, image_size, image_size, 3] float32, already normalized. Output: logits [B, num_classes],
+    float32 also under a mixed-precision policy.
+    """
+    import keras
+
+    from tinyconv.layers import ConvMixerBlock, GroupedConv2D, gelu_tanh
+
+    config = get_config(name_or_config, **overrides)
+    activation = gelu_tanh if config.gelu_approximate else "gelu"  # keras' "gelu" is the exact erf form
+    act = lambda name: keras.layers.Activation(activation, name=name)  # noqa: E731
+    bn = lambda name: keras.layers.BatchNormalization(  # noqa: E731
+        momentum=config.bn_momentum, epsilon=config.bn_epsilon, name=name
+    )
+    inputs = keras.Input((config.image_size, config.image_size, 3), name="image")
+    x = keras.layers.Conv2D(
+        config.widths[0], config.stem_kernel, strides=config.stem_stride, padding="same", use_bias=False,
+        name="stem_conv",
+    )(inputs)  # [B, 32, 32, C1]
+    x = bn("stem_bn")(act("stem_gelu")(x))
+
+    total_blocks = sum(config.depths)
+    block_index = 0
+    for s in range(config.num_stages):
+        if s > 0:
+            x = GroupedConv2D(
+                config.widths[s], config.down_kernel, strides=2, groups=config.down_groups, use_bias=False,
+                implementation=config.grouped_conv, name=f"down{s}_conv",
+            )(x)  # [B, H/2, W/2, C_{s+1}]
+            x = bn(f"down{s}_bn")(act(f"down{s}_gelu")(x))
+        for b in range(config.depths[s]):
+            rate = config.drop_path * block_index / max(1, total_blocks - 1)
+            x = ConvMixerBlock(
+                mode=config.modes[s],
+                kernel_size=config.kernel_sizes[s],
+                axial_kernel_size=config.axial_kernel_sizes[s],
+                se_reduction=config.se_reductions[s] or None,
+                drop_path=rate,
+                layer_scale_init=config.layer_scale_init,
+                gelu_approximate=config.gelu_approximate,
+                bn_momentum=config.bn_momentum,
+                bn_epsilon=config.bn_epsilon,
+                name=f"stage{s + 1}_block{b + 1}",
+            )(x)
+            block_index += 1
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)  # [B, C_last]
+    # float32 head: stable logits and softmax under mixed precision
+    outputs = keras.layers.Dense(config.num_classes, dtype="float32", name="head")(x)
+    return keras.Model(inputs, outputs, name=f"tinyconv_{config.name}")
+
+
+def default_jit_compile() -> bool:
+    """The fastest XLA setting for `model.compile(jit_compile=...)` on this machine (see docs/performance.md)."""
+    return _DEFAULT_JIT_COMPILE
+
+
+_DEFAULT_JIT_COMPILE = False
+
+
+# -------------------------------------------------------------------------------------------- info
+
+
+def _stage_plan(config: ModelConfig) -> list[dict]:
+    """Per stage: name, output shape, MACs per image and theoretical receptive field, analytically."""
+    size = config.image_size
+    rf, jump = 1, 1  # receptive field and input-pixel distance between neighbouring activations
+
+    def conv(rf, jump, k, stride=1):
+        return rf + (k - 1) * jump, jump * stride
+
+    plan = []
+    c = config.widths[0]
+    size = -(-size // config.stem_stride)
+    macs = size * size * config.stem_kernel**2 * 3 * c
+    rf, jump = conv(rf, jump, config.stem_kernel, config.stem_stride)
+    plan.append(dict(name="stem", prefixes=("stem_",), output_shape=[size, size, c], macs=macs, receptive_field=rf))
+    for s in range(config.num_stages):
+        if s > 0:
+            c_in, c = c, config.widths[s]
+            size = -(-size // 2)
+            macs = size * size * config.down_kernel**2 * (c_in // config.down_groups) * c
+            rf, jump = conv(rf, jump, config.down_kernel, 2)
+            plan.append(
+                dict(name=f"down{s}", prefixes=(f"down{s}_",), output_shape=[size, size, c], macs=macs, receptive_field=rf)
+            )
+        mode, k, a = config.modes[s], config.kernel_sizes[s], config.axial_kernel_sizes[s]
+        hw = size * size
+        per_block = hw * c * c  # pointwise
+        if mode == "depthwise":
+            per_block += hw * c * k * k
+        else:
+            per_block += hw * c * 2 * a
+            if mode == "mixed":
+                per_block += hw * c * k * k
+        if config.se_reductions[s]:
+            hidden = max(1, c // config.se_reductions[s])
+            per_block += 2 * c * hidden
+        for _ in range(config.depths[s]):
+            if mode in ("axial", "mixed"):
+                rf, jump = conv(rf, jump, a)
+            if mode in ("depthwise", "mixed"):
+                rf, jump = conv(rf, jump, k)
+        plan.append(
+            dict(
+                name=f"stage{s + 1}",
+                prefixes=(f"stage{s + 1}_",),
+                output_shape=[size, size, c],
+                macs=per_block * config.depths[s],
+                receptive_field=rf,
+            )
+        )
+    plan.append(
+        dict(
+            name="head",
+            prefixes=("head",),
+            output_shape=[config.num_classes],
+            macs=c * config.num_classes,
+            receptive_field=rf,
+        )
+    )
+    return plan
+
+
+def model_info(name_or_config="seed", **overrides) -> dict:
+    """Parameters (from the built model), multiply-accumulates per image and receptive field per stage.
+
+    Returns {name, params_total, params_trainable, params_non_trainable, macs_per_image, input_shape,
+    receptive_field, stages: [{name, params, macs, output_shape, receptive_field}], config}. MACs count
+    convolutions and dense layers (not BN, activations or the SE scaling); the receptive field is the
+    theoretical one in input pixels.
+    """
+    import numpy as np
+
+    config = get_config(name_or_config, **overrides)
+    model = build_model(config)
+    count = lambda weights: int(sum(np.prod(w.shape) for w in weights))  # noqa: E731
+    stages = []
+    for entry in _stage_plan(config):
+        layers = [layer for layer in model.layers if layer.name.startswith(entry["prefixes"])]
+        stages.append(
+            dict(
+                name=entry["name"],
+                params=count(w for layer in layers for w in layer.weights),
+                macs=int(entry["macs"]),
+                output_shape=entry["output_shape"],
+                receptive_field=entry["receptive_field"],
+            )
+        )
+    trainable = count(model.trainable_weights)
+    total = count(model.weights)
+    assert sum(stage["params"] for stage in stages) == total, "a layer is outside every stage prefix"
+    return dict(
+        name=config.name,
+        params_total=total,
+        params_trainable=trainable,
+        params_non_trainable=total - trainable,
+        macs_per_image=int(sum(stage["macs"] for stage in stages)),
+        input_shape=[config.image_size, config.image_size, 3],
+        receptive_field=stages[-1]["receptive_field"],
+        stages=stages,
+        config=config.to_dict(),
+    )
+
+
+def format_info(info: dict) -> str:
+    """A readable table of `model_info`'s result."""
+    lines = [
+        f"model {info['name']}: input {tuple(info['input_shape'])}",
+        f"{'stage':<10}{'output':>16}{'params':>14}{'MMACs':>12}{'receptive field':>18}",
+    ]
+    for stage in info["stages"]:
+        shape = "x".join(str(n) for n in stage["output_shape"])
+        lines.append(
+            f"{stage['name']:<10}{shape:>16}{stage['params']:>14,}{stage['macs'] / 1e6:>12.1f}"
+            f"{stage['receptive_field']:>18}"
+        )
+    lines.append(
+        f"{'total':<10}{'':>16}{info['params_total']:>14,}{info['macs_per_image'] / 1e6:>12.1f}"
+        f"{info['receptive_field']:>18}"
+    )
+    lines.append(
+        f"trainable {info['params_trainable']:,}, non-trainable {info['params_non_trainable']:,} (BN statistics); "
+        f"{info['macs_per_image'] / 1e9:.3f} GMAC per image"
+    )
+    return "\n".join(lines)
