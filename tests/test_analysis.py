@@ -1,0 +1,200 @@
+"""Unit tests of tinyconv.analysis on small built models and hand-made arrays (fast, no dataset)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tinyconv import analysis
+
+keras = pytest.importorskip("keras")
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    """The tiny preset with 10 classes and fixed weights (seeded), untrained."""
+    from tinyconv.models import build_model
+
+    keras.utils.set_random_seed(0)
+    return build_model("tiny", num_classes=10)
+
+
+@pytest.fixture(scope="module")
+def images_normalized():
+    return np.random.default_rng(0).normal(size=(4, 64, 64, 3)).astype(np.float32)
+
+
+def test_find_blocks_reads_stages_from_the_model(tiny_model):
+    from tinyconv.models import get_config
+
+    config = get_config("tiny")
+    blocks = analysis.find_blocks(tiny_model)
+    assert len(blocks) == sum(config.depths)
+    per_stage = [sum(1 for b in blocks if b.stage == s + 1) for s in range(len(config.depths))]
+    assert per_stage == list(config.depths)
+    assert [b.resolution for b in blocks if b.index == 0] == [(32, 32), (16, 16), (8, 8)]
+    assert [b.layer.mode for b in blocks if b.index == 0] == list(config.modes)
+    assert blocks[0].label == "s1b1"
+
+
+def test_stem_kernel_and_rgb_tiles(tiny_model):
+    kernel = analysis.stem_kernel(tiny_model)
+    assert kernel.shape == (5, 5, 3, 48)
+    tiles = analysis.filters_as_rgb(kernel)
+    assert tiles.shape == (48, 5, 5, 3)
+    assert tiles.min() >= 0.0 and tiles.max() <= 1.0
+    # each filter is scaled by its own max |w|, so every tile touches 0 or 1
+    extremes = np.maximum(tiles.reshape(48, -1).max(axis=1), 1 - tiles.reshape(48, -1).min(axis=1))
+    np.testing.assert_allclose(extremes, 1.0, atol=1e-6)
+
+
+def test_axial_effective_kernel_is_rank_one_and_matches_the_layer(tiny_model):
+    blocks = analysis.find_blocks(tiny_model)
+    axial = [b for b in blocks if b.layer.axial is not None]
+    assert axial, "the tiny preset has axial stages"
+    for ref in axial:
+        kernels = analysis.block_kernels(ref.layer)
+        effective = kernels["axial_effective"]
+        a = ref.layer.axial_kernel_size
+        assert effective.shape == (a, a, ref.layer.output.shape[-1])
+        np.testing.assert_allclose(effective, np.einsum("ic,jc->ijc", kernels["col"], kernels["row"]), rtol=1e-6)
+        assert all(analysis.kernel_rank(effective[:, :, c]) == 1 for c in range(4))
+    depthwise = [b for b in blocks if b.layer.mode == "depthwise"]
+    name, kernel = analysis.main_kernel(depthwise[0].layer)
+    assert name == "depthwise" and kernel.shape == (9, 9, 48)
+    assert analysis.kernel_rank(kernel[:, :, 0]) > 1  # a free 9x9 kernel is not separable
+
+
+def test_axial_effective_kernel_equals_the_convolution():
+    """Convolving with the composed kxk kernel gives the layer's own output (zero padding, odd k)."""
+    from tinyconv.layers import AxialDepthwiseConv2D
+
+    layer = AxialDepthwiseConv2D(5)
+    x = np.random.default_rng(1).normal(size=(2, 12, 12, 3)).astype(np.float32)
+    expected = np.asarray(layer(x))
+    effective = layer.effective_kernel()[:, :, :, None]  # [k, k, C, 1]
+    got = np.asarray(keras.ops.depthwise_conv(x, effective, strides=1, padding="same"))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_energy_by_distance_sums_to_one_and_finds_the_ring():
+    kernel = np.zeros((7, 7, 2))
+    kernel[3, 3, 0] = 2.0  # center, energy 4
+    kernel[0, 6, 1] = 2.0  # corner: ring 3, energy 4
+    kernel[1, 3, 1] = 1.0  # ring 2, energy 1
+    profile = analysis.energy_by_distance(kernel)
+    np.testing.assert_allclose(profile, [4 / 9, 0, 1 / 9, 4 / 9])
+    uniform = analysis.ring_area_share(5)
+    np.testing.assert_allclose(uniform, [1 / 25, 8 / 25, 16 / 25])
+    with pytest.raises(ValueError):
+        analysis.energy_by_distance(np.ones((4, 4)))
+
+
+def test_layer_scale_and_squeeze_excite_stats(tiny_model, images_normalized):
+    blocks = analysis.find_blocks(tiny_model)
+    scale_rows = analysis.layer_scale_stats(blocks)
+    assert len(scale_rows) == len(blocks)
+    assert all(row["mean"] == pytest.approx(1.0) for row in scale_rows)  # untrained: gamma = init value 1
+    se_rows = analysis.squeeze_excite_stats(tiny_model, images_normalized, blocks)
+    assert [row["block"] for row in se_rows] == [b.label for b in blocks if b.layer.se is not None]
+    for row in se_rows:
+        assert 0.0 < row["mean"] < 1.0  # sigmoid gates
+        assert 0.0 <= row["below_0_1"] <= 1.0
+
+
+def test_spatial_features_reproduce_the_block(tiny_model, images_normalized):
+    """spatial_features + SE + layer scale + residual + channel mixer rebuild the block's output."""
+    from tinyconv.layers import gelu
+
+    ref = [b for b in analysis.find_blocks(tiny_model) if b.layer.se is not None][0]
+    block = ref.layer
+    probe = keras.Model(tiny_model.input, block.input)
+    x = probe(images_normalized)
+    y = block.layer_scale(block.se(analysis.spatial_features(block, x)))
+    rebuilt = block.channel_bn(gelu(block.pointwise(x + y)), training=False)
+    np.testing.assert_allclose(np.asarray(rebuilt), np.asarray(block(x, training=False)), atol=1e-4)
+
+
+def test_effective_receptive_field_shape_mass_and_center(tiny_model, images_normalized):
+    stages = analysis.stage_outputs(tiny_model)
+    assert sorted(stages) == [1, 2, 3]
+    erf = analysis.effective_receptive_field(tiny_model, images_normalized, stages[1], batch_size=2)
+    assert erf.shape == (64, 64)
+    assert erf.sum() == pytest.approx(1.0)
+    peak = np.unravel_index(erf.argmax(), erf.shape)
+    assert abs(peak[0] - 32) <= 3 and abs(peak[1] - 32) <= 3
+    # the stage-1 unit sees stem 5x5 then two 9x9 blocks: nothing beyond its theoretical field
+    rows, cols = np.nonzero(erf > 0)
+    assert rows.min() >= 32 - 20 and rows.max() <= 32 + 20 and cols.min() >= 32 - 20
+    deeper = analysis.effective_receptive_field(tiny_model, images_normalized, stages[3])
+    assert analysis.erf_radius(deeper, 0.9) > analysis.erf_radius(erf, 0.9)
+
+
+def test_erf_radius_on_known_maps():
+    erf = np.zeros((9, 9))
+    erf[4, 4] = 1.0
+    assert analysis.erf_radius(erf, 0.5) == 0
+    erf = np.ones((9, 9)) / 81
+    assert analysis.erf_radius(erf, 0.99) == 4
+    assert analysis.erf_radius(erf, 0.1) == 1  # 9 of 81 center pixels hold 11 %
+
+
+def test_accuracy_helpers():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    logits = np.array(
+        [[5, 1, 0], [0, 9, 1], [0, 3, 0], [0, 2, 1], [1, 0, 0.5], [0, 0, 4]], dtype=np.float32
+    )  # predictions 0, 1, 1, 1, 0, 2
+    assert analysis.topk_accuracy(labels, logits, 1) == pytest.approx(4 / 6)
+    assert analysis.topk_accuracy(labels, logits, 2) == pytest.approx(5 / 6)
+    accuracy = analysis.per_class_accuracy(labels, logits.argmax(axis=1), num_classes=4)
+    np.testing.assert_allclose(accuracy[:3], [0.5, 1.0, 0.5])
+    assert np.isnan(accuracy[3])
+    best, worst = analysis.best_and_worst(accuracy, ["a", "b", "c", "d"], count=2)
+    assert best == [("b", 1.0), ("a", 0.5)]
+    assert worst == [("c", 0.5), ("a", 0.5)]
+    # the most confident mistake first: sample 1 (9 vs 0) before sample 4 (1 vs 0)
+    assert list(analysis.misclassified(labels, logits, count=5)) == [1, 4]
+
+
+def test_data_helpers():
+    images = np.zeros((3, 4, 4, 3), dtype=np.uint8)
+    images[0] = 10  # grey
+    images[1, ..., 0] = 255  # red
+    images[2] = 7
+    images[2, 0, 0, 2] = 8  # one coloured pixel
+    np.testing.assert_array_equal(analysis.grayscale_mask(images, chunk=2), [True, False, False])
+    mean, std = analysis.channel_stats(images, chunk=2)
+    pixels = images.reshape(-1, 3).astype(np.float64)
+    np.testing.assert_allclose(mean, pixels.mean(axis=0))
+    np.testing.assert_allclose(std, pixels.std(axis=0))
+    np.testing.assert_array_equal(analysis.count_per_class([0, 2, 2], 4), [1, 0, 2, 0])
+
+
+def test_augmentation_examples_keep_shapes_and_the_original():
+    images = np.random.default_rng(0).integers(0, 256, size=(3, 64, 64, 3), dtype=np.uint8)
+    examples = analysis.augmentation_examples(images, seed=1)
+    assert list(examples)[0] == "original" and "full recipe" in examples
+    np.testing.assert_array_equal(examples["original"], images)
+    for name, batch in examples.items():
+        assert batch.shape == images.shape and batch.dtype == np.uint8, name
+    assert not np.array_equal(examples["cutout"], images)
+    again = analysis.augmentation_examples(images, seed=1)
+    np.testing.assert_array_equal(again["full recipe"], examples["full recipe"])
+
+
+def test_history_roundtrip_and_figures(tmp_path, tiny_model):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    (tmp_path / "history.csv").write_text("epoch,loss,accuracy,val_loss,val_accuracy\n0,2.0,0.1,2.1,0.1\n1,1.5,0.3,1.8,0.2\n")
+    history = analysis.read_history(tmp_path / "history.csv")
+    assert history["val_accuracy"] == [0.1, 0.2]
+    figures = [
+        analysis.plot_history(history),
+        analysis.plot_stem_filters(analysis.stem_kernel(tiny_model)),
+        analysis.plot_energy_profiles({"a": np.array([0.2, 0.3, 0.5])}),
+    ]
+    for fig in figures:
+        assert fig.axes and any(ax.get_title() for ax in fig.axes) or fig._suptitle is not None
+        fig.savefig(tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 1000

@@ -1,0 +1,736 @@
+"""What a model learned and what the data looks like: the computations and figures behind the notebooks.
+
+Data (02): channel statistics, grayscale counts, augmentation examples.
+Model (03): per-stage tables and charts from `tinyconv.models.model_info`.
+Kernels (05): stem filters, depthwise and axial kernels and the effective kxk kernels they compose,
+kernel energy by distance from the center, layer-scale and squeeze-excite statistics, the effective
+receptive field (ERF), per-class accuracy and misclassified examples.
+
+Arrays are numpy; images are uint8 [N, 64, 64, 3] unless said otherwise; kernels are [k, k, C] (one
+k x k kernel per channel). Figures are matplotlib `Figure`s with titles and labelled axes; the notebooks
+save them with `tinyconv.notebooks.save_figure`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def channel_stats(images, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation in 0..255 units, streamed in chunks (works on a memmap).
+
+    Args:
+        images: uint8 [N, H, W, 3].
+        chunk: images per chunk; bounds the float64 working memory.
+    Returns:
+        (mean [3], std [3]) float64.
+    """
+    total = np.zeros(3)
+    total_sq = np.zeros(3)
+    count = 0
+    for start in range(0, len(images), chunk):
+        block = np.asarray(images[start : start + chunk], dtype=np.float64).reshape(-1, 3)  # [n*H*W, 3]
+        total += block.sum(axis=0)
+        total_sq += np.square(block).sum(axis=0)
+        count += block.shape[0]
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - np.square(mean), 0.0))
+    return mean, std
+
+
+def grayscale_mask(images, chunk: int = 4096) -> np.ndarray:
+    """Which images are grayscale (R == G == B at every pixel: one-channel JPEGs decode this way).
+
+    Args:
+        images: uint8 [N, H, W, 3].
+    Returns:
+        bool [N].
+    """
+    masks = []
+    for start in range(0, len(images), chunk):
+        block = np.asarray(images[start : start + chunk])
+        same = (block[..., 0] == block[..., 1]) & (block[..., 1] == block[..., 2])  # [n, H, W]
+        masks.append(same.reshape(len(block), -1).all(axis=1))
+    return np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
+
+
+def count_per_class(labels, num_classes: int) -> np.ndarray:
+    """Images per class: int [num_classes] from int labels [N]."""
+    return np.bincount(np.asarray(labels), minlength=num_classes)
+
+
+def to_uint8(x_normalized) -> np.ndarray:
+    """Undo the ImageNet normalization for display: float [..., 3] -> uint8 [..., 3]."""
+    from tinyconv.pipeline import IMAGENET_MEAN, IMAGENET_STD
+
+    x = np.asarray(x_normalized, dtype=np.float32) * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
+def augmentation_examples(images, seed: int = 0, augment=None) -> dict[str, np.ndarray]:
+    """Each train-time augmentation alone, and the whole recipe, applied to the same images.
+
+    Args:
+        images: uint8 [B, H, W, 3], B >= 2 (mixup and cutmix pair each image with another one).
+        seed: the stateless seed of every op.
+        augment: an AugmentConfig for the strengths and for "full recipe" (default: the reference
+            recipe: jitter 0.8, cutout 0.7, mix 1.0).
+    Returns:
+        name -> uint8 [B, H, W, 3], in display order: original, crop+flip, colour jitter, cutout, mixup,
+        cutmix, full recipe. Mixup and cutmix pair image i with image B-1-i at a 60/40 ratio.
+    """
+    import tensorflow as tf
+
+    from tinyconv import pipeline
+
+    if augment is None:
+        augment = pipeline.AugmentConfig(jitter_prob=0.8, cutout_prob=0.7, mix_prob=1.0)
+    images = tf.convert_to_tensor(np.asarray(images), tf.uint8)
+    batch = int(images.shape[0])
+    labels = tf.one_hot(tf.range(batch), depth=batch)  # each image its own class, for the mixing ops
+    seed = tf.constant([seed, 0], tf.int64)
+    x = pipeline.normalize(images)
+    crop = pipeline.random_crop_flip(images, pad=max(augment.pad, 1), flip=True, seed=seed)
+    jitter = pipeline.color_jitter(
+        tf.cast(images, tf.float32), prob=1.0, strength=augment.jitter_strength, seed=seed
+    )
+    cut = pipeline.cutout(x, prob=1.0, half=augment.cutout_half, seed=seed)
+    # A fixed 60/40 ratio shows both partners clearly; training draws it from Beta(alpha, alpha).
+    ratio = tf.fill([batch], 0.6)
+    mixed, _ = pipeline.mixup(x, labels, ratio=ratio)
+    cutmixed, _ = pipeline.cutmix(x, labels, ratio=ratio, seed=seed)
+    recipe, _ = pipeline.augment_batch(images, labels, augment=augment, seed=seed)
+    return {
+        "original": np.asarray(images),
+        "crop + flip": np.asarray(crop),
+        "colour jitter": np.clip(np.round(np.asarray(jitter)), 0, 255).astype(np.uint8),
+        "cutout": to_uint8(cut),
+        "mixup": to_uint8(mixed),
+        "cutmix": to_uint8(cutmixed),
+        "full recipe": to_uint8(recipe),
+    }
+
+
+# ----------------------------------------------------------------------------------------- model parts
+
+
+@dataclass
+class BlockRef:
+    """A ConvMixerBlock located in the model.
+
+    Attributes:
+        stage: 1-based stage index (stages are runs of blocks at one spatial resolution).
+        index: 0-based block index within the stage.
+        layer: the ConvMixerBlock layer.
+        resolution: (H, W) of its feature map for a 64x64 input.
+    """
+
+    stage: int
+    index: int
+    layer: object
+    resolution: tuple[int, int]
+
+    @property
+    def label(self) -> str:
+        return f"s{self.stage}b{self.index + 1}"
+
+
+def find_blocks(model) -> list[BlockRef]:
+    """The ConvMixerBlocks of a model in order, with their stage (a new stage starts when H x W changes).
+
+    Args:
+        model: a functional keras.Model from tinyconv.models.build_model (or a loaded .keras file).
+    Returns:
+        list of BlockRef.
+    """
+    from tinyconv.layers import ConvMixerBlock
+
+    blocks: list[BlockRef] = []
+    stage, index, previous = 0, 0, None
+    for layer in _all_layers(model):
+        if not isinstance(layer, ConvMixerBlock):
+            continue
+        resolution = tuple(int(n) for n in layer.output.shape[1:3])
+        named = re.fullmatch(r"stage(\d+)_block(\d+)", layer.name)  # build_model's names, 1-based
+        if named:
+            stage, index = int(named.group(1)), int(named.group(2)) - 1
+        elif resolution != previous:
+            stage, index = stage + 1, 0
+        previous = resolution
+        blocks.append(BlockRef(stage=stage, index=index, layer=layer, resolution=resolution))
+        index += 1
+    return blocks
+
+
+def _all_layers(model):
+    """Layers of a model in order, descending into nested models."""
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+        else:
+            yield layer
+
+
+def stem_kernel(model) -> np.ndarray:
+    """The kernel of the first convolution that reads the RGB input: [k, k, 3, C]."""
+    for layer in _all_layers(model):
+        kernel = getattr(layer, "kernel", None)
+        if kernel is not None and len(kernel.shape) == 4 and kernel.shape[2] == 3:
+            return np.asarray(kernel.numpy(), dtype=np.float32)
+    raise ValueError("the model has no convolution over the 3 input channels")
+
+
+def filters_as_rgb(kernel) -> np.ndarray:
+    """Stem filters as displayable RGB tiles, each filter scaled to [0, 1] around 0.5 by its own max |w|.
+
+    Args:
+        kernel: [k, k, 3, C].
+    Returns:
+        float32 [C, k, k, 3] in [0, 1].
+    """
+    tiles = np.moveaxis(np.asarray(kernel, dtype=np.float32), -1, 0)  # [C, k, k, 3]
+    scale = np.abs(tiles).reshape(len(tiles), -1).max(axis=1)[:, None, None, None] + 1e-12
+    return 0.5 + 0.5 * tiles / scale
+
+
+def block_kernels(block) -> dict[str, np.ndarray]:
+    """The spatial kernels of one ConvMixerBlock, per channel.
+
+    Returns:
+        name -> array: "depthwise" [k, k, C] (depthwise mode), "row" [a, C] and "col" [a, C] (the axial
+        1xa and ax1 kernels), "axial_effective" [a, a, C] (their outer product, rank 1 per channel),
+        "local_depthwise" [k, k, C] (mixed mode).
+    """
+    kernels = {}
+    if getattr(block, "depthwise", None) is not None:
+        kernels["depthwise"] = block.depthwise.kernel.numpy()[:, :, :, 0].astype(np.float32)
+    if getattr(block, "axial", None) is not None:
+        row, col = block.axial.axial_kernels()
+        kernels["row"], kernels["col"] = row, col
+        kernels["axial_effective"] = block.axial.effective_kernel()
+    if getattr(block, "local_depthwise", None) is not None:
+        kernels["local_depthwise"] = block.local_depthwise.kernel.numpy()[:, :, :, 0].astype(np.float32)
+    return kernels
+
+
+def main_kernel(block) -> tuple[str, np.ndarray]:
+    """The kxk kernel that describes a block's spatial reach: the depthwise one, else the axial effective one."""
+    kernels = block_kernels(block)
+    name = "depthwise" if "depthwise" in kernels else "axial_effective"
+    return name, kernels[name]
+
+
+def kernel_rank(kernel_2d, tolerance: float = 1e-5) -> int:
+    """Numerical rank of one k x k kernel (singular values above `tolerance` times the largest)."""
+    singular = np.linalg.svd(np.asarray(kernel_2d, dtype=np.float64), compute_uv=False)
+    return int((singular > tolerance * max(singular[0], 1e-30)).sum())
+
+
+def energy_by_distance(kernel) -> np.ndarray:
+    """Share of squared kernel weight at each Chebyshev distance (ring) from the center.
+
+    Args:
+        kernel: [k, k] or [k, k, C] with odd k; channels are pooled.
+    Returns:
+        float64 [k // 2 + 1]: entry d is the share of sum(w^2) on ring d (d = 0 is the center tap); sums to 1.
+    """
+    kernel = np.asarray(kernel, dtype=np.float64)
+    if kernel.ndim == 2:
+        kernel = kernel[:, :, None]
+    k = kernel.shape[0]
+    if kernel.shape[1] != k or k % 2 == 0:
+        raise ValueError(f"energy_by_distance needs an odd square kernel, got {kernel.shape[:2]}")
+    offsets = np.abs(np.arange(k) - k // 2)
+    ring = np.maximum(offsets[:, None], offsets[None, :])  # [k, k] Chebyshev distance
+    energy = np.square(kernel).sum(axis=2)  # [k, k]
+    profile = np.bincount(ring.ravel(), weights=energy.ravel(), minlength=k // 2 + 1)
+    return profile / max(profile.sum(), 1e-30)
+
+
+def ring_area_share(k: int) -> np.ndarray:
+    """Share of the k x k taps on each ring: what `energy_by_distance` gives for uniform weights."""
+    return energy_by_distance(np.ones((k, k)))
+
+
+def layer_scale_stats(blocks: list[BlockRef]) -> list[dict]:
+    """Per block: mean, std, min, max of |gamma| of the layer scale (rows without one are skipped)."""
+    rows = []
+    for ref in blocks:
+        scale = getattr(ref.layer, "layer_scale", None)
+        if scale is None:
+            continue
+        gamma = np.abs(scale.gamma.numpy().astype(np.float64))
+        rows.append(
+            dict(block=ref.label, stage=ref.stage, mean=gamma.mean(), std=gamma.std(), min=gamma.min(), max=gamma.max())
+        )
+    return rows
+
+
+def spatial_features(block, x):
+    """The input of a block's squeeze-excite: the spatial branch up to and including its BatchNorm.
+
+    Mirrors ConvMixerBlock.call (inference mode) so the gates can be read on real images.
+
+    Args:
+        block: a ConvMixerBlock; x: its input [B, H, W, C].
+    Returns:
+        [B, H, W, C] tensor.
+    """
+    from tinyconv.layers import gelu
+
+    act = lambda t: gelu(t, block.gelu_approximate)  # noqa: E731
+    if block.mode == "depthwise":
+        y = act(block.depthwise(x))
+    else:
+        y = act(block.axial(x))
+        if block.mode == "mixed":
+            y = block.local_depthwise(y)
+    return block.spatial_bn(y, training=False)
+
+
+def squeeze_excite_stats(model, images_normalized, blocks: list[BlockRef] | None = None) -> list[dict]:
+    """Per block with squeeze-excite: statistics of its channel gates on real images.
+
+    Args:
+        model: the model; images_normalized: float32 [B, 64, 64, 3] (a few val images).
+        blocks: from find_blocks (default: computed).
+    Returns:
+        rows with block, stage, mean gate, std across channels of the per-channel mean gate, share of
+        gates below 0.1 ("switched off") and above 0.9, and the std across images (input dependence).
+    """
+    import keras
+
+    blocks = blocks if blocks is not None else find_blocks(model)
+    with_se = [ref for ref in blocks if getattr(ref.layer, "se", None) is not None]
+    if not with_se:
+        return []
+    probe = keras.Model(model.input, [ref.layer.input for ref in with_se])
+    inputs = probe(images_normalized, training=False)
+    inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    rows = []
+    for ref, block_input in zip(with_se, inputs):
+        gate = ref.layer.se.gate(spatial_features(ref.layer, block_input))  # [B, 1, 1, C]
+        gate = np.asarray(gate, dtype=np.float64)[:, 0, 0, :]  # [B, C]
+        per_channel = gate.mean(axis=0)
+        rows.append(
+            dict(
+                block=ref.label,
+                stage=ref.stage,
+                mean=gate.mean(),
+                channel_std=per_channel.std(),
+                below_0_1=(gate < 0.1).mean(),
+                above_0_9=(gate > 0.9).mean(),
+                across_images_std=gate.std(axis=0).mean(),
+            )
+        )
+    return rows
+
+
+# ------------------------------------------------------------------------------- receptive fields
+
+
+def stage_outputs(model, blocks: list[BlockRef] | None = None) -> dict[int, object]:
+    """Stage number -> the last ConvMixerBlock of that stage (its output ends the stage)."""
+    blocks = blocks if blocks is not None else find_blocks(model)
+    last = {}
+    for ref in blocks:
+        last[ref.stage] = ref.layer
+    return last
+
+
+def effective_receptive_field(model, images_normalized, layer, batch_size: int = 16) -> np.ndarray:
+    """The effective receptive field of `layer`'s center unit: |d out[center] / d input|, averaged.
+
+    For each image, the output of `layer` at the spatial center (summed over channels) is differentiated
+    with respect to the input pixels; the absolute gradient is summed over RGB, averaged over images and
+    normalized to sum to 1 (Luo et al., 2016).
+
+    Args:
+        model: a functional keras.Model; layer: one of its layers with a [B, h, w, C] output.
+        images_normalized: float32 [N, H, W, 3].
+    Returns:
+        float64 [H, W] summing to 1.
+    """
+    import keras
+    import tensorflow as tf
+
+    probe = keras.Model(model.input, layer.output)
+    total = None
+    for start in range(0, len(images_normalized), batch_size):
+        x = tf.convert_to_tensor(np.asarray(images_normalized[start : start + batch_size]), tf.float32)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            features = tf.cast(probe(x, training=False), tf.float32)  # [B, h, w, C]
+            h, w = features.shape[1], features.shape[2]
+            center = tf.reduce_sum(features[:, h // 2, w // 2, :])
+        grad = tape.gradient(center, x)  # [B, H, W, 3]
+        contribution = np.abs(grad.numpy()).sum(axis=(0, 3))  # [H, W]
+        total = contribution if total is None else total + contribution
+    total = total.astype(np.float64)
+    return total / max(total.sum(), 1e-30)
+
+
+def erf_radius(erf, mass: float = 0.5) -> int:
+    """Smallest Chebyshev radius r around the ERF's center square holding `mass` of it.
+
+    Args:
+        erf: [H, W] non-negative, summing to 1 (from effective_receptive_field).
+        mass: the share to enclose.
+    Returns:
+        r in pixels: the square of side 2r+1 (2r+2 for even sizes) around the center holds >= mass.
+    """
+    erf = np.asarray(erf, dtype=np.float64)
+    height, width = erf.shape
+    rows = np.abs(np.arange(height) - (height - 1) / 2.0)
+    cols = np.abs(np.arange(width) - (width - 1) / 2.0)
+    distance = np.floor(np.maximum(rows[:, None], cols[None, :])).astype(int)  # [H, W]
+    profile = np.bincount(distance.ravel(), weights=erf.ravel())
+    return int(np.searchsorted(np.cumsum(profile), mass * erf.sum() - 1e-12))
+
+
+# ---------------------------------------------------------------------------------- predictions
+
+
+def predict_logits(model, images, batch_size: int = 256) -> np.ndarray:
+    """Logits of a model on uint8 images, in batches: [N, 64, 64, 3] -> float32 [N, K]."""
+    from tinyconv.pipeline import normalize
+
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        x = normalize(np.asarray(images[start : start + batch_size]))
+        outputs.append(np.asarray(model(x, training=False), dtype=np.float32))
+    return np.concatenate(outputs) if outputs else np.zeros((0, model.output_shape[-1]), np.float32)
+
+
+def topk_accuracy(labels, logits, k: int = 1) -> float:
+    """Share of rows whose label is among the k largest logits."""
+    logits = np.asarray(logits)
+    top = np.argsort(-logits, axis=1)[:, :k]
+    return float((top == np.asarray(labels)[:, None]).any(axis=1).mean())
+
+
+def per_class_accuracy(labels, predictions, num_classes: int) -> np.ndarray:
+    """Top-1 accuracy per class: float64 [num_classes] (NaN for a class without samples)."""
+    labels = np.asarray(labels)
+    correct = np.bincount(labels, weights=(np.asarray(predictions) == labels), minlength=num_classes)
+    counts = np.bincount(labels, minlength=num_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, correct / np.maximum(counts, 1), np.nan)
+
+
+def best_and_worst(accuracy, names, count: int = 5) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """The `count` best and worst classes as (name, accuracy), ties broken by class order."""
+    accuracy = np.asarray(accuracy, dtype=np.float64)
+    valid = np.flatnonzero(~np.isnan(accuracy))
+    order = valid[np.argsort(-accuracy[valid], kind="stable")]
+    best = [(names[i], float(accuracy[i])) for i in order[:count]]
+    worst = [(names[i], float(accuracy[i])) for i in order[::-1][:count]]
+    return best, worst
+
+
+def misclassified(labels, logits, count: int = 8) -> np.ndarray:
+    """Indices of the `count` most confidently wrong predictions (highest softmax on the wrong class)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    predictions = logits.argmax(axis=1)
+    wrong = np.flatnonzero(predictions != np.asarray(labels))
+    shifted = logits[wrong] - logits[wrong].max(axis=1, keepdims=True)
+    confidence = 1.0 / np.exp(shifted).sum(axis=1)  # softmax of the arg-max class
+    return wrong[np.argsort(-confidence, kind="stable")[:count]]
+
+
+# ---------------------------------------------------------------------------------------- figures
+
+
+def _plt():
+    import matplotlib.pyplot as plt  # imported late: data-only callers need no matplotlib
+
+    return plt
+
+
+def plot_image_grid(images, titles=None, columns: int = 8, title: str = "", size: float = 1.5, boxes=None):
+    """A grid of uint8 images with optional titles and bounding boxes.
+
+    Args:
+        images: uint8 [N, H, W, 3] (or float in [0, 1]).
+        titles: N strings shown above the images.
+        columns: images per row.
+        boxes: optional N boxes (x0, y0, x1, y1) in pixels, drawn as rectangles.
+    """
+    plt = _plt()
+    from matplotlib.patches import Rectangle
+
+    count = len(images)
+    rows = max(1, -(-count // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * (size + 0.35)), squeeze=False)
+    for i, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if i >= count:
+            continue
+        ax.imshow(images[i], interpolation="nearest")
+        if titles is not None:
+            ax.set_title(_shorten(titles[i], 18), fontsize=8)
+        if boxes is not None:
+            x0, y0, x1, y1 = boxes[i]
+            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, color="lime", lw=1.5))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def plot_augmentations(examples: dict[str, np.ndarray], size: float = 1.4):
+    """Rows = images, columns = augmentations (from augmentation_examples)."""
+    plt = _plt()
+    names = list(examples)
+    count = len(examples[names[0]])
+    fig, axes = plt.subplots(count, len(names), figsize=(len(names) * size, count * size + 0.6), squeeze=False)
+    for column, name in enumerate(names):
+        for row in range(count):
+            ax = axes[row, column]
+            ax.imshow(examples[name][row], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(name, fontsize=9)
+    fig.suptitle("Train-time augmentation: each op alone, then the full recipe")
+    fig.tight_layout()
+    return fig
+
+
+def plot_channel_stats(mean, std, reference_mean, reference_std):
+    """Bar chart of the train set's per-channel mean and std next to the ImageNet values (0..255)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    positions = np.arange(3)
+    for ax, ours, ref, what in ((axes[0], mean, reference_mean, "mean"), (axes[1], std, reference_std, "std")):
+        ax.bar(positions - 0.2, ours, width=0.4, label="Tiny ImageNet train")
+        ax.bar(positions + 0.2, ref, width=0.4, label="ImageNet (recipe)")
+        ax.set_xticks(positions, ["R", "G", "B"])
+        ax.set_ylabel(f"{what} (0..255)")
+        ax.set_title(f"per-channel {what}")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def stage_table(info: dict) -> list[dict]:
+    """Rows of the per-stage table from model_info: name, resolution, channels, blocks, params, MACs, RF."""
+    rows = []
+    for stage in info["stages"]:
+        rows.append(dict(stage))
+    return rows
+
+
+def format_table(rows: list[dict], columns: list[str] | None = None, formats: dict | None = None) -> str:
+    """A plain-text table (monospace) of dict rows; `formats` maps column -> format spec."""
+    if not rows:
+        return "(empty)"
+    columns = columns or list(rows[0])
+    formats = formats or {}
+
+    def cell(row, column):
+        value = row.get(column, "")
+        if column in formats:
+            return format(value, formats[column])
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        if isinstance(value, int) and not isinstance(value, bool):
+            return f"{value:,}"
+        return str(value)
+
+    table = [[str(c) for c in columns]] + [[cell(row, c) for c in columns] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    lines = ["  ".join(text.rjust(width) for text, width in zip(line, widths)) for line in table]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def plot_stage_costs(infos: dict[str, dict], key_params: str = "params", key_macs: str = "macs"):
+    """Params and MACs per stage as grouped bars, one group per stage and one colour per preset.
+
+    Args:
+        infos: preset name -> model_info dict (with "stages": [{"name", key_params, key_macs, ...}]).
+    """
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    presets = list(infos)
+    width = 0.8 / len(presets)
+    for ax, key, unit, scale in ((axes[0], key_params, "parameters (millions)", 1e6), (axes[1], key_macs, "MACs per image (millions)", 1e6)):
+        for p, preset in enumerate(presets):
+            stages = infos[preset]["stages"]
+            positions = np.arange(len(stages)) + (p - (len(presets) - 1) / 2) * width
+            ax.bar(positions, [s[key] / scale for s in stages], width=width, label=preset)
+        names = [s["name"] for s in infos[presets[0]]["stages"]]
+        ax.set_xticks(np.arange(len(names)), names, rotation=20, fontsize=8)
+        ax.set_ylabel(unit)
+        ax.set_title(unit.split(" (")[0] + " per stage")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(history, metrics=(("loss", "val_loss"), ("accuracy", "val_accuracy"))):
+    """Training curves from a history dict of lists (or a history.csv read into one)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.2), squeeze=False)
+    epochs = np.arange(1, len(next(iter(history.values()))) + 1)
+    for ax, group in zip(axes[0], metrics):
+        for key in group:
+            if key in history:
+                ax.plot(epochs, history[key], marker="o", ms=3, label=key)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(group[0])
+        ax.set_title(group[0])
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def read_history(path) -> dict[str, list[float]]:
+    """history.csv (a header row, then one row per epoch) -> column -> list of floats."""
+    import csv
+
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    columns = rows[0].keys() if rows else []
+    history = {}
+    for column in columns:
+        try:
+            history[column] = [float(row[column]) for row in rows]
+        except (TypeError, ValueError):
+            continue
+    return history
+
+
+def plot_stem_filters(kernel, columns: int = 16):
+    """Stem filters [k, k, 3, C] as RGB tiles (each filter scaled by its own max |w|; grey = 0)."""
+    plt = _plt()
+    tiles = filters_as_rgb(kernel)
+    count = len(tiles)
+    rows = -(-count // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.6, rows * 0.6 + 0.5), squeeze=False)
+    for i, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if i < count:
+            ax.imshow(tiles[i], interpolation="nearest")
+    k = kernel.shape[0]
+    fig.suptitle(f"Stem: {count} filters of {k}x{k}x3 as RGB (grey = 0, per-filter scale)")
+    return fig
+
+
+def plot_kernels(kernels, title: str, columns: int = 16, count: int = 32):
+    """The first `count` channels of a [k, k, C] kernel as diverging heat maps (per-channel scale)."""
+    plt = _plt()
+    kernels = np.asarray(kernels)
+    count = min(count, kernels.shape[-1])
+    rows = -(-count // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.6, rows * 0.6 + 0.5), squeeze=False)
+    for i, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if i < count:
+            kernel = kernels[:, :, i]
+            limit = np.abs(kernel).max() + 1e-12
+            ax.imshow(kernel, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+    fig.suptitle(title)
+    return fig
+
+
+def plot_axial_pairs(row, col, effective, title: str, count: int = 8):
+    """Axial pairs: for `count` channels, the 1xa row kernel, the ax1 column kernel and their outer product."""
+    plt = _plt()
+    count = min(count, row.shape[-1])
+    fig, axes = plt.subplots(3, count, figsize=(count * 1.1, 3.9), squeeze=False)
+    for c in range(count):
+        limit = max(np.abs(row[:, c]).max(), np.abs(col[:, c]).max(), 1e-12)
+        axes[0, c].imshow(row[None, :, c], cmap="RdBu_r", vmin=-limit, vmax=limit)
+        axes[1, c].imshow(col[:, c, None], cmap="RdBu_r", vmin=-limit, vmax=limit)
+        eff_limit = np.abs(effective[:, :, c]).max() + 1e-12
+        axes[2, c].imshow(effective[:, :, c], cmap="RdBu_r", vmin=-eff_limit, vmax=eff_limit)
+        axes[0, c].set_title(f"ch {c}", fontsize=8)
+        for r in range(3):
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+    for r, label in enumerate(("1xk (row)", "kx1 (col)", "effective")):
+        axes[r, 0].set_ylabel(label, fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_energy_profiles(profiles: dict[str, np.ndarray]):
+    """Kernel energy share by distance from the center, one line per block, with the uniform reference."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for label, profile in profiles.items():
+        ax.plot(np.arange(len(profile)), profile, marker="o", ms=3, label=label)
+    longest = max(len(p) for p in profiles.values())
+    ax.plot(np.arange(longest), ring_area_share(2 * longest - 1), "k--", lw=1, label="uniform kernel")
+    ax.set_xlabel("distance from the kernel center (ring, pixels)")
+    ax.set_ylabel("share of sum(w^2)")
+    ax.set_title("Where the spatial kernels put their weight")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_block_stats(rows: list[dict], keys: list[str], title: str, ylabel: str):
+    """Per-block lines of the given keys (rows from layer_scale_stats or squeeze_excite_stats)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    labels = [row["block"] for row in rows]
+    for key in keys:
+        ax.plot(np.arange(len(rows)), [row[key] for row in rows], marker="o", ms=3, label=key)
+    ax.set_xticks(np.arange(len(rows)), labels, rotation=90, fontsize=7)
+    ax.set_xlabel("block (stage s, index b)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_erfs(erfs: dict[str, np.ndarray]):
+    """Effective receptive fields side by side (log scale so the tails are visible)."""
+    plt = _plt()
+    from matplotlib.colors import LogNorm
+
+    fig, axes = plt.subplots(1, len(erfs), figsize=(3.2 * len(erfs), 3.4), squeeze=False)
+    for ax, (label, erf) in zip(axes[0], erfs.items()):
+        positive = erf[erf > 0]
+        floor = positive.min() if positive.size else 1e-12
+        ax.imshow(np.maximum(erf, floor), cmap="magma", norm=LogNorm(vmin=max(floor, erf.max() * 1e-4), vmax=erf.max()))
+        ax.set_title(f"{label}\n50% within r={erf_radius(erf, 0.5)}px, 90% r={erf_radius(erf, 0.9)}px", fontsize=9)
+        ax.set_xlabel("input x (px)")
+        ax.set_ylabel("input y (px)")
+    fig.suptitle("Effective receptive field of the center unit (|gradient|, log scale)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_class_accuracy(accuracy, names, count: int = 10):
+    """Horizontal bars of the best and worst `count` classes by top-1 accuracy."""
+    plt = _plt()
+    best, worst = best_and_worst(accuracy, names, count)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.3 * count + 1.2))
+    for ax, rows, what in ((axes[0], best, "best"), (axes[1], worst, "worst")):
+        ax.barh(np.arange(len(rows))[::-1], [a for _, a in rows], color="tab:green" if what == "best" else "tab:red")
+        ax.set_yticks(np.arange(len(rows))[::-1], [_shorten(n, 24) for n, _ in rows], fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("top-1 accuracy on val")
+        ax.set_title(f"{len(rows)} {what} classes")
+    fig.tight_layout()
+    return fig

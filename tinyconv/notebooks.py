@@ -1,0 +1,415 @@
+"""Run the numbered notebooks 01-05 headless with papermill, and the parameter resolution they share.
+
+Every notebook has one cell tagged `parameters` (literal values, `None` meaning "use the default") and
+calls `resolve_params(...)` right after it, so a notebook opened in Jupyter, run by papermill
+(`run_notebooks`) or collected by `pytest --nbval-lax notebooks/` resolves the same way:
+
+    profile   argument, else $TINYCONV_PROFILE, else "quick"
+    data_dir  argument, else $TINYCONV_DATA_DIR, else <repo>/data   (tinyconv.dataset.default_data_dir)
+    run_dir   argument, else $TINYCONV_RUN_DIR, else <repo>/runs/notebooks-<profile>
+
+Layout of a run dir: `train/` is the training run folder written by 04 (05 reads `train/best.keras`),
+`figures/` holds every figure the notebooks save as PNG, and the executed notebooks sit at the top when
+`run_notebooks` wrote them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tinyconv.errors import TinyconvError
+
+# The notebooks import this module first; TensorFlow's C++ start-up chatter would otherwise land in their
+# outputs (kernels inherit the variable, so papermill runs are quiet too).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+NOTEBOOKS = (
+    "01_download.ipynb",
+    "02_explore.ipynb",
+    "03_build_model.ipynb",
+    "04_train.ipynb",
+    "05_analyze_kernels.ipynb",
+)
+KERNEL_NAME = "tinyconv"
+PROFILES = ("ci", "quick", "full")
+
+
+@dataclass(frozen=True)
+class NotebookParams:
+    """The resolved parameters of one notebook run.
+
+    Attributes:
+        profile: "ci", "quick" or "full" (the recipe profile of tinyconv.train).
+        data_dir: the folder that holds (or will hold) tiny-imagenet-200/.
+        run_dir: where this series of notebooks writes: train/ (the training run) and figures/.
+    """
+
+    profile: str
+    data_dir: Path
+    run_dir: Path
+
+    @property
+    def train_dir(self) -> Path:
+        """The training run folder written by 04_train and read by 05."""
+        return self.run_dir / "train"
+
+    @property
+    def figures_dir(self) -> Path:
+        """Where the notebooks save their figures as PNG."""
+        return self.run_dir / "figures"
+
+    def show(self, path) -> str:
+        """`path` as a string without this machine's absolute prefixes, for printing in notebooks.
+
+        Paths under the run dir print as `<run_dir>/...`, under the data dir as `<data_dir>/...`, under
+        the repository relative to it; anything else prints only its name.
+        """
+        return display_path(path, data_dir=self.data_dir, run_dir=self.run_dir)
+
+    def describe(self) -> str:
+        """One line naming the profile and where things are read and written (no absolute paths)."""
+        return (
+            f"profile={self.profile}  data_dir={display_path(self.data_dir)}  "
+            f"run_dir={display_path(self.run_dir)}"
+        )
+
+
+def display_path(path, data_dir=None, run_dir=None) -> str:
+    """A printable form of `path` that hides the absolute prefix of this machine.
+
+    Args:
+        path: any path.
+        data_dir: when `path` is inside it, the result is `<data_dir>/relative`.
+        run_dir: when `path` is inside it, the result is `<run_dir>/relative` (checked first).
+    Returns:
+        `<run_dir>/...`, `<data_dir>/...`, a path relative to the repository, or `.../<name>`.
+    """
+    path = Path(path).resolve()
+    for label, base in (("<run_dir>", run_dir), ("<data_dir>", data_dir), (None, REPO_ROOT)):
+        if base is None:
+            continue
+        try:
+            relative = path.relative_to(Path(base).resolve())
+        except ValueError:
+            continue
+        if label is None:
+            return relative.as_posix() or "."
+        return label if str(relative) == "." else f"{label}/{relative.as_posix()}"
+    return f".../{path.name}"
+
+
+def resolve_params(data_dir=None, profile=None, run_dir=None) -> NotebookParams:
+    """Fill in the parameters a notebook left as None from the environment, then from the defaults.
+
+    Args:
+        data_dir: folder holding tiny-imagenet-200/ (None: $TINYCONV_DATA_DIR, else <repo>/data).
+        profile: "ci", "quick", "full" or "auto" (None: $TINYCONV_PROFILE, else "quick").
+        run_dir: output folder of the series (None: $TINYCONV_RUN_DIR, else <repo>/runs/notebooks-<profile>).
+    Returns:
+        NotebookParams with absolute paths; run_dir/figures/ exists afterwards.
+    Raises:
+        TinyconvError: for an unknown profile.
+    """
+    profile = profile or os.environ.get("TINYCONV_PROFILE") or "quick"
+    profile = resolve_profile(profile, verbose=False)
+    if data_dir is None:
+        from tinyconv.dataset import default_data_dir
+
+        data_dir = default_data_dir()
+    run_dir = run_dir or os.environ.get("TINYCONV_RUN_DIR") or REPO_ROOT / "runs" / f"notebooks-{profile}"
+    # Relative paths mean "relative to the repository", wherever the kernel was started.
+    data_dir, run_dir = (Path(p) if Path(p).is_absolute() else REPO_ROOT / p for p in (data_dir, run_dir))
+    params = NotebookParams(profile=profile, data_dir=data_dir, run_dir=run_dir)
+    params.figures_dir.mkdir(parents=True, exist_ok=True)
+    return params
+
+
+def save_figure(fig, params: NotebookParams, name: str) -> Path:
+    """Save a matplotlib figure as `<run_dir>/figures/<name>.png` (written beside, then renamed).
+
+    Returns:
+        the PNG path.
+    """
+    target = params.figures_dir / f"{name}.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    fig.savefig(partial, dpi=110, bbox_inches="tight", format="png")
+    os.replace(partial, target)
+    return target
+
+
+def gpu_available() -> bool:
+    """Whether TensorFlow sees at least one GPU."""
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def resolve_profile(profile: str, verbose: bool = True) -> str:
+    """Turn "auto" into a concrete profile: "full" when a GPU is visible, else "quick".
+
+    A 100-epoch `full` run on a few CPU cores would take days, so without a GPU `auto` picks `quick`.
+
+    Args:
+        profile: "auto", "ci", "quick" or "full".
+        verbose: print which profile "auto" chose and why.
+    Raises:
+        TinyconvError: for any other value.
+    """
+    if profile in PROFILES:
+        return profile
+    if profile != "auto":
+        raise TinyconvError(f"unknown notebook profile {profile!r}: expected auto, {', '.join(PROFILES)}")
+    if gpu_available():
+        chosen, why = "full", "a GPU is visible"
+    else:
+        chosen, why = "quick", "no GPU is visible (the 100-epoch full recipe would take days on a CPU)"
+    if verbose:
+        print(f"profile auto -> {chosen}: {why}", flush=True)
+    return chosen
+
+
+def select_notebooks(only=None, notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
+    """The notebooks to run, in order.
+
+    Args:
+        only: None for all, else prefixes or names such as ["01", "03"] or ["04_train"].
+    Raises:
+        TinyconvError: when a prefix matches no notebook.
+    """
+    names = sorted(p.name for p in Path(notebook_dir).glob("[0-9][0-9]_*.ipynb"))
+    if not names:
+        raise TinyconvError(f"no numbered notebooks found in {notebook_dir}")
+    if not only:
+        return [Path(notebook_dir) / name for name in names]
+    chosen = []
+    for prefix in only:
+        matches = [name for name in names if name.startswith(prefix)]
+        if not matches:
+            raise TinyconvError(f"--only {prefix!r} matches no notebook in {display_path(notebook_dir)}")
+        chosen.extend(name for name in matches if name not in chosen)
+    return [Path(notebook_dir) / name for name in names if name in chosen]
+
+
+class _CellLog(logging.Handler):
+    """Prints papermill's per-cell log (and the cells' own output) as plain lines, for logs and CI."""
+
+    def __init__(self, notebook: str, total_cells: int):
+        super().__init__(level=logging.INFO)
+        self.notebook = notebook
+        self.total_cells = total_cells
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage().rstrip()
+        if message.startswith("Ending Cell "):
+            return
+        if message.startswith("Executing Cell "):
+            number = message[len("Executing Cell ") :].strip("-")
+            print(f"[{self.notebook}] cell {number}/{self.total_cells}", flush=True)
+        elif message and not message.startswith(("Executing notebook", "Input Notebook", "Output Notebook")):
+            print(f"[{self.notebook}]   {message}", flush=True)
+
+
+def _failed_cell_number(executed_nb, cell_index: int) -> int:
+    """1-based position of a failed cell in the source notebook.
+
+    `cell_index` counts cells of the executed notebook before papermill added its error banner cells,
+    including its injected-parameters cell, which the source notebook does not have.
+    """
+    cells = [
+        cell
+        for cell in executed_nb.cells
+        if "papermill-error-cell-tag" not in cell.get("metadata", {}).get("tags", [])
+    ]
+    injected = sum(
+        1 for cell in cells[:cell_index] if "injected-parameters" in cell.get("metadata", {}).get("tags", [])
+    )
+    return cell_index - injected + 1
+
+
+def run_notebook(
+    notebook: Path,
+    out: Path,
+    parameters: dict,
+    progress: bool | None = None,
+    cwd: Path | None = None,
+) -> Path:
+    """Execute one notebook with papermill into `out/<name>`.
+
+    Args:
+        notebook: the source .ipynb.
+        out: folder for the executed copy.
+        parameters: values injected after the `parameters` cell.
+        progress: a progress bar (True) or one line per cell (False); None: a bar on a terminal only.
+        cwd: working directory of the kernel (default: the notebook's folder).
+    Returns:
+        the executed copy.
+    Raises:
+        TinyconvError: "notebooks/NAME cell N (In [M]) failed: Error: message" when a cell raises; the
+            executed copy with the traceback is still written.
+    """
+    import nbformat
+    import papermill
+    from jupyter_client.kernelspec import NoSuchKernel
+    from papermill.exceptions import PapermillExecutionError
+
+    notebook = Path(notebook)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / notebook.name
+    partial = out / f".{notebook.stem}.partial.ipynb"
+    if progress is None:
+        progress = sys.stdout.isatty()
+    shown = display_path(notebook)
+
+    handler = None
+    logger = logging.getLogger("papermill")
+    if not progress:
+        total = len(nbformat.read(notebook, as_version=4).cells) + 1  # + papermill's parameters cell
+        handler = _CellLog(notebook.stem, total)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    print(f"running {shown}", flush=True)
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(partial),
+            parameters=parameters,
+            kernel_name=KERNEL_NAME,
+            progress_bar=progress,
+            log_output=not progress,
+            cwd=str(cwd or notebook.parent),
+        )
+    except PapermillExecutionError as exc:
+        os.replace(partial, target)
+        executed = nbformat.read(target, as_version=4)
+        number = _failed_cell_number(executed, exc.cell_index)
+        evalue = (str(exc.evalue).strip().splitlines() or [""])[0]
+        raise TinyconvError(
+            f"{shown} cell {number} (In [{exc.exec_count}]) failed: {exc.ename}: {evalue} "
+            f"(executed copy: {display_path(target)})"
+        ) from None
+    except NoSuchKernel:
+        raise TinyconvError(
+            f"{shown} needs the Jupyter kernel {KERNEL_NAME!r}: run `make setup` (or "
+            f"`python -m ipykernel install --sys-prefix --name {KERNEL_NAME}`)"
+        ) from None
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
+    os.replace(partial, target)
+    return target
+
+
+def run_notebooks(profile: str, out, data_dir=None, only=None, progress: bool | None = None) -> list[Path]:
+    """Run notebooks 01-05 in order with papermill, stopping at the first failure.
+
+    The executed copies, the training run (`out/train/`) and the figures (`out/figures/`) all go to `out`.
+
+    Args:
+        profile: "auto" (full with a GPU, else quick), "ci", "quick" or "full".
+        out: folder for the executed notebooks and the run dir of the series.
+        data_dir: folder holding tiny-imagenet-200/ (None: tinyconv.dataset.default_data_dir()).
+        only: None for all, else prefixes such as ["01", "03"].
+        progress: a progress bar per notebook (True) or one line per cell (False); None: bar on a terminal.
+    Returns:
+        the executed notebooks, in order.
+    Raises:
+        TinyconvError: naming the notebook and cell of the first failure.
+    """
+    profile = resolve_profile(profile)
+    out = Path(out).resolve()
+    if data_dir is None:
+        from tinyconv.dataset import default_data_dir
+
+        data_dir = default_data_dir()
+    parameters = {"profile": profile, "data_dir": str(Path(data_dir).resolve()), "run_dir": str(out)}
+    executed = []
+    for notebook in select_notebooks(only):
+        executed.append(run_notebook(notebook, out, parameters, progress=progress))
+    print(f"executed {len(executed)} notebook(s) into {display_path(out)}", flush=True)
+    return executed
+
+
+def strip_for_commit(executed, target, replacements: dict[str, str] | None = None) -> Path:
+    """Copy an executed notebook for committing: drop papermill's injected cell and hide machine paths.
+
+    Args:
+        executed: the executed .ipynb (e.g. from run_notebooks).
+        target: where to write the cleaned copy (written beside, then renamed).
+        replacements: extra literal substring -> replacement applied to outputs (e.g. a temp run dir).
+    Returns:
+        the cleaned notebook path.
+    Raises:
+        TinyconvError: when an output still holds an error or an absolute path of this machine.
+    """
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    nb.cells = [
+        cell
+        for cell in nb.cells
+        if not {"injected-parameters", "papermill-error-cell-tag"} & set(cell.get("metadata", {}).get("tags", []))
+    ]
+    replacements = dict(replacements or {})
+    replacements.setdefault(str(REPO_ROOT) + "/", "")
+    replacements.setdefault(str(REPO_ROOT), ".")
+    for cell in nb.cells:
+        cell.get("metadata", {}).pop("papermill", None)
+        cell.get("metadata", {}).pop("execution", None)
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                raise TinyconvError(f"{executed}: cell has an error output: {output.get('ename')}")
+            if "text" in output:
+                output["text"] = _replace_all(output["text"], replacements)
+            for key, value in output.get("data", {}).items():
+                if key.startswith("text/") and isinstance(value, str):
+                    output["data"][key] = _replace_all(value, replacements)
+    nb.metadata.pop("papermill", None)
+    leftover = find_machine_paths(nb)
+    if leftover:
+        raise TinyconvError(f"{executed}: an absolute path is left in the notebook: {leftover[0][:160]}")
+    text = nbformat.writes(nb)
+    target = Path(target)
+    partial = target.with_name(f".{target.stem}.partial.ipynb")
+    partial.write_text(text)
+    os.replace(partial, target)
+    return target
+
+
+MACHINE_PATH_MARKERS = ("/root/", "/tmp/", "/work/", "/home/", "/private/", "/Users/")
+
+
+def find_machine_paths(nb) -> list[str]:
+    """Lines of cell sources and text outputs that contain an absolute path of a machine (not images).
+
+    Args:
+        nb: an nbformat NotebookNode.
+    Returns:
+        the offending lines, empty when the notebook is clean.
+    """
+    texts = []
+    for cell in nb.cells:
+        texts.append(cell.get("source", ""))
+        for output in cell.get("outputs", []):
+            texts.append(output.get("text", ""))
+            texts.extend(value for key, value in output.get("data", {}).items() if key.startswith("text/"))
+            texts.extend(output.get("traceback", []))
+    found = []
+    for text in texts:
+        text = "".join(text) if isinstance(text, list) else text
+        found.extend(line.strip() for line in text.splitlines() if any(m in line for m in MACHINE_PATH_MARKERS))
+    return found
+
+
+def _replace_all(text: str, replacements: dict[str, str]) -> str:
+    for old, new in sorted(replacements.items(), key=lambda item: -len(item[0])):
+        text = text.replace(old, new)
+    return text
