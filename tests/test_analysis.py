@@ -182,19 +182,27 @@ def test_augmentation_examples_keep_shapes_and_the_original():
     np.testing.assert_array_equal(again["full recipe"], examples["full recipe"])
 
 
-def test_history_roundtrip_and_figures(tmp_path, tiny_model):
+def test_figures_and_preset_rows(tmp_path, tiny_model):
     import matplotlib
 
     matplotlib.use("Agg")
-    (tmp_path / "history.csv").write_text("epoch,loss,accuracy,val_loss,val_accuracy\n0,2.0,0.1,2.1,0.1\n1,1.5,0.3,1.8,0.2\n")
-    history = analysis.read_history(tmp_path / "history.csv")
-    assert history["val_accuracy"] == [0.1, 0.2]
-    figures = [
-        analysis.plot_history(history),
-        analysis.plot_stem_filters(analysis.stem_kernel(tiny_model)),
-        analysis.plot_energy_profiles({"a": np.array([0.2, 0.3, 0.5])}),
-    ]
-    for fig in figures:
-        assert fig.axes and any(ax.get_title() for ax in fig.axes) or fig._suptitle is not None
-        fig.savefig(tmp_path / "f.png")
-    assert (tmp_path / "f.png").stat().st_size > 1000
+    from tinyconv.models import model_info
+
+    infos = {name: model_info(name) for name in ("seed", "convmixer")}
+    row = analysis.preset_summary("seed", infos["seed"])
+    assert row["params"] == 2_644_712 and row["depths"] == "2/3/5"
+    table = analysis.format_table([row, analysis.preset_summary("convmixer", infos["convmixer"])])
+    assert "2,644,712" in table and table.count("\n") == 3
+    figures = {
+        "costs": analysis.plot_stage_costs(infos),
+        "rf": analysis.plot_receptive_fields(infos),
+        "stem": analysis.plot_stem_filters(analysis.stem_kernel(tiny_model)),
+        "energy": analysis.plot_energy_profiles({"a": np.array([0.2, 0.3, 0.5])}),
+    }
+    assert len(figures["costs"].axes) == 4  # a params and a MACs chart per preset
+    assert "seed" in figures["costs"].axes[0].get_title()
+    for name, fig in figures.items():
+        path = tmp_path / f"{name}.png"
+        fig.savefig(path)
+        assert path.stat().st_size > 5000, name
+    np.testing.assert_allclose(analysis.softmax([[0.0, 0.0], [2.0, 0.0]]).sum(axis=1), 1.0)

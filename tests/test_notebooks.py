@@ -96,8 +96,8 @@ def test_display_path_hides_machine_prefixes(tmp_path):
 
 
 def test_strip_for_commit_removes_injected_cell_and_rejects_paths(tmp_path):
-    source = _write_notebook(tmp_path / "08_ok.ipynb", f"print('run dir is {tmp_path}/run')")
-    executed = notebooks.run_notebook(source, tmp_path / "out", {"value": 2}, progress=False)
+    source = _write_notebook(tmp_path / "08_ok.ipynb", "print('run dir is ' + str(value))")
+    executed = notebooks.run_notebook(source, tmp_path / "out", {"value": f"{tmp_path}/run"}, progress=False)
     with pytest.raises(TinyconvError, match="absolute path"):
         notebooks.strip_for_commit(executed, tmp_path / "clean.ipynb")
     clean = notebooks.strip_for_commit(executed, tmp_path / "clean.ipynb", replacements={str(tmp_path): "<tmp>"})
@@ -132,3 +132,26 @@ def _without_injected(nb):
     nb = nbformat.from_dict(json.loads(json.dumps(nb)))
     nb.cells = [c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
     return nb
+
+
+@pytest.mark.parametrize("name", notebooks.NOTEBOOKS)
+def test_committed_notebook_structure(name):
+    """One `parameters` cell of literal assignments, resolved right after; clean committed outputs."""
+    import ast
+
+    nb = nbformat.read(notebooks.NOTEBOOK_DIR / name, as_version=4)
+    assert nb.metadata.kernelspec.name == "tinyconv"
+    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1
+    cell = nb.cells[tagged[0]]
+    assigned = {}
+    for statement in ast.parse(cell.source).body:
+        assert isinstance(statement, ast.Assign), f"{name}: only assignments in the parameters cell"
+        assigned[statement.targets[0].id] = ast.literal_eval(statement.value)  # raises if not a literal
+    assert {"data_dir", "profile", "run_dir"} <= set(assigned)
+    assert "resolve_params(" in nb.cells[tagged[0] + 1].source
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            assert output.get("output_type") != "error", name
+            assert "Traceback" not in output.get("text", ""), name
+    assert not notebooks.find_machine_paths(nb), name

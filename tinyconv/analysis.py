@@ -395,6 +395,71 @@ def erf_radius(erf, mass: float = 0.5) -> int:
     return int(np.searchsorted(np.cumsum(profile), mass * erf.sum() - 1e-12))
 
 
+# ---------------------------------------------------------------------------------- trained model
+
+
+@dataclass
+class TrainedModel:
+    """A loaded model with the val split of its classes.
+
+    Attributes:
+        model: the keras.Model; path: the .keras file it came from.
+        run: the run's config.json (None for a bare .keras file).
+        val: the val Split of the model's classes (labels 0..K-1 in output order).
+    """
+
+    model: object
+    path: object
+    run: dict | None
+    val: object
+
+    def model_info(self) -> dict | None:
+        """tinyconv.models.model_info of the run's model config (None without a run config)."""
+        if not self.run or "model" not in self.run:
+            return None
+        from tinyconv.models import ModelConfig, model_info
+
+        return model_info(ModelConfig.from_dict(self.run["model"]))
+
+    def stage_receptive_fields(self) -> dict[int, int]:
+        """Stage number -> theoretical receptive field (pixels) at its end, from the run's model config."""
+        info = self.model_info()
+        if info is None:
+            return {}
+        fields = {}
+        for stage in info["stages"]:
+            named = re.fullmatch(r"stage(\d+)", stage["name"])
+            if named:
+                fields[int(named.group(1))] = int(stage["receptive_field"])
+        return fields
+
+
+def load_trained(model_path, data_dir) -> TrainedModel:
+    """Load a .keras file (or run folder) and the val images of its classes.
+
+    The class list comes from the run's config.json beside the model; a bare model file is taken to use
+    the first K classes of wnids.txt (K = its number of outputs).
+
+    Raises:
+        TinyconvError: a missing or unreadable model, or a class list that does not match its outputs.
+    """
+    from pathlib import Path
+
+    from tinyconv.dataset import load_split
+    from tinyconv.errors import TinyconvError
+    from tinyconv.train import load_run_model
+
+    if not Path(model_path).exists():
+        raise TinyconvError(f"no model at {model_path}: run 04_train first or set model_path")
+    model, run, path = load_run_model(model_path)
+    outputs = int(model.output_shape[-1])
+    classes = list(run["wnids"]) if run and run.get("wnids") else outputs
+    val = load_split(data_dir, "val", classes=None if classes == 200 else classes)
+    if len(val.wnids) != outputs:
+        raise TinyconvError(f"{path}: the model has {outputs} outputs but its class list names {len(val.wnids)}")
+    return TrainedModel(model=model, path=path, run=run, val=val)
+
+
 # ---------------------------------------------------------------------------------- predictions
 
 
@@ -556,62 +621,70 @@ def format_table(rows: list[dict], columns: list[str] | None = None, formats: di
     return "\n".join(lines)
 
 
-def plot_stage_costs(infos: dict[str, dict], key_params: str = "params", key_macs: str = "macs"):
-    """Params and MACs per stage as grouped bars, one group per stage and one colour per preset.
+def plot_stage_costs(infos: dict[str, dict]):
+    """Parameters and MACs per stage, one row of bar charts per preset.
 
     Args:
-        infos: preset name -> model_info dict (with "stages": [{"name", key_params, key_macs, ...}]).
+        infos: preset name -> tinyconv.models.model_info dict ("stages": [{"name", "params", "macs"}]).
     """
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    presets = list(infos)
-    width = 0.8 / len(presets)
-    for ax, key, unit, scale in ((axes[0], key_params, "parameters (millions)", 1e6), (axes[1], key_macs, "MACs per image (millions)", 1e6)):
-        for p, preset in enumerate(presets):
-            stages = infos[preset]["stages"]
-            positions = np.arange(len(stages)) + (p - (len(presets) - 1) / 2) * width
-            ax.bar(positions, [s[key] / scale for s in stages], width=width, label=preset)
-        names = [s["name"] for s in infos[presets[0]]["stages"]]
-        ax.set_xticks(np.arange(len(names)), names, rotation=20, fontsize=8)
-        ax.set_ylabel(unit)
-        ax.set_title(unit.split(" (")[0] + " per stage")
-    axes[0].legend(fontsize=8)
+    fig, axes = plt.subplots(len(infos), 2, figsize=(11, 2.6 * len(infos)), squeeze=False)
+    for row, (preset, info) in enumerate(infos.items()):
+        names = [stage["name"] for stage in info["stages"]]
+        positions = np.arange(len(names))
+        for ax, key, unit, color in (
+            (axes[row, 0], "params", "parameters (M)", "tab:blue"),
+            (axes[row, 1], "macs", "MACs per image (M)", "tab:orange"),
+        ):
+            values = [stage[key] / 1e6 for stage in info["stages"]]
+            ax.bar(positions, values, color=color)
+            ax.set_xticks(positions, names, fontsize=8)
+            ax.set_ylabel(unit)
+            total = info["params_total"] if key == "params" else info["macs_per_image"]
+            ax.set_title(f"{preset}: {unit.split(' (')[0]} per stage (total {total / 1e6:.2f} M)", fontsize=10)
+            for x, value in zip(positions, values):
+                ax.annotate(f"{value:.2f}", (x, value), ha="center", va="bottom", fontsize=7)
     fig.tight_layout()
     return fig
 
 
-def plot_history(history, metrics=(("loss", "val_loss"), ("accuracy", "val_accuracy"))):
-    """Training curves from a history dict of lists (or a history.csv read into one)."""
+def plot_receptive_fields(infos: dict[str, dict]):
+    """Theoretical receptive field at the end of each stage, one line per preset, with the image size."""
     plt = _plt()
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.2), squeeze=False)
-    epochs = np.arange(1, len(next(iter(history.values()))) + 1)
-    for ax, group in zip(axes[0], metrics):
-        for key in group:
-            if key in history:
-                ax.plot(epochs, history[key], marker="o", ms=3, label=key)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(group[0])
-        ax.set_title(group[0])
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    for preset, info in infos.items():
+        stages = [stage for stage in info["stages"] if stage["name"] != "head"]
+        ax.plot([stage["name"] for stage in stages], [stage["receptive_field"] for stage in stages], marker="o", label=preset)
+    size = next(iter(infos.values()))["input_shape"][0]
+    ax.axhline(size, color="k", ls="--", lw=1, label=f"image size ({size} px)")
+    ax.set_xlabel("end of stage")
+    ax.set_ylabel("receptive field (input pixels)")
+    ax.set_title("Theoretical receptive field per stage")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 
 
-def read_history(path) -> dict[str, list[float]]:
-    """history.csv (a header row, then one row per epoch) -> column -> list of floats."""
-    import csv
+def preset_summary(name: str, info: dict) -> dict:
+    """One comparison row of a preset: stages, widths, depths, params, MACs, receptive field."""
+    config = info["config"]
+    return dict(
+        preset=name,
+        widths="/".join(str(w) for w in config["widths"]),
+        depths="/".join(str(d) for d in config["depths"]),
+        modes="/".join(config["modes"]),
+        params=int(info["params_total"]),
+        mmacs=round(info["macs_per_image"] / 1e6, 1),
+        receptive_field=int(info["receptive_field"]),
+    )
 
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    columns = rows[0].keys() if rows else []
-    history = {}
-    for column in columns:
-        try:
-            history[column] = [float(row[column]) for row in rows]
-        except (TypeError, ValueError):
-            continue
-    return history
+
+def softmax(logits) -> np.ndarray:
+    """Row-wise softmax of logits [N, K] in float64."""
+    logits = np.asarray(logits, dtype=np.float64)
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def plot_stem_filters(kernel, columns: int = 16):

@@ -130,18 +130,16 @@ def resolve_params(data_dir=None, profile=None, run_dir=None) -> NotebookParams:
     return params
 
 
-def save_figure(fig, params: NotebookParams, name: str) -> Path:
+def save_figure(fig, params: NotebookParams, name: str) -> None:
     """Save a matplotlib figure as `<run_dir>/figures/<name>.png` (written beside, then renamed).
 
-    Returns:
-        the PNG path.
+    Returns None, so that a notebook cell ending with this call shows only the figure (no path).
     """
     target = params.figures_dir / f"{name}.png"
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.partial")
     fig.savefig(partial, dpi=110, bbox_inches="tight", format="png")
     os.replace(partial, target)
-    return target
 
 
 def gpu_available() -> bool:
@@ -212,7 +210,7 @@ class _CellLog(logging.Handler):
         if message.startswith("Executing Cell "):
             number = message[len("Executing Cell ") :].strip("-")
             print(f"[{self.notebook}] cell {number}/{self.total_cells}", flush=True)
-        elif message and not message.startswith(("Executing notebook", "Input Notebook", "Output Notebook")):
+        elif message and not message.startswith(("Executing notebook", "Input Notebook", "Output Notebook", "Working directory")):
             print(f"[{self.notebook}]   {message}", flush=True)
 
 
