@@ -34,6 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import tinyconv.layers  # noqa: F401  (registers the custom layers, so saved models load after importing train)
 from tinyconv.errors import TinyconvError
 
 # ------------------------------------------------------------------------------------------- config
@@ -967,10 +968,10 @@ def train(
         _TensorBoardScalars(run_dir / "tb", lr_at_step, steps_per_epoch),
         *user_callbacks,
     ]
-    sleep = float(os.environ.get("TINYCONV_TEST_EPOCH_SLEEP", "0") or 0)
-    if sleep > 0:
-        run_callbacks.append(_EpochSleep(sleep))
     run_callbacks.append(backup)  # last: back up only an epoch every other callback has finished
+    sleep = float(os.environ.get("TINYCONV_TEST_EPOCH_SLEEP", "0") or 0)
+    if sleep > 0:  # the resume test kills the process during this pause, after a backed-up epoch
+        run_callbacks.append(_EpochSleep(sleep))
 
     meta_path = run_dir / "backup" / "training_metadata.json"
     if state == "resume" and meta_path.exists():
@@ -1074,7 +1075,6 @@ def load_run_model(model_or_path):
     """
     if isinstance(model_or_path, keras.Model):
         return model_or_path, None, None
-    import tinyconv.models  # noqa: F401  (registers the custom layers)
 
     path = _resolve_model_path(Path(model_or_path))
     try:

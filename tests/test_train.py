@@ -1,0 +1,370 @@
+"""The training recipe, run folders (artifacts, resume after a real kill, refusal to overwrite), evaluate, predict.
+
+The `ci` profile trains in seconds; one run on the synthetic dataset is shared by the artifact, evaluate
+and predict tests. The resume test kills a real `python -m tinyconv train` process with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tinyconv.errors import TinyconvError
+
+REPO = Path(__file__).resolve().parents[1]
+METRIC_KEYS = {"top1", "top5", "val_loss", "params", "wall_s", "images_per_s", "device", "epochs"}
+
+
+def _cli(*args, env_extra=None, timeout=240):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "tinyconv", *map(str, args)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _tensorboard_tags(folder: Path) -> set[str]:
+    import tensorflow as tf
+
+    tags = set()
+    for path in folder.glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags.update(value.tag for value in event.summary.value)
+    return tags
+
+
+# ------------------------------------------------------------------------------------- config
+
+
+def test_warmup_cosine_values_at_known_steps():
+    import keras
+
+    from tinyconv.train import WarmupCosine
+
+    schedule = WarmupCosine(peak_lr=3e-3, warmup_steps=100, total_steps=1100, min_lr=1e-5)
+    lr = lambda step: float(schedule(step))  # noqa: E731
+    assert lr(0) == pytest.approx(3e-3 / 100, rel=1e-5)  # the first update already moves
+    assert lr(49) == pytest.approx(3e-3 * 50 / 100, rel=1e-5)
+    assert lr(99) == pytest.approx(3e-3, rel=1e-5)  # end of warm-up: the peak
+    assert lr(100) == pytest.approx(3e-3, rel=1e-5)  # start of the cosine: still the peak
+    assert lr(600) == pytest.approx((3e-3 + 1e-5) / 2, rel=1e-5)  # cosine midpoint
+    assert lr(1100) == pytest.approx(1e-5, rel=1e-5)  # final
+    assert lr(5000) == pytest.approx(1e-5, rel=1e-5)  # past the end it stays there
+    warmup = [lr(s) for s in range(0, 100, 7)]
+    decay = [lr(s) for s in range(100, 1101, 50)]
+    assert warmup == sorted(warmup) and decay == sorted(decay, reverse=True)
+
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
+    assert isinstance(restored, WarmupCosine) and restored.get_config() == schedule.get_config()
+
+
+def test_parse_overrides_types_by_field():
+    from tinyconv.train import parse_overrides
+
+    parsed = parse_overrides(
+        ["lr=1e-3", "epochs=7", "flip=false", "classes=10", "max_train_per_class=none", "mixed_precision=off",
+         "model.depths=1,1,2", "model.drop_path=0.1"]
+    )
+    assert parsed == {
+        "lr": 1e-3,
+        "epochs": 7,
+        "flip": False,
+        "classes": 10,
+        "max_train_per_class": None,
+        "mixed_precision": "off",
+        "model_overrides": {"depths": [1, 1, 2], "drop_path": 0.1},
+    }
+    assert isinstance(parsed["epochs"], int) and isinstance(parsed["lr"], float)
+    assert parse_overrides(["classes=n02124075,n04067472"]) == {"classes": ["n02124075", "n04067472"]}
+    assert parse_overrides(["warmup_epochs=2"])["warmup_epochs"] == 2.0
+
+
+@pytest.mark.parametrize(
+    "item, fragment",
+    [("learning_rate=1e-3", "learning_rate"), ("epochs=ten", "epochs"), ("flip=maybe", "flip"),
+     ("model.depthz=2", "depthz"), ("lr", "FIELD=VALUE")],
+)
+def test_parse_overrides_rejects_unknown_fields_and_bad_values(item, fragment):
+    from tinyconv.train import parse_overrides
+
+    with pytest.raises(TinyconvError, match=fragment):
+        parse_overrides([item])
+
+
+def test_profiles_and_make_config():
+    from tinyconv.train import TrainConfig, make_config
+
+    full = make_config("full")
+    assert full == TrainConfig()
+    assert (full.preset, full.epochs, full.batch_size, full.lr, full.weight_decay) == ("seed", 100, 128, 3e-3, 1e-5)
+    assert (full.warmup_epochs, full.min_lr, full.mix_prob, full.cutout_prob, full.jitter_prob) == (5, 1e-5, 1.0, 0.7, 0.8)
+    quick = make_config("quick")
+    assert quick.preset == "tiny" and quick.classes == 10
+    ci = make_config("ci", preset="seed", epochs="3", model_overrides={"depths": [1, 1, 2]})
+    assert ci.preset == "seed" and ci.epochs == 3
+    assert ci.model_overrides["depths"] == [1, 1, 2] and "widths" in ci.model_overrides  # merged, not replaced
+    with pytest.raises(TinyconvError, match="unknown profile"):
+        make_config("huge")
+    with pytest.raises(TinyconvError, match="bogus"):
+        make_config("ci", bogus=1)
+    with pytest.raises(TinyconvError, match="mix_prob"):
+        make_config("ci", mix_prob=1.5)
+
+
+# ------------------------------------------------------------------------------------- a ci run
+
+
+@pytest.fixture(scope="module")
+def ci_run(synthetic_data_dir, tmp_path_factory):
+    """One 2-epoch ci run on the synthetic dataset: (run_dir, metrics)."""
+    from tinyconv.train import train
+
+    run_dir = tmp_path_factory.mktemp("runs") / "ci"
+    metrics = train(profile="ci", data_dir=synthetic_data_dir, out=run_dir, overrides={"epochs": 2})
+    return run_dir, metrics
+
+
+def test_ci_run_writes_every_artifact(ci_run):
+    from tinyconv.train import HISTORY_COLUMNS, read_history
+
+    run_dir, metrics = ci_run
+    for name in ("config.json", "history.csv", "model.keras", "best.keras", "metrics.json", "figures/curves.png"):
+        assert (run_dir / name).is_file(), name
+    assert not (run_dir / "backup").exists()  # resume state is removed once the run is complete
+    assert not list(run_dir.rglob(".*.tmp*")), "temp files left behind"
+
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["profile"] == "ci" and config["preset"] == "tiny"
+    assert config["train"]["epochs"] == 2 and config["model"]["num_classes"] == 4
+    assert config["wnids"] == ["n02124075", "n04067472", "n04540053", "n04099969"]
+    assert config["names"][0] == "Egyptian cat"
+
+    rows = read_history(run_dir / "history.csv")
+    assert [row["epoch"] for row in rows] == [0, 1]
+    assert (run_dir / "history.csv").read_text().splitlines()[0] == ",".join(HISTORY_COLUMNS)
+    assert all(np.isfinite(row["loss"]) and 0.0 <= row["val_top1"] <= 1.0 for row in rows)
+
+    on_disk = json.loads((run_dir / "metrics.json").read_text())
+    assert METRIC_KEYS <= set(on_disk) and on_disk == json.loads(json.dumps(metrics))
+    assert metrics["epochs"] == 2 and metrics["top1"] == rows[-1]["val_top1"]
+    assert metrics["params"] > 0 and metrics["wall_s"] > 0 and metrics["images_per_s"] > 0
+    assert 0.0 <= metrics["top1"] <= metrics["top5"] <= 1.0
+    assert metrics["device"].startswith("CPU") or "x " in metrics["device"]
+
+    assert {"epoch_loss", "epoch_top1", "epoch_learning_rate"} <= _tensorboard_tags(run_dir / "tb" / "train")
+    assert {"epoch_loss", "epoch_top1"} <= _tensorboard_tags(run_dir / "tb" / "validation")
+    assert (run_dir / "figures" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_saved_model_loads_with_optimizer_state(ci_run):
+    import keras
+
+    import tinyconv.train  # noqa: F401  (registers WarmupCosine and, through tinyconv.layers, the layers)
+
+    run_dir, _ = ci_run
+    model = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
+    steps_per_epoch = json.loads((run_dir / "config.json").read_text())["steps_per_epoch"]
+    assert int(model.optimizer.iterations.numpy()) == 2 * steps_per_epoch
+    assert model.output_shape == (None, 4)
+
+
+def test_complete_run_is_returned_without_training(ci_run, synthetic_data_dir, capsys):
+    from tinyconv.train import train
+
+    run_dir, metrics = ci_run
+    stamp = (run_dir / "history.csv").stat().st_mtime_ns
+    again = train(profile="ci", data_dir=synthetic_data_dir, out=run_dir, overrides={"epochs": 2})
+    assert again == json.loads(json.dumps(metrics))
+    assert "already holds this run" in capsys.readouterr().out
+    assert (run_dir / "history.csv").stat().st_mtime_ns == stamp
+
+
+def test_a_different_config_in_the_same_folder_is_refused(ci_run, synthetic_data_dir, tmp_path):
+    from tinyconv.train import train
+
+    run_dir, _ = ci_run
+    before = (run_dir / "config.json").read_text()
+    with pytest.raises(TinyconvError, match=r"config\.json holds a different run.*train\.lr"):
+        train(profile="ci", data_dir=synthetic_data_dir, out=run_dir, overrides={"epochs": 2, "lr": 1e-2})
+    assert (run_dir / "config.json").read_text() == before
+
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "thesis.txt").write_text("precious")
+    with pytest.raises(TinyconvError, match="holds no config.json"):
+        train(profile="ci", data_dir=synthetic_data_dir, out=foreign)
+    assert sorted(p.name for p in foreign.iterdir()) == ["thesis.txt"]
+
+
+def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_state(synthetic_data_dir, tmp_path):
+    import keras
+
+    from tinyconv.train import read_history, train
+
+    class PoisonWeights(keras.callbacks.Callback):
+        """Turn the stem's weights to NaN when epoch 2 begins: epoch 1 is good, epoch 2 diverges."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                kernel = self.model.get_layer("stem_conv").kernel
+                kernel.assign(np.full(kernel.shape, np.nan, dtype="float32"))
+
+    run_dir = tmp_path / "nan"
+    with pytest.raises(TinyconvError, match=r"training diverged.*loss became nan at epoch 2.*last good state"):
+        train(profile="ci", data_dir=synthetic_data_dir, out=run_dir, overrides={"epochs": 3},
+              callbacks=[PoisonWeights()])
+    assert [row["epoch"] for row in read_history(run_dir / "history.csv")] == [0]
+    meta = json.loads((run_dir / "backup" / "training_metadata.json").read_text())
+    assert meta["epoch"] == 1 and (run_dir / "backup" / meta["weights"]).is_file()
+    assert (run_dir / "best.keras").is_file()
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "model.keras").exists()
+
+    with pytest.raises(TinyconvError, match="training diverged"):
+        train(profile="ci", data_dir=synthetic_data_dir, out=tmp_path / "lr", overrides={"lr": 1e30})
+
+
+def test_resume_after_sigkill_ends_with_each_epoch_once(synthetic_data_dir, tmp_path):
+    from tinyconv.train import read_history
+
+    epochs = 3
+    run_dir = tmp_path / "killed"
+    command = ["train", "--profile", "ci", "--epochs", epochs, "--data-dir", synthetic_data_dir, "--out", run_dir]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TINYCONV_TEST_EPOCH_SLEEP": "4"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tinyconv", *map(str, command)],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    history, meta = run_dir / "history.csv", run_dir / "backup" / "training_metadata.json"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and process.poll() is None:
+            if history.exists() and len(read_history(history)) >= 1 and meta.exists():
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "the run ended before it could be killed"
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == -signal.SIGKILL
+    killed_at = json.loads(meta.read_text())["epoch"]
+    assert 1 <= killed_at < epochs and not (run_dir / "metrics.json").exists()
+
+    second = _cli(*command)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert f"resuming {run_dir} from epoch {killed_at + 1} of {epochs}" in second.stdout
+    assert "Epoch 1/3" not in second.stdout  # the completed epochs were not trained again
+
+    assert [row["epoch"] for row in read_history(history)] == list(range(epochs))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == epochs
+    import keras
+
+    import tinyconv.train  # noqa: F401
+
+    model = keras.saving.load_model(run_dir / "model.keras")
+    steps = json.loads((run_dir / "config.json").read_text())["steps_per_epoch"]
+    assert int(model.optimizer.iterations.numpy()) == epochs * steps  # schedule position carried over
+
+
+# ------------------------------------------------------------------------------- evaluate, predict
+
+
+def test_evaluate_matches_the_last_validation_and_names_classes(ci_run, synthetic_data_dir):
+    from tinyconv.train import evaluate, format_evaluation
+
+    run_dir, metrics = ci_run
+    result = evaluate(run_dir, data_dir=synthetic_data_dir, tta=True)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert result["classes"] == 4 and result["images"] == 24  # 6 val images for each of the 4 classes
+    assert [c["wnid"] for c in result["per_class"]] == config["wnids"]
+    assert [c["images"] for c in result["per_class"]] == [6, 6, 6, 6]
+    assert result["top1"] == pytest.approx(metrics["top1"], abs=1e-6)  # same weights, same images
+    assert result["top1"] == pytest.approx(np.mean([c["top1"] for c in result["per_class"]]))
+    assert result["top5"] == 1.0  # 4 classes: the true one is always among the top 5
+    assert 0.0 <= result["tta"]["top1"] <= 1.0 and len(result["tta"]["per_class"]) == 4
+    text = format_evaluation(result)
+    assert "top-1" in text and "flip TTA" in text and "Egyptian cat" in text
+
+    without = evaluate(run_dir / "best.keras", data_dir=synthetic_data_dir, tta=False)
+    assert without["tta"] is None and without["images"] == 24
+
+
+def test_predict_any_size_jpeg_or_png_with_names(ci_run, tmp_path):
+    from tinyconv.train import format_predictions, predict
+
+    run_dir, _ = ci_run
+    rng = np.random.default_rng(0)
+    big_png = tmp_path / "big.png"
+    Image.fromarray(rng.integers(0, 255, (300, 200, 4), dtype=np.uint8), mode="RGBA").save(big_png)
+    small_gray = tmp_path / "small.jpg"
+    Image.fromarray(rng.integers(0, 255, (20, 30), dtype=np.uint8), mode="L").save(small_gray)
+
+    result = predict(run_dir, [big_png, small_gray], data_dir=None, top=5)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert [entry["image"] for entry in result] == [str(big_png), str(small_gray)]
+    for entry in result:
+        top = entry["top"]
+        assert [guess["rank"] for guess in top] == [1, 2, 3, 4]  # 4 classes: top 5 shows all of them
+        probabilities = [guess["probability"] for guess in top]
+        assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) == pytest.approx(1.0, abs=1e-5)
+        for guess in top:
+            index = config["wnids"].index(guess["wnid"])
+            assert guess["name"] == config["names"][index] and guess["words"] == config["words"][index]
+    assert len(predict(run_dir / "model.keras", big_png, top=2)[0]["top"]) == 2
+    text = format_predictions(result)
+    assert str(big_png) in text and "%" in text
+
+
+def test_predict_errors_are_one_line(ci_run, tmp_path, capsys):
+    from tinyconv.cli import main
+
+    run_dir, _ = ci_run
+    not_image = tmp_path / "notes.jpg"
+    not_image.write_text("not an image")
+    completed = _cli("predict", run_dir, not_image)
+    assert completed.returncode == 1
+    assert "Traceback" not in completed.stderr
+    errors = [line for line in completed.stderr.splitlines() if "tinyconv: error:" in line]
+    assert len(errors) == 1 and str(not_image) in errors[0] and "not a readable JPEG or PNG" in errors[0]
+
+    assert main(["predict", str(run_dir), str(tmp_path / "missing.png")]) == 1
+    image = tmp_path / "ok.png"
+    Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8)).save(image)
+    assert main(["predict", str(tmp_path / "no-run"), str(image)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "missing.png: no such image file" in err[0] and "no-run" in err[1]
+
+
+# ----------------------------------------------------------------------------------------- real data
+
+
+@pytest.mark.slow
+def test_ci_profile_on_real_data_writes_every_artifact(real_data_dir, tmp_path):
+    from tinyconv.train import read_history, train
+
+    run_dir = tmp_path / "real-ci"
+    metrics = train(profile="ci", data_dir=real_data_dir, out=run_dir)
+    for name in ("config.json", "history.csv", "model.keras", "best.keras", "metrics.json", "figures/curves.png"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tb" / "train").glob("events.out.tfevents.*"))
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["wnids"] == ["n02124075", "n04067472", "n04540053", "n04099969"]  # first 4 of wnids.txt
+    assert config["names"] == ["Egyptian cat", "reel", "volleyball", "rocking chair"]
+    assert METRIC_KEYS <= set(metrics) and metrics["epochs"] == 1
+    assert metrics["train_images"] == 4 * 16 and metrics["val_images"] == 4 * 8
+    assert [row["epoch"] for row in read_history(run_dir / "history.csv")] == [0]
