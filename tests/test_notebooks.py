@@ -96,7 +96,12 @@ def test_display_path_hides_machine_prefixes(tmp_path):
 
 
 def test_strip_for_commit_removes_injected_cell_and_rejects_paths(tmp_path):
-    source = _write_notebook(tmp_path / "08_ok.ipynb", "print('run dir is ' + str(value))")
+    source = _write_notebook(
+        tmp_path / "08_ok.ipynb",
+        "print('run dir is ' + str(value))",
+        "import sys\nsys.stderr.write('I0000 00:00:1795629757.414043   13436 port.cc:153] oneDNN custom operations\\n');",
+        "import sys\nsys.stderr.write('E0000 00:00:1795629763.664559   13436 cuda_platform.cc:52] cuInit\\nkeep me\\n');",
+    )
     executed = notebooks.run_notebook(source, tmp_path / "out", {"value": f"{tmp_path}/run"}, progress=False)
     with pytest.raises(TinyconvError, match="absolute path"):
         notebooks.strip_for_commit(executed, tmp_path / "clean.ipynb")
@@ -106,6 +111,8 @@ def test_strip_for_commit_removes_injected_cell_and_rejects_paths(tmp_path):
     assert "injected-parameters" not in tags and "parameters" in tags
     assert "run dir is <tmp>/run" in json.dumps(nb)
     assert "papermill" not in nb.metadata
+    assert nb.cells[-2].outputs == []  # TensorFlow's native start-up log is dropped
+    assert nb.cells[-1].outputs[0].text == "keep me\n"  # other stderr stays
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -362,6 +363,8 @@ def strip_for_commit(executed, target, replacements: dict[str, str] | None = Non
     for cell in nb.cells:
         cell.get("metadata", {}).pop("papermill", None)
         cell.get("metadata", {}).pop("execution", None)
+        if "outputs" in cell:
+            cell["outputs"] = [output for output in map(_without_native_logs, cell["outputs"]) if output is not None]
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
                 raise TinyconvError(f"{executed}: cell has an error output: {output.get('ename')}")
@@ -405,6 +408,26 @@ def find_machine_paths(nb) -> list[str]:
         text = "".join(text) if isinstance(text, list) else text
         found.extend(line.strip() for line in text.splitlines() if any(m in line for m in MACHINE_PATH_MARKERS))
     return found
+
+
+# TensorFlow's C++ start-up lines (oneDNN, CUDA probing) go to the kernel's stderr before absl logging is
+# initialised, so TF_CPP_MIN_LOG_LEVEL cannot silence them; they are noise in a committed notebook.
+_NATIVE_LOG = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[IWE]\d{4} [\d:.]+\s+\d+ \S+:\d+\] .*)$"
+)
+
+
+def _without_native_logs(output):
+    """A stderr stream output without TensorFlow's native log lines (None when nothing else is left)."""
+    if output.get("output_type") != "stream" or output.get("name") != "stderr":
+        return output
+    text = output["text"] if isinstance(output["text"], str) else "".join(output["text"])
+    kept = [line for line in text.splitlines(keepends=True) if not _NATIVE_LOG.match(line.rstrip("\n"))]
+    if not "".join(kept).strip():
+        return None
+    output["text"] = "".join(kept)
+    return output
 
 
 def _replace_all(text: str, replacements: dict[str, str]) -> str:
