@@ -119,7 +119,8 @@ def test_train_epoch_sees_every_example_once(drop_remainder):
     seen_labels, seen_images = np.concatenate(seen_labels), np.concatenate(seen_images)
     np.testing.assert_array_equal(seen_labels, seen_images)  # each image arrives with its own label
     assert len(np.unique(seen_labels)) == len(seen_labels)  # nothing duplicated
-    assert len(seen_labels) == (count // batch) * batch if drop_remainder else count
+    assert len(seen_labels) == ((count // batch) * batch if drop_remainder else count)
+    assert len(ds) == (count // batch if drop_remainder else -(-count // batch))
     assert not np.array_equal(seen_labels, np.arange(len(seen_labels)))  # shuffled
 
 

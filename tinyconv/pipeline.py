@@ -155,7 +155,8 @@ def color_jitter(images: tf.Tensor, *, prob: float, strength: float, seed) -> tf
     x = tf.clip_by_value(saturation * x + (1 - saturation) * _grayscale(x), 0.0, 255.0)
     hsv = tf.image.rgb_to_hsv(x / 255.0)
     shift = tf.random.stateless_uniform([batch, 1, 1], seed=seed_h, minval=-strength, maxval=strength)
-    hue = tf.math.floormod(hsv[..., 0] + shift, 1.0)
+    hue = hsv[..., 0] + shift
+    hue = hue - tf.floor(hue)  # wrap to [0, 1); XLA turns floormod into a slow scalar fmod call
     x = tf.image.hsv_to_rgb(tf.stack([hue, hsv[..., 1], hsv[..., 2]], axis=-1)) * 255.0
     applied = _bernoulli([batch, 1, 1, 1], prob, seed_apply)
     return tf.where(applied, x, images)
@@ -444,7 +445,8 @@ def train_dataset(
 
     # One draw per iteration: the same `seed` gives the same sequence of epoch seeds.
     epoch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
-    ds = epoch_seeds.flat_map(epoch)
+    steps = count // batch_size if drop_remainder else -(-count // batch_size)
+    ds = epoch_seeds.flat_map(epoch).apply(tf.data.experimental.assert_cardinality(steps))  # len(ds) for Keras
     ordered = deterministic or not shuffle  # an unshuffled pipeline promises its order
     ds = ds.map(load_and_augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=ordered)
     ds = ds.prefetch(tf.data.AUTOTUNE)
