@@ -644,6 +644,7 @@ def plot_stage_costs(infos: dict[str, dict]):
             ax.set_title(f"{preset}: {unit.split(' (')[0]} per stage (total {total / 1e6:.2f} M)", fontsize=10)
             for x, value in zip(positions, values):
                 ax.annotate(f"{value:.2f}", (x, value), ha="center", va="bottom", fontsize=7)
+            ax.margins(y=0.15)  # room for the value labels above the tallest bar
     fig.tight_layout()
     return fig
 
