@@ -1,0 +1,239 @@
+"""download_dataset: local and HTTP sources, resume, checksums, safe extraction, and nothing lost on failure.
+
+Bad-input cases use small synthetic zips (fast); the real zip goes through the same code in the shared
+`real_data_dir` fixture (tests/realdata.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from realdata import serve_file
+from synthetic import make_synthetic_dataset, zip_dataset
+from tinyconv.download import MARKER_NAME, download_dataset
+from tinyconv.errors import TinyconvError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def small_zip(tmp_path_factory) -> Path:
+    """A small synthetic dataset zipped like the official zip (3 classes, 8 train + 2 val each, 3 test)."""
+    folder = tmp_path_factory.mktemp("small-zip")
+    root = make_synthetic_dataset(folder / "src", num_classes=3, train_per_class=8, val_per_class=2, test_count=3)
+    return zip_dataset(root, folder / "tiny-imagenet-200.zip")
+
+
+@pytest.fixture(scope="module")
+def other_zip(tmp_path_factory) -> Path:
+    """A second, different valid dataset zip (another seed)."""
+    folder = tmp_path_factory.mktemp("other-zip")
+    root = make_synthetic_dataset(folder / "src", num_classes=3, train_per_class=8, val_per_class=2, test_count=3, seed=9)
+    return zip_dataset(root, folder / "tiny-imagenet-200.zip")
+
+
+def tree_snapshot(folder: Path) -> dict[str, str]:
+    """relative path -> sha256 of every file under folder."""
+    return {p.relative_to(folder).as_posix(): sha256_of(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def leftovers(data_dir: Path) -> list[str]:
+    """Anything but the dataset itself: temporary folders, partial downloads, stray zips."""
+    return sorted(p.name for p in data_dir.iterdir() if p.name != "tiny-imagenet-200")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tinyconv", *args], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    # stderr may also hold progress bars; the error is one line, the last one
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("tinyconv: error: "), result.stderr
+    assert result.stderr.strip().splitlines()[-1] == errors[0]
+    for fragment in fragments:
+        assert fragment in errors[0]
+
+
+# ------------------------------------------------------------------------------------------ sources
+
+
+def test_local_zip_is_checked_extracted_and_left_alone(tmp_path, small_zip):
+    digest = sha256_of(small_zip)
+    root = download_dataset(tmp_path / "data", url=str(small_zip), sha256=digest, progress=False)
+    assert root == tmp_path / "data" / "tiny-imagenet-200"
+    assert (root / "wnids.txt").read_text().split() == ["n02124075", "n04067472", "n04540053"]
+    assert len(list((root / "train").glob("*/images/*.JPEG"))) == 24
+    assert json.loads((root / MARKER_NAME).read_text())["sha256"] == digest
+    assert small_zip.is_file() and sha256_of(small_zip) == digest  # the user's zip is not moved or deleted
+    assert leftovers(tmp_path / "data") == []
+
+    # Running again does nothing: the marker records the verified checksum, the source is not read.
+    before = tree_snapshot(root)
+    missing_source = tmp_path / "gone.zip"
+    assert download_dataset(tmp_path / "data", url=str(missing_source), sha256=digest, progress=False) == root
+    assert tree_snapshot(root) == before
+
+
+def test_file_url_and_md5(tmp_path, small_zip):
+    md5 = hashlib.md5(small_zip.read_bytes()).hexdigest()
+    root = download_dataset(tmp_path / "data", url=small_zip.as_uri(), md5=md5, progress=False)
+    assert (root / "val" / "val_annotations.txt").is_file()
+
+
+def test_http_download_verifies_and_keeps_no_zip_copy(tmp_path, small_zip):
+    served = serve_file(small_zip)
+    try:
+        root = download_dataset(tmp_path / "data", url=served.url, sha256=sha256_of(small_zip), progress=False)
+    finally:
+        served.close()
+    assert served.requests == [("GET", None)]
+    assert (root / "test" / "images" / "test_2.JPEG").is_file()
+    assert leftovers(tmp_path / "data") == []  # neither the .part nor a second copy of the zip
+
+
+# --------------------------------------------------------------------------------------------- resume
+
+
+def test_dropped_connection_resumes_on_the_next_run(tmp_path, small_zip):
+    cut = small_zip.stat().st_size // 2
+    served = serve_file(small_zip, cut_after=cut)
+    data_dir = tmp_path / "data"
+    try:
+        with pytest.raises(TinyconvError, match=rf"{cut} bytes kept in .*tiny-imagenet-200\.zip\.part, run again"):
+            download_dataset(data_dir, url=served.url, sha256=sha256_of(small_zip), progress=False, retries=0)
+        assert (data_dir / "tiny-imagenet-200.zip.part").stat().st_size == cut
+        assert not (data_dir / "tiny-imagenet-200").exists()
+
+        root = download_dataset(data_dir, url=served.url, sha256=sha256_of(small_zip), progress=False, retries=0)
+    finally:
+        served.close()
+    assert served.requests == [("GET", None), ("GET", f"bytes={cut}-")]
+    assert json.loads((root / MARKER_NAME).read_text())["sha256"] == sha256_of(small_zip)
+    assert leftovers(data_dir) == []
+
+
+def test_dropped_connection_is_resumed_within_one_run(tmp_path, small_zip):
+    cut = 1000
+    served = serve_file(small_zip, cut_after=cut)
+    try:
+        download_dataset(tmp_path / "data", url=served.url, sha256=sha256_of(small_zip), progress=False, retries=2)
+    finally:
+        served.close()
+    assert served.requests == [("GET", None), ("GET", f"bytes={cut}-")]
+
+
+def test_server_that_ignores_range_starts_over(tmp_path, small_zip):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "tiny-imagenet-200.zip.part").write_bytes(b"not the start of the zip" * 10)
+    served = serve_file(small_zip, honor_range=False)
+    try:
+        download_dataset(data_dir, url=served.url, sha256=sha256_of(small_zip), progress=False)
+    finally:
+        served.close()
+    assert served.requests == [("GET", "bytes=240-")]  # asked to resume, got the whole file, wrote it afresh
+    assert leftovers(data_dir) == []
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+
+def test_checksum_mismatch_leaves_nothing_and_says_so(tmp_path, small_zip):
+    served = serve_file(small_zip)
+    data_dir = tmp_path / "data"
+    try:
+        with pytest.raises(TinyconvError, match=r"checksum mismatch for .*\.part: sha256 is [0-9a-f]{64}, expected 0{64}"):
+            download_dataset(data_dir, url=served.url, sha256="0" * 64, progress=False)
+    finally:
+        served.close()
+    assert leftovers(data_dir) == [] and not (data_dir / "tiny-imagenet-200").exists()
+
+    result = run_cli("download", "--url", str(small_zip), "--md5", "f" * 32, "--data-dir", str(data_dir))
+    assert_one_line_error(result, "checksum mismatch", str(small_zip), "expected " + "f" * 32)
+
+
+def test_failed_replacement_keeps_the_good_dataset(tmp_path, small_zip, other_zip):
+    data_dir = tmp_path / "data"
+    root = download_dataset(data_dir, url=str(small_zip), sha256=sha256_of(small_zip), progress=False)
+    before = tree_snapshot(root)
+    # asking for another dataset whose checksum does not match: the existing one stays, byte for byte
+    with pytest.raises(TinyconvError, match="checksum mismatch"):
+        download_dataset(data_dir, url=str(other_zip), sha256="1" * 64, progress=False)
+    assert tree_snapshot(root) == before and leftovers(data_dir) == []
+    # a matching, different dataset replaces it completely
+    download_dataset(data_dir, url=str(other_zip), sha256=sha256_of(other_zip), progress=False)
+    assert tree_snapshot(root) != before
+    assert json.loads((root / MARKER_NAME).read_text())["sha256"] == sha256_of(other_zip)
+    assert leftovers(data_dir) == []
+
+
+def test_truncated_zip_is_refused(tmp_path, small_zip):
+    truncated = tmp_path / "truncated.zip"
+    truncated.write_bytes(small_zip.read_bytes()[: small_zip.stat().st_size * 2 // 3])
+    data_dir = tmp_path / "data"
+    with pytest.raises(TinyconvError, match=r"truncated\.zip is not a readable zip .*truncated"):
+        download_dataset(data_dir, url=str(truncated), progress=False)
+    assert leftovers(data_dir) == [] and not (data_dir / "tiny-imagenet-200").exists()
+    result = run_cli("download", "--url", str(truncated), "--data-dir", str(data_dir))
+    assert_one_line_error(result, "truncated.zip is not a readable zip")
+
+
+@pytest.mark.parametrize("bad_name", ["tiny-imagenet-200/../escaped.txt", "/tmp/tinyconv-absolute.txt"])
+def test_zip_entry_outside_the_target_is_refused(tmp_path, small_zip, bad_name):
+    evil = tmp_path / "evil.zip"
+    evil.write_bytes(small_zip.read_bytes())
+    with zipfile.ZipFile(evil, "a") as archive:
+        archive.writestr(zipfile.ZipInfo(bad_name), b"should never be written")
+    data_dir = tmp_path / "data"
+    good = download_dataset(data_dir, url=str(small_zip), sha256=sha256_of(small_zip), progress=False)
+    before = tree_snapshot(good)
+    with pytest.raises(TinyconvError, match=rf"unsafe entry '{bad_name}' in .*evil\.zip"):
+        download_dataset(data_dir, url=str(evil), sha256=sha256_of(evil), progress=False)
+    assert tree_snapshot(good) == before and leftovers(data_dir) == []
+    assert not (data_dir / "escaped.txt").exists() and not (tmp_path / "escaped.txt").exists()
+    assert not Path("/tmp/tinyconv-absolute.txt").exists()
+
+
+def test_zip_without_the_layout_is_refused(tmp_path):
+    wrong = tmp_path / "wrong.zip"
+    with zipfile.ZipFile(wrong, "w") as archive:
+        archive.writestr("photos/cat.jpg", b"not tiny imagenet")
+    with pytest.raises(TinyconvError, match="does not hold the Tiny ImageNet layout"):
+        download_dataset(tmp_path / "data", url=str(wrong), progress=False)
+    assert leftovers(tmp_path / "data") == []
+
+
+def test_unwritable_data_dir_is_a_clear_error(tmp_path, small_zip):
+    # Tests run as root, for whom permission bits do not stop writes; a data dir *under a regular file*
+    # cannot be created by anyone (ENOTDIR), which is the same "cannot write here" case for the user.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("I am a file, not a folder")
+    data_dir = blocker / "data"
+    with pytest.raises(TinyconvError, match=r"cannot create data dir .*a-file/data: Not a directory"):
+        download_dataset(data_dir, url=str(small_zip), progress=False)
+    result = run_cli("download", "--url", str(small_zip), "--data-dir", str(data_dir))
+    assert_one_line_error(result, "cannot create data dir", str(data_dir))
+    assert blocker.read_text() == "I am a file, not a folder"
+
+
+def test_missing_local_zip_and_bad_checksum_syntax(tmp_path):
+    with pytest.raises(TinyconvError, match=r"no such file: .*nothing\.zip"):
+        download_dataset(tmp_path / "data", url=str(tmp_path / "nothing.zip"), progress=False)
+    with pytest.raises(TinyconvError, match="--sha256 must be 64 hex digits"):
+        download_dataset(tmp_path / "data", url=str(tmp_path / "nothing.zip"), sha256="abc", progress=False)
