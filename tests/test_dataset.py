@@ -1,0 +1,335 @@
+"""Labels, subsets, verification and the uint8 cache, on the synthetic dataset and on the real one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from synthetic import KNOWN_CLASSES, class_image, expected_grayscale, make_synthetic_dataset
+from tinyconv.dataset import (
+    class_names,
+    dataset_root,
+    decode_image,
+    default_data_dir,
+    list_split,
+    load_split,
+    prepare,
+    read_val_annotations,
+    read_wnids,
+    read_words,
+    select_classes,
+    verify,
+    format_summary,
+)
+from tinyconv.errors import TinyconvError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def copy_data(source: Path, tmp_path: Path) -> Path:
+    """A private copy of a data dir, for tests that change files."""
+    target = tmp_path / "data"
+    shutil.copytree(source, target)
+    return target
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tinyconv", *args], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+
+
+# ------------------------------------------------------------------------------------------- labels
+
+
+def test_default_data_dir_is_repo_data_or_env(monkeypatch, tmp_path):
+    monkeypatch.delenv("TINYCONV_DATA_DIR", raising=False)
+    assert default_data_dir() == REPO / "data"
+    monkeypatch.setenv("TINYCONV_DATA_DIR", str(tmp_path))
+    assert default_data_dir() == tmp_path
+
+
+def test_labels_follow_wnids_txt_and_names_come_from_words(synthetic_data_dir):
+    root = dataset_root(synthetic_data_dir)
+    wnids = read_wnids(root)
+    assert wnids == [wnid for wnid, _ in KNOWN_CLASSES[:5]]
+    assert read_words(root)["n04099969"] == "rocking chair, rocker"
+    assert "n00001740" in read_words(root)  # words.txt lists more wnids than the classes
+    assert class_names(root, wnids) == ["Egyptian cat", "reel", "volleyball", "rocking chair", "lemon"]
+
+    paths, labels = list_split(root, "train", wnids)
+    assert len(paths) == 100 and labels.dtype == np.int32
+    for path, label in zip(paths, labels):
+        assert path.name.startswith(wnids[label] + "_")
+    # file numbers in numeric order: _2 before _10
+    names = [p.name for p in paths[:12]]
+    assert names.index("n02124075_2.JPEG") < names.index("n02124075_10.JPEG")
+
+    annotations = read_val_annotations(root)
+    val_paths, val_labels = list_split(root, "val", wnids)
+    assert len(val_paths) == 30
+    assert [p.name for p in val_paths[:11]] == [f"val_{i}.JPEG" for i in range(11)]
+    for path, label in zip(val_paths, val_labels):
+        assert annotations[path.name][0] == wnids[label]
+    assert all(len(annotations[name][1]) == 4 for name in annotations)
+
+    test_paths, test_labels = list_split(root, "test", wnids)
+    assert len(test_paths) == 10 and set(test_labels.tolist()) == {-1}
+
+
+def test_select_classes_first_k_list_and_errors():
+    wnids = ["a", "b", "c", "d"]
+    assert select_classes(wnids, None) == wnids
+    assert select_classes(wnids, 2) == ["a", "b"]
+    assert select_classes(wnids, ["c", "a"]) == ["c", "a"]
+    with pytest.raises(TinyconvError, match="between 1 and 4"):
+        select_classes(wnids, 5)
+    with pytest.raises(TinyconvError, match="unknown class wnid.*zz"):
+        select_classes(wnids, ["a", "zz"])
+
+
+def test_by_class_val_layout_gives_the_same_labels(tmp_path):
+    official = make_synthetic_dataset(tmp_path / "official", seed=3)
+    by_class = make_synthetic_dataset(tmp_path / "by_class", seed=3, val_layout="by_class")
+    assert not (by_class / "val" / "val_annotations.txt").exists()
+    wnids = read_wnids(official)
+    official_paths, official_labels = list_split(official, "val", wnids)
+    by_class_paths, by_class_labels = list_split(by_class, "val", wnids)
+    assert [p.name for p in official_paths] == [p.name for p in by_class_paths]
+    np.testing.assert_array_equal(official_labels, by_class_labels)
+    assert by_class_paths[0].parent.parent.name == wnids[by_class_labels[0]]
+    assert verify(tmp_path / "by_class")["val_layout"] == "by_class"
+
+
+def test_decode_gives_three_channels_for_grayscale(synthetic_data_dir):
+    root = dataset_root(synthetic_data_dir)
+    gray_path = root / "val" / "images" / "val_0.JPEG"  # every 7th image, from the first, is grayscale
+    assert Image.open(gray_path).mode == "L"
+    image = decode_image(gray_path)
+    assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+    np.testing.assert_array_equal(image[..., 0], image[..., 1])
+    np.testing.assert_array_equal(image[..., 0], image[..., 2])
+    colour = decode_image(root / "val" / "images" / "val_1.JPEG")
+    assert colour.shape == (64, 64, 3) and not np.array_equal(colour[..., 0], colour[..., 2])
+
+
+def test_synthetic_classes_differ_in_content():
+    rng = np.random.default_rng(0)
+    means = np.array([class_image(k, rng).reshape(-1, 3).mean(0) for k in range(5)])
+    distances = np.linalg.norm(means[:, None] - means[None], axis=-1)
+    assert distances[~np.eye(5, dtype=bool)].min() > 20  # distinct mean colours: learnable
+
+
+def test_verify_summary_counts(synthetic_data_dir):
+    summary = verify(synthetic_data_dir)
+    assert summary["classes"] == 5 and summary["official"] is False
+    assert summary["splits"]["train"] == {"images": 100, "grayscale": expected_grayscale(100)}
+    assert summary["splits"]["val"] == {"images": 30, "grayscale": expected_grayscale(30)}
+    assert summary["splits"]["test"] == {"images": 10, "grayscale": expected_grayscale(10)}
+    text = format_summary(summary)
+    assert "5 classes" in text and "100 images (15 grayscale)" in text
+
+
+# ---------------------------------------------------------------------------------------- bad input
+
+
+def test_missing_val_annotations_is_named(tmp_path, synthetic_data_dir):
+    data_dir = copy_data(synthetic_data_dir, tmp_path)
+    (dataset_root(data_dir) / "val" / "val_annotations.txt").unlink()
+    with pytest.raises(TinyconvError, match="missing val/val_annotations.txt"):
+        verify(data_dir)
+
+
+def test_unknown_wnid_in_annotations_names_the_line(tmp_path, synthetic_data_dir):
+    data_dir = copy_data(synthetic_data_dir, tmp_path)
+    annotations = dataset_root(data_dir) / "val" / "val_annotations.txt"
+    lines = annotations.read_text().splitlines()
+    lines[3] = lines[3].replace(lines[3].split("\t")[1], "n99999999")
+    annotations.write_text("\n".join(lines) + "\n")
+    with pytest.raises(TinyconvError, match=r"unknown wnid n99999999 in .*val_annotations.txt line 4"):
+        verify(data_dir)
+    result = run_cli("verify", "--data-dir", str(data_dir))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"tinyconv: error: unknown wnid n99999999 in {annotations} line 4: not in wnids.txt"
+    ]
+
+
+def test_truncated_jpeg_is_named_by_verify_and_prepare(tmp_path, synthetic_data_dir):
+    data_dir = copy_data(synthetic_data_dir, tmp_path)
+    victim = dataset_root(data_dir) / "train" / "n04067472" / "images" / "n04067472_3.JPEG"
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    with pytest.raises(TinyconvError, match=r"cannot decode .*n04067472_3\.JPEG.*truncated"):
+        verify(data_dir)
+    with pytest.raises(TinyconvError, match=r"n04067472_3\.JPEG"):
+        prepare(data_dir, progress=False)
+    assert not (data_dir / "cache" / "manifest.json").exists()  # no cache that looks valid
+    assert not list((data_dir / "cache").glob("*.tmp-*"))  # and no temporary files left
+
+
+def test_missing_listed_val_file_is_named(tmp_path, synthetic_data_dir):
+    data_dir = copy_data(synthetic_data_dir, tmp_path)
+    (dataset_root(data_dir) / "val" / "images" / "val_5.JPEG").unlink()
+    with pytest.raises(TinyconvError, match=r"missing .*val_5\.JPEG"):
+        verify(data_dir)
+
+
+def test_missing_dataset_says_to_download(tmp_path):
+    with pytest.raises(TinyconvError, match="run `tinyconv download`"):
+        verify(tmp_path)
+
+
+# -------------------------------------------------------------------------------------------- cache
+
+
+def test_prepare_and_load_split_match_the_jpegs(tmp_path, synthetic_data_dir):
+    data_dir = copy_data(synthetic_data_dir, tmp_path)
+    manifest = prepare(data_dir, progress=False, workers=1)
+    assert manifest["splits"]["train"]["count"] == 100
+    assert manifest["splits"]["train"]["grayscale"] == expected_grayscale(100)
+    assert json.loads((data_dir / "cache" / "manifest.json").read_text()) == manifest
+
+    train = load_split(data_dir, "train")
+    assert isinstance(train.images, np.memmap)
+    assert train.images.shape == (100, 64, 64, 3) and train.images.dtype == np.uint8
+    assert train.labels.dtype == np.int32 and train.labels.tolist() == [k for k in range(5) for _ in range(20)]
+    assert train.names[0] == "Egyptian cat" and len(train.files) == 100
+    root = dataset_root(data_dir)
+    for index in (0, 7, 55, 99):
+        np.testing.assert_array_equal(train.images[index], decode_image(root / train.files[index]))
+
+    val = load_split(data_dir, "val")
+    annotations = read_val_annotations(root)
+    assert [val.wnids[label] for label in val.labels] == [annotations[Path(f).name][0] for f in val.files]
+    test = load_split(data_dir, "test")
+    assert test.images.shape == (10, 64, 64, 3) and set(test.labels.tolist()) == {-1}
+
+    # a second prepare reuses the cache instead of decoding again
+    mtime = (data_dir / "cache" / "train_images.npy").stat().st_mtime_ns
+    assert prepare(data_dir, progress=False) == manifest
+    assert (data_dir / "cache" / "train_images.npy").stat().st_mtime_ns == mtime
+
+
+def test_load_split_subset_remaps_labels(tmp_path, synthetic_data_dir):
+    data_dir = copy_data(synthetic_data_dir, tmp_path)
+    prepare(data_dir, progress=False)
+    full = load_split(data_dir, "val")
+    subset = load_split(data_dir, "val", classes=["n04540053", "n02124075"])
+    assert subset.wnids == ["n04540053", "n02124075"] and subset.names == ["volleyball", "Egyptian cat"]
+    assert sorted(set(subset.labels.tolist())) == [0, 1] and len(subset) == 12
+    for image, label, name in zip(subset.images, subset.labels, subset.files):
+        index = full.files.index(name)
+        assert full.wnids[full.labels[index]] == subset.wnids[label]
+        np.testing.assert_array_equal(image, full.images[index])
+    first_two = load_split(data_dir, "train", classes=2)
+    assert first_two.images.shape == (40, 64, 64, 3) and first_two.labels.tolist() == [0] * 20 + [1] * 20
+
+
+def test_load_split_prepares_a_missing_cache(tmp_path, synthetic_data_dir):
+    data_dir = copy_data(synthetic_data_dir, tmp_path)
+    assert not (data_dir / "cache").exists()
+    assert load_split(data_dir, "test").images.shape == (10, 64, 64, 3)
+    assert (data_dir / "cache" / "manifest.json").is_file()
+
+
+def test_parallel_decode_matches_in_process(tmp_path, synthetic_data_dir, monkeypatch):
+    import tinyconv.dataset as dataset
+
+    data_dir = copy_data(synthetic_data_dir, tmp_path)
+    serial = tmp_path / "serial-cache"
+    prepare(data_dir, progress=False, workers=1, cache=serial)
+    monkeypatch.setattr(dataset, "PARALLEL_MIN_IMAGES", 0)
+    monkeypatch.setattr(dataset, "DECODE_CHUNK", 16)
+    manifest = prepare(data_dir, progress=False, workers=2, cache=tmp_path / "parallel-cache")
+    assert manifest["splits"]["train"]["grayscale"] == expected_grayscale(100)
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(
+            np.load(serial / f"{split}_images.npy"), np.load(tmp_path / "parallel-cache" / f"{split}_images.npy")
+        )
+
+
+def test_stale_cache_is_rejected_then_rebuilt(tmp_path, synthetic_data_dir):
+    data_dir = copy_data(synthetic_data_dir, tmp_path)
+    prepare(data_dir, progress=False)
+    root = dataset_root(data_dir)
+    extra = root / "train" / "n02124075" / "images" / "n02124075_20.JPEG"
+    shutil.copy(root / "train" / "n02124075" / "images" / "n02124075_1.JPEG", extra)
+    with pytest.raises(TinyconvError, match=r"cache .* is stale \(train has 101 images.*prepare --force"):
+        load_split(data_dir, "train")
+    load_split(data_dir, "val")  # only the split that changed is refused
+    prepare(data_dir, progress=False)  # prepare rebuilds a stale cache
+    assert len(load_split(data_dir, "train")) == 101
+
+    annotations = root / "val" / "val_annotations.txt"
+    lines = annotations.read_text().splitlines()
+    first = lines[0].split("\t")
+    other = next(w for w in read_wnids(root) if w != first[1])
+    lines[0] = "\t".join([first[0], other, *first[2:]])  # relabel one val image
+    annotations.write_text("\n".join(lines) + "\n")
+    with pytest.raises(TinyconvError, match=r"stale \(the val files or labels changed\)"):
+        load_split(data_dir, "val")
+
+
+def test_truncated_cache_is_rejected(tmp_path, synthetic_data_dir):
+    data_dir = copy_data(synthetic_data_dir, tmp_path)
+    prepare(data_dir, progress=False)
+    images = data_dir / "cache" / "train_images.npy"
+    with open(images, "r+b") as handle:
+        handle.truncate(images.stat().st_size - 1000)
+    with pytest.raises(TinyconvError, match=r"damaged: .*train_images\.npy is truncated.*prepare --force"):
+        load_split(data_dir, "train")
+    result = run_cli("prepare", "--data-dir", str(data_dir))  # prepare repairs it
+    assert result.returncode == 0, result.stderr
+    assert load_split(data_dir, "train").images.shape == (100, 64, 64, 3)
+
+
+# ---------------------------------------------------------------------------------------- real data
+
+
+@pytest.mark.slow
+def test_real_dataset_counts_labels_and_cache(real_data_dir):
+    root = dataset_root(real_data_dir)
+    wnids = read_wnids(root)
+    assert len(wnids) == 200 and len(set(wnids)) == 200
+    annotations = read_val_annotations(root)
+    assert annotations["val_0.JPEG"][0] == "n03444034"
+    assert annotations["val_1.JPEG"][0] == "n04067472"
+
+    manifest = json.loads((real_data_dir / "cache" / "manifest.json").read_text())
+    counts = {split: manifest["splits"][split]["count"] for split in ("train", "val", "test")}
+    assert counts == {"train": 100_000, "val": 10_000, "test": 10_000}
+    grayscale = {split: manifest["splits"][split]["grayscale"] for split in ("train", "val", "test")}
+    assert grayscale == {"train": 1821, "val": 168, "test": 189}
+
+    train = load_split(real_data_dir, "train")
+    assert train.images.shape == (100_000, 64, 64, 3) and train.images.dtype == np.uint8
+    assert np.bincount(train.labels, minlength=200).tolist() == [500] * 200
+    assert os.path.getsize(real_data_dir / "cache" / "train_images.npy") >= 100_000 * 64 * 64 * 3
+    val = load_split(real_data_dir, "val")
+    assert val.images.shape == (10_000, 64, 64, 3)
+    assert val.files[:2] == ["val/images/val_0.JPEG", "val/images/val_1.JPEG"]
+    assert [val.wnids[label] for label in val.labels[:2]] == ["n03444034", "n04067472"]
+    np.testing.assert_array_equal(val.images[1], decode_image(root / "val" / "images" / "val_1.JPEG"))
+    assert load_split(real_data_dir, "test").images.shape == (10_000, 64, 64, 3)
+    subset = load_split(real_data_dir, "val", classes=10)
+    assert len(subset) == 500 and subset.wnids == wnids[:10]
+
+
+@pytest.mark.slow
+def test_real_dataset_verifies(real_data_dir):
+    summary = verify(real_data_dir)
+    assert summary["official"] is True and summary["classes"] == 200
+    assert summary["splits"] == {
+        "train": {"images": 100_000, "grayscale": 1821},
+        "val": {"images": 10_000, "grayscale": 168},
+        "test": {"images": 10_000, "grayscale": 189},
+    }

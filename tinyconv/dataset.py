@@ -1,0 +1,631 @@
+"""Tiny ImageNet on disk: layout, labels, verification, class subsets and the uint8 cache.
+
+The official layout (what the zip holds):
+
+    tiny-imagenet-200/
+      wnids.txt                          the 200 classes, one wnid per line: this order defines the labels
+      words.txt                          wnid<TAB>comma-separated names (82,115 wnids, not only the 200)
+      train/<wnid>/images/<wnid>_<i>.JPEG            500 per class
+      val/images/val_<i>.JPEG + val/val_annotations.txt (file<TAB>wnid<TAB>box)   10,000
+      test/images/test_<i>.JPEG                     10,000, unlabeled
+The widespread re-organised variant with val/<wnid>/images/ is read too (the folder is the label).
+
+`prepare` decodes every image once into raw uint8 `.npy` arrays under `data_dir/cache/` (about 1.23 GB for
+train) with a manifest that ties them to the source listing; `load_split` memory-maps them, so later runs
+start in well under a second and never decode a JPEG again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tinyconv.errors import TinyconvError
+
+DATASET_DIRNAME = "tiny-imagenet-200"
+CACHE_DIRNAME = "cache"
+MANIFEST_NAME = "manifest.json"
+CACHE_VERSION = 1
+IMAGE_SIZE = 64
+SPLITS = ("train", "val", "test")
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png"}
+# The published dataset: used by verify() to tell "the real Tiny ImageNet, complete" from other datasets.
+OFFICIAL_COUNTS = {"classes": 200, "train_per_class": 500, "val": 10_000, "test": 10_000}
+# Below this many images decoding stays in-process: starting worker processes costs more than it saves.
+PARALLEL_MIN_IMAGES = 2_000
+DECODE_CHUNK = 1_000
+
+
+# ------------------------------------------------------------------------------------------- layout
+
+
+def default_data_dir() -> Path:
+    """$TINYCONV_DATA_DIR, else the repository's data/ folder."""
+    override = os.environ.get("TINYCONV_DATA_DIR")
+    return Path(override).expanduser() if override else Path(__file__).resolve().parents[1] / "data"
+
+
+def dataset_root(data_dir: Path) -> Path:
+    """data_dir / "tiny-imagenet-200"."""
+    return Path(data_dir) / DATASET_DIRNAME
+
+
+def _require_root(data_dir: Path) -> Path:
+    root = dataset_root(data_dir)
+    if not root.is_dir():
+        raise TinyconvError(f"no {DATASET_DIRNAME}/ in {Path(data_dir)}; run `tinyconv download` first")
+    return root
+
+
+def read_wnids(root: Path) -> list[str]:
+    """The class wnids in the order of wnids.txt (label i is wnids[i])."""
+    path = Path(root) / "wnids.txt"
+    if not path.is_file():
+        raise TinyconvError(f"missing wnids.txt in {root}")
+    wnids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not wnids:
+        raise TinyconvError(f"{path} lists no classes")
+    seen = set()
+    for number, wnid in enumerate(wnids, start=1):
+        if wnid in seen:
+            raise TinyconvError(f"duplicate wnid {wnid} in {path} line {number}")
+        seen.add(wnid)
+    return wnids
+
+
+def read_words(root: Path) -> dict[str, str]:
+    """wnid -> the full words.txt entry (comma-separated synonyms)."""
+    path = Path(root) / "words.txt"
+    if not path.is_file():
+        raise TinyconvError(f"missing words.txt in {root}")
+    words = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        wnid, _, entry = line.partition("\t")
+        if wnid.strip():
+            words[wnid.strip()] = entry.strip()
+    return words
+
+
+def class_names(root: Path, wnids: list[str]) -> list[str]:
+    """A short readable name per wnid: the first synonym of its words.txt entry (the wnid if it has none)."""
+    words = read_words(root)
+    return [(words.get(wnid) or wnid).split(",")[0].strip() for wnid in wnids]
+
+
+def select_classes(all_wnids: list[str], classes) -> list[str]:
+    """The wnids of a subset, in label order.
+
+    Args:
+        all_wnids: every wnid, in wnids.txt order.
+        classes: None (all), an int K (the first K of wnids.txt) or a list of wnids (kept in the given order).
+    """
+    if classes is None:
+        return list(all_wnids)
+    if isinstance(classes, (int, np.integer)) and not isinstance(classes, bool):
+        if not 1 <= classes <= len(all_wnids):
+            raise TinyconvError(f"classes must be between 1 and {len(all_wnids)}, got {classes}")
+        return list(all_wnids[: int(classes)])
+    if isinstance(classes, str):
+        classes = [name.strip() for name in classes.split(",") if name.strip()]
+    selected = list(classes)
+    known = set(all_wnids)
+    unknown = [wnid for wnid in selected if wnid not in known]
+    if unknown:
+        raise TinyconvError(f"unknown class wnid(s) {', '.join(unknown)}: not in wnids.txt")
+    if len(set(selected)) != len(selected) or not selected:
+        raise TinyconvError(f"classes must be a non-empty list of distinct wnids, got {selected}")
+    return selected
+
+
+def val_layout(root: Path) -> str:
+    """"official" (val/images/ + val_annotations.txt) or "by_class" (val/<wnid>/images/)."""
+    val = Path(root) / "val"
+    if (val / "images").is_dir():
+        return "official"
+    if val.is_dir() and any((entry / "images").is_dir() for entry in val.iterdir() if entry.is_dir()):
+        return "by_class"
+    raise TinyconvError(f"missing val/images/ (or val/<wnid>/images/) in {root}")
+
+
+def _parse_box(fields: list[str]) -> tuple[int, int, int, int] | None:
+    try:
+        x0, y0, x1, y1 = (int(value) for value in fields)
+        return x0, y0, x1, y1
+    except ValueError:
+        return None
+
+
+def _val_entries(root: Path) -> list[tuple[str, str, tuple | None, str]]:
+    """(file name, wnid, box or None, where) per val image; `where` names the line or folder it came from."""
+    root = Path(root)
+    annotations = root / "val" / "val_annotations.txt"
+    if val_layout(root) == "by_class":
+        boxes = {}
+        if annotations.is_file():  # some re-organised copies keep it: use it for the boxes only
+            for line in annotations.read_text().splitlines():
+                fields = line.split("\t")
+                if len(fields) == 6:
+                    boxes[fields[0]] = _parse_box(fields[2:])
+        entries = []
+        for folder in sorted((root / "val").iterdir()):
+            if (folder / "images").is_dir():
+                for name in _image_names(folder / "images"):
+                    entries.append((name, folder.name, boxes.get(name), f"val/{folder.name}/images/"))
+        return entries
+    if not annotations.is_file():
+        raise TinyconvError(f"missing val/val_annotations.txt in {root}")
+    entries = []
+    for number, line in enumerate(annotations.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.rstrip("\n").split("\t")
+        box = _parse_box(fields[2:6]) if len(fields) == 6 else None
+        if len(fields) != 6 or box is None:
+            raise TinyconvError(
+                f"malformed line {number} in {annotations}: expected file<TAB>wnid<TAB>x0<TAB>y0<TAB>x1<TAB>y1"
+            )
+        entries.append((fields[0], fields[1], box, f"{annotations} line {number}"))
+    return entries
+
+
+def read_val_annotations(root: Path) -> dict[str, tuple[str, tuple[int, int, int, int] | None]]:
+    """val file name -> (wnid, box (x0, y0, x1, y1)); reads val_annotations.txt or the val/<wnid>/images/ variant.
+
+    In the by-class variant without val_annotations.txt the box is None.
+    """
+    return {name: (wnid, box) for name, wnid, box, _ in _val_entries(root)}
+
+
+def _natural_key(name: str):
+    # "val_10.JPEG" after "val_9.JPEG": the numbers in the names are the dataset's order.
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _image_names(folder: Path) -> list[str]:
+    names = [entry.name for entry in os.scandir(folder) if os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES]
+    return sorted(names, key=_natural_key)
+
+
+def list_split(root: Path, split: str, wnids: list[str]) -> tuple[list[Path], np.ndarray]:
+    """The image files of a split and their labels (index into `wnids`).
+
+    Args:
+        root: the tiny-imagenet-200/ folder.
+        split: "train", "val" or "test".
+        wnids: the classes to list, in label order (all of wnids.txt or a subset).
+
+    Returns:
+        (paths, labels int32 [N]); train is ordered by class then file number, val and test by file
+        number; test labels are -1. Val images of classes outside `wnids` are left out.
+
+    Raises:
+        TinyconvError: missing folders or files, or a val annotation whose wnid is not in wnids.txt.
+    """
+    root = Path(root)
+    if split == "train":
+        paths, labels = [], []
+        for label, wnid in enumerate(wnids):
+            folder = root / "train" / wnid / "images"
+            if not folder.is_dir():
+                raise TinyconvError(f"missing train/{wnid}/images/ in {root} ({wnid} is listed in wnids.txt)")
+            names = _image_names(folder)
+            paths.extend(folder / name for name in names)
+            labels.extend([label] * len(names))
+        return paths, np.asarray(labels, dtype=np.int32)
+    if split == "val":
+        known = set(read_wnids(root))
+        index = {wnid: label for label, wnid in enumerate(wnids)}
+        layout = val_layout(root)
+        entries = sorted(_val_entries(root), key=lambda entry: _natural_key(entry[0]))
+        paths, labels = [], []
+        for name, wnid, _, where in entries:
+            if wnid not in known:
+                raise TinyconvError(f"unknown wnid {wnid} in {where}: not in wnids.txt")
+            if wnid in index:
+                folder = root / "val" / "images" if layout == "official" else root / "val" / wnid / "images"
+                paths.append(folder / name)
+                labels.append(index[wnid])
+        return paths, np.asarray(labels, dtype=np.int32)
+    if split == "test":
+        folder = root / "test" / "images"
+        if not folder.is_dir():
+            raise TinyconvError(f"missing test/images/ in {root}")
+        paths = [folder / name for name in _image_names(folder)]
+        return paths, np.full(len(paths), -1, dtype=np.int32)
+    raise TinyconvError(f"unknown split {split!r}: use train, val or test")
+
+
+# ------------------------------------------------------------------------------------------- decode
+
+
+def _decode(path: Path) -> tuple[np.ndarray, bool]:
+    """(uint8 [64, 64, 3], was_grayscale) of one image file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as picture:
+            picture.load()  # decodes now: a truncated JPEG fails here, not later
+            grayscale = picture.mode in ("L", "LA", "I", "I;16", "1")
+            if picture.mode != "RGB":
+                picture = picture.convert("RGB")
+            image = np.asarray(picture, dtype=np.uint8)
+    except FileNotFoundError:
+        raise TinyconvError(f"missing image file {path}") from None
+    except UnidentifiedImageError:
+        raise TinyconvError(f"{path} is not an image PIL can read") from None
+    except OSError as exc:
+        raise TinyconvError(f"cannot decode {path}: {exc}") from None
+    if image.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
+        raise TinyconvError(f"{path} is {image.shape[1]}x{image.shape[0]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
+    return image, grayscale
+
+
+def decode_image(path: Path) -> np.ndarray:
+    """Decode one dataset image to uint8 [64, 64, 3]; grayscale becomes 3 equal channels.
+
+    Raises:
+        TinyconvError: missing, truncated or undecodable file (named), or not 64x64.
+    """
+    return _decode(Path(path))[0]
+
+
+def _decode_chunk(task: tuple[str | None, int, list[str]]) -> tuple[int, int, int]:
+    """Worker: decode `paths` into rows offset.. of the .npy at `out` (or only check them when out is None).
+
+    Returns:
+        (offset, count, grayscale count)
+    """
+    out, offset, paths = task
+    target = np.load(out, mmap_mode="r+") if out is not None else None
+    grayscale = 0
+    for row, path in enumerate(paths):
+        image, was_gray = _decode(Path(path))
+        grayscale += was_gray
+        if target is not None:
+            target[offset + row] = image
+    if target is not None:
+        target.flush()
+        del target
+    return offset, len(paths), grayscale
+
+
+def _decode_all(paths: list[Path], out: Path | None, *, workers: int, desc: str, progress: bool) -> int:
+    """Decode every path (into the preallocated .npy `out` when given); returns the grayscale count."""
+    from tqdm.auto import tqdm
+
+    tasks = [
+        (str(out) if out is not None else None, start, [str(p) for p in paths[start : start + DECODE_CHUNK]])
+        for start in range(0, len(paths), DECODE_CHUNK)
+    ]
+    grayscale = 0
+    with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        if workers <= 1 or len(paths) < PARALLEL_MIN_IMAGES:
+            results = map(_decode_chunk, tasks)
+            for _, count, gray in results:
+                grayscale += gray
+                bar.update(count)
+            return grayscale
+        # fork, not spawn: spawn re-runs the caller's script in each worker, which an unguarded script
+        # (no `if __name__ == "__main__":`) turns into a second download or prepare. The workers only use
+        # numpy and PIL, so TensorFlow threads in the parent do not matter to them.
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        context = multiprocessing.get_context(method)
+        with context.Pool(processes=workers) as pool:
+            for _, count, gray in pool.imap_unordered(_decode_chunk, tasks):
+                grayscale += gray
+                bar.update(count)
+    return grayscale
+
+
+def _default_workers() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+# ------------------------------------------------------------------------------------------- verify
+
+
+def verify(data_dir: Path, *, workers: int | None = None, progress: bool = False) -> dict:
+    """Check layout, counts and that every image decodes to 64x64; return a summary.
+
+    For the real dataset (200 classes) the published counts are required: 500 train images per class,
+    10,000 val and 10,000 test. Any dataset must be consistent: every val wnid in wnids.txt, every listed
+    file present, every image file listed, every image 64x64.
+
+    Returns:
+        {"root", "classes", "val_layout", "official", "seconds",
+         "splits": {split: {"images": N, "grayscale": G}}}
+    """
+    start = time.perf_counter()
+    root = _require_root(data_dir)
+    wnids = read_wnids(root)
+    words = read_words(root)
+    missing_words = [wnid for wnid in wnids if wnid not in words]
+    if missing_words:
+        raise TinyconvError(f"wnid {missing_words[0]} of wnids.txt has no entry in {root / 'words.txt'}")
+    official = len(wnids) == OFFICIAL_COUNTS["classes"]
+    layout = val_layout(root)
+
+    split_paths = {split: list_split(root, split, wnids)[0] for split in SPLITS}
+    if official:
+        per_class = {}
+        for path in split_paths["train"]:
+            per_class[path.parent.parent.name] = per_class.get(path.parent.parent.name, 0) + 1
+        for wnid in wnids:
+            if per_class.get(wnid, 0) != OFFICIAL_COUNTS["train_per_class"]:
+                raise TinyconvError(
+                    f"expected {OFFICIAL_COUNTS['train_per_class']} images in {root}/train/{wnid}/images/, "
+                    f"found {per_class.get(wnid, 0)}"
+                )
+        for split in ("val", "test"):
+            if len(split_paths[split]) != OFFICIAL_COUNTS[split]:
+                raise TinyconvError(
+                    f"expected {OFFICIAL_COUNTS[split]} {split} images in {root}, found {len(split_paths[split])}"
+                )
+
+    listed = {str(path) for path in split_paths["val"]}
+    for path in split_paths["val"]:
+        if not path.is_file():
+            raise TinyconvError(f"missing {path} (listed in the val annotations)")
+    if layout == "official":
+        for name in _image_names(root / "val" / "images"):
+            if str(root / "val" / "images" / name) not in listed:
+                raise TinyconvError(f"{root}/val/images/{name} is not listed in val/val_annotations.txt")
+    for split in SPLITS:
+        if not split_paths[split]:
+            raise TinyconvError(f"no {split} images in {root}")
+
+    workers = _default_workers() if workers is None else workers
+    splits = {}
+    for split in SPLITS:
+        grayscale = _decode_all(split_paths[split], None, workers=workers, desc=f"verify {split}", progress=progress)
+        splits[split] = {"images": len(split_paths[split]), "grayscale": grayscale}
+    return {
+        "root": str(root),
+        "classes": len(wnids),
+        "val_layout": layout,
+        "official": official,
+        "splits": splits,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """A short human-readable report of verify()'s summary."""
+    kind = "the official Tiny ImageNet layout and counts" if summary["official"] else "a consistent dataset"
+    lines = [f"{summary['root']}: {kind}, {summary['classes']} classes, val layout {summary['val_layout']}"]
+    for split, entry in summary["splits"].items():
+        lines.append(f"  {split:>5}: {entry['images']:>7,} images ({entry['grayscale']:,} grayscale), all decode to 64x64")
+    lines.append(f"  checked in {summary['seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------------- cache
+
+
+@dataclass
+class Split:
+    """One split from the cache.
+
+    images: uint8 [N, 64, 64, 3] (a read-only memmap when no subset was asked for)
+    labels: int32 [N], 0..K-1 in the order of `wnids` (-1 for test)
+    wnids, names: the K classes in label order; files: N paths relative to tiny-imagenet-200/
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    wnids: list[str]
+    names: list[str]
+    files: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def cache_dir(data_dir: Path) -> Path:
+    """data_dir / "cache"."""
+    return Path(data_dir) / CACHE_DIRNAME
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _source_fingerprint(root: Path, split: str, paths: list[Path], labels: np.ndarray) -> str:
+    """A hash of the split's file names, sizes and labels: changes when files are added, removed,
+    renamed, resized or relabelled (an in-place edit that keeps the size needs `prepare --force`)."""
+    digest = hashlib.sha256()
+    for path, label in zip(paths, labels):
+        digest.update(f"{path.relative_to(root).as_posix()}\t{path.stat().st_size}\t{label}\n".encode())
+    return digest.hexdigest()
+
+
+def _read_manifest(cache: Path) -> dict | None:
+    path = cache / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError:
+        raise TinyconvError(f"{path} is not valid JSON; run `tinyconv prepare --force`") from None
+    return manifest
+
+
+def _stale_reason(root: Path, manifest: dict, splits=SPLITS) -> str | None:
+    """Why the cache no longer matches the source (None when it matches)."""
+    if manifest.get("version") != CACHE_VERSION:
+        return f"cache format {manifest.get('version')} is not the current {CACHE_VERSION}"
+    wnids = read_wnids(root)
+    if _sha256_text("\n".join(wnids)) != manifest["source"]["wnids_sha256"]:
+        return "wnids.txt changed"
+    for split in splits:
+        paths, labels = list_split(root, split, wnids)
+        if len(paths) != manifest["splits"][split]["count"]:
+            return f"{split} has {len(paths)} images, the cache {manifest['splits'][split]['count']}"
+        if _source_fingerprint(root, split, paths, labels) != manifest["splits"][split]["source_sha256"]:
+            return f"the {split} files or labels changed"
+    return None
+
+
+def _check_cache_files(cache: Path, manifest: dict, split: str) -> str | None:
+    """Why the split's cache files are damaged (None when their sizes are right)."""
+    entry = manifest["splits"][split]
+    for key, row_bytes in (("images", IMAGE_SIZE * IMAGE_SIZE * 3), ("labels", 4)):
+        path = cache / entry[key]
+        if not path.is_file():
+            return f"{path} is missing"
+        try:
+            with open(path, "rb") as handle:
+                version = np.lib.format.read_magic(handle)
+                read_header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )
+                shape, _, _ = read_header(handle)
+                header_bytes = handle.tell()
+        except (ValueError, OSError) as exc:
+            return f"{path} is not a valid .npy file ({exc})"
+        if shape[:1] != (entry["count"],) or path.stat().st_size != header_bytes + entry["count"] * row_bytes:
+            return f"{path} is truncated or has the wrong size"
+    return None
+
+
+def prepare(data_dir: Path, force: bool = False, *, workers: int | None = None, progress: bool = True,
+            cache: Path | None = None) -> dict:
+    """Decode every train/val/test image once into uint8 arrays under data_dir/cache/; return the manifest.
+
+    Does nothing when the cache is current and intact (unless force). Arrays are written to temporary
+    names, filled by `workers` processes straight into a memmap, and renamed into place; the manifest is
+    written last, so an interrupted prepare leaves no cache that looks valid.
+
+    Args:
+        data_dir: folder holding tiny-imagenet-200/.
+        force: rebuild even when the cache is current.
+        workers: decoding processes (default: up to 2).
+        progress: show tqdm progress bars.
+        cache: cache folder (default data_dir/cache; bench_data times a fresh prepare into a temporary one).
+
+    Returns:
+        the manifest: {"version", "created", "seconds", "root", "wnids", "names",
+                       "source": {"wnids_sha256"}, "splits": {split: {"count", "grayscale", "images",
+                       "labels", "files", "source_sha256", "images_bytes"}}}
+    """
+    start = time.perf_counter()
+    root = _require_root(data_dir)
+    cache = cache_dir(data_dir) if cache is None else Path(cache)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TinyconvError(f"cannot create cache dir {cache}: {exc.strerror or exc}") from None
+    old = _read_manifest(cache) if not force else None
+    if old is not None and _stale_reason(root, old) is None and all(
+        _check_cache_files(cache, old, split) is None for split in SPLITS
+    ):
+        return old
+
+    wnids = read_wnids(root)
+    names = class_names(root, wnids)
+    workers = _default_workers() if workers is None else workers
+    (cache / MANIFEST_NAME).unlink(missing_ok=True)  # from here on the old cache is no longer valid
+    suffix = f".tmp-{os.getpid()}"
+    splits = {}
+    try:
+        for split in SPLITS:
+            paths, labels = list_split(root, split, wnids)
+            images_path = cache / f"{split}_images.npy"
+            labels_path = cache / f"{split}_labels.npy"
+            files_path = cache / f"{split}_files.txt"
+            images_tmp = images_path.with_name(images_path.name + suffix)
+            images = np.lib.format.open_memmap(
+                images_tmp, mode="w+", dtype=np.uint8, shape=(len(paths), IMAGE_SIZE, IMAGE_SIZE, 3)
+            )  # [N, 64, 64, 3], filled by the workers
+            del images
+            grayscale = _decode_all(paths, images_tmp, workers=workers, desc=f"prepare {split}", progress=progress)
+            with open(labels_path.with_name(labels_path.name + suffix), "wb") as handle:
+                np.save(handle, labels.astype(np.int32))  # a handle: np.save would append .npy to the name
+            relative = [path.relative_to(root).as_posix() for path in paths]
+            files_path.with_name(files_path.name + suffix).write_text("".join(f"{name}\n" for name in relative))
+            for final in (images_path, labels_path, files_path):
+                os.replace(final.with_name(final.name + suffix), final)
+            splits[split] = {
+                "count": len(paths),
+                "grayscale": grayscale,
+                "images": images_path.name,
+                "labels": labels_path.name,
+                "files": files_path.name,
+                "images_bytes": images_path.stat().st_size,
+                "source_sha256": _source_fingerprint(root, split, paths, labels),
+            }
+    finally:
+        for leftover in cache.glob(f"*{suffix}"):
+            leftover.unlink(missing_ok=True)
+    manifest = {
+        "version": CACHE_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": round(time.perf_counter() - start, 2),
+        "root": str(root),
+        "wnids": wnids,
+        "names": names,
+        "source": {"wnids_sha256": _sha256_text("\n".join(wnids))},
+        "splits": splits,
+    }
+    manifest_tmp = cache / (MANIFEST_NAME + suffix)
+    manifest_tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    os.replace(manifest_tmp, cache / MANIFEST_NAME)
+    return manifest
+
+
+def load_split(data_dir: Path, split: str, classes=None) -> Split:
+    """One split from the cache (prepared first when there is none), optionally a class subset.
+
+    Args:
+        data_dir: folder holding tiny-imagenet-200/ and cache/.
+        split: "train", "val" or "test".
+        classes: None (all 200), int K (the first K of wnids.txt) or a list of wnids; labels become 0..K-1.
+            For test (unlabeled) a subset keeps every image and only narrows `wnids`/`names`.
+
+    Raises:
+        TinyconvError: the cache is stale (the source changed) or truncated: run `tinyconv prepare --force`.
+    """
+    if split not in SPLITS:
+        raise TinyconvError(f"unknown split {split!r}: use train, val or test")
+    root = _require_root(data_dir)
+    cache = cache_dir(data_dir)
+    manifest = _read_manifest(cache)
+    if manifest is None:
+        manifest = prepare(data_dir)
+    reason = _stale_reason(root, manifest, splits=(split,))
+    if reason is not None:
+        raise TinyconvError(f"the cache in {cache} is stale ({reason}); run `tinyconv prepare --force`")
+    damage = _check_cache_files(cache, manifest, split)
+    if damage is not None:
+        raise TinyconvError(f"the cache in {cache} is damaged: {damage}; run `tinyconv prepare --force`")
+
+    entry = manifest["splits"][split]
+    images = np.load(cache / entry["images"], mmap_mode="r")  # [N, 64, 64, 3] uint8, not read yet
+    labels = np.load(cache / entry["labels"])  # [N] int32
+    files = (cache / entry["files"]).read_text().splitlines()
+    all_wnids, all_names = manifest["wnids"], manifest["names"]
+    wnids = select_classes(all_wnids, classes)
+    names = [all_names[all_wnids.index(wnid)] for wnid in wnids]
+    if classes is None or split == "test":
+        return Split(images=images, labels=labels, wnids=wnids, names=names, files=files)
+
+    remap = np.full(len(all_wnids), -1, dtype=np.int32)  # old label -> new label, -1 when left out
+    for new_label, wnid in enumerate(wnids):
+        remap[all_wnids.index(wnid)] = new_label
+    new_labels = remap[labels]
+    keep = np.flatnonzero(new_labels >= 0)
+    return Split(
+        images=np.ascontiguousarray(images[keep]),  # [n, 64, 64, 3] in memory
+        labels=new_labels[keep],
+        wnids=wnids,
+        names=names,
+        files=[files[i] for i in keep],
+    )
