@@ -333,3 +333,16 @@ def test_real_dataset_verifies(real_data_dir):
         "val": {"images": 10_000, "grayscale": 168},
         "test": {"images": 10_000, "grayscale": 189},
     }
+
+
+def test_bench_data_times_a_fresh_prepare_without_touching_the_cache(tmp_path, synthetic_data_dir):
+    from tinyconv.bench import bench_data
+
+    data_dir = copy_data(synthetic_data_dir, tmp_path)
+    prepare(data_dir, progress=False)
+    before = {p.name: p.stat().st_mtime_ns for p in (data_dir / "cache").iterdir()}
+    result = bench_data(data_dir, batch_size=16, seconds=0.3)
+    assert result["images"] == 140 and result["prepare_s"] > 0
+    assert result["train_pipeline_images_per_s"] > 0
+    assert {p.name: p.stat().st_mtime_ns for p in (data_dir / "cache").iterdir()} == before
+    assert sorted(p.name for p in data_dir.iterdir()) == ["cache", "tiny-imagenet-200"]  # temporary cache gone

@@ -5,14 +5,192 @@ Speed is measured here and in benchmarks/, never in timed tests; compare figures
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
-def bench_data(data_dir: Path, *, batch_size: int = 128, seconds: float = 10.0) -> dict:
-    """Time a fresh prepare of the full dataset and the cached, augmented train pipeline."""
-    raise NotImplementedError  # BENCH_DATA_STUB (data helper)
+def bench_data(
+    data_dir: Path,
+    *,
+    batch_size: int = 128,
+    seconds: float = 10.0,
+    workers: int | None = None,
+    compare_keras: bool = False,
+) -> dict:
+    """Time a fresh prepare of the full dataset and the cached, augmented train pipeline.
+
+    The prepare decodes every JPEG of the extracted tiny-imagenet-200/ into a temporary cache folder
+    beside it (never reusing or touching data_dir/cache/); the pipeline then reads that cache through
+    pipeline.train_dataset with crop + flip, as training does.
+
+    Args:
+        data_dir: folder holding tiny-imagenet-200/.
+        batch_size: B of the train pipeline.
+        seconds: how long the pipeline (and the Keras baseline) is timed, after 3 warm-up batches.
+        workers: decoding processes of prepare (default: up to 2).
+        compare_keras: also time keras.utils.image_dataset_from_directory on train/ (decode per epoch).
+
+    Returns a dict: prepare_s, prepare_images_per_s, images (decoded), train_pipeline_images_per_s,
+    [keras_from_directory_images_per_s], batch_size and machine details (cpus, load average, versions).
+    """
+    import platform
+    import shutil
+    import tempfile
+    import time
+
+    import numpy as np
+
+    from tinyconv.dataset import dataset_root, prepare
+    from tinyconv.errors import TinyconvError
+
+    data_dir = Path(data_dir)
+    if not dataset_root(data_dir).is_dir():
+        raise TinyconvError(f"no tiny-imagenet-200/ in {data_dir}; run `tinyconv download` first")
+    result: dict = {"data_dir": str(data_dir), "batch_size": batch_size}
+    cache = Path(tempfile.mkdtemp(prefix=".bench-data-cache-", dir=data_dir))
+    try:
+        start = time.perf_counter()
+        manifest = prepare(data_dir, force=True, workers=workers, progress=False, cache=cache)
+        result["prepare_s"] = round(time.perf_counter() - start, 2)
+        decoded = sum(entry["count"] for entry in manifest["splits"].values())
+        result["images"] = decoded
+        result["prepare_images_per_s"] = round(decoded / result["prepare_s"])
+        result["prepare_workers"] = workers or min(2, os.cpu_count() or 1)
+
+        from tinyconv.pipeline import AugmentConfig, measure_throughput, train_dataset
+
+        images = np.load(cache / "train_images.npy", mmap_mode="r")  # [N, 64, 64, 3] uint8
+        labels = np.load(cache / "train_labels.npy")  # [N] int32
+        dataset = train_dataset(
+            images, labels, num_classes=len(manifest["wnids"]), batch_size=batch_size,
+            augment=AugmentConfig(pad=4, flip=True),
+        )
+        measured = measure_throughput(dataset, seconds=seconds)
+        result["train_pipeline_images_per_s"] = round(measured["images_per_s"])
+        del dataset, images
+
+        if compare_keras:
+            import keras
+
+            baseline = keras.utils.image_dataset_from_directory(
+                dataset_root(data_dir) / "train", labels="inferred", label_mode="int",
+                image_size=(64, 64), batch_size=batch_size, shuffle=True, seed=0, verbose=False,
+            )
+            measured = measure_throughput(baseline, seconds=seconds)
+            result["keras_from_directory_images_per_s"] = round(measured["images_per_s"])
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+
+    import PIL
+    import tensorflow as tf
+
+    result.update(
+        {
+            "cpus": os.cpu_count(),
+            "load_average_1min": round(os.getloadavg()[0], 2),  # the machine is shared: context for the figures
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "pillow": PIL.__version__,
+            "tensorflow": tf.__version__,
+        }
+    )
+    return result
 
 
-def bench_model(*, preset: str = "seed", batch_size: int = 64, steps: int = 10, jit_compile: str = "auto") -> dict:
-    """Training and inference images/s of a preset on random data, after warm-up."""
-    raise NotImplementedError  # BENCH_MODEL_STUB (model helper)
+def bench_model(
+    *,
+    preset: str = "seed",
+    batch_size: int = 64,
+    steps: int = 10,
+    jit_compile="auto",
+    warmup_steps: int = 2,
+    mixed_precision: str | None = None,
+    seed: int = 0,
+    **overrides,
+) -> dict:
+    """Training and inference images/s of a preset on random data, after warm-up.
+
+    Args:
+        preset: a model preset name (or a ModelConfig); `overrides` change its fields (see models.get_config).
+        batch_size, steps: images per step and timed steps (after `warmup_steps` untimed ones, which also
+            trace and compile).
+        jit_compile: "auto" (models.default_jit_compile()), "on"/"off" or a bool: XLA for the train and
+            predict functions.
+        mixed_precision: None (float32) or a Keras dtype policy name such as "mixed_bfloat16".
+
+    Returns a dict: train_images_per_s, infer_images_per_s, train_step_s, infer_step_s and the configuration
+    (preset, batch_size, steps, jit_compile, dtype policy, parameters, TensorFlow/Keras versions, threads).
+    One train step is a forward and backward pass and an AdamW update with categorical cross-entropy.
+    """
+    import time
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from tinyconv.errors import TinyconvError
+    from tinyconv.models import build_model, default_jit_compile, get_config
+
+    if jit_compile in ("auto", None):
+        jit = default_jit_compile()
+    elif jit_compile in ("on", True):
+        jit = True
+    elif jit_compile in ("off", False):
+        jit = False
+    else:
+        raise TinyconvError(f"bench: jit_compile must be auto, on or off, got {jit_compile!r}")
+    if batch_size < 1 or steps < 1:
+        raise TinyconvError(f"bench: batch_size and steps must be positive, got {batch_size} and {steps}")
+
+    config = get_config(preset, **overrides)
+    previous_policy = keras.config.dtype_policy()
+    if mixed_precision:
+        keras.config.set_dtype_policy(mixed_precision)
+    try:
+        keras.utils.set_random_seed(seed)
+        model = build_model(config)
+        model.compile(
+            optimizer=keras.optimizers.AdamW(learning_rate=1e-3, weight_decay=0.05),
+            loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+            jit_compile=jit,
+        )
+        rng = np.random.default_rng(seed)
+        x = tf.constant(rng.standard_normal((batch_size, config.image_size, config.image_size, 3), dtype=np.float32))
+        labels = rng.integers(0, config.num_classes, size=batch_size)
+        y = tf.constant(np.eye(config.num_classes, dtype=np.float32)[labels])
+
+        def timed(fn, n):
+            start = time.perf_counter()
+            for _ in range(n):
+                out = fn()
+            np.asarray(out)  # wait for the last step
+            return (time.perf_counter() - start) / n
+
+        train = lambda: model.train_on_batch(x, y, return_dict=False)  # noqa: E731
+        infer = lambda: model.predict_on_batch(x)  # noqa: E731
+        timed(train, warmup_steps)
+        train_step_s = timed(train, steps)
+        timed(infer, warmup_steps)
+        infer_step_s = timed(infer, steps)
+        params = int(sum(np.prod(w.shape) for w in model.weights))
+        policy = keras.config.dtype_policy().name
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    return {
+        "preset": config.name,
+        "train_images_per_s": round(batch_size / train_step_s, 2),
+        "infer_images_per_s": round(batch_size / infer_step_s, 2),
+        "train_step_s": round(train_step_s, 4),
+        "infer_step_s": round(infer_step_s, 4),
+        "batch_size": batch_size,
+        "steps": steps,
+        "warmup_steps": warmup_steps,
+        "jit_compile": jit,
+        "dtype_policy": policy,
+        "params_total": params,
+        "overrides": {k: v for k, v in overrides.items()},
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "cpu_threads": os.cpu_count(),
+    }

@@ -59,7 +59,9 @@ def cmd_prepare(args) -> int:
 def cmd_bench_data(args) -> int:
     from tinyconv.bench import bench_data
 
-    result = bench_data(_data_dir(args), batch_size=args.batch_size, seconds=args.seconds)
+    result = bench_data(
+        _data_dir(args), batch_size=args.batch_size, seconds=args.seconds, compare_keras=args.compare_keras
+    )
     if args.json:
         _print_json(result)
     else:
@@ -192,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("bench-data", cmd_bench_data, "time a fresh prepare and the cached train pipeline")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seconds", type=float, default=10.0, help="how long to time the pipeline")
+    p.add_argument(
+        "--compare-keras",
+        action="store_true",
+        help="also time keras.utils.image_dataset_from_directory on train/ (decodes every epoch)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     data_dir_arg(p)
 
