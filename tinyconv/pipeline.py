@@ -1,9 +1,10 @@
 """tf.data input pipelines from the uint8 cache: augmentation, mixup/cutmix and normalization.
 
 The pipelines batch first and then augment the whole batch with vectorized, per-example random ops
-(a translation by gather, a flip folded into the same gather, colour jitter and cutout by broadcast
-masks). Per-element `tf.image` maps cost a Python-free but per-image kernel launch each and top out
-far below what a 2-core machine needs to keep the model fed.
+(a translation by gather, a flip folded into the same gather, colour jitter with per-example factors,
+cutout and cutmix by broadcast box masks), compiled with XLA. Per-element `tf.image` maps pay a
+kernel launch per op and image and stay far below what a 2-core machine needs to keep a model fed
+(figures in docs/performance.md).
 
 Randomness is stateless: each epoch draws one seed from `tf.data.Dataset.random`, the shuffle order
 and every batch's augmentation derive from it, so a given `seed` replays the same batches and each
@@ -373,14 +374,15 @@ _COMPILED_AUGMENT: dict[tuple, tf.types.experimental.GenericFunction] = {}
 def _compiled_augment(augment: AugmentConfig, jit_compile: bool):
     """augment_batch as one tf.function per config, shared by every dataset of the process.
 
-    XLA fuses the elementwise chain into a few loops (about 4x faster on CPU than op by op) and sharing
-    the function lets its compilation (seconds for the full recipe) be reused. XLA cannot sample
-    gammas, so the mixing ratios are drawn outside and passed in.
+    XLA fuses the elementwise chain into a few loops (3-6x less CPU than op by op) and sharing the
+    function lets its compilation (seconds for the full recipe) be reused. XLA cannot sample gammas,
+    so the mixing ratios are drawn outside and passed in.
     """
     key = (tuple(sorted(augment.to_dict().items())), jit_compile)
     if key not in _COMPILED_AUGMENT:
+        frozen = AugmentConfig(**augment.to_dict())  # the caller may mutate theirs later
         _COMPILED_AUGMENT[key] = tf.function(
-            lambda x, y, seed, ratio: augment_batch(x, y, augment=augment, seed=seed, ratio=ratio),
+            lambda x, y, seed, ratio: augment_batch(x, y, augment=frozen, seed=seed, ratio=ratio),
             jit_compile=jit_compile,
         )
     return _COMPILED_AUGMENT[key]
