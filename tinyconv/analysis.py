@@ -744,15 +744,23 @@ def plot_axial_pairs(row, col, effective, title: str, count: int = 8):
 
 
 def plot_energy_profiles(profiles: dict[str, np.ndarray]):
-    """Kernel energy share by distance from the center, one line per block, with the uniform reference."""
+    """Kernel energy per tap on each ring, relative to a uniform kernel of the same size (1 = uniform).
+
+    Dividing by the ring's share of taps makes kernels of different sizes comparable: values above 1 near
+    the center mean the block concentrates its weight there.
+
+    Args:
+        profiles: label -> energy_by_distance(kernel) ([k // 2 + 1], sums to 1).
+    """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for label, profile in profiles.items():
-        ax.plot(np.arange(len(profile)), profile, marker="o", ms=3, label=label)
-    longest = max(len(p) for p in profiles.values())
-    ax.plot(np.arange(longest), ring_area_share(2 * longest - 1), "k--", lw=1, label="uniform kernel")
+        relative = profile / ring_area_share(2 * len(profile) - 1)
+        ax.plot(np.arange(len(profile)), relative, marker="o", ms=3, label=label)
+    ax.axhline(1.0, color="k", ls="--", lw=1, label="uniform kernel")
+    ax.set_xticks(np.arange(max(len(p) for p in profiles.values())))
     ax.set_xlabel("distance from the kernel center (ring, pixels)")
-    ax.set_ylabel("share of sum(w^2)")
+    ax.set_ylabel("energy per tap / uniform")
     ax.set_title("Where the spatial kernels put their weight")
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
