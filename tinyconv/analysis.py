@@ -756,8 +756,9 @@ def plot_energy_profiles(profiles: dict[str, np.ndarray]):
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for label, profile in profiles.items():
         relative = profile / ring_area_share(2 * len(profile) - 1)
-        ax.plot(np.arange(len(profile)), relative, marker="o", ms=3, label=label)
+        ax.plot(np.arange(len(profile)), np.maximum(relative, 1e-3), marker="o", ms=3, label=label)
     ax.axhline(1.0, color="k", ls="--", lw=1, label="uniform kernel")
+    ax.set_yscale("log")  # a peaked center tap can hold 10x+ the uniform share while the rim holds 0.1x
     ax.set_xticks(np.arange(max(len(p) for p in profiles.values())))
     ax.set_xlabel("distance from the kernel center (ring, pixels)")
     ax.set_ylabel("energy per tap / uniform")
