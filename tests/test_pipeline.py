@@ -164,6 +164,11 @@ def test_same_seed_replays_and_other_seeds_or_epochs_differ():
         np.testing.assert_array_equal(y1, y2)
     assert not np.array_equal(epoch_1[0][0], epoch_2[0][0])  # a new iteration is a new epoch
     assert not np.array_equal(epoch_1[0][0], first_batches(make(8))[0][0])
+    # A resumed run starting at epoch 1 sees what the uninterrupted run saw in its second epoch.
+    resumed = train_dataset(images, labels, 5, 16, augment=FULL, seed=7, deterministic=True, start_epoch=1)
+    for (x1, y1), (x2, y2) in zip(epoch_2, first_batches(resumed)):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
 
 
 # --------------------------------------------------------------------------------------- crop and flip

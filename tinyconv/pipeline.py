@@ -6,9 +6,10 @@ cutout and cutmix by broadcast box masks), compiled with XLA. Per-element `tf.im
 kernel launch per op and image and stay far below what a 2-core machine needs to keep a model fed
 (figures in docs/performance.md).
 
-Randomness is stateless: each epoch draws one seed from `tf.data.Dataset.random`, the shuffle order
-and every batch's augmentation derive from it, so a given `seed` replays the same batches and each
-new epoch (each new iteration of the dataset) gets new ones.
+Randomness is stateless: epoch e of a dataset built with `seed` uses the seed pair (seed, e), and the
+shuffle order and every batch's augmentation derive from it. So a given `seed` replays the same
+batches, each new iteration of the dataset (Keras starts one per epoch) gets new ones, and a resumed
+run passes `start_epoch` to see exactly the epochs an uninterrupted run would have seen.
 
 The images stay where they are (a np.memmap of the cache, or any uint8 array): batches of indices
 go through the graph and a small numpy gather reads the pixels, so the 1.2 GB train split is
@@ -399,6 +400,7 @@ def train_dataset(
     drop_remainder: bool = True,
     shuffle: bool = True,
     jit_compile: bool = True,
+    start_epoch: int = 0,
 ) -> tf.data.Dataset:
     """The train pipeline: one iteration is one epoch, reshuffled and re-augmented per iteration.
 
@@ -413,6 +415,7 @@ def train_dataset(
         drop_remainder: drop the last incomplete batch (the default for training).
         shuffle: shuffle the examples each epoch; without it the batches come in index order.
         jit_compile: compile the batch augmentation with XLA (same distribution, different random draws).
+        start_epoch: the epoch number of the first iteration (a resumed run passes its completed epochs).
     Returns:
         tf.data.Dataset of (x float32 [B, H, W, 3] normalized, y float32 [B, K] one-hot or mixed).
     """
@@ -445,8 +448,18 @@ def train_dataset(
             ratio = tf.zeros(tf.shape(indices)[:1], tf.float32)  # unused
         return compiled_augment(x, y, seed_augment, ratio)
 
-    # One draw per iteration: the same `seed` gives the same sequence of epoch seeds.
-    epoch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1, np.uint32)[0])
+    # The iteration counter lives on the host: tf.data runs there whatever the accelerator.
+    with tf.device("/cpu:0"):
+        epoch_counter = tf.Variable(start_epoch, dtype=tf.int64, trainable=False, name="epoch_counter")
+
+    def next_epoch_seed(_):  # called once per iteration
+        epoch_number = epoch_counter.assign_add(1) - 1
+        pair = tf.stack([tf.constant(seed, tf.int64), epoch_number])
+        return tf.random.stateless_uniform([], seed=pair, minval=None, maxval=None, dtype=tf.int64)
+
+    epoch_seeds = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).map(next_epoch_seed)
     steps = count // batch_size if drop_remainder else -(-count // batch_size)
     ds = epoch_seeds.flat_map(epoch).apply(tf.data.experimental.assert_cardinality(steps))  # len(ds) for Keras
     ordered = deterministic or not shuffle  # an unshuffled pipeline promises its order
