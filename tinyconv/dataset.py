@@ -562,6 +562,8 @@ def prepare(data_dir: Path, force: bool = False, *, workers: int | None = None, 
                 "images_bytes": images_path.stat().st_size,
                 "source_sha256": _source_fingerprint(root, split, paths, labels),
             }
+    except OSError as exc:  # disk full, no permission: the old cache is already invalid, say where
+        raise TinyconvError(f"writing the cache in {cache} failed: {exc}") from None
     finally:
         for leftover in cache.glob(f"*{suffix}"):
             leftover.unlink(missing_ok=True)
