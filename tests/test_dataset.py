@@ -35,9 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def copy_data(source: Path, tmp_path: Path) -> Path:
-    """A private copy of a data dir, for tests that change files."""
+    """A private copy of a data dir's tiny-imagenet-200/ (not of a cache other tests may have prepared there)."""
     target = tmp_path / "data"
-    shutil.copytree(source, target)
+    shutil.copytree(dataset_root(source), dataset_root(target))
     return target
 
 
