@@ -342,7 +342,8 @@ def _check_inputs(images, labels, num_classes: int, batch_size: int) -> tuple[np
     labels = np.asarray(labels)
     if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
         raise TinyconvError(
-            f"labels must be {images.shape[0]} integers to match the images, got {labels.dtype} {labels.shape} ({source})"
+            f"labels must be {images.shape[0]} integers to match the images, "
+            f"got {labels.dtype} {labels.shape} ({source})"
         )
     if num_classes < 1:
         raise TinyconvError(f"num_classes must be >= 1, got {num_classes}")
