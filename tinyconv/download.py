@@ -14,6 +14,7 @@ does nothing while the dataset is there.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -205,7 +206,7 @@ def _fetch(url: str, data_dir: Path, *, progress: bool, retries: int, timeout_s:
         try:
             _fetch_once(url, part, progress=progress, timeout_s=timeout_s)
             return part
-        except (OSError, urllib.error.URLError, ConnectionError) as exc:
+        except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, resets, bad status lines
             if isinstance(exc, urllib.error.HTTPError) and exc.code < 500 and exc.code != 408:
                 raise TinyconvError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
             attempt += 1
