@@ -368,3 +368,33 @@ def test_ci_profile_on_real_data_writes_every_artifact(real_data_dir, tmp_path):
     assert METRIC_KEYS <= set(metrics) and metrics["epochs"] == 1
     assert metrics["train_images"] == 4 * 16 and metrics["val_images"] == 4 * 8
     assert [row["epoch"] for row in read_history(run_dir / "history.csv")] == [0]
+
+
+def test_live_curves_redraws_one_display_in_ipython_and_is_silent_elsewhere(monkeypatch, tmp_path):
+    import IPython.display
+
+    from tinyconv.train import LiveCurves, _write_history
+
+    shown = []
+
+    class Handle:
+        def update(self, obj):
+            shown.append(("update", obj))
+
+    def fake_display(obj, display_id=None):
+        shown.append(("display", obj))
+        return Handle()
+
+    history = tmp_path / "history.csv"
+    curves = LiveCurves(history_path=history)
+    logs = {"loss": 1.0, "top1": 0.3, "top5": 0.8, "val_loss": 1.1, "val_top1": 0.25, "val_top5": 0.7}
+    curves.on_epoch_end(0, logs)  # plain Python: no IPython shell, nothing is displayed
+    assert shown == []
+
+    monkeypatch.setattr(LiveCurves, "_in_ipython", staticmethod(lambda: True))
+    monkeypatch.setattr(IPython.display, "display", fake_display)
+    for epoch in range(2):
+        _write_history(history, [{"epoch": e, **logs} for e in range(epoch + 1)])
+        curves.on_epoch_end(epoch, logs)
+    assert [kind for kind, _ in shown] == ["display", "update"]  # one figure, redrawn in place
+    assert all(obj.data[:8] == b"\x89PNG\r\n\x1a\n" for _, obj in shown)

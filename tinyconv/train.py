@@ -982,14 +982,20 @@ def train(
 
     verbose = 1 if sys.stdout.isatty() else 2
     fit_start = time.perf_counter()
-    model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=config.epochs,
-        callbacks=run_callbacks,
-        verbose=verbose,
-        shuffle=False,  # train_dataset reshuffles every epoch itself
-    )
+    try:
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=config.epochs,
+            callbacks=run_callbacks,
+            verbose=verbose,
+            shuffle=False,  # train_dataset reshuffles every epoch itself
+        )
+    except KeyboardInterrupt:
+        done = len(read_history(history_path))
+        print(f"\ninterrupted after {done} completed epoch(s); run the same command again to resume {run_dir}",
+              file=sys.stderr, flush=True)
+        raise
     session_s = time.perf_counter() - fit_start
 
     rows = read_history(history_path)
