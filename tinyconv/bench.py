@@ -9,6 +9,16 @@ import os
 from pathlib import Path
 
 
+def _cpu_seconds() -> float:
+    import resource
+
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
 def bench_data(
     data_dir: Path,
     *,
@@ -30,7 +40,7 @@ def bench_data(
         workers: decoding processes of prepare (default: up to 2).
         compare_keras: also time keras.utils.image_dataset_from_directory on train/ (decode per epoch).
 
-    Returns a dict: prepare_s, prepare_images_per_s, images (decoded), train_pipeline_images_per_s,
+    Returns a dict: prepare_s, prepare_cpu_s, prepare_images_per_s, images (decoded), train_pipeline_images_per_s,
     [keras_from_directory_images_per_s], batch_size and machine details (cpus, load average, versions).
     """
     import platform
@@ -49,9 +59,12 @@ def bench_data(
     result: dict = {"data_dir": str(data_dir), "batch_size": batch_size}
     cache = Path(tempfile.mkdtemp(prefix=".bench-data-cache-", dir=data_dir))
     try:
+        cpu_before = _cpu_seconds()
         start = time.perf_counter()
         manifest = prepare(data_dir, force=True, workers=workers, progress=False, cache=cache)
         result["prepare_s"] = round(time.perf_counter() - start, 2)
+        # CPU seconds of this process and its (finished) decode workers: steadier than wall time on a shared machine
+        result["prepare_cpu_s"] = round(_cpu_seconds() - cpu_before, 2)
         decoded = sum(entry["count"] for entry in manifest["splits"].values())
         result["images"] = decoded
         result["prepare_images_per_s"] = round(decoded / result["prepare_s"])

@@ -210,36 +210,43 @@ def list_split(root: Path, split: str, wnids: list[str]) -> tuple[list[Path], np
         TinyconvError: missing folders or files, or a val annotation whose wnid is not in wnids.txt.
     """
     root = Path(root)
+    relative, labels = _list_relative(root, split, wnids)
+    return [root / name for name in relative], labels
+
+
+def _list_relative(root: Path, split: str, wnids: list[str]) -> tuple[list[str], np.ndarray]:
+    """list_split with paths as posix strings relative to root: strings keep the cache check cheap
+    (load_split lists 100,000 train files on every call)."""
+    root = Path(root)
     if split == "train":
-        paths, labels = [], []
+        relative, labels = [], []
         for label, wnid in enumerate(wnids):
             folder = root / "train" / wnid / "images"
             if not folder.is_dir():
                 raise TinyconvError(f"missing train/{wnid}/images/ in {root} ({wnid} is listed in wnids.txt)")
             names = _image_names(folder)
-            paths.extend(folder / name for name in names)
+            relative.extend(f"train/{wnid}/images/{name}" for name in names)
             labels.extend([label] * len(names))
-        return paths, np.asarray(labels, dtype=np.int32)
+        return relative, np.asarray(labels, dtype=np.int32)
     if split == "val":
         known = set(read_wnids(root))
         index = {wnid: label for label, wnid in enumerate(wnids)}
         layout = val_layout(root)
         entries = sorted(_val_entries(root), key=lambda entry: _natural_key(entry[0]))
-        paths, labels = [], []
+        relative, labels = [], []
         for name, wnid, _, where in entries:
             if wnid not in known:
                 raise TinyconvError(f"unknown wnid {wnid} in {where}: not in wnids.txt")
             if wnid in index:
-                folder = root / "val" / "images" if layout == "official" else root / "val" / wnid / "images"
-                paths.append(folder / name)
+                relative.append(f"val/images/{name}" if layout == "official" else f"val/{wnid}/images/{name}")
                 labels.append(index[wnid])
-        return paths, np.asarray(labels, dtype=np.int32)
+        return relative, np.asarray(labels, dtype=np.int32)
     if split == "test":
         folder = root / "test" / "images"
         if not folder.is_dir():
             raise TinyconvError(f"missing test/images/ in {root}")
-        paths = [folder / name for name in _image_names(folder)]
-        return paths, np.full(len(paths), -1, dtype=np.int32)
+        relative = [f"test/images/{name}" for name in _image_names(folder)]
+        return relative, np.full(len(relative), -1, dtype=np.int32)
     raise TinyconvError(f"unknown split {split!r}: use train, val or test")
 
 
@@ -438,13 +445,15 @@ def _sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _source_fingerprint(root: Path, split: str, paths: list[Path], labels: np.ndarray) -> str:
+def _source_fingerprint(root: Path, relative: list[str], labels: np.ndarray) -> str:
     """A hash of the split's file names, sizes and labels: changes when files are added, removed,
     renamed, resized or relabelled (an in-place edit that keeps the size needs `prepare --force`)."""
-    digest = hashlib.sha256()
-    for path, label in zip(paths, labels):
-        digest.update(f"{path.relative_to(root).as_posix()}\t{path.stat().st_size}\t{label}\n".encode())
-    return digest.hexdigest()
+    base = str(root) + os.sep
+    try:
+        lines = [f"{name}\t{os.stat(base + name).st_size}\t{label}\n" for name, label in zip(relative, labels.tolist())]
+    except FileNotFoundError as exc:
+        raise TinyconvError(f"missing image file {exc.filename}") from None
+    return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
 
 
 def _read_manifest(cache: Path) -> dict | None:
@@ -466,10 +475,10 @@ def _stale_reason(root: Path, manifest: dict, splits=SPLITS) -> str | None:
     if _sha256_text("\n".join(wnids)) != manifest["source"]["wnids_sha256"]:
         return "wnids.txt changed"
     for split in splits:
-        paths, labels = list_split(root, split, wnids)
-        if len(paths) != manifest["splits"][split]["count"]:
-            return f"{split} has {len(paths)} images, the cache {manifest['splits'][split]['count']}"
-        if _source_fingerprint(root, split, paths, labels) != manifest["splits"][split]["source_sha256"]:
+        relative, labels = _list_relative(root, split, wnids)
+        if len(relative) != manifest["splits"][split]["count"]:
+            return f"{split} has {len(relative)} images, the cache {manifest['splits'][split]['count']}"
+        if _source_fingerprint(root, relative, labels) != manifest["splits"][split]["source_sha256"]:
             return f"the {split} files or labels changed"
     return None
 
@@ -537,7 +546,8 @@ def prepare(data_dir: Path, force: bool = False, *, workers: int | None = None, 
     splits = {}
     try:
         for split in SPLITS:
-            paths, labels = list_split(root, split, wnids)
+            relative, labels = _list_relative(root, split, wnids)
+            paths = [root / name for name in relative]
             images_path = cache / f"{split}_images.npy"
             labels_path = cache / f"{split}_labels.npy"
             files_path = cache / f"{split}_files.txt"
@@ -549,7 +559,6 @@ def prepare(data_dir: Path, force: bool = False, *, workers: int | None = None, 
             grayscale = _decode_all(paths, images_tmp, workers=workers, desc=f"prepare {split}", progress=progress)
             with open(labels_path.with_name(labels_path.name + suffix), "wb") as handle:
                 np.save(handle, labels.astype(np.int32))  # a handle: np.save would append .npy to the name
-            relative = [path.relative_to(root).as_posix() for path in paths]
             files_path.with_name(files_path.name + suffix).write_text("".join(f"{name}\n" for name in relative))
             for final in (images_path, labels_path, files_path):
                 os.replace(final.with_name(final.name + suffix), final)
@@ -560,7 +569,7 @@ def prepare(data_dir: Path, force: bool = False, *, workers: int | None = None, 
                 "labels": labels_path.name,
                 "files": files_path.name,
                 "images_bytes": images_path.stat().st_size,
-                "source_sha256": _source_fingerprint(root, split, paths, labels),
+                "source_sha256": _source_fingerprint(root, relative, labels),
             }
     except OSError as exc:  # disk full, no permission: the old cache is already invalid, say where
         raise TinyconvError(f"writing the cache in {cache} failed: {exc}") from None
