@@ -48,11 +48,11 @@ def cmd_verify(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from tinyconv.dataset import prepare
+    from tinyconv.dataset import cache_dir, prepare
 
     manifest = prepare(_data_dir(args), force=args.force)
     for split, entry in manifest["splits"].items():
-        print(f"{split}: {entry['count']} images cached in {entry['images']}")
+        print(f"{split}: {entry['count']} images cached in {cache_dir(_data_dir(args)) / entry['images']}")
     return 0
 
 

@@ -213,10 +213,12 @@ def _fetch(url: str, data_dir: Path, *, progress: bool, retries: int, timeout_s:
             have = part.stat().st_size if part.exists() else 0
             if attempt > retries:
                 reason = getattr(exc, "reason", None) or exc
-                raise TinyconvError(
-                    f"download of {url} failed after {attempt} attempt(s): {reason}; "
+                kept = (
                     f"{have} bytes kept in {part}, run again to resume"
-                ) from None
+                    if have
+                    else "nothing downloaded; check the network, or pass --url with a local copy of the zip"
+                )
+                raise TinyconvError(f"download of {url} failed after {attempt} attempt(s): {reason}; {kept}") from None
             time.sleep(min(2.0 ** (attempt - 1), 10.0))
 
 
