@@ -255,6 +255,12 @@ def test_parallel_decode_matches_in_process(tmp_path, synthetic_data_dir, monkey
         np.testing.assert_array_equal(
             np.load(serial / f"{split}_images.npy"), np.load(tmp_path / "parallel-cache" / f"{split}_images.npy")
         )
+    # an error in a worker reaches the caller as the same one-line error naming the file
+    victim = dataset_root(data_dir) / "train" / "n04540053" / "images" / "n04540053_11.JPEG"
+    victim.write_bytes(victim.read_bytes()[:300])
+    with pytest.raises(TinyconvError, match=r"cannot decode .*n04540053_11\.JPEG"):
+        prepare(data_dir, progress=False, workers=2, cache=tmp_path / "parallel-cache", force=True)
+    assert not (tmp_path / "parallel-cache" / "manifest.json").exists()
 
 
 def test_stale_cache_is_rejected_then_rebuilt(tmp_path, synthetic_data_dir):

@@ -237,3 +237,22 @@ def test_missing_local_zip_and_bad_checksum_syntax(tmp_path):
         download_dataset(tmp_path / "data", url=str(tmp_path / "nothing.zip"), progress=False)
     with pytest.raises(TinyconvError, match="--sha256 must be 64 hex digits"):
         download_dataset(tmp_path / "data", url=str(tmp_path / "nothing.zip"), sha256="abc", progress=False)
+
+
+def test_interrupted_extraction_leaves_the_old_dataset_and_no_temporaries(tmp_path, small_zip, other_zip, monkeypatch):
+    data_dir = tmp_path / "data"
+    root = download_dataset(data_dir, url=str(small_zip), sha256=sha256_of(small_zip), progress=False)
+    before = tree_snapshot(root)
+    real_extract = zipfile.ZipFile.extract
+    calls = {"n": 0}
+
+    def extract_then_interrupt(self, member, path=None, pwd=None):
+        calls["n"] += 1
+        if calls["n"] == 10:
+            raise KeyboardInterrupt  # Ctrl-C half way through the extraction
+        return real_extract(self, member, path, pwd)
+
+    monkeypatch.setattr(zipfile.ZipFile, "extract", extract_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        download_dataset(data_dir, url=str(other_zip), sha256=sha256_of(other_zip), progress=False)
+    assert tree_snapshot(root) == before and leftovers(data_dir) == []
