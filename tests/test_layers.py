@@ -186,3 +186,28 @@ def test_block_runs_in_mixed_float16():
         assert np.all(np.isfinite(np.asarray(y, dtype="float32")))
     finally:
         keras.config.set_dtype_policy(policy)
+
+
+def test_depthwise_fft_gradient_matches_keras():
+    """tinyconv's DepthwiseConv2D (FFT kernel gradient on CPU) == keras.layers.DepthwiseConv2D, values and grads."""
+    from tinyconv.layers import DepthwiseConv2D
+
+    x = tf.constant(_random((3, 10, 12, 5)))
+    fast = DepthwiseConv2D(7, padding="same", use_bias=False)
+    plain = keras.layers.DepthwiseConv2D(7, padding="same", use_bias=False)
+    fast.build(x.shape)
+    plain.build(x.shape)
+    assert fast._fft_gradient  # the path under test is the FFT one (CPU, stride 1, k >= 5)
+    _randomize_weights(fast)
+    plain.set_weights(fast.get_weights())
+    dy = tf.constant(_random((3, 10, 12, 5), seed=4))
+    grads = []
+    for layer in (fast, plain):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x) * dy)
+        grads.append(tape.gradient(loss, [x, layer.kernel.value]))
+    np.testing.assert_allclose(np.asarray(fast(x)), np.asarray(plain(x)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grads[0][0].numpy(), grads[1][0].numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(grads[0][1].numpy(), grads[1][1].numpy(), rtol=1e-4, atol=1e-3)
+    assert fast.get_config() == {**plain.get_config(), "name": fast.name}

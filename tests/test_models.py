@@ -158,3 +158,23 @@ def test_mixed_float16_forward_gives_float32_logits():
         assert np.all(np.isfinite(np.asarray(logits)))
     finally:
         keras.config.set_dtype_policy(policy)
+
+
+def test_cli_info_json(capsys):
+    from tinyconv.cli import main
+
+    assert main(["info", "tiny", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["name"] == "tiny" and info["params_total"] == model_info("tiny")["params_total"]
+    assert main(["info", "resnet"]) == 1
+    assert "unknown model preset 'resnet'" in capsys.readouterr().err
+
+
+def test_bench_model_reports_throughput():
+    from tinyconv.bench import bench_model
+
+    result = bench_model(preset="tiny", batch_size=4, steps=1, warmup_steps=1, jit_compile="off", depths=1)
+    assert result["train_images_per_s"] > 0 and result["infer_images_per_s"] > 0
+    assert result["jit_compile"] is False and result["batch_size"] == 4
+    with pytest.raises(TinyconvError, match="jit_compile"):
+        bench_model(preset="tiny", jit_compile="maybe")
