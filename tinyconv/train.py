@@ -328,6 +328,13 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def _atomic_write_json(path: Path, obj) -> None:
     _atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
@@ -837,6 +844,41 @@ def _differences(existing: dict, doc: dict) -> list[str]:
     return out
 
 
+def _compiled_model(model_config, config: TrainConfig, schedule, *, mixed: bool, jit: bool, strategy):
+    """build_model + compile with the recipe's optimizer, loss and metrics, in the strategy's scope.
+
+    Under mixed precision the layers are built with the mixed_float16 policy (Keras then wraps AdamW in a
+    LossScaleOptimizer); the global policy is restored afterwards.
+    """
+    from tinyconv.models import build_model
+
+    num_classes = model_config.num_classes
+    previous_policy = keras.config.dtype_policy()
+    try:
+        if mixed:
+            keras.config.set_dtype_policy("mixed_float16")
+        with strategy.scope():
+            model = build_model(model_config)
+            model.compile(
+                optimizer=keras.optimizers.AdamW(
+                    learning_rate=schedule,
+                    weight_decay=config.weight_decay,
+                    beta_1=config.beta_1,
+                    beta_2=config.beta_2,
+                ),
+                loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
+                metrics=[
+                    keras.metrics.CategoricalAccuracy(name="top1"),
+                    # k is capped for runs on fewer than 5 classes (ci); the name stays top5
+                    keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
+                ],
+                jit_compile=jit,
+            )
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+    return model
+
+
 def train(
     preset: str | None = None,
     profile: str = "quick",
@@ -861,7 +903,7 @@ def train(
         TinyconvError: bad config, a run folder holding another config, missing data, a diverged loss.
     """
     from tinyconv.dataset import default_data_dir, load_split
-    from tinyconv.models import build_model, get_config
+    from tinyconv.models import get_config
     from tinyconv.pipeline import eval_dataset, train_dataset
 
     config = make_config(profile, preset, **(overrides or {}))
@@ -919,28 +961,7 @@ def train(
         total_steps=config.epochs * steps_per_epoch,
         min_lr=config.min_lr,
     )
-    previous_policy = keras.config.dtype_policy()
-    try:
-        if mixed:
-            keras.config.set_dtype_policy("mixed_float16")
-        with strategy.scope():
-            model = build_model(model_config)
-            model.compile(
-                optimizer=keras.optimizers.AdamW(
-                    learning_rate=schedule,
-                    weight_decay=config.weight_decay,
-                    beta_1=config.beta_1,
-                    beta_2=config.beta_2,
-                ),
-                loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
-                metrics=[
-                    keras.metrics.CategoricalAccuracy(name="top1"),
-                    keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
-                ],
-                jit_compile=jit,
-            )
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
+    model = _compiled_model(model_config, config, schedule, mixed=mixed, jit=jit, strategy=strategy)
 
     train_ds = train_dataset(
         train_images,
@@ -1008,10 +1029,7 @@ def train(
         _atomic_save_model(model, run_dir / "best.keras")
     (run_dir / "figures").mkdir(exist_ok=True)
     fig = plot_history(rows, title=f"{config.preset} ({profile}), {num_classes} classes")
-    png = _figure_png(fig)
-    tmp = run_dir / "figures" / f".curves.{os.getpid()}.tmp"
-    tmp.write_bytes(png)
-    os.replace(tmp, run_dir / "figures" / "curves.png")
+    _atomic_write_bytes(run_dir / "figures" / "curves.png", _figure_png(fig))
 
     last = rows[-1]
     best = max(rows, key=lambda row: row["val_top1"] if math.isfinite(row["val_top1"]) else -1.0)
