@@ -149,6 +149,6 @@ def ensure_real_data() -> Path:
             download_dataset(data_dir, url=served.url, sha256=shared_sha256(), progress=False)
         finally:
             served.close()
-        prepare(data_dir)
+        prepare(data_dir, progress=False)
         _real_data_dir = data_dir
         return data_dir
