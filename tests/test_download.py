@@ -39,7 +39,9 @@ def small_zip(tmp_path_factory) -> Path:
 def other_zip(tmp_path_factory) -> Path:
     """A second, different valid dataset zip (another seed)."""
     folder = tmp_path_factory.mktemp("other-zip")
-    root = make_synthetic_dataset(folder / "src", num_classes=3, train_per_class=8, val_per_class=2, test_count=3, seed=9)
+    root = make_synthetic_dataset(
+        folder / "src", num_classes=3, train_per_class=8, val_per_class=2, test_count=3, seed=9
+    )
     return zip_dataset(root, folder / "tiny-imagenet-200.zip")
 
 
@@ -158,7 +160,8 @@ def test_checksum_mismatch_leaves_nothing_and_says_so(tmp_path, small_zip):
     served = serve_file(small_zip)
     data_dir = tmp_path / "data"
     try:
-        with pytest.raises(TinyconvError, match=r"checksum mismatch for .*\.part: sha256 is [0-9a-f]{64}, expected 0{64}"):
+        mismatch = r"checksum mismatch for .*\.part: sha256 is [0-9a-f]{64}, expected 0{64}"
+        with pytest.raises(TinyconvError, match=mismatch):
             download_dataset(data_dir, url=served.url, sha256="0" * 64, progress=False)
     finally:
         served.close()

@@ -409,7 +409,8 @@ def format_summary(summary: dict) -> str:
     kind = "the official Tiny ImageNet layout and counts" if summary["official"] else "a consistent dataset"
     lines = [f"{summary['root']}: {kind}, {summary['classes']} classes, val layout {summary['val_layout']}"]
     for split, entry in summary["splits"].items():
-        lines.append(f"  {split:>5}: {entry['images']:>7,} images ({entry['grayscale']:,} grayscale), all decode to 64x64")
+        counts = f"{entry['images']:>7,} images ({entry['grayscale']:,} grayscale)"
+        lines.append(f"  {split:>5}: {counts}, all decode to 64x64")
     lines.append(f"  checked in {summary['seconds']:.1f} s")
     return "\n".join(lines)
 
