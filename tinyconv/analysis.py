@@ -533,14 +533,15 @@ def plot_image_grid(images, titles=None, columns: int = 8, title: str = "", size
 
     count = len(images)
     rows = max(1, -(-count // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * (size + 0.35)), squeeze=False)
+    lines = max((str(t).count("\n") + 1 for t in titles), default=1) if titles is not None else 1
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * (size + 0.2 + 0.15 * lines)), squeeze=False)
     for i, ax in enumerate(axes.ravel()):
         ax.axis("off")
         if i >= count:
             continue
         ax.imshow(images[i], interpolation="nearest")
         if titles is not None:
-            ax.set_title(_shorten(titles[i], 18), fontsize=8)
+            ax.set_title("\n".join(_shorten(line, 20) for line in str(titles[i]).split("\n")), fontsize=8)
         if boxes is not None:
             x0, y0, x1, y1 = boxes[i]
             ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, color="lime", lw=1.5))
@@ -759,6 +760,10 @@ def plot_energy_profiles(profiles: dict[str, np.ndarray]):
         ax.plot(np.arange(len(profile)), np.maximum(relative, 1e-3), marker="o", ms=3, label=label)
     ax.axhline(1.0, color="k", ls="--", lw=1, label="uniform kernel")
     ax.set_yscale("log")  # a peaked center tap can hold 10x+ the uniform share while the rim holds 0.1x
+    from matplotlib.ticker import FormatStrFormatter
+
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
     ax.set_xticks(np.arange(max(len(p) for p in profiles.values())))
     ax.set_xlabel("distance from the kernel center (ring, pixels)")
     ax.set_ylabel("energy per tap / uniform")
