@@ -2,8 +2,8 @@
 
 Each notebook resolves its parameters from the environment when its `parameters` cell leaves them None
 (tinyconv.notebooks.resolve_params), and the kernels inherit this process's environment. So before the
-first notebook kernel starts (the first notebook cell's setup), point them at the real dataset (downloaded once per test process by
-tests/realdata.py), the seconds-long `ci` profile, and a temporary run dir.
+first notebook kernel starts (the first notebook cell's setup), point them at the real dataset
+(downloaded once per test process by tests/realdata.py), the seconds-long `ci` profile, and a temporary run dir.
 
 Only cells marked `# NBVAL_CHECK_OUTPUT` are compared with the committed outputs (dataset counts, parameter
 counts): those are the same under every profile.

@@ -99,8 +99,8 @@ def test_strip_for_commit_removes_injected_cell_and_rejects_paths(tmp_path):
     source = _write_notebook(
         tmp_path / "08_ok.ipynb",
         "print('run dir is ' + str(value))",
-        "import sys\nsys.stderr.write('I0000 00:00:1795629757.414043   13436 port.cc:153] oneDNN custom operations\\n');",
-        "import sys\nsys.stderr.write('E0000 00:00:1795629763.664559   13436 cuda_platform.cc:52] cuInit\\nkeep me\\n');",
+        "import sys\nsys.stderr.write('I0000 00:00:1795629757.414043   13436 port.cc:153] oneDNN ops\\n');",
+        "import sys\nsys.stderr.write('E0000 00:00:1795629763.664559   13436 cuda.cc:52] cuInit\\nkeep me\\n');",
     )
     executed = notebooks.run_notebook(source, tmp_path / "out", {"value": f"{tmp_path}/run"}, progress=False)
     with pytest.raises(TinyconvError, match="absolute path"):
@@ -125,7 +125,6 @@ def test_series_runs_on_real_data_with_the_ci_profile(real_data_dir, tmp_path):
         errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors, f"{path.name}: {errors[0]['ename']}: {errors[0]['evalue']}"
         assert nb.metadata.kernelspec.name == "tinyconv"
-        assert not notebooks.find_machine_paths(_without_injected(nb)), path.name
     train = out / "train"
     for name in ("best.keras", "model.keras", "history.csv", "metrics.json", "config.json"):
         assert (train / name).is_file(), name
@@ -133,12 +132,6 @@ def test_series_runs_on_real_data_with_the_ci_profile(real_data_dir, tmp_path):
     for expected in ("02_train_samples", "02_val_boxes", "03_stage_costs", "04_history", "05_stem_filters", "05_erf"):
         assert expected in figures, (expected, sorted(figures))
     assert all(p.stat().st_size > 2000 for p in (out / "figures").glob("*.png"))
-
-
-def _without_injected(nb):
-    nb = nbformat.from_dict(json.loads(json.dumps(nb)))
-    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
-    return nb
 
 
 @pytest.mark.parametrize("name", notebooks.NOTEBOOKS)

@@ -656,7 +656,8 @@ def plot_receptive_fields(infos: dict[str, dict]):
     fig, ax = plt.subplots(figsize=(7, 3.4))
     for preset, info in infos.items():
         stages = [stage for stage in info["stages"] if stage["name"] != "head"]
-        ax.plot([stage["name"] for stage in stages], [stage["receptive_field"] for stage in stages], marker="o", label=preset)
+        fields = [stage["receptive_field"] for stage in stages]
+        ax.plot([stage["name"] for stage in stages], fields, marker="o", label=preset)
     size = next(iter(infos.values()))["input_shape"][0]
     ax.axhline(size, color="k", ls="--", lw=1, label=f"image size ({size} px)")
     ax.set_xlabel("end of stage")

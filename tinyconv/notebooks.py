@@ -200,6 +200,9 @@ def select_notebooks(only=None, notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]
     return [Path(notebook_dir) / name for name in names if name in chosen]
 
 
+_PAPERMILL_HEADERS = ("Executing notebook", "Input Notebook", "Output Notebook", "Working directory")
+
+
 class _CellLog(logging.Handler):
     """Prints papermill's per-cell log (and the cells' own output) as plain lines, for logs and CI."""
 
@@ -215,7 +218,7 @@ class _CellLog(logging.Handler):
         if message.startswith("Executing Cell "):
             number = message[len("Executing Cell ") :].strip("-")
             print(f"[{self.notebook}] cell {number}/{self.total_cells}", flush=True)
-        elif message and not message.startswith(("Executing notebook", "Input Notebook", "Output Notebook", "Working directory")):
+        elif message and not message.startswith(_PAPERMILL_HEADERS):
             print(f"[{self.notebook}]   {message}", flush=True)
 
 
