@@ -4,6 +4,7 @@ Every layer is registered for `.keras` saving (package "tinyconv"), returns ever
 `get_config()`, forwards `**kwargs` to `keras.layers.Layer`, and builds its sub-layers in `build()` with its
 own dtype policy, so the whole model runs under `mixed_float16`. Tensors are channels-last: [B, H, W, C].
 
+    DepthwiseConv2D       keras.layers.DepthwiseConv2D with an FFT kernel gradient on CPU (same weights, config)
     AxialDepthwiseConv2D  depthwise 1xk then kx1: a rank-1 kxk depthwise kernel for 2k weights per channel
     GroupedConv2D         grouped convolution; split into per-group convs where native groups are slow (CPU)
     SqueezeExcite         channel gating from global context
