@@ -930,7 +930,6 @@ def train(
             f"val top-1 {metrics.get('top1', float('nan')):.2%}); returning its metrics without training"
         )
         return metrics
-    run_dir.mkdir(parents=True, exist_ok=True)
 
     train_split = load_split(data_dir, "train", classes=wnids)
     val_split = load_split(data_dir, "val", classes=wnids)
@@ -949,6 +948,7 @@ def train(
     device = describe_device()
     doc.update(mixed_precision=mixed, jit_compile=jit, device=device, steps_per_epoch=steps_per_epoch)
     if state == "new":
+        run_dir.mkdir(parents=True, exist_ok=True)
         _atomic_write_json(run_dir / "config.json", doc)
         print(f"training {config.preset} ({profile}) into {run_dir}: {len(train_labels)} train / {len(val_labels)} "
               f"val images, {num_classes} classes, {config.epochs} epoch(s) of {steps_per_epoch} steps on {device}")
