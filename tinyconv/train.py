@@ -963,6 +963,8 @@ def train(
     )
     model = _compiled_model(model_config, config, schedule, mixed=mixed, jit=jit, strategy=strategy)
 
+    meta_path = run_dir / "backup" / "training_metadata.json"
+    done = json.loads(meta_path.read_text())["epoch"] if state == "resume" and meta_path.exists() else 0
     train_ds = train_dataset(
         train_images,
         train_labels,
@@ -970,6 +972,7 @@ def train(
         config.batch_size,
         augment=config.augment_config(),
         seed=config.seed,
+        start_epoch=done,  # a resumed run sees the same data order and augmentation as an uninterrupted one
     ).apply(tf.data.experimental.assert_cardinality(steps_per_epoch))
     val_ds = eval_dataset(val_images, val_labels, num_classes, config.batch_size)
 
@@ -994,9 +997,7 @@ def train(
     if sleep > 0:  # the resume test kills the process during this pause, after a backed-up epoch
         run_callbacks.append(_EpochSleep(sleep))
 
-    meta_path = run_dir / "backup" / "training_metadata.json"
-    if state == "resume" and meta_path.exists():
-        done = json.loads(meta_path.read_text())["epoch"]
+    if done:
         print(f"resuming {run_dir} from epoch {done + 1} of {config.epochs} (epochs 1-{done} are done)", flush=True)
     elif state == "resume":
         print(f"resuming {run_dir}: no completed epoch was backed up, starting at epoch 1", flush=True)
