@@ -25,11 +25,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+# The PyTorch side lives in the shared reference folder beside the checkout, never in the project.
+TORCH_MODEL = REPO.parent / "shared" / "reference" / "torch_seed_model.py"
 
 
 def run_torch(python: str, batch_size: int, steps: int) -> dict:
     out = subprocess.run(
-        [python, str(HERE / "torch_seed_model.py"), str(batch_size), str(steps)],
+        [python, str(TORCH_MODEL), str(batch_size), str(steps)],
         check=True, capture_output=True, text=True,
     ).stdout
     train = float(re.search(r"train img/s ([\d.]+)", out).group(1))
