@@ -276,23 +276,14 @@ def layer_scale_stats(blocks: list[BlockRef]) -> list[dict]:
 def spatial_features(block, x):
     """The input of a block's squeeze-excite: the spatial branch up to and including its BatchNorm.
 
-    Mirrors ConvMixerBlock.call (inference mode) so the gates can be read on real images.
+    ConvMixerBlock.spatial_mix in inference mode, so the gates can be read on real images.
 
     Args:
         block: a ConvMixerBlock; x: its input [B, H, W, C].
     Returns:
         [B, H, W, C] tensor.
     """
-    from tinyconv.layers import gelu
-
-    act = lambda t: gelu(t, block.gelu_approximate)  # noqa: E731
-    if block.mode == "depthwise":
-        y = act(block.depthwise(x))
-    else:
-        y = act(block.axial(x))
-        if block.mode == "mixed":
-            y = block.local_depthwise(y)
-    return block.spatial_bn(y, training=False)
+    return block.spatial_mix(x, training=False)
 
 
 def squeeze_excite_stats(model, images_normalized, blocks: list[BlockRef] | None = None) -> list[dict]:

@@ -495,21 +495,24 @@ class ConvMixerBlock(keras.layers.Layer):
         self.channel_bn = keras.layers.BatchNormalization(name="channel_bn", **bn)
         self.channel_bn.build(shape)
 
-    def call(self, inputs, training=None):
-        act = lambda t: gelu(t, self.gelu_approximate)  # noqa: E731
+    def spatial_mix(self, inputs, training=None):
+        """The spatial branch up to its BatchNorm ([B, H, W, C] -> [B, H, W, C]); the analysis reads SE gates on it."""
         if self.mode == "depthwise":
-            y = act(self.depthwise(inputs))
+            y = gelu(self.depthwise(inputs), self.gelu_approximate)
         else:
-            y = act(self.axial(inputs))
+            y = gelu(self.axial(inputs), self.gelu_approximate)
             if self.mode == "mixed":
                 y = self.local_depthwise(y)
-        y = self.spatial_bn(y, training=training)
+        return self.spatial_bn(y, training=training)
+
+    def call(self, inputs, training=None):
+        y = self.spatial_mix(inputs, training=training)
         if self.se is not None:
             y = self.se(y)
         if self.layer_scale is not None:
             y = self.layer_scale(y)
         x = inputs + self.drop_path(y, training=training)  # [B, H, W, C]
-        x = act(self.pointwise(x))
+        x = gelu(self.pointwise(x), self.gelu_approximate)
         return self.channel_bn(x, training=training)
 
     def compute_output_shape(self, input_shape):
