@@ -456,13 +456,9 @@ def load_trained(model_path, data_dir) -> TrainedModel:
 
 def predict_logits(model, images, batch_size: int = 256) -> np.ndarray:
     """Logits of a model on uint8 images, in batches: [N, 64, 64, 3] -> float32 [N, K]."""
-    from tinyconv.pipeline import normalize
+    from tinyconv.train import predict_logits
 
-    outputs = []
-    for start in range(0, len(images), batch_size):
-        x = normalize(np.asarray(images[start : start + batch_size]))
-        outputs.append(np.asarray(model(x, training=False), dtype=np.float32))
-    return np.concatenate(outputs) if outputs else np.zeros((0, model.output_shape[-1]), np.float32)
+    return predict_logits(model, images, batch_size=batch_size)
 
 
 def topk_accuracy(labels, logits, k: int = 1) -> float:
@@ -676,9 +672,9 @@ def preset_summary(name: str, info: dict) -> dict:
 
 def softmax(logits) -> np.ndarray:
     """Row-wise softmax of logits [N, K] in float64."""
-    logits = np.asarray(logits, dtype=np.float64)
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+    from tinyconv.train import softmax
+
+    return softmax(np.asarray(logits, dtype=np.float64))
 
 
 def plot_stem_filters(kernel, columns: int = 16):

@@ -1134,7 +1134,7 @@ def _class_info(model, run, data_dir, classes=None) -> tuple[list[str], list[str
     return wnids, names, words
 
 
-def _predict_logits(model, images: np.ndarray, batch_size: int, flip: bool = False) -> np.ndarray:
+def predict_logits(model, images: np.ndarray, batch_size: int = 256, flip: bool = False) -> np.ndarray:
     """Logits [N, K] for uint8 images [N, 64, 64, 3]; flip=True mirrors them left-right first."""
     from tinyconv.pipeline import normalize
 
@@ -1149,7 +1149,8 @@ def _predict_logits(model, images: np.ndarray, batch_size: int, flip: bool = Fal
     return np.asarray(model.predict(ds, verbose=0), dtype=np.float32)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of logits [N, K]."""
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=-1, keepdims=True)
@@ -1196,7 +1197,7 @@ def evaluate(model_or_path, data_dir=None, tta: bool = True, *, classes=None, ba
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     val = load_split(data_dir, "val", classes=wnids)
     labels = np.asarray(val.labels, dtype=np.int64)
-    probs = _softmax(_predict_logits(model, val.images, batch_size))  # [N, K]
+    probs = softmax(predict_logits(model, val.images, batch_size))  # [N, K]
     result = {
         "model": str(path) if path else model.name,
         "classes": len(wnids),
@@ -1205,7 +1206,7 @@ def evaluate(model_or_path, data_dir=None, tta: bool = True, *, classes=None, ba
         "tta": None,
     }
     if tta:
-        flipped = _softmax(_predict_logits(model, val.images, batch_size, flip=True))
+        flipped = softmax(predict_logits(model, val.images, batch_size, flip=True))
         result["tta"] = _accuracies((probs + flipped) / 2.0, labels, wnids, names)
     return result
 
@@ -1278,7 +1279,7 @@ def predict(model_or_path, images, data_dir=None, top: int = 5) -> list[dict]:
         labels = [str(p) for p in paths]
     model, run, _ = load_run_model(model_or_path)
     wnids, names, words = _class_info(model, run, data_dir)
-    probs = _softmax(_predict_logits(model, pixels, batch_size=64))  # [N, K]
+    probs = softmax(predict_logits(model, pixels, batch_size=64))  # [N, K]
     results = []
     for label, row in zip(labels, probs):
         ranked = np.argsort(-row)[: min(top, len(wnids))]
