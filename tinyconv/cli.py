@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -260,10 +259,17 @@ def _version() -> str:
     return f"tinyconv {__version__}"
 
 
+# These never import TensorFlow, so they start in a fraction of a second.
+_COMMANDS_WITHOUT_TENSORFLOW = {"download", "verify", "prepare", "notebooks"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
     try:
+        if args.command not in _COMMANDS_WITHOUT_TENSORFLOW:
+            from tinyconv.runtime import quiet_tensorflow
+
+            quiet_tensorflow()  # keep TensorFlow's native start-up chatter off the terminal
         return args.func(args)
     except TinyconvError as exc:
         print(f"tinyconv: error: {exc}", file=sys.stderr)
@@ -271,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tinyconv: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and friends
+        sys.stderr.close()
+        return 141
 
 
 if __name__ == "__main__":

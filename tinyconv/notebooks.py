@@ -121,6 +121,9 @@ def resolve_params(data_dir=None, profile=None, run_dir=None) -> NotebookParams:
     Raises:
         TinyconvError: for an unknown profile.
     """
+    from tinyconv.runtime import quiet_tensorflow
+
+    quiet_tensorflow()  # the first cell of every notebook: keep TensorFlow's native start-up lines out of it
     profile = profile or os.environ.get("TINYCONV_PROFILE") or "quick"
     profile = resolve_profile(profile, verbose=False)
     if data_dir is None:
@@ -149,8 +152,9 @@ def save_figure(fig, params: NotebookParams, name: str) -> None:
 
 def gpu_available() -> bool:
     """Whether TensorFlow sees at least one GPU."""
-    import tensorflow as tf
+    from tinyconv.runtime import quiet_tensorflow
 
+    tf = quiet_tensorflow()
     return bool(tf.config.list_physical_devices("GPU"))
 
 
