@@ -6,6 +6,7 @@ Modules, one concern each (import the one you need; importing this package does 
   models    presets and build_model                           train     recipe, profiles, runs, evaluate, predict
   analysis  kernels, receptive fields, per-class accuracy     notebooks run the numbered notebooks headless
   bench     throughput benchmarks                             cli       the `tinyconv` command
+  runtime   import TensorFlow without its native start-up noise
 """
 
 __version__ = "0.1.0"
