@@ -10,11 +10,13 @@ tf = pytest.importorskip("tensorflow")
 
 from tinyconv.layers import (  # noqa: E402
     AxialDepthwiseConv2D,
+    BatchNormalization,
     ConvMixerBlock,
     DropPath,
     GroupedConv2D,
     LayerScale,
     SqueezeExcite,
+    gelu,
 )
 
 
@@ -146,6 +148,7 @@ def test_block_without_scale_or_se_is_plain_residual():
 
 
 LAYER_CASES = [
+    (BatchNormalization, dict(momentum=0.8, epsilon=1e-3)),
     (AxialDepthwiseConv2D, dict(kernel_size=3)),
     (GroupedConv2D, dict(filters=8, kernel_size=3, strides=2, groups=2, use_bias=True, implementation="split")),
     (SqueezeExcite, dict(reduction=2, gelu_approximate=True)),
@@ -211,3 +214,39 @@ def test_depthwise_fft_gradient_matches_keras():
     np.testing.assert_allclose(grads[0][0].numpy(), grads[1][0].numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(grads[0][1].numpy(), grads[1][1].numpy(), rtol=1e-4, atol=1e-3)
     assert fast.get_config() == {**plain.get_config(), "name": fast.name}
+
+
+def test_fused_batch_norm_matches_keras_in_training_and_inference():
+    x = _random((4, 5, 5, 6)) * 3.0 + 1.0
+    ours = BatchNormalization(momentum=0.8, epsilon=1e-5)
+    theirs = keras.layers.BatchNormalization(momentum=0.8, epsilon=1e-5)
+    for layer in (ours, theirs):
+        layer.build(x.shape)
+    _randomize_weights(theirs)
+    ours.set_weights(theirs.get_weights())
+    np.testing.assert_allclose(np.asarray(ours(x, training=True)), np.asarray(theirs(x, training=True)), atol=1e-4)
+    # the fused kernel updates the moving variance with the Bessel-corrected batch variance (n = 4*5*5)
+    n = 4 * 5 * 5
+    mean, var = x.reshape(-1, 6).mean(axis=0), x.reshape(-1, 6).var(axis=0)
+    np.testing.assert_allclose(np.asarray(ours.moving_mean), np.asarray(theirs.moving_mean), rtol=1e-5, atol=1e-6)
+    expected_var = 0.8 * np.ones(6) + 0.2 * var * n / (n - 1)
+    np.testing.assert_allclose(np.asarray(ours.moving_variance), expected_var, rtol=1e-5)
+    theirs.moving_variance.assign(ours.moving_variance)
+    np.testing.assert_allclose(np.asarray(ours(x, training=False)), np.asarray(theirs(x, training=False)), atol=1e-5)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x_t := tf.constant(x))
+        loss_ours = tf.reduce_sum(ours(x_t, training=True) ** 2 * tf.range(6.0))
+        loss_theirs = tf.reduce_sum(theirs(x_t, training=True) ** 2 * tf.range(6.0))
+    for a, b in zip(tape.gradient(loss_ours, [x_t, *ours.trainable_weights]),
+                    tape.gradient(loss_theirs, [x_t, *theirs.trainable_weights])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-3)
+
+
+def test_gelu_matches_exact_gelu_and_its_gradient():
+    x = tf.constant(np.linspace(-6, 6, 97, dtype="float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours = gelu(x)
+        reference = tf.nn.gelu(x, approximate=False)
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(reference), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(tape.gradient(ours, x)), np.asarray(tape.gradient(reference, x)), atol=1e-5)

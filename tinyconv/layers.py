@@ -5,6 +5,7 @@ Every layer is registered for `.keras` saving (package "tinyconv"), returns ever
 own dtype policy, so the whole model runs under `mixed_float16`. Tensors are channels-last: [B, H, W, C].
 
     DepthwiseConv2D       keras.layers.DepthwiseConv2D with an FFT kernel gradient on CPU (same weights, config)
+    BatchNormalization    keras.layers.BatchNormalization on TensorFlow's fused kernel (same weights, config)
     AxialDepthwiseConv2D  depthwise 1xk then kx1: a rank-1 kxk depthwise kernel for 2k weights per channel
     GroupedConv2D         grouped convolution; split into per-group convs where native groups are slow (CPU)
     SqueezeExcite         channel gating from global context
@@ -29,13 +30,79 @@ BN_MOMENTUM = 0.9
 
 def gelu(x, approximate: bool = False):
     """GELU; exact (erf) by default, as PyTorch's nn.GELU()."""
-    return ops.gelu(x, approximate=approximate)
+    if approximate or keras.config.backend() != "tensorflow":
+        return ops.gelu(x, approximate=approximate)
+    return _gelu_exact_tf(x)
+
+
+def _gelu_exact_tf(x):
+    """Exact GELU whose gradient reuses the forward's normal CDF.
+
+    Autodiff through x * Phi(x) re-derives erf in several elementwise passes; the closed form
+    d/dx = Phi(x) + x * phi(x) needs one. Measured +4% seed training images/s on CPU (docs/performance.md).
+    """
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def _gelu(x):
+        cdf = 0.5 * (1.0 + tf.math.erf(x * 0.7071067811865476))  # Phi(x)
+
+        def grad(dy):
+            pdf = tf.exp(-0.5 * tf.square(x)) * 0.3989422804014327  # phi(x) = exp(-x^2/2) / sqrt(2 pi)
+            return dy * (cdf + x * pdf)
+
+        return x * cdf, grad
+
+    return _gelu(x)
+
+
+@keras.saving.register_keras_serializable(package="tinyconv")
+def gelu_exact(x):
+    """Exact GELU (tinyconv's fast-gradient form), as a serializable activation for keras.layers.Activation."""
+    return gelu(x, approximate=False)
 
 
 @keras.saving.register_keras_serializable(package="tinyconv")
 def gelu_tanh(x):
     """GELU with the tanh approximation, as a serializable activation for keras.layers.Activation."""
     return ops.gelu(x, approximate=True)
+
+
+@keras.saving.register_keras_serializable(package="tinyconv")
+class BatchNormalization(keras.layers.BatchNormalization):
+    """keras.layers.BatchNormalization (same weights, same config) on TensorFlow's fused kernel.
+
+    Keras 3 normalizes with separate moments/normalize ops; for 4-D channels-last inputs on the TensorFlow
+    backend this layer trains with the fused kernel instead (one pass for the statistics, one for the
+    output, and a fused gradient): measured +22% seed training images/s on CPU (docs/performance.md).
+    Inference, other inputs, or a non-default axis take Keras' path. One difference: the moving variance is updated with
+    the batch variance the fused kernel returns, which carries Bessel's correction (as PyTorch's does);
+    at 64x32x32 values per channel the two differ by 0.002%.
+    Shapes: [B, H, W, C] -> [B, H, W, C].
+    """
+
+    def _fused(self, inputs) -> bool:
+        return (
+            keras.config.backend() == "tensorflow"
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+            and self.scale
+            and self.center
+            and not self.synchronized
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        # inference is one multiply-add per element either way, and Keras' form measured faster there
+        if not (training and self.trainable) or mask is not None or not self._fused(inputs):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            inputs, self.gamma, self.beta, epsilon=self.epsilon, data_format="NHWC", is_training=True
+        )
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return y
 
 
 def _has_gpu() -> bool:
@@ -479,7 +546,7 @@ class ConvMixerBlock(keras.layers.Layer):
                     self.kernel_size, padding="same", use_bias=False, name="local_depthwise", dtype=policy
                 )
                 self.local_depthwise.build(shape)
-        self.spatial_bn = keras.layers.BatchNormalization(name="spatial_bn", **bn)
+        self.spatial_bn = BatchNormalization(name="spatial_bn", **bn)
         self.spatial_bn.build(shape)
         self.se = None
         if self.se_reduction:
@@ -492,7 +559,7 @@ class ConvMixerBlock(keras.layers.Layer):
         self.drop_path = DropPath(self.drop_path_rate, name="drop_path", dtype=policy)
         self.pointwise = keras.layers.Conv2D(channels, 1, use_bias=False, name="pointwise", dtype=policy)
         self.pointwise.build(shape)
-        self.channel_bn = keras.layers.BatchNormalization(name="channel_bn", **bn)
+        self.channel_bn = BatchNormalization(name="channel_bn", **bn)
         self.channel_bn.build(shape)
 
     def spatial_mix(self, inputs, training=None):

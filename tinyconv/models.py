@@ -152,12 +152,12 @@ def build_model(name_or_config="seed", **overrides):
     """
     import keras
 
-    from tinyconv.layers import ConvMixerBlock, GroupedConv2D, gelu_tanh
+    from tinyconv.layers import BatchNormalization, ConvMixerBlock, GroupedConv2D, gelu_exact, gelu_tanh
 
     config = get_config(name_or_config, **overrides)
-    activation = gelu_tanh if config.gelu_approximate else "gelu"  # keras' "gelu" is the exact erf form
+    activation = gelu_tanh if config.gelu_approximate else gelu_exact
     act = lambda name: keras.layers.Activation(activation, name=name)  # noqa: E731
-    bn = lambda name: keras.layers.BatchNormalization(  # noqa: E731
+    bn = lambda name: BatchNormalization(  # noqa: E731
         momentum=config.bn_momentum, epsilon=config.bn_epsilon, name=name
     )
     inputs = keras.Input((config.image_size, config.image_size, 3), name="image")
