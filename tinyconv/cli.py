@@ -228,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--set",
         action="append",
         metavar="FIELD=VALUE",
-        help="override any recipe field, e.g. --set lr=1e-3 --set mix_prob=0 (repeatable)",
+        help="override any recipe field, e.g. --set lr=1e-3 --set mix_prob=0 (repeatable); "
+        "--lr 1e-3 --mix-prob 0 works too, for every field of tinyconv.train.TrainConfig",
     )
     data_dir_arg(p)
 
@@ -259,12 +260,34 @@ def _version() -> str:
     return f"tinyconv {__version__}"
 
 
+def _recipe_flags(extra: list[str], parser) -> list[str]:
+    """`train --weight-decay 1e-4 --mix-prob=0` -> ["weight_decay=1e-4", "mix_prob=0"] (checked by parse_overrides)."""
+    items, i = [], 0
+    while i < len(extra):
+        flag = extra[i]
+        if not flag.startswith("--") or len(flag) == 2:
+            parser.error(f"unrecognized argument {flag!r}; recipe fields go as --FIELD VALUE or --set FIELD=VALUE")
+        name, eq, value = flag[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(extra):
+                parser.error(f"{flag} needs a value")
+            value, i = extra[i + 1], i + 1
+        items.append(f"{name.replace('-', '_')}={value}")
+        i += 1
+    return items
+
+
 # These never import TensorFlow, so they start in a fraction of a second.
 _COMMANDS_WITHOUT_TENSORFLOW = {"download", "verify", "prepare", "notebooks"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "train":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.set = (args.set or []) + _recipe_flags(extra, parser)
     try:
         if args.command not in _COMMANDS_WITHOUT_TENSORFLOW:
             from tinyconv.runtime import quiet_tensorflow
