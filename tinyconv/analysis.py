@@ -577,14 +577,6 @@ def plot_channel_stats(mean, std, reference_mean, reference_std):
     return fig
 
 
-def stage_table(info: dict) -> list[dict]:
-    """Rows of the per-stage table from model_info: name, resolution, channels, blocks, params, MACs, RF."""
-    rows = []
-    for stage in info["stages"]:
-        rows.append(dict(stage))
-    return rows
-
-
 def format_table(rows: list[dict], columns: list[str] | None = None, formats: dict | None = None) -> str:
     """A plain-text table (monospace) of dict rows; `formats` maps column -> format spec."""
     if not rows:
