@@ -71,13 +71,15 @@ def download_dataset(
     root = data_dir / DATASET_DIRNAME
 
     _ensure_writable_dir(data_dir)
-    if _is_verified(root, requested):
-        _say(progress, f"{root} is already downloaded and verified; nothing to do")
-        return root
-    if _read_marker(root) is None and _looks_complete(root):
-        # Extracted by hand (no marker): there is no zip to check it against, so keep it as it is.
-        _say(progress, f"{root} is already there (extracted without tinyconv; delete it to download afresh)")
-        return root
+    if _looks_complete(root):
+        marker = _read_marker(root)
+        if marker is None:
+            # Extracted by hand (no marker): there is no zip to check it against, so keep it as it is.
+            _say(progress, f"{root} is already there (extracted without tinyconv; delete it to download afresh)")
+            return root
+        if all(marker.get(algorithm) == value for algorithm, value in requested.items()):
+            _say(progress, f"{root} is already downloaded and verified; nothing to do")
+            return root
     _remove_stale_temporaries(data_dir)
 
     local_zip = _local_path(url)
@@ -160,13 +162,6 @@ def _looks_complete(root: Path) -> bool:
         and (root / "val").is_dir()
         and (root / "test").is_dir()
     )
-
-
-def _is_verified(root: Path, expected: dict[str, str]) -> bool:
-    marker = _read_marker(root)
-    if marker is None or not _looks_complete(root):
-        return False
-    return all(marker.get(algorithm) == value for algorithm, value in expected.items())
 
 
 def _file_checksums(path: Path, *, progress: bool) -> dict[str, str]:
