@@ -973,7 +973,7 @@ def train(
         augment=config.augment_config(),
         seed=config.seed,
         start_epoch=done,  # a resumed run sees the same data order and augmentation as an uninterrupted one
-    ).apply(tf.data.experimental.assert_cardinality(steps_per_epoch))
+    )  # its cardinality is already steps_per_epoch (count // batch_size, drop_remainder)
     val_ds = eval_dataset(val_images, val_labels, num_classes, config.batch_size)
 
     history_path = run_dir / "history.csv"
