@@ -49,9 +49,11 @@ def cmd_verify(args) -> int:
 def cmd_prepare(args) -> int:
     from tinyconv.dataset import cache_dir, prepare
 
-    manifest = prepare(_data_dir(args), force=args.force)
+    data_dir = _data_dir(args)
+    manifest = prepare(data_dir, force=args.force)
+    cache = cache_dir(data_dir)
     for split, entry in manifest["splits"].items():
-        print(f"{split}: {entry['count']} images cached in {cache_dir(_data_dir(args)) / entry['images']}")
+        print(f"{split}: {entry['count']} images cached in {cache / entry['images']}")
     return 0
 
 
