@@ -50,12 +50,11 @@ def bench_data(
 
     import numpy as np
 
-    from tinyconv.dataset import dataset_root, prepare
-    from tinyconv.errors import TinyconvError
+    from tinyconv.dataset import _default_workers, _require_root, prepare
 
     data_dir = Path(data_dir)
-    if not dataset_root(data_dir).is_dir():
-        raise TinyconvError(f"no tiny-imagenet-200/ in {data_dir}; run `tinyconv download` first")
+    root = _require_root(data_dir)  # before the temporary cache is made inside data_dir
+    workers = _default_workers() if workers is None else workers
     result: dict = {"data_dir": str(data_dir), "batch_size": batch_size}
     cache = Path(tempfile.mkdtemp(prefix=".bench-data-cache-", dir=data_dir))
     try:
@@ -68,7 +67,7 @@ def bench_data(
         decoded = sum(entry["count"] for entry in manifest["splits"].values())
         result["images"] = decoded
         result["prepare_images_per_s"] = round(decoded / result["prepare_s"])
-        result["prepare_workers"] = workers or min(2, os.cpu_count() or 1)
+        result["prepare_workers"] = workers
 
         from tinyconv.pipeline import AugmentConfig, measure_throughput, train_dataset
 
@@ -86,7 +85,7 @@ def bench_data(
             import keras
 
             baseline = keras.utils.image_dataset_from_directory(
-                dataset_root(data_dir) / "train", labels="inferred", label_mode="int",
+                root / "train", labels="inferred", label_mode="int",
                 image_size=(64, 64), batch_size=batch_size, shuffle=True, seed=0, verbose=False,
             )
             measured = measure_throughput(baseline, seconds=seconds)
