@@ -78,13 +78,6 @@ def serve_file(path: Path, *, cut_after: int | None = None, honor_range: bool = 
         def log_message(self, *args):  # keep test output clean
             pass
 
-        def do_HEAD(self):
-            requests.append(("HEAD", self.headers.get("Range")))
-            self.send_response(200)
-            self.send_header("Content-Length", str(size))
-            self.send_header("Accept-Ranges", "bytes")
-            self.end_headers()
-
         def do_GET(self):
             range_header = self.headers.get("Range")
             requests.append(("GET", range_header))
