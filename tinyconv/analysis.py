@@ -404,21 +404,17 @@ class TrainedModel:
     run: dict | None
     val: object
 
-    def model_info(self) -> dict | None:
-        """tinyconv.models.model_info of the run's model config (None without a run config)."""
-        if not self.run or "model" not in self.run:
-            return None
-        from tinyconv.models import ModelConfig, model_info
-
-        return model_info(ModelConfig.from_dict(self.run["model"]))
-
     def stage_receptive_fields(self) -> dict[int, int]:
-        """Stage number -> theoretical receptive field (pixels) at its end, from the run's model config."""
-        info = self.model_info()
-        if info is None:
+        """Stage number -> theoretical receptive field (pixels) at its end, from the run's model config.
+
+        Read from the analytic stage plan behind tinyconv.models.model_info: no second model is built.
+        """
+        if not self.run or "model" not in self.run:
             return {}
+        from tinyconv.models import ModelConfig, _stage_plan
+
         fields = {}
-        for stage in info["stages"]:
+        for stage in _stage_plan(ModelConfig.from_dict(self.run["model"])):
             named = re.fullmatch(r"stage(\d+)", stage["name"])
             if named:
                 fields[int(named.group(1))] = int(stage["receptive_field"])
