@@ -611,13 +611,14 @@ def load_split(data_dir: Path, split: str, classes=None) -> Split:
     cache = cache_dir(data_dir)
     manifest = _read_manifest(cache)
     if manifest is None:
-        manifest = prepare(data_dir)
-    reason = _stale_reason(root, manifest, splits=(split,))
-    if reason is not None:
-        raise TinyconvError(f"the cache in {cache} is stale ({reason}); run `tinyconv prepare --force`")
-    damage = _check_cache_files(cache, manifest, split)
-    if damage is not None:
-        raise TinyconvError(f"the cache in {cache} is damaged: {damage}; run `tinyconv prepare --force`")
+        manifest = prepare(data_dir)  # just built from the current source: nothing to re-check
+    else:
+        reason = _stale_reason(root, manifest, splits=(split,))
+        if reason is not None:
+            raise TinyconvError(f"the cache in {cache} is stale ({reason}); run `tinyconv prepare --force`")
+        damage = _check_cache_files(cache, manifest, split)
+        if damage is not None:
+            raise TinyconvError(f"the cache in {cache} is damaged: {damage}; run `tinyconv prepare --force`")
 
     entry = manifest["splits"][split]
     images = np.load(cache / entry["images"], mmap_mode="r")  # [N, 64, 64, 3] uint8, not read yet
