@@ -765,10 +765,9 @@ def _use_mixed_precision(setting: str) -> bool:
 def _use_jit(setting: str) -> bool:
     if setting != "auto":
         return setting == "on"
-    from tinyconv import models
+    from tinyconv.models import default_jit_compile
 
-    chooser = getattr(models, "default_jit_compile", None)
-    return bool(chooser()) if chooser else False
+    return default_jit_compile()
 
 
 def _strategy():
@@ -1136,13 +1135,13 @@ def _class_info(model, run, data_dir, classes=None) -> tuple[list[str], list[str
 
 def predict_logits(model, images: np.ndarray, batch_size: int = 256, flip: bool = False) -> np.ndarray:
     """Logits [N, K] for uint8 images [N, 64, 64, 3]; flip=True mirrors them left-right first."""
-    from tinyconv.pipeline import normalize
+    from tinyconv.pipeline import _gather_fn, normalize
 
     ds = tf.data.Dataset.range(len(images)).batch(batch_size)
-    gather = lambda idx: tf.numpy_function(lambda i: np.asarray(images[i]), [idx], tf.uint8, stateful=False)  # noqa: E731
+    read = _gather_fn(images)  # the pipelines' batch reader: images[idx] from an array or memmap
 
     def load(idx):
-        x = normalize(tf.ensure_shape(gather(idx), [None, *images.shape[1:]]))  # [B, 64, 64, 3]
+        x = normalize(read(idx))  # [B, 64, 64, 3]
         return tf.reverse(x, axis=[2]) if flip else x
 
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
