@@ -185,7 +185,7 @@ def bench_model(
         train_step_s = timed(train, steps)
         timed(infer, warmup_steps)
         infer_step_s = timed(infer, steps)
-        params = int(sum(np.prod(w.shape) for w in model.weights))
+        params = model.count_params()
         policy = keras.config.dtype_policy().name
     finally:
         keras.config.set_dtype_policy(previous_policy)
@@ -201,7 +201,7 @@ def bench_model(
         "jit_compile": jit,
         "dtype_policy": policy,
         "params_total": params,
-        "overrides": {k: v for k, v in overrides.items()},
+        "overrides": dict(overrides),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "cpu_threads": os.cpu_count(),
