@@ -459,12 +459,11 @@ class _History(keras.callbacks.Callback):
     resumed run never holds the same epoch twice, whatever the moment of the kill.
     """
 
-    def __init__(self, path: Path, train_images_per_epoch: int, lr_at_step, steps_per_epoch: int):
+    def __init__(self, path: Path, train_images_per_epoch: int, lr_at_epoch_end):
         super().__init__()
         self.path = path
         self.train_images_per_epoch = train_images_per_epoch
-        self.lr_at_step = lr_at_step
-        self.steps_per_epoch = steps_per_epoch
+        self.lr_at_epoch_end = lr_at_epoch_end
         self._started = False
         self._epoch_start = 0.0
         self._train_end = None
@@ -490,7 +489,7 @@ class _History(keras.callbacks.Callback):
         row = {key: logs.get(key) for key in HISTORY_COLUMNS[1:7]}
         row.update(
             epoch=epoch,
-            lr=self.lr_at_step((epoch + 1) * self.steps_per_epoch - 1),
+            lr=self.lr_at_epoch_end(epoch),
             epoch_s=now - self._epoch_start,
             train_s=train_s,
             images_per_s=self.train_images_per_epoch / max(train_s, 1e-9),
@@ -507,11 +506,10 @@ class _TensorBoardScalars(keras.callbacks.Callback):
     keras.callbacks.TensorBoard would need that package at training time.
     """
 
-    def __init__(self, log_dir: Path, lr_at_step, steps_per_epoch: int):
+    def __init__(self, log_dir: Path, lr_at_epoch_end):
         super().__init__()
         self.log_dir = Path(log_dir)
-        self.lr_at_step = lr_at_step
-        self.steps_per_epoch = steps_per_epoch
+        self.lr_at_epoch_end = lr_at_epoch_end
         self._writers = {}
 
     def _writer(self, name: str):
@@ -526,7 +524,7 @@ class _TensorBoardScalars(keras.callbacks.Callback):
             plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
         )
         logs = dict(logs or {})
-        logs["learning_rate"] = self.lr_at_step((epoch + 1) * self.steps_per_epoch - 1)
+        logs["learning_rate"] = self.lr_at_epoch_end(epoch)
         for name, prefix in (("train", ""), ("validation", "val_")):
             writer = self._writer(name)
             with writer.as_default():
@@ -982,13 +980,16 @@ def train(
     for callback in user_callbacks:
         if isinstance(callback, LiveCurves) and callback.history_path is None:
             callback.history_path = history_path
-    lr_at_step = lambda step: float(schedule(step))  # noqa: E731
+
+    def lr_at_epoch_end(epoch: int) -> float:  # the lr of the epoch's last step
+        return float(schedule((epoch + 1) * steps_per_epoch - 1))
+
     run_callbacks = [
         _NonFiniteLoss(run_dir),  # first: a diverged epoch must not reach the history, best or backup
         estimate,
-        _History(history_path, steps_per_epoch * config.batch_size, lr_at_step, steps_per_epoch),
+        _History(history_path, steps_per_epoch * config.batch_size, lr_at_epoch_end),
         _BestCheckpoint(run_dir / "best.keras", history_path),
-        _TensorBoardScalars(run_dir / "tb", lr_at_step, steps_per_epoch),
+        _TensorBoardScalars(run_dir / "tb", lr_at_epoch_end),
         *user_callbacks,
     ]
     run_callbacks.append(backup)  # last: back up only an epoch every other callback has finished
