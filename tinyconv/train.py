@@ -578,22 +578,22 @@ class _ResumableBackup(keras.callbacks.BackupAndRestore):
     def __init__(self, backup_dir: Path):
         super().__init__(backup_dir=str(backup_dir), save_freq="epoch", delete_checkpoint=False)
         self.backup_path = Path(backup_dir)
-        self.restored_epoch = 0
+        meta_path = self.backup_path / "training_metadata.json"
+        self._meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
+        # completed epochs of the backup this run resumes from (0: none); train() starts the data there too
+        self.restored_epoch = int(self._meta["epoch"]) if self._meta else 0
 
     def on_train_begin(self, logs=None):
         self._load_model()
 
     def _load_model(self):
-        meta_path = self.backup_path / "training_metadata.json"
-        if not meta_path.exists():
+        if self._meta is None:
             return
-        meta = json.loads(meta_path.read_text())
-        weights = self.backup_path / meta["weights"]
+        weights = self.backup_path / self._meta["weights"]
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(weights)
-        self.model._initial_epoch = int(meta["epoch"])
-        self.restored_epoch = int(meta["epoch"])
+        self.model._initial_epoch = self.restored_epoch
 
     def _save_model(self):
         self.backup_path.mkdir(parents=True, exist_ok=True)
@@ -960,8 +960,8 @@ def train(
     )
     model = _compiled_model(model_config, config, schedule, mixed=mixed, jit=jit, strategy=strategy)
 
-    meta_path = run_dir / "backup" / "training_metadata.json"
-    done = json.loads(meta_path.read_text())["epoch"] if state == "resume" and meta_path.exists() else 0
+    backup = _ResumableBackup(run_dir / "backup")  # reads the resume state once
+    done = backup.restored_epoch
     train_ds = train_dataset(
         train_images,
         train_labels,
@@ -974,7 +974,6 @@ def train(
     val_ds = eval_dataset(val_images, val_labels, num_classes, config.batch_size)
 
     history_path = run_dir / "history.csv"
-    backup = _ResumableBackup(run_dir / "backup")
     estimate = _ThroughputEstimate(config.batch_size, steps_per_epoch, config.epochs)
     user_callbacks = list(callbacks)
     for callback in user_callbacks:
