@@ -464,17 +464,16 @@ class _History(keras.callbacks.Callback):
         self.path = path
         self.train_images_per_epoch = train_images_per_epoch
         self.lr_at_epoch_end = lr_at_epoch_end
-        self._started = False
+        self._rows = None  # the file's rows, read once when the session's first epoch begins
         self._epoch_start = 0.0
         self._train_end = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        if not self._started:
-            self._started = True
+        if self._rows is None:
             rows = read_history(self.path)
-            kept = [row for row in rows if row["epoch"] < epoch]
-            if len(kept) != len(rows):
-                _write_history(self.path, kept)
+            self._rows = [row for row in rows if row["epoch"] < epoch]
+            if len(self._rows) != len(rows):
+                _write_history(self.path, self._rows)
         self._epoch_start = time.perf_counter()
         self._train_end = None
 
@@ -494,8 +493,8 @@ class _History(keras.callbacks.Callback):
             train_s=train_s,
             images_per_s=self.train_images_per_epoch / max(train_s, 1e-9),
         )
-        rows = [r for r in read_history(self.path) if r["epoch"] < epoch] + [row]
-        _write_history(self.path, rows)
+        self._rows = [r for r in self._rows if r["epoch"] < epoch] + [row]
+        _write_history(self.path, self._rows)
 
 
 class _TensorBoardScalars(keras.callbacks.Callback):
