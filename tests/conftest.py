@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ helpers: synthetic, realdata
 
-from realdata import ensure_real_data, shared_zip_path  # noqa: E402
+from realdata import ensure_real_data  # noqa: E402
 from synthetic import make_synthetic_dataset  # noqa: E402
 
 
@@ -26,12 +26,6 @@ def synthetic_data_dir(tmp_path_factory) -> Path:
     data_dir = tmp_path_factory.mktemp("synthetic-data")
     make_synthetic_dataset(data_dir)
     return data_dir
-
-
-@pytest.fixture(scope="session")
-def shared_zip() -> Path:
-    """The real tiny-imagenet-200.zip (from ../shared/data/assemble, or $TINYCONV_SHARED_ZIP)."""
-    return shared_zip_path()
 
 
 @pytest.fixture(scope="session")
