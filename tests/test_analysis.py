@@ -104,7 +104,7 @@ def test_layer_scale_and_squeeze_excite_stats(tiny_model, images_normalized):
 
 def test_spatial_features_reproduce_the_block(tiny_model, images_normalized):
     """spatial_features + SE + layer scale + residual + channel mixer rebuild the block's output."""
-    from tinyconv.layers import gelu
+    from tinyconv.kernels import gelu
 
     ref = [b for b in analysis.find_blocks(tiny_model) if b.layer.se is not None][0]
     block = ref.layer

@@ -14,11 +14,11 @@ from tinyconv.models import (  # noqa: E402
     PRESETS,
     ModelConfig,
     build_model,
-    default_jit_compile,
     format_info,
     get_config,
     model_info,
 )
+from tinyconv.runtime import default_jit_compile  # noqa: E402
 
 
 def _count(weights):

@@ -411,10 +411,10 @@ class TrainedModel:
         """
         if not self.run or "model" not in self.run:
             return {}
-        from tinyconv.models import ModelConfig, _stage_plan
+        from tinyconv.models import ModelConfig, stage_plan
 
         fields = {}
-        for stage in _stage_plan(ModelConfig.from_dict(self.run["model"])):
+        for stage in stage_plan(ModelConfig.from_dict(self.run["model"])):
             named = re.fullmatch(r"stage(\d+)", stage["name"])
             if named:
                 fields[int(named.group(1))] = int(stage["receptive_field"])

@@ -127,7 +127,7 @@ def bench_model(
         preset: a model preset name (or a ModelConfig); `overrides` change its fields (see models.get_config).
         batch_size, steps: images per step and timed steps (after `warmup_steps` untimed ones, which also
             trace and compile).
-        jit_compile: "auto" (models.default_jit_compile()), "on"/"off" or a bool: XLA for the train and
+        jit_compile: "auto" (runtime.default_jit_compile()), "on"/"off" or a bool: XLA for the train and
             predict functions.
         mixed_precision: None (float32) or a Keras dtype policy name such as "mixed_bfloat16".
 
@@ -142,7 +142,8 @@ def bench_model(
     import tensorflow as tf
 
     from tinyconv.errors import TinyconvError
-    from tinyconv.models import build_model, default_jit_compile, get_config
+    from tinyconv.models import build_model, get_config
+    from tinyconv.runtime import default_jit_compile
 
     if jit_compile in ("auto", None):
         jit = default_jit_compile()

@@ -1,17 +1,18 @@
-"""The Keras 3 layers of the ConvMixer variant.
+"""The Keras 3 layers of the ConvMixer variant: the architecture only (fast paths live in tinyconv.kernels).
 
 Every layer is registered for `.keras` saving (package "tinyconv"), returns every constructor argument from
 `get_config()`, forwards `**kwargs` to `keras.layers.Layer`, and builds its sub-layers in `build()` with its
 own dtype policy, so the whole model runs under `mixed_float16`. Tensors are channels-last: [B, H, W, C].
 
-    DepthwiseConv2D       keras.layers.DepthwiseConv2D with an FFT kernel gradient on CPU (same weights, config)
-    BatchNormalization    keras.layers.BatchNormalization on TensorFlow's fused kernel (same weights, config)
     AxialDepthwiseConv2D  depthwise 1xk then kx1: a rank-1 kxk depthwise kernel for 2k weights per channel
     GroupedConv2D         grouped convolution; split into per-group convs where native groups are slow (CPU)
     SqueezeExcite         channel gating from global context
     LayerScale            learnable per-channel residual scale (gamma)
     DropPath              stochastic depth on the residual branch
     ConvMixerBlock        spatial mixer (depthwise | axial | mixed) + residual, then the 1x1 channel mixer
+
+The depthwise convolutions and BatchNorms inside the blocks are tinyconv.kernels' FFTGradDepthwiseConv2D and
+FusedBatchNormalization: the Keras layers with faster TensorFlow training paths, same weights and configs.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ import keras
 import numpy as np
 from keras import ops
 
-BLOCK_MODES = ("depthwise", "axial", "mixed")
+from tinyconv.kernels import FFTGradDepthwiseConv2D, FusedBatchNormalization, gelu
+from tinyconv.models import BLOCK_MODES
+from tinyconv.runtime import has_gpu
+
 GROUPED_CONV_IMPLEMENTATIONS = ("auto", "split", "native")
 
 # PyTorch's BatchNorm2d epsilon; momentum 0.9 is Keras' convention (PyTorch momentum=0.1 means the same).
@@ -28,180 +32,14 @@ BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 
 
-def gelu(x, approximate: bool = False):
-    """GELU; exact (erf) by default, as PyTorch's nn.GELU()."""
-    if approximate or keras.config.backend() != "tensorflow":
-        return ops.gelu(x, approximate=approximate)
-    return _gelu_exact_tf(x)
-
-
-def _gelu_exact_tf(x):
-    """Exact GELU whose gradient reuses the forward's normal CDF.
-
-    Autodiff through x * Phi(x) re-derives erf in several elementwise passes; the closed form
-    d/dx = Phi(x) + x * phi(x) needs one. Measured +4% seed training images/s on CPU (docs/performance.md).
-    """
-    import tensorflow as tf
-
-    @tf.custom_gradient
-    def _gelu(x):
-        cdf = 0.5 * (1.0 + tf.math.erf(x * 0.7071067811865476))  # Phi(x)
-
-        def grad(dy):
-            pdf = tf.exp(-0.5 * tf.square(x)) * 0.3989422804014327  # phi(x) = exp(-x^2/2) / sqrt(2 pi)
-            return dy * (cdf + x * pdf)
-
-        return x * cdf, grad
-
-    return _gelu(x)
-
-
-@keras.saving.register_keras_serializable(package="tinyconv")
-def gelu_exact(x):
-    """Exact GELU (tinyconv's fast-gradient form), as a serializable activation for keras.layers.Activation."""
-    return gelu(x, approximate=False)
-
-
-@keras.saving.register_keras_serializable(package="tinyconv")
-def gelu_tanh(x):
-    """GELU with the tanh approximation, as a serializable activation for keras.layers.Activation."""
-    return ops.gelu(x, approximate=True)
-
-
-@keras.saving.register_keras_serializable(package="tinyconv")
-class BatchNormalization(keras.layers.BatchNormalization):
-    """keras.layers.BatchNormalization (same weights, same config) on TensorFlow's fused kernel.
-
-    Keras 3 normalizes with separate moments/normalize ops; for 4-D channels-last inputs on the TensorFlow
-    backend this layer trains with the fused kernel instead (one pass for the statistics, one for the
-    output, and a fused gradient): measured +22% seed training images/s on CPU (docs/performance.md).
-    Inference, other inputs, or a non-default axis take Keras' path. One difference: the moving variance is updated with
-    the batch variance the fused kernel returns, which carries Bessel's correction (as PyTorch's does);
-    at 64x32x32 values per channel the two differ by 0.002%.
-    Shapes: [B, H, W, C] -> [B, H, W, C].
-    """
-
-    def _fused(self, inputs) -> bool:
-        return (
-            keras.config.backend() == "tensorflow"
-            and len(inputs.shape) == 4
-            and self.axis in (-1, 3)
-            and self.scale
-            and self.center
-            and not self.synchronized
-        )
-
-    def call(self, inputs, training=None, mask=None):
-        # inference is one multiply-add per element either way, and Keras' form measured faster there
-        if not (training and self.trainable) or mask is not None or not self._fused(inputs):
-            return super().call(inputs, training=training, mask=mask)
-        import tensorflow as tf
-
-        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            inputs, self.gamma, self.beta, epsilon=self.epsilon, data_format="NHWC", is_training=True
-        )
-        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
-        return y
-
-
-def _has_gpu() -> bool:
-    if keras.config.backend() != "tensorflow":
-        return False
-    import tensorflow as tf
-
-    return bool(tf.config.list_logical_devices("GPU"))
-
-
-def _fft_depthwise_conv(inputs, kernel):
-    """Stride-1 "same" depthwise conv [B, H, W, C] * [k, k, C, 1] whose kernel gradient is computed by FFT.
-
-    TensorFlow's CPU DepthwiseConv2dNativeBackpropFilter is ~10x slower than the forward pass for a 9x9
-    kernel at 32x32x128 (it dominates the seed model's training step). The kernel gradient is the
-    batch-summed cross-correlation of the padded input with the output gradient:
-        dK[i, j, c] = sum_{b, h, w} x_pad[b, h + i, w + j, c] * dy[b, h, w, c]
-    which an FFT of size (H + k - 1, W + k - 1) computes without wrap-around, ~3x faster here.
-    Forward and input gradient stay TensorFlow's native depthwise ops.
-    """
-    import tensorflow as tf
-
-    k = kernel.shape[0]
-    pad = k // 2
-
-    @tf.custom_gradient
-    def conv(x, w):
-        y = tf.nn.depthwise_conv2d(x, w, strides=[1, 1, 1, 1], padding="SAME")
-
-        def grad(dy):
-            dx = tf.raw_ops.DepthwiseConv2dNativeBackpropInput(
-                input_sizes=tf.shape(x), filter=w, out_backprop=dy, strides=[1, 1, 1, 1], padding="SAME"
-            )
-            height, width = tf.shape(x)[1], tf.shape(x)[2]
-            fft_size = tf.stack([height + 2 * pad, width + 2 * pad])
-            # FFTs run over the two last axes: move channels in front of the spatial axes (float32 for FFT).
-            x_t = tf.transpose(tf.cast(x, tf.float32), [0, 3, 1, 2])  # [B, C, H, W]
-            dy_t = tf.transpose(tf.cast(dy, tf.float32), [0, 3, 1, 2])  # [B, C, H, W]
-            x_t = tf.pad(x_t, [[0, 0], [0, 0], [pad, pad], [pad, pad]])  # [B, C, H + k - 1, W + k - 1]
-            spectrum = tf.reduce_sum(
-                tf.signal.rfft2d(x_t) * tf.math.conj(tf.signal.rfft2d(dy_t, fft_length=fft_size)), axis=0
-            )  # [C, H + k - 1, (W + k - 1) // 2 + 1]
-            correlation = tf.signal.irfft2d(spectrum, fft_length=fft_size)[:, :k, :k]  # [C, k, k]
-            dw = tf.transpose(correlation, [1, 2, 0])[:, :, :, None]  # [k, k, C, 1]
-            return dx, tf.cast(dw, w.dtype)
-
-        return y, grad
-
-    return conv(inputs, kernel)
-
-
-@keras.saving.register_keras_serializable(package="tinyconv")
-class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
-    """keras.layers.DepthwiseConv2D (same weights, same config) with a faster training step on CPU.
-
-    For stride 1, "same" padding, depth_multiplier 1, odd kernels of at least `fft_min_kernel_size` and the
-    TensorFlow backend without a GPU, the kernel gradient is computed by FFT (see `_fft_depthwise_conv`);
-    otherwise this is exactly the Keras layer. Shapes: [B, H, W, C] -> [B, H, W, C].
-    """
-
-    fft_min_kernel_size = 5  # below this the native gradient is cheap enough (measured: 3x3 ~20 ms per step)
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        k = self.kernel_size
-        self._fft_gradient = (
-            keras.config.backend() == "tensorflow"
-            and not _has_gpu()
-            and k[0] == k[1]
-            and k[0] % 2 == 1
-            and k[0] >= self.fft_min_kernel_size
-            and tuple(self.strides) == (1, 1)
-            and tuple(self.dilation_rate) == (1, 1)
-            and self.padding == "same"
-            and self.depth_multiplier == 1
-            and self.data_format == "channels_last"
-        )
-
-    def call(self, inputs):
-        if not self._fft_gradient:
-            return super().call(inputs)
-        import tensorflow as tf
-
-        # a tensor, not the variable: tf.custom_gradient must not see variables read inside it
-        kernel = tf.identity(ops.cast(self.kernel, self.compute_dtype))
-        y = _fft_depthwise_conv(inputs, kernel)
-        if self.use_bias:
-            y = y + self.bias
-        if self.activation is not None:
-            y = self.activation(y)
-        return y
-
-
 @keras.saving.register_keras_serializable(package="tinyconv")
 class AxialDepthwiseConv2D(keras.layers.Layer):
     """Depthwise 1xk convolution followed by a depthwise kx1 convolution, no bias, "same" padding.
 
     With zero padding and odd k the pair equals one kxk depthwise convolution whose kernel is the outer
-    product of the two (rank 1 per channel): 2k weights per channel instead of k*k.
+    product of the two (rank 1 per channel): 2k weights per channel instead of k*k. The factorization of a
+    kxk filter into 1xk and kx1 follows the spatially separable convolutions of Inception-v3 (Szegedy et al.,
+    "Rethinking the Inception Architecture for Computer Vision", CVPR 2016), here per channel (depthwise).
 
     Args:
         kernel_size: odd int k.
@@ -262,7 +100,10 @@ class GroupedConv2D(keras.layers.Layer):
     TensorFlow runs native grouped convolutions on CPU through XLA and they are ~50x slower than `groups`
     separate convolutions concatenated (measured: 5x5 stride 2, 128->256 channels, 32x32, batch 64, groups 8:
     ~4.1 s vs 0.08 s per forward+backward). On GPU the native op is fast. The weight layout is the same for
-    both (Keras Conv2D(groups=...) layout), so a model saved on one device loads on the other.
+    both (Keras Conv2D(groups=...) layout), so a model saved on one device loads on the other. The split
+    is a branch here rather than a kernel in tinyconv.kernels: it is plain keras.ops (any backend), and the
+    choice is recorded only at build time, so the saved config stays the same either way.
+    Grouped convolutions: Krizhevsky et al., "ImageNet Classification with Deep CNNs", NeurIPS 2012.
 
     Args:
         filters: output channels, a multiple of `groups`.
@@ -323,7 +164,7 @@ class GroupedConv2D(keras.layers.Layer):
         )
         # Decided when the graph is built, so a model built on CPU and loaded on GPU picks the right path.
         if self.implementation == "auto":
-            self._split = self.groups > 1 and not _has_gpu()
+            self._split = self.groups > 1 and not has_gpu()
         else:
             self._split = self.implementation == "split" and self.groups > 1
 
@@ -365,7 +206,7 @@ class GroupedConv2D(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="tinyconv")
 class SqueezeExcite(keras.layers.Layer):
     """Squeeze-and-excitation: global average pool, 1x1 conv to C//r (bias), GELU, 1x1 conv to C (bias),
-    sigmoid, then scale the input channels.
+    sigmoid, then scale the input channels (Hu et al., "Squeeze-and-Excitation Networks", CVPR 2018).
 
     Args:
         reduction: r; the bottleneck has max(1, C // r) channels.
@@ -410,7 +251,8 @@ class SqueezeExcite(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tinyconv")
 class LayerScale(keras.layers.Layer):
-    """Multiply by a learnable per-channel scale `gamma` [C], initialised to `init_value`.
+    """Multiply by a learnable per-channel scale `gamma` [C], initialised to `init_value` (Touvron et al.,
+    "Going deeper with Image Transformers" (CaiT), ICCV 2021).
 
     Shapes: [..., C] -> [..., C].
     """
@@ -439,7 +281,8 @@ class LayerScale(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="tinyconv")
 class DropPath(keras.layers.Layer):
     """Stochastic depth: in training, zero a whole sample's residual branch with probability `rate` and
-    scale survivors by 1 / (1 - rate); identity at inference and when rate == 0.
+    scale survivors by 1 / (1 - rate); identity at inference and when rate == 0 (Huang et al., "Deep Networks
+    with Stochastic Depth", ECCV 2016).
 
     Args:
         rate: drop probability in [0, 1).
@@ -477,6 +320,10 @@ class DropPath(keras.layers.Layer):
 class ConvMixerBlock(keras.layers.Layer):
     """One block: y = spatial(x); x = x + DropPath(gamma * y); x = BN(GELU(Conv1x1(x))).
 
+    The ConvMixer block of Trockman & Kolter, "Patches Are All You Need?" (TMLR 2022): a residual depthwise
+    spatial mixer, then a pointwise channel mixer, each followed by GELU and BatchNorm; here with optional
+    axial kernels, squeeze-excite, layer scale and stochastic depth.
+
     The spatial mixer, by `mode`:
         "depthwise"  kxk depthwise conv, GELU, BN
         "axial"      depthwise 1xa, ax1, GELU, BN
@@ -494,8 +341,8 @@ class ConvMixerBlock(keras.layers.Layer):
         bn_momentum, bn_epsilon: BatchNormalization settings.
 
     Shapes: [B, H, W, C] -> [B, H, W, C].
-    Sub-layers (attributes, with the same names): `depthwise` (DepthwiseConv2D kxk; depthwise mode),
-    `axial` (AxialDepthwiseConv2D; axial, mixed), `local_depthwise` (DepthwiseConv2D kxk; mixed),
+    Sub-layers (attributes, with the same names): `depthwise` (FFTGradDepthwiseConv2D kxk; depthwise mode),
+    `axial` (AxialDepthwiseConv2D; axial, mixed), `local_depthwise` (FFTGradDepthwiseConv2D kxk; mixed),
     `spatial_bn`, `se` (SqueezeExcite or None), `layer_scale` (LayerScale or None), `drop_path`,
     `pointwise` (Conv2D 1x1, no bias), `channel_bn`.
     """
@@ -534,7 +381,7 @@ class ConvMixerBlock(keras.layers.Layer):
 
         self.depthwise = self.axial = self.local_depthwise = None
         if self.mode == "depthwise":
-            self.depthwise = DepthwiseConv2D(
+            self.depthwise = FFTGradDepthwiseConv2D(
                 self.kernel_size, padding="same", use_bias=False, name="depthwise", dtype=policy
             )
             self.depthwise.build(shape)
@@ -542,11 +389,11 @@ class ConvMixerBlock(keras.layers.Layer):
             self.axial = AxialDepthwiseConv2D(self.axial_kernel_size, name="axial", dtype=policy)
             self.axial.build(shape)
             if self.mode == "mixed":
-                self.local_depthwise = DepthwiseConv2D(
+                self.local_depthwise = FFTGradDepthwiseConv2D(
                     self.kernel_size, padding="same", use_bias=False, name="local_depthwise", dtype=policy
                 )
                 self.local_depthwise.build(shape)
-        self.spatial_bn = BatchNormalization(name="spatial_bn", **bn)
+        self.spatial_bn = FusedBatchNormalization(name="spatial_bn", **bn)
         self.spatial_bn.build(shape)
         self.se = None
         if self.se_reduction:
@@ -559,7 +406,7 @@ class ConvMixerBlock(keras.layers.Layer):
         self.drop_path = DropPath(self.drop_path_rate, name="drop_path", dtype=policy)
         self.pointwise = keras.layers.Conv2D(channels, 1, use_bias=False, name="pointwise", dtype=policy)
         self.pointwise.build(shape)
-        self.channel_bn = BatchNormalization(name="channel_bn", **bn)
+        self.channel_bn = FusedBatchNormalization(name="channel_bn", **bn)
         self.channel_bn.build(shape)
 
     def spatial_mix(self, inputs, training=None):

@@ -14,9 +14,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from tinyconv.errors import TinyconvError
 
 # Per-stage fields: a tuple with one entry per stage. An override may give a single value for all stages.
+# The spatial mixers a ConvMixerBlock knows (tinyconv.layers.ConvMixerBlock checks the same tuple).
+BLOCK_MODES = ("depthwise", "axial", "mixed")
 STAGE_FIELDS = ("widths", "depths", "modes", "kernel_sizes", "axial_kernel_sizes", "se_reductions")
 
 
@@ -120,8 +124,6 @@ def _is_scalar(value) -> bool:
 
 
 def _validate(config: ModelConfig) -> None:
-    from tinyconv.layers import BLOCK_MODES
-
     n = config.num_stages
     for key in STAGE_FIELDS:
         if len(getattr(config, key)) != n:
@@ -145,131 +147,122 @@ def _validate(config: ModelConfig) -> None:
 
 
 def build_model(name_or_config="seed", **overrides):
-    """The Keras functional model of a preset or config.
+    """The Keras functional model of a preset or config, built entry by entry from `stage_plan`.
 
     Input: [B, image_size, image_size, 3] float32, already normalized. Output: logits [B, num_classes],
     float32 also under a mixed-precision policy.
     """
+    # Keras (and with it TensorFlow, ~3 s) is imported here, not at the top: `tinyconv --help` reads PRESETS.
     import keras
 
-    from tinyconv.layers import BatchNormalization, ConvMixerBlock, GroupedConv2D, gelu_exact, gelu_tanh
+    from tinyconv.kernels import FusedBatchNormalization, gelu_exact, gelu_tanh
+    from tinyconv.layers import ConvMixerBlock, GroupedConv2D
 
     config = get_config(name_or_config, **overrides)
     activation = gelu_tanh if config.gelu_approximate else gelu_exact
     act = lambda name: keras.layers.Activation(activation, name=name)  # noqa: E731
-    bn = lambda name: BatchNormalization(  # noqa: E731
+    bn = lambda name: FusedBatchNormalization(  # noqa: E731
         momentum=config.bn_momentum, epsilon=config.bn_epsilon, name=name
     )
     inputs = keras.Input((config.image_size, config.image_size, 3), name="image")
-    x = keras.layers.Conv2D(
-        config.widths[0], config.stem_kernel, strides=config.stem_stride, padding="same", use_bias=False,
-        name="stem_conv",
-    )(inputs)  # [B, 32, 32, C1]
-    x = bn("stem_bn")(act("stem_gelu")(x))
-
-    total_blocks = sum(config.depths)
-    block_index = 0
-    for s in range(config.num_stages):
-        if s > 0:
+    x = inputs
+    for entry in stage_plan(config):
+        name = entry["name"]
+        if entry["kind"] == "stem":
+            x = keras.layers.Conv2D(
+                entry["width"], entry["kernel"], strides=entry["stride"], padding="same", use_bias=False,
+                name="stem_conv",
+            )(x)  # [B, 32, 32, C1]
+            x = bn("stem_bn")(act("stem_gelu")(x))
+        elif entry["kind"] == "down":
             x = GroupedConv2D(
-                config.widths[s], config.down_kernel, strides=2, groups=config.down_groups, use_bias=False,
-                implementation=config.grouped_conv, name=f"down{s}_conv",
+                entry["width"], entry["kernel"], strides=entry["stride"], groups=entry["groups"], use_bias=False,
+                implementation=config.grouped_conv, name=f"{name}_conv",
             )(x)  # [B, H/2, W/2, C_{s+1}]
-            x = bn(f"down{s}_bn")(act(f"down{s}_gelu")(x))
-        for b in range(config.depths[s]):
-            rate = config.drop_path * block_index / max(1, total_blocks - 1)
-            x = ConvMixerBlock(
-                mode=config.modes[s],
-                kernel_size=config.kernel_sizes[s],
-                axial_kernel_size=config.axial_kernel_sizes[s],
-                se_reduction=config.se_reductions[s] or None,
-                drop_path=rate,
-                layer_scale_init=config.layer_scale_init,
-                gelu_approximate=config.gelu_approximate,
-                bn_momentum=config.bn_momentum,
-                bn_epsilon=config.bn_epsilon,
-                name=f"stage{s + 1}_block{b + 1}",
-            )(x)
-            block_index += 1
-    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)  # [B, C_last]
-    # float32 head: stable logits and softmax under mixed precision
-    outputs = keras.layers.Dense(config.num_classes, dtype="float32", name="head")(x)
-    return keras.Model(inputs, outputs, name=f"tinyconv_{config.name}")
+            x = bn(f"{name}_bn")(act(f"{name}_gelu")(x))
+        elif entry["kind"] == "stage":
+            for b, rate in enumerate(entry["drop_path"]):
+                x = ConvMixerBlock(
+                    mode=entry["mode"],
+                    kernel_size=entry["kernel_size"],
+                    axial_kernel_size=entry["axial_kernel_size"],
+                    se_reduction=entry["se_reduction"] or None,
+                    drop_path=rate,
+                    layer_scale_init=config.layer_scale_init,
+                    gelu_approximate=config.gelu_approximate,
+                    bn_momentum=config.bn_momentum,
+                    bn_epsilon=config.bn_epsilon,
+                    name=f"{name}_block{b + 1}",
+                )(x)
+        else:  # head
+            x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)  # [B, C_last]
+            # float32 head: stable logits and softmax under mixed precision
+            x = keras.layers.Dense(entry["width"], dtype="float32", name="head")(x)
+    return keras.Model(inputs, x, name=f"tinyconv_{config.name}")
 
 
-def default_jit_compile() -> bool:
-    """The XLA setting for `model.compile(jit_compile=...)`: False on CPU, True on GPU.
+# -------------------------------------------------------------------------------------------- plan
 
-    On CPU XLA compiles depthwise and grouped convolutions into slow generic loops: the seed model trained
-    at 3.3 img/s with XLA against 50 img/s without (docs/performance.md). On GPU XLA is the usual win for
-    these element-wise-heavy blocks (not measured here: no GPU in development).
+
+def _conv_field(rf: int, jump: int, k: int, stride: int = 1) -> tuple[int, int]:
+    """Receptive field and jump after a conv of kernel k: rf grows by (k - 1) input-pixel jumps."""
+    return rf + (k - 1) * jump, jump * stride
+
+
+def _block_macs(config: ModelConfig, s: int, size: int, c: int) -> int:
+    """MACs of one ConvMixerBlock of stage s at size x size x c."""
+    mode, k, a = config.modes[s], config.kernel_sizes[s], config.axial_kernel_sizes[s]
+    hw = size * size
+    macs = hw * c * c  # pointwise
+    if mode in ("depthwise", "mixed"):
+        macs += hw * c * k * k
+    if mode in ("axial", "mixed"):
+        macs += hw * c * 2 * a
+    if config.se_reductions[s]:
+        macs += 2 * c * max(1, c // config.se_reductions[s])
+    return macs
+
+
+def stage_plan(config: ModelConfig) -> list[dict]:
+    """The model as a list of entries, stem, stages (with the down convs between them), head; build_model
+    builds exactly this list and model_info / the analysis read its numbers, so the two cannot drift.
+
+    Every entry: name, kind ("stem" | "down" | "stage" | "head"), prefixes (of its layer names), width (output
+    channels or classes), output_shape, macs (per image) and receptive_field (theoretical, input pixels).
+    stem/down add kernel, stride (and groups); a stage adds mode, kernel_size, axial_kernel_size,
+    se_reduction and drop_path (the rate of each of its blocks, rising linearly over the whole model).
     """
-    from tinyconv.layers import _has_gpu
-
-    return _has_gpu()
-
-
-# -------------------------------------------------------------------------------------------- info
-
-
-def _stage_plan(config: ModelConfig) -> list[dict]:
-    """Per stage: name, output shape, MACs per image and theoretical receptive field, analytically."""
-    size = config.image_size
-    rf, jump = 1, 1  # receptive field and input-pixel distance between neighbouring activations
-
-    def conv(rf, jump, k, stride=1):
-        return rf + (k - 1) * jump, jump * stride
-
-    plan = []
-    c = config.widths[0]
-    size = -(-size // config.stem_stride)
-    macs = size * size * config.stem_kernel**2 * 3 * c
-    rf, jump = conv(rf, jump, config.stem_kernel, config.stem_stride)
-    plan.append(dict(name="stem", prefixes=("stem_",), output_shape=[size, size, c], macs=macs, receptive_field=rf))
+    size, c = -(-config.image_size // config.stem_stride), config.widths[0]
+    rf, jump = _conv_field(1, 1, config.stem_kernel, config.stem_stride)
+    plan = [dict(name="stem", kind="stem", prefixes=("stem_",), width=c, kernel=config.stem_kernel,
+                 stride=config.stem_stride, output_shape=[size, size, c],
+                 macs=size * size * config.stem_kernel**2 * 3 * c, receptive_field=rf)]
+    total_blocks, first_block = sum(config.depths), 0
     for s in range(config.num_stages):
         if s > 0:
             c_in, c = c, config.widths[s]
             size = -(-size // 2)
-            macs = size * size * config.down_kernel**2 * (c_in // config.down_groups) * c
-            rf, jump = conv(rf, jump, config.down_kernel, 2)
-            plan.append(
-                dict(name=f"down{s}", prefixes=(f"down{s}_",), output_shape=[size, size, c], macs=macs, receptive_field=rf)
-            )
+            rf, jump = _conv_field(rf, jump, config.down_kernel, 2)
+            plan.append(dict(name=f"down{s}", kind="down", prefixes=(f"down{s}_",), width=c,
+                             kernel=config.down_kernel, stride=2, groups=config.down_groups,
+                             output_shape=[size, size, c],
+                             macs=size * size * config.down_kernel**2 * (c_in // config.down_groups) * c,
+                             receptive_field=rf))
         mode, k, a = config.modes[s], config.kernel_sizes[s], config.axial_kernel_sizes[s]
-        hw = size * size
-        per_block = hw * c * c  # pointwise
-        if mode == "depthwise":
-            per_block += hw * c * k * k
-        else:
-            per_block += hw * c * 2 * a
-            if mode == "mixed":
-                per_block += hw * c * k * k
-        if config.se_reductions[s]:
-            hidden = max(1, c // config.se_reductions[s])
-            per_block += 2 * c * hidden
         for _ in range(config.depths[s]):
             if mode in ("axial", "mixed"):
-                rf, jump = conv(rf, jump, a)
+                rf, jump = _conv_field(rf, jump, a)
             if mode in ("depthwise", "mixed"):
-                rf, jump = conv(rf, jump, k)
-        plan.append(
-            dict(
-                name=f"stage{s + 1}",
-                prefixes=(f"stage{s + 1}_",),
-                output_shape=[size, size, c],
-                macs=per_block * config.depths[s],
-                receptive_field=rf,
-            )
-        )
-    plan.append(
-        dict(
-            name="head",
-            prefixes=("head",),
-            output_shape=[config.num_classes],
-            macs=c * config.num_classes,
-            receptive_field=rf,
-        )
-    )
+                rf, jump = _conv_field(rf, jump, k)
+        blocks = range(first_block, first_block + config.depths[s])
+        first_block += config.depths[s]
+        plan.append(dict(name=f"stage{s + 1}", kind="stage", prefixes=(f"stage{s + 1}_",), width=c, mode=mode,
+                         kernel_size=k, axial_kernel_size=a, se_reduction=config.se_reductions[s],
+                         drop_path=[config.drop_path * i / max(1, total_blocks - 1) for i in blocks],
+                         output_shape=[size, size, c], macs=_block_macs(config, s, size, c) * config.depths[s],
+                         receptive_field=rf))
+    plan.append(dict(name="head", kind="head", prefixes=("head",), width=config.num_classes,
+                     output_shape=[config.num_classes], macs=c * config.num_classes, receptive_field=rf))
     return plan
 
 
@@ -281,13 +274,11 @@ def model_info(name_or_config="seed", **overrides) -> dict:
     convolutions and dense layers (not BN, activations or the SE scaling); the receptive field is the
     theoretical one in input pixels.
     """
-    import numpy as np
-
     config = get_config(name_or_config, **overrides)
     model = build_model(config)
     count = lambda weights: int(sum(np.prod(w.shape) for w in weights))  # noqa: E731
     stages = []
-    for entry in _stage_plan(config):
+    for entry in stage_plan(config):
         layers = [layer for layer in model.layers if layer.name.startswith(entry["prefixes"])]
         stages.append(
             dict(

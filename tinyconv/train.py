@@ -762,7 +762,7 @@ def _use_mixed_precision(setting: str) -> bool:
 def _use_jit(setting: str) -> bool:
     if setting != "auto":
         return setting == "on"
-    from tinyconv.models import default_jit_compile
+    from tinyconv.runtime import default_jit_compile
 
     return default_jit_compile()
 

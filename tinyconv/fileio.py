@@ -1,0 +1,92 @@
+"""Atomic file writes: every file tinyconv writes goes to a temporary name beside its target and is renamed
+into place, so a kill at any moment leaves either the old file or the new one, never half of one.
+
+One temporary-name scheme for the whole package: `.<name>.<pid>.tmp` in the target's folder, plus a suffix
+where the writer insists on one (Keras wants `.keras` / `.weights.h5`, papermill `.ipynb`).
+`remove_temporaries(folder)` clears what a killed process left behind.
+
+No TensorFlow or Keras import here: `tinyconv download` writes through this module and must start fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def temporary_path(path, suffix: str = "") -> Path:
+    """The temporary name for writing `path`: `.<name>.<pid>.tmp<suffix>` beside it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
+
+
+def remove_temporaries(folder, pid: int | None = None) -> None:
+    """Delete the temporary files in `folder` (of process `pid` only, when given)."""
+    pattern = f".*.{pid}.tmp*" if pid is not None else ".*.*.tmp*"
+    for leftover in Path(folder).glob(pattern):
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix: str = ""):
+    """Yield a temporary path to write; on success rename it onto `path`, on failure remove it."""
+    path = Path(path)
+    tmp = temporary_path(path, suffix)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path, data: bytes) -> None:
+    """Write `data` to `path` atomically (flushed to disk before the rename)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_text(path, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def json_default(value):
+    """json.dumps `default=` for numpy scalars and paths."""
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def write_json(path, obj, indent: int = 2) -> None:
+    """Write `obj` as JSON (numpy scalars and paths allowed) to `path` atomically."""
+    write_text(path, json.dumps(obj, indent=indent, default=json_default) + "\n")
+
+
+def save_model(model, path) -> None:
+    """`model.save` atomically (Keras needs the `.keras` suffix on the temporary name too)."""
+    with atomic_path(path, ".keras") as tmp:
+        model.save(tmp)
+
+
+def save_weights(model, path) -> None:
+    """`model.save_weights` atomically (Keras needs the `.weights.h5` suffix on the temporary name too)."""
+    with atomic_path(path, ".weights.h5") as tmp:
+        model.save_weights(tmp)
+
+
+def save_figure(fig, path, **savefig_kwargs) -> None:
+    """`fig.savefig` as PNG, atomically."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", **savefig_kwargs)
