@@ -22,12 +22,12 @@ never copied into a graph constant.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import tensorflow as tf
 
 from tinyconv.errors import TinyconvError
+from tinyconv.recipe import AugmentConfig
 
 # ImageNet statistics in 0..255 units (the torchvision values times 255).
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -35,45 +35,6 @@ IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 # ITU-R 601 luma, the weights torchvision's rgb_to_grayscale uses for contrast and saturation.
 _GRAY_WEIGHTS = (0.299, 0.587, 0.114)
-
-
-@dataclass
-class AugmentConfig:
-    """Train-time augmentation. The defaults are the light profile (crop + flip); the reference
-    recipe sets jitter_prob=0.8, cutout_prob=0.7, mix_prob=1.0 (see tinyconv.train)."""
-
-    pad: int = 4  # zero padding (pixels per side) before the random crop back to the input size; 0 = no crop
-    flip: bool = True  # random horizontal flip with probability 0.5 per image
-    jitter_prob: float = 0.0  # probability that an image gets colour jitter
-    jitter_strength: float = 0.2  # brightness/contrast/saturation factor in [1-s, 1+s], hue shift in [-s, s] turns
-    cutout_prob: float = 0.0  # probability that an image gets a cutout hole
-    cutout_half: int = 16  # half side of the square hole (pixels); the hole is clipped at the border
-    mix_prob: float = 0.0  # probability that a batch is mixed at all (mixup or cutmix)
-    cutmix_share: float = 0.5  # of the mixed batches, the fraction using cutmix instead of mixup
-    mix_alpha: float = 0.2  # Beta(alpha, alpha) distribution of the per-example mixing ratio
-
-    def __post_init__(self):
-        for name in ("jitter_prob", "cutout_prob", "mix_prob", "cutmix_share"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise TinyconvError(f"AugmentConfig.{name} must be a probability in [0, 1], got {value}")
-        if self.pad < 0 or self.cutout_half < 0:
-            raise TinyconvError(f"AugmentConfig.pad and cutout_half must be >= 0, got {self.pad}, {self.cutout_half}")
-        if not 0.0 <= self.jitter_strength < 1.0:
-            raise TinyconvError(f"AugmentConfig.jitter_strength must be in [0, 1), got {self.jitter_strength}")
-        if self.mix_alpha <= 0.0:
-            raise TinyconvError(f"AugmentConfig.mix_alpha must be > 0, got {self.mix_alpha}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "AugmentConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise TinyconvError(f"unknown AugmentConfig fields: {', '.join(unknown)}")
-        return cls(**values)
 
 
 # ------------------------------------------------------------------------------------------ batch ops
@@ -356,7 +317,7 @@ def _check_inputs(images, labels, num_classes: int, batch_size: int) -> tuple[np
     return images, labels.astype(np.int32)
 
 
-def _gather_fn(images: np.ndarray):
+def gather_fn(images: np.ndarray):
     """A graph op reading images[indices] from a numpy array or memmap: int64 [B] -> uint8 [B, H, W, 3]."""
     image_shape = images.shape[1:]
 
@@ -425,7 +386,7 @@ def train_dataset(
     count = len(labels)
     if count == 0 or (drop_remainder and count < batch_size):
         raise TinyconvError(f"{count} training images cannot fill one batch of {batch_size}")
-    read = _gather_fn(images)
+    read = gather_fn(images)
     label_table = tf.constant(labels)  # [N] int32, small enough to live in the graph
 
     def epoch(epoch_seed):  # int64 scalar -> dataset of (indices [B], batch seed [2])
@@ -484,7 +445,7 @@ def eval_dataset(images, labels, num_classes: int, batch_size: int) -> tf.data.D
         batch may be smaller.
     """
     images, labels = _check_inputs(images, labels, num_classes, batch_size)
-    read = _gather_fn(images)
+    read = gather_fn(images)
     label_table = tf.constant(labels)
 
 

@@ -1,0 +1,123 @@
+"""Text to typed recipe values: `--set FIELD=VALUE`, the per-field flags (`--lr 1e-3`) and `model.FIELD=VALUE`.
+
+    parse_overrides(["lr=1e-3", "classes=10", "model.depths=1,1,2"])
+        -> {"lr": 0.001, "classes": 10, "model_overrides": {"depths": [1, 1, 2]}}
+    recipe_flags(["--mix-prob", "0.5"]) -> ["mix_prob=0.5"]
+
+Each value is typed by its TrainConfig (or ModelConfig) field; a wrong field or value is a TinyconvError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+
+from tinyconv.errors import TinyconvError
+from tinyconv.models import ModelConfig
+from tinyconv.recipe import field_types
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_value(name: str, text: str, hint) -> object:
+    """Turn the text of an override into a value of the field's type."""
+    text = text.strip()
+    args = typing.get_args(hint)
+    if type(None) in args and text.lower() in ("none", "null", ""):
+        return None
+    if hint is bool:
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise TinyconvError(f"override {name}={text!r}: expected true or false")
+    if hint is int or (args and int in args and list[str] not in args):
+        try:
+            return int(text)
+        except ValueError:
+            raise TinyconvError(f"override {name}={text!r}: expected an integer") from None
+    if hint is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise TinyconvError(f"override {name}={text!r}: expected a number") from None
+    if hint is str:
+        return text
+    if name == "classes":  # int | list[str] | None: a count, or wnids separated by commas
+        if text.isdigit():
+            return int(text)
+        return [wnid.strip() for wnid in text.split(",") if wnid.strip()]
+    try:  # dicts, lists: JSON
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise TinyconvError(f"override {name}={text!r}: expected JSON") from None
+
+
+def parse_model_value(name: str, text: str) -> object:
+    """A ModelConfig override from text: JSON where it parses (numbers, lists, null), else a string."""
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    if name not in known:
+        raise TinyconvError(f"unknown model field {name!r} in override model.{name}; known: {', '.join(sorted(known))}")
+    text = text.strip()
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if text.lower() in ("none", "null"):
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        if "," in text:  # widths=48,96,192
+            return [parse_model_value(name, part) for part in text.split(",")]
+        return text
+
+
+def parse_overrides(items) -> dict:
+    """`["lr=1e-3", "classes=10", "model.depths=1,1,2"]` -> a dict typed by the TrainConfig fields.
+
+    `model.FIELD=VALUE` items change the model config (collected under "model_overrides").
+    Raises TinyconvError for an unknown field or a value of the wrong type.
+    """
+    hints = field_types()
+    overrides: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise TinyconvError(f"override {item!r} is not FIELD=VALUE")
+        name, text = item.split("=", 1)
+        name = name.strip()
+        if name.startswith("model."):
+            overrides.setdefault("model_overrides", {})[name[len("model.") :]] = parse_model_value(
+                name[len("model.") :], text
+            )
+            continue
+        if name not in hints:
+            raise TinyconvError(f"unknown recipe field {name!r} in override {item!r}; known: {', '.join(hints)}")
+        value = parse_value(name, text, hints[name])
+        if name == "model_overrides":
+            if not isinstance(value, dict):
+                raise TinyconvError(f"override {item!r}: model_overrides must be a JSON object")
+            overrides.setdefault("model_overrides", {}).update(value)
+        else:
+            overrides[name] = value
+    return overrides
+
+
+def recipe_flags(extra: list[str]) -> list[str]:
+    """`train --weight-decay 1e-4 --mix-prob=0` -> ["weight_decay=1e-4", "mix_prob=0"] (checked by parse_overrides).
+
+    Raises ValueError for a malformed flag (the CLI reports it as a usage error).
+    """
+    items, i = [], 0
+    while i < len(extra):
+        flag = extra[i]
+        if not flag.startswith("--") or len(flag) == 2:
+            raise ValueError(f"unrecognized argument {flag!r}; recipe fields go as --FIELD VALUE or --set FIELD=VALUE")
+        name, eq, value = flag[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(extra):
+                raise ValueError(f"{flag} needs a value")
+            value, i = extra[i + 1], i + 1
+        items.append(f"{name.replace('-', '_')}={value}")
+        i += 1
+    return items
