@@ -57,12 +57,12 @@ def test_resolve_profile(monkeypatch, capsys):
     with pytest.raises(TinyconvError, match="unknown notebook profile 'fast'"):
         notebooks.resolve_profile("fast")
     # this machine has no GPU: auto must not start a days-long full run
-    if not notebooks.gpu_available():
+    if not notebooks.has_gpu():
         assert notebooks.resolve_profile("auto") == "quick"
         assert "no GPU" in capsys.readouterr().out
-    monkeypatch.setattr(notebooks, "gpu_available", lambda: True)
+    monkeypatch.setattr(notebooks, "has_gpu", lambda: True)
     assert notebooks.resolve_profile("auto") == "full"
-    monkeypatch.setattr(notebooks, "gpu_available", lambda: False)
+    monkeypatch.setattr(notebooks, "has_gpu", lambda: False)
     assert notebooks.resolve_profile("auto") == "quick"
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyconv.errors import TinyconvError
+from tinyconv.fileio import remove_temporaries, temporary_path, write_json
 
 DATASET_DIRNAME = "tiny-imagenet-200"
 CACHE_DIRNAME = "cache"
@@ -58,7 +59,7 @@ def dataset_root(data_dir: Path) -> Path:
     return Path(data_dir) / DATASET_DIRNAME
 
 
-def _require_root(data_dir: Path) -> Path:
+def require_root(data_dir: Path) -> Path:
     root = dataset_root(data_dir)
     if not root.is_dir():
         raise TinyconvError(f"no {DATASET_DIRNAME}/ in {Path(data_dir)}; run `tinyconv download` first")
@@ -123,6 +124,14 @@ def select_classes(all_wnids: list[str], classes) -> list[str]:
     if len(set(selected)) != len(selected) or not selected:
         raise TinyconvError(f"classes must be a non-empty list of distinct wnids, got {selected}")
     return selected
+
+
+def selected_classes(data_dir: Path, classes) -> tuple[list[str], list[str], dict[str, str]]:
+    """(wnids, short names, full words.txt entries by wnid) of the classes `classes` selects (see select_classes)."""
+    root = dataset_root(data_dir)
+    wnids = select_classes(read_wnids(root), classes)
+    words = read_words(root)
+    return wnids, class_names(root, wnids), {wnid: words.get(wnid, wnid) for wnid in wnids}
 
 
 def val_layout(root: Path) -> str:
@@ -332,7 +341,7 @@ def _decode_all(paths: list[Path], out: Path | None, *, workers: int, desc: str,
     return grayscale
 
 
-def _default_workers() -> int:
+def default_workers() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
@@ -351,7 +360,7 @@ def verify(data_dir: Path, *, workers: int | None = None, progress: bool = False
          "splits": {split: {"images": N, "grayscale": G}}}
     """
     start = time.perf_counter()
-    root = _require_root(data_dir)
+    root = require_root(data_dir)
     wnids = read_wnids(root)
     words = read_words(root)
     missing_words = [wnid for wnid in wnids if wnid not in words]
@@ -389,7 +398,7 @@ def verify(data_dir: Path, *, workers: int | None = None, progress: bool = False
         if not split_paths[split]:
             raise TinyconvError(f"no {split} images in {root}")
 
-    workers = _default_workers() if workers is None else workers
+    workers = default_workers() if workers is None else workers
     splits = {}
     for split in SPLITS:
         grayscale = _decode_all(split_paths[split], None, workers=workers, desc=f"verify {split}", progress=progress)
@@ -527,7 +536,7 @@ def prepare(data_dir: Path, force: bool = False, *, workers: int | None = None, 
                        "labels", "files", "source_sha256", "images_bytes"}}}
     """
     start = time.perf_counter()
-    root = _require_root(data_dir)
+    root = require_root(data_dir)
     cache = cache_dir(data_dir) if cache is None else Path(cache)
     try:
         cache.mkdir(parents=True, exist_ok=True)
@@ -541,9 +550,8 @@ def prepare(data_dir: Path, force: bool = False, *, workers: int | None = None, 
 
     wnids = read_wnids(root)
     names = class_names(root, wnids)
-    workers = _default_workers() if workers is None else workers
+    workers = default_workers() if workers is None else workers
     (cache / MANIFEST_NAME).unlink(missing_ok=True)  # from here on the old cache is no longer valid
-    suffix = f".tmp-{os.getpid()}"
     splits = {}
     try:
         for split in SPLITS:
@@ -552,17 +560,17 @@ def prepare(data_dir: Path, force: bool = False, *, workers: int | None = None, 
             images_path = cache / f"{split}_images.npy"
             labels_path = cache / f"{split}_labels.npy"
             files_path = cache / f"{split}_files.txt"
-            images_tmp = images_path.with_name(images_path.name + suffix)
+            images_tmp = temporary_path(images_path)
             images = np.lib.format.open_memmap(
                 images_tmp, mode="w+", dtype=np.uint8, shape=(len(paths), IMAGE_SIZE, IMAGE_SIZE, 3)
             )  # [N, 64, 64, 3], filled by the workers
             del images
             grayscale = _decode_all(paths, images_tmp, workers=workers, desc=f"prepare {split}", progress=progress)
-            with open(labels_path.with_name(labels_path.name + suffix), "wb") as handle:
+            with open(temporary_path(labels_path), "wb") as handle:
                 np.save(handle, labels.astype(np.int32))  # a handle: np.save would append .npy to the name
-            files_path.with_name(files_path.name + suffix).write_text("".join(f"{name}\n" for name in relative))
-            for final in (images_path, labels_path, files_path):
-                os.replace(final.with_name(final.name + suffix), final)
+            temporary_path(files_path).write_text("".join(f"{name}\n" for name in relative))
+            for final in (images_path, labels_path, files_path):  # the split's three files, renamed together
+                os.replace(temporary_path(final), final)
             splits[split] = {
                 "count": len(paths),
                 "grayscale": grayscale,
@@ -575,8 +583,7 @@ def prepare(data_dir: Path, force: bool = False, *, workers: int | None = None, 
     except OSError as exc:  # disk full, no permission: the old cache is already invalid, say where
         raise TinyconvError(f"writing the cache in {cache} failed: {exc}") from None
     finally:
-        for leftover in cache.glob(f"*{suffix}"):
-            leftover.unlink(missing_ok=True)
+        remove_temporaries(cache, os.getpid())
     manifest = {
         "version": CACHE_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -587,9 +594,7 @@ def prepare(data_dir: Path, force: bool = False, *, workers: int | None = None, 
         "source": {"wnids_sha256": _sha256_text("\n".join(wnids))},
         "splits": splits,
     }
-    manifest_tmp = cache / (MANIFEST_NAME + suffix)
-    manifest_tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(manifest_tmp, cache / MANIFEST_NAME)
+    write_json(cache / MANIFEST_NAME, manifest, indent=1)
     return manifest
 
 
@@ -607,7 +612,7 @@ def load_split(data_dir: Path, split: str, classes=None) -> Split:
     """
     if split not in SPLITS:
         raise TinyconvError(f"unknown split {split!r}: use train, val or test")
-    root = _require_root(data_dir)
+    root = require_root(data_dir)
     cache = cache_dir(data_dir)
     manifest = _read_manifest(cache)
     if manifest is None:

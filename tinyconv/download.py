@@ -28,6 +28,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from tinyconv.errors import TinyconvError
+from tinyconv.fileio import temporary_path, write_json
 
 DATASET_DIRNAME = "tiny-imagenet-200"
 OFFICIAL_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
@@ -267,7 +268,7 @@ def _range_start(content_range: str | None) -> int | None:
 
 
 def _remove_stale_temporaries(data_dir: Path) -> None:
-    """Remove extraction folders a killed run left behind (never the dataset itself)."""
+    """Remove extraction folders a killed run left behind (tinyconv.fileio's temporary names; never the dataset)."""
     for leftover in data_dir.glob(f".{DATASET_DIRNAME}.*.tmp"):
         shutil.rmtree(leftover, ignore_errors=True)
 
@@ -288,7 +289,9 @@ def _safe_members(archive: zipfile.ZipFile, zip_path: Path) -> list[zipfile.ZipI
 def _extract_into_place(zip_path: Path, root: Path, *, record: dict, progress: bool) -> None:
     from tqdm.auto import tqdm
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{DATASET_DIRNAME}.extract-", suffix=".tmp", dir=root.parent))
+    staging = temporary_path(root.parent / f"{DATASET_DIRNAME}.extract")  # .tiny-imagenet-200.extract.<pid>.tmp
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
     try:
         try:
             with zipfile.ZipFile(zip_path) as archive:
@@ -311,12 +314,12 @@ def _extract_into_place(zip_path: Path, root: Path, *, record: dict, progress: b
                 f"{zip_path} does not hold the Tiny ImageNet layout "
                 f"(expected {DATASET_DIRNAME}/ with wnids.txt, words.txt, train/, val/, test/)"
             )
-        (extracted / MARKER_NAME).write_text(json.dumps(record, indent=2) + "\n")
+        write_json(extracted / MARKER_NAME, record)
 
         # Swap in the new dataset; an old one is moved aside first and deleted only once the new one is in place.
         previous = None
         if root.exists():
-            previous = staging.parent / f".{DATASET_DIRNAME}.previous-{os.getpid()}.tmp"
+            previous = temporary_path(root)  # .tiny-imagenet-200.<pid>.tmp
             os.replace(root, previous)
         try:
             os.replace(extracted, root)

@@ -23,7 +23,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from tinyconv import fileio
+from tinyconv.dataset import default_data_dir
 from tinyconv.errors import TinyconvError
+from tinyconv.recipe import PROFILES
+from tinyconv.runtime import has_gpu, quiet_tensorflow
 
 # The notebooks import this module first; TensorFlow's C++ start-up chatter would otherwise land in their
 # outputs (kernels inherit the variable, so papermill runs are quiet too).
@@ -42,7 +46,6 @@ NOTEBOOKS = (
     "05_analyze_kernels.ipynb",
 )
 KERNEL_NAME = "tinyconv"
-PROFILES = ("ci", "quick", "full")
 
 
 @dataclass(frozen=True)
@@ -121,14 +124,10 @@ def resolve_params(data_dir=None, profile=None, run_dir=None) -> NotebookParams:
     Raises:
         TinyconvError: for an unknown profile.
     """
-    from tinyconv.runtime import quiet_tensorflow
-
     quiet_tensorflow()  # the first cell of every notebook: keep TensorFlow's native start-up lines out of it
     profile = profile or os.environ.get("TINYCONV_PROFILE") or "quick"
     profile = resolve_profile(profile, verbose=False)
     if data_dir is None:
-        from tinyconv.dataset import default_data_dir
-
         data_dir = default_data_dir()
     run_dir = run_dir or os.environ.get("TINYCONV_RUN_DIR") or REPO_ROOT / "runs" / f"notebooks-{profile}"
     # Relative paths mean "relative to the repository", wherever the kernel was started.
@@ -145,17 +144,7 @@ def save_figure(fig, params: NotebookParams, name: str) -> None:
     """
     target = params.figures_dir / f"{name}.png"
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    fig.savefig(partial, dpi=110, bbox_inches="tight", format="png")
-    os.replace(partial, target)
-
-
-def gpu_available() -> bool:
-    """Whether TensorFlow sees at least one GPU."""
-    from tinyconv.runtime import quiet_tensorflow
-
-    tf = quiet_tensorflow()
-    return bool(tf.config.list_physical_devices("GPU"))
+    fileio.save_figure(fig, target, dpi=110, bbox_inches="tight")
 
 
 def resolve_profile(profile: str, verbose: bool = True) -> str:
@@ -173,7 +162,7 @@ def resolve_profile(profile: str, verbose: bool = True) -> str:
         return profile
     if profile != "auto":
         raise TinyconvError(f"unknown notebook profile {profile!r}: expected auto, {', '.join(PROFILES)}")
-    if gpu_available():
+    if has_gpu():
         chosen, why = "full", "a GPU is visible"
     else:
         chosen, why = "quick", "no GPU is visible (the 100-epoch full recipe would take days on a CPU)"
@@ -273,7 +262,7 @@ def run_notebook(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     target = out / notebook.name
-    partial = out / f".{notebook.stem}.partial.ipynb"
+    partial = fileio.temporary_path(target, ".ipynb")  # papermill wants the .ipynb suffix
     if progress is None:
         progress = sys.stdout.isatty()
     shown = display_path(notebook)
@@ -337,8 +326,6 @@ def run_notebooks(profile: str, out, data_dir=None, only=None, progress: bool | 
     profile = resolve_profile(profile)
     out = Path(out).resolve()
     if data_dir is None:
-        from tinyconv.dataset import default_data_dir
-
         data_dir = default_data_dir()
     parameters = {"profile": profile, "data_dir": str(Path(data_dir).resolve()), "run_dir": str(out)}
     executed = []
@@ -390,9 +377,7 @@ def strip_for_commit(executed, target, replacements: dict[str, str] | None = Non
         raise TinyconvError(f"{executed}: an absolute path is left in the notebook: {leftover[0][:160]}")
     text = nbformat.writes(nb)
     target = Path(target)
-    partial = target.with_name(f".{target.stem}.partial.ipynb")
-    partial.write_text(text)
-    os.replace(partial, target)
+    fileio.write_text(target, text)
     return target
 
 
