@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tinyconv import analysis
+from tinyconv import analysis, inference
+from tinyconv import figures as tinyfigures
 
 keras = pytest.importorskip("keras")
 
@@ -102,15 +103,15 @@ def test_layer_scale_and_squeeze_excite_stats(tiny_model, images_normalized):
         assert 0.0 <= row["below_0_1"] <= 1.0
 
 
-def test_spatial_features_reproduce_the_block(tiny_model, images_normalized):
-    """spatial_features + SE + layer scale + residual + channel mixer rebuild the block's output."""
+def test_se_input_reproduces_the_block(tiny_model, images_normalized):
+    """se_input + SE + layer scale + residual + channel mixer rebuild the block's output."""
     from tinyconv.kernels import gelu
 
     ref = [b for b in analysis.find_blocks(tiny_model) if b.layer.se is not None][0]
     block = ref.layer
     probe = keras.Model(tiny_model.input, block.input)
     x = probe(images_normalized)
-    y = block.layer_scale(block.se(analysis.spatial_features(block, x)))
+    y = block.layer_scale(block.se(analysis.se_input(block, x)))
     rebuilt = block.channel_bn(gelu(block.pointwise(x + y)), training=False)
     np.testing.assert_allclose(np.asarray(rebuilt), np.asarray(block(x, training=False)), atol=1e-4)
 
@@ -144,9 +145,9 @@ def test_accuracy_helpers():
     logits = np.array(
         [[5, 1, 0], [0, 9, 1], [0, 3, 0], [0, 2, 1], [1, 0, 0.5], [0, 0, 4]], dtype=np.float32
     )  # predictions 0, 1, 1, 1, 0, 2
-    assert analysis.topk_accuracy(labels, logits, 1) == pytest.approx(4 / 6)
-    assert analysis.topk_accuracy(labels, logits, 2) == pytest.approx(5 / 6)
-    accuracy = analysis.per_class_accuracy(labels, logits.argmax(axis=1), num_classes=4)
+    assert inference.topk_accuracy(labels, logits, 1) == pytest.approx(4 / 6)
+    assert inference.topk_accuracy(labels, logits, 2) == pytest.approx(5 / 6)
+    accuracy = inference.per_class_accuracy(labels, logits.argmax(axis=1), num_classes=4)
     np.testing.assert_allclose(accuracy[:3], [0.5, 1.0, 0.5])
     assert np.isnan(accuracy[3])
     best, worst = analysis.best_and_worst(accuracy, ["a", "b", "c", "d"], count=2)
@@ -194,10 +195,10 @@ def test_figures_and_preset_rows(tmp_path, tiny_model):
     table = analysis.format_table([row, analysis.preset_summary("convmixer", infos["convmixer"])])
     assert "2,644,712" in table and table.count("\n") == 3
     figures = {
-        "costs": analysis.plot_stage_costs(infos),
-        "rf": analysis.plot_receptive_fields(infos),
-        "stem": analysis.plot_stem_filters(analysis.stem_kernel(tiny_model)),
-        "energy": analysis.plot_energy_profiles({"a": np.array([0.2, 0.3, 0.5])}),
+        "costs": tinyfigures.plot_stage_costs(infos),
+        "rf": tinyfigures.plot_receptive_fields(infos),
+        "stem": tinyfigures.plot_stem_filters(analysis.stem_kernel(tiny_model)),
+        "energy": tinyfigures.plot_energy_profiles({"a": np.array([0.2, 0.3, 0.5])}),
     }
     assert len(figures["costs"].axes) == 4  # a params and a MACs chart per preset
     assert "seed" in figures["costs"].axes[0].get_title()
@@ -205,4 +206,4 @@ def test_figures_and_preset_rows(tmp_path, tiny_model):
         path = tmp_path / f"{name}.png"
         fig.savefig(path)
         assert path.stat().st_size > 5000, name
-    np.testing.assert_allclose(analysis.softmax([[0.0, 0.0], [2.0, 0.0]]).sum(axis=1), 1.0)
+    np.testing.assert_allclose(inference.softmax([[0.0, 0.0], [2.0, 0.0]]).sum(axis=1), 1.0)

@@ -52,7 +52,7 @@ def _tensorboard_tags(folder: Path) -> set[str]:
 def test_warmup_cosine_values_at_known_steps():
     import keras
 
-    from tinyconv.train import WarmupCosine
+    from tinyconv.schedule import WarmupCosine
 
     schedule = WarmupCosine(peak_lr=3e-3, warmup_steps=100, total_steps=1100, min_lr=1e-5)
     lr = lambda step: float(schedule(step))  # noqa: E731
@@ -72,7 +72,7 @@ def test_warmup_cosine_values_at_known_steps():
 
 
 def test_parse_overrides_types_by_field():
-    from tinyconv.train import parse_overrides
+    from tinyconv.overrides import parse_overrides
 
     parsed = parse_overrides(
         ["lr=1e-3", "epochs=7", "flip=false", "classes=10", "max_train_per_class=none", "mixed_precision=off",
@@ -98,14 +98,14 @@ def test_parse_overrides_types_by_field():
      ("model.depthz=2", "depthz"), ("lr", "FIELD=VALUE")],
 )
 def test_parse_overrides_rejects_unknown_fields_and_bad_values(item, fragment):
-    from tinyconv.train import parse_overrides
+    from tinyconv.overrides import parse_overrides
 
     with pytest.raises(TinyconvError, match=fragment):
         parse_overrides([item])
 
 
 def test_profiles_and_make_config():
-    from tinyconv.train import TrainConfig, make_config
+    from tinyconv.recipe import TrainConfig, make_config
 
     full = make_config("full")
     assert full == TrainConfig()
@@ -138,7 +138,7 @@ def ci_run(synthetic_data_dir, tmp_path_factory):
 
 
 def test_ci_run_writes_every_artifact(ci_run):
-    from tinyconv.train import HISTORY_COLUMNS, read_history
+    from tinyconv.callbacks import HISTORY_COLUMNS, read_history
 
     run_dir, metrics = ci_run
     for name in ("config.json", "history.csv", "model.keras", "best.keras", "metrics.json", "figures/curves.png"):
@@ -172,7 +172,7 @@ def test_ci_run_writes_every_artifact(ci_run):
 def test_saved_model_loads_with_optimizer_state(ci_run):
     import keras
 
-    import tinyconv.train  # noqa: F401  (registers WarmupCosine and, through tinyconv.layers, the layers)
+    import tinyconv.inference  # noqa: F401  (registers WarmupCosine and the layers)
 
     run_dir, _ = ci_run
     model = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
@@ -212,7 +212,8 @@ def test_a_different_config_in_the_same_folder_is_refused(ci_run, synthetic_data
 def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_state(synthetic_data_dir, tmp_path):
     import keras
 
-    from tinyconv.train import read_history, train
+    from tinyconv.callbacks import read_history
+    from tinyconv.train import train
 
     class PoisonWeights(keras.callbacks.Callback):
         """Turn the stem's weights to NaN when epoch 2 begins: epoch 1 is good, epoch 2 diverges."""
@@ -233,15 +234,32 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_state(
     assert not (run_dir / "metrics.json").exists() and not (run_dir / "model.keras").exists()
 
 
+# `tinyconv` with a 2 s pause after each epoch's backup, so the test can kill it between two epochs.
+_CLI_SLEEPING_AFTER_EACH_EPOCH = """
+import sys, time
+import keras
+import tinyconv.train
+from tinyconv.cli import main
+
+class EpochSleep(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        time.sleep(2)
+
+run_callbacks = tinyconv.train.run_callbacks
+tinyconv.train.run_callbacks = lambda *args: [*run_callbacks(*args), EpochSleep()]
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_resume_after_sigkill_ends_with_each_epoch_once(synthetic_data_dir, tmp_path):
-    from tinyconv.train import read_history
+    from tinyconv.callbacks import read_history
 
     epochs = 3
     run_dir = tmp_path / "killed"
     command = ["train", "--profile", "ci", "--epochs", epochs, "--data-dir", synthetic_data_dir, "--out", run_dir]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TINYCONV_TEST_EPOCH_SLEEP": "2"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "tinyconv", *map(str, command)],
+        [sys.executable, "-c", _CLI_SLEEPING_AFTER_EACH_EPOCH, *map(str, command)],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     history, meta = run_dir / "history.csv", run_dir / "backup" / "training_metadata.json"
@@ -271,7 +289,7 @@ def test_resume_after_sigkill_ends_with_each_epoch_once(synthetic_data_dir, tmp_
     assert metrics["epochs"] == epochs
     import keras
 
-    import tinyconv.train  # noqa: F401
+    import tinyconv.inference  # noqa: F401
 
     model = keras.saving.load_model(run_dir / "model.keras")
     steps = json.loads((run_dir / "config.json").read_text())["steps_per_epoch"]
@@ -282,7 +300,7 @@ def test_resume_after_sigkill_ends_with_each_epoch_once(synthetic_data_dir, tmp_
 
 
 def test_evaluate_matches_the_last_validation_and_names_classes(ci_run, synthetic_data_dir):
-    from tinyconv.train import evaluate, format_evaluation
+    from tinyconv.inference import evaluate, format_evaluation
 
     run_dir, metrics = ci_run
     result = evaluate(run_dir, data_dir=synthetic_data_dir, tta=True)
@@ -302,7 +320,7 @@ def test_evaluate_matches_the_last_validation_and_names_classes(ci_run, syntheti
 
 
 def test_predict_any_size_jpeg_or_png_with_names(ci_run, tmp_path):
-    from tinyconv.train import format_predictions, predict
+    from tinyconv.inference import format_predictions, predict
 
     run_dir, _ = ci_run
     rng = np.random.default_rng(0)
@@ -352,7 +370,8 @@ def test_predict_errors_are_one_line(ci_run, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_ci_profile_on_real_data_writes_every_artifact(real_data_dir, tmp_path):
-    from tinyconv.train import read_history, train
+    from tinyconv.callbacks import read_history
+    from tinyconv.train import train
 
     run_dir = tmp_path / "real-ci"
     metrics = train(profile="ci", data_dir=real_data_dir, out=run_dir)
@@ -370,7 +389,7 @@ def test_ci_profile_on_real_data_writes_every_artifact(real_data_dir, tmp_path):
 def test_live_curves_redraws_one_display_in_ipython_and_is_silent_elsewhere(monkeypatch, tmp_path):
     import IPython.display
 
-    from tinyconv.train import LiveCurves, _write_history
+    from tinyconv.callbacks import LiveCurves, write_history
 
     shown = []
 
@@ -391,7 +410,7 @@ def test_live_curves_redraws_one_display_in_ipython_and_is_silent_elsewhere(monk
     monkeypatch.setattr(LiveCurves, "_in_ipython", staticmethod(lambda: True))
     monkeypatch.setattr(IPython.display, "display", fake_display)
     for epoch in range(2):
-        _write_history(history, [{"epoch": e, **logs} for e in range(epoch + 1)])
+        write_history(history, [{"epoch": e, **logs} for e in range(epoch + 1)])
         curves.on_epoch_end(epoch, logs)
     assert [kind for kind, _ in shown] == ["display", "update"]  # one figure, redrawn in place
     assert all(obj.data[:8] == b"\x89PNG\r\n\x1a\n" for _, obj in shown)

@@ -1,4 +1,5 @@
-"""What a model learned and what the data looks like: the computations and figures behind the notebooks.
+"""What a model learned and what the data looks like: the computations behind the notebooks (their figures
+are drawn by tinyconv.figures, accuracies come from tinyconv.inference).
 
 Data (02): channel statistics, grayscale counts, augmentation examples.
 Model (03): per-stage tables and charts from `tinyconv.models.model_info`.
@@ -7,16 +8,27 @@ kernel energy by distance from the center, layer-scale and squeeze-excite statis
 receptive field (ERF), per-class accuracy and misclassified examples.
 
 Arrays are numpy; images are uint8 [N, 64, 64, 3] unless said otherwise; kernels are [k, k, C] (one
-k x k kernel per channel). Figures are matplotlib `Figure`s with titles and labelled axes; the notebooks
-save them with `tinyconv.notebooks.save_figure`.
+k x k kernel per channel).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
+import keras
 import numpy as np
+import tensorflow as tf
+
+from tinyconv import pipeline
+from tinyconv.dataset import load_split
+from tinyconv.errors import TinyconvError
+from tinyconv.inference import load_run_model, model_classes
+from tinyconv.layers import ConvMixerBlock
+from tinyconv.models import ModelConfig, stage_plan
+from tinyconv.pipeline import IMAGENET_MEAN, IMAGENET_STD
+from tinyconv.recipe import REFERENCE_AUGMENT
 
 # ------------------------------------------------------------------------------------------------ data
 
@@ -66,8 +78,6 @@ def count_per_class(labels, num_classes: int) -> np.ndarray:
 
 def to_uint8(x_normalized) -> np.ndarray:
     """Undo the ImageNet normalization for display: float [..., 3] -> uint8 [..., 3]."""
-    from tinyconv.pipeline import IMAGENET_MEAN, IMAGENET_STD
-
     x = np.asarray(x_normalized, dtype=np.float32) * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)
     return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
@@ -84,12 +94,7 @@ def augmentation_examples(images, seed: int = 0, augment=None) -> dict[str, np.n
         name -> uint8 [B, H, W, 3], in display order: original, crop+flip, colour jitter, cutout, mixup,
         cutmix, full recipe. Mixup and cutmix pair image i with image B-1-i at a 60/40 ratio.
     """
-    import tensorflow as tf
-
-    from tinyconv import pipeline
-
-    if augment is None:
-        augment = pipeline.AugmentConfig(jitter_prob=0.8, cutout_prob=0.7, mix_prob=1.0)
+    augment = augment or REFERENCE_AUGMENT
     images = tf.convert_to_tensor(np.asarray(images), tf.uint8)
     batch = int(images.shape[0])
     labels = tf.one_hot(tf.range(batch), depth=batch)  # each image its own class, for the mixing ops
@@ -148,8 +153,6 @@ def find_blocks(model) -> list[BlockRef]:
     Returns:
         list of BlockRef.
     """
-    from tinyconv.layers import ConvMixerBlock
-
     blocks: list[BlockRef] = []
     stage, index, previous = 0, 0, None
     for layer in _all_layers(model):
@@ -169,8 +172,6 @@ def find_blocks(model) -> list[BlockRef]:
 
 def _all_layers(model):
     """Layers of a model in order, descending into nested models."""
-    import keras
-
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             yield from _all_layers(layer)
@@ -273,7 +274,7 @@ def layer_scale_stats(blocks: list[BlockRef]) -> list[dict]:
     return rows
 
 
-def spatial_features(block, x):
+def se_input(block, x):
     """The input of a block's squeeze-excite: the spatial branch up to and including its BatchNorm.
 
     ConvMixerBlock.spatial_mix in inference mode, so the gates can be read on real images.
@@ -296,8 +297,6 @@ def squeeze_excite_stats(model, images_normalized, blocks: list[BlockRef] | None
         rows with block, stage, mean gate, std across channels of the per-channel mean gate, share of
         gates below 0.1 ("switched off") and above 0.9, and the std across images (input dependence).
     """
-    import keras
-
     blocks = blocks if blocks is not None else find_blocks(model)
     with_se = [ref for ref in blocks if getattr(ref.layer, "se", None) is not None]
     if not with_se:
@@ -307,7 +306,7 @@ def squeeze_excite_stats(model, images_normalized, blocks: list[BlockRef] | None
     inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
     rows = []
     for ref, block_input in zip(with_se, inputs):
-        gate = ref.layer.se.gate(spatial_features(ref.layer, block_input))  # [B, 1, 1, C]
+        gate = ref.layer.se.gate(se_input(ref.layer, block_input))  # [B, 1, 1, C]
         gate = np.asarray(gate, dtype=np.float64)[:, 0, 0, :]  # [B, C]
         per_channel = gate.mean(axis=0)
         rows.append(
@@ -349,9 +348,6 @@ def effective_receptive_field(model, images_normalized, layer, batch_size: int =
     Returns:
         float64 [H, W] summing to 1.
     """
-    import keras
-    import tensorflow as tf
-
     probe = keras.Model(model.input, layer.output)
     total = None
     for start in range(0, len(images_normalized), batch_size):
@@ -411,8 +407,6 @@ class TrainedModel:
         """
         if not self.run or "model" not in self.run:
             return {}
-        from tinyconv.models import ModelConfig, stage_plan
-
         fields = {}
         for stage in stage_plan(ModelConfig.from_dict(self.run["model"])):
             named = re.fullmatch(r"stage(\d+)", stage["name"])
@@ -425,52 +419,20 @@ def load_trained(model_path, data_dir) -> TrainedModel:
     """Load a .keras file (or run folder) and the val images of its classes.
 
     The class list comes from the run's config.json beside the model; a bare model file is taken to use
-    the first K classes of wnids.txt (K = its number of outputs).
+    the first K classes of wnids.txt (K = its number of outputs); see tinyconv.inference.model_classes.
 
     Raises:
         TinyconvError: a missing or unreadable model, or a class list that does not match its outputs.
     """
-    from pathlib import Path
-
-    from tinyconv.dataset import load_split
-    from tinyconv.errors import TinyconvError
-    from tinyconv.train import load_run_model
-
     if not Path(model_path).exists():
         raise TinyconvError(f"no model at {model_path}: run 04_train first or set model_path")
     model, run, path = load_run_model(model_path)
-    outputs = int(model.output_shape[-1])
-    classes = list(run["wnids"]) if run and run.get("wnids") else outputs
-    val = load_split(data_dir, "val", classes=None if classes == 200 else classes)
-    if len(val.wnids) != outputs:
-        raise TinyconvError(f"{path}: the model has {outputs} outputs but its class list names {len(val.wnids)}")
+    classes = model_classes(model, run, data_dir)
+    val = load_split(data_dir, "val", classes=classes.wnids)
     return TrainedModel(model=model, path=path, run=run, val=val)
 
 
 # ---------------------------------------------------------------------------------- predictions
-
-
-def predict_logits(model, images, batch_size: int = 256) -> np.ndarray:
-    """Logits of a model on uint8 images, in batches: [N, 64, 64, 3] -> float32 [N, K]."""
-    from tinyconv.train import predict_logits
-
-    return predict_logits(model, images, batch_size=batch_size)
-
-
-def topk_accuracy(labels, logits, k: int = 1) -> float:
-    """Share of rows whose label is among the k largest logits."""
-    logits = np.asarray(logits)
-    top = np.argsort(-logits, axis=1)[:, :k]
-    return float((top == np.asarray(labels)[:, None]).any(axis=1).mean())
-
-
-def per_class_accuracy(labels, predictions, num_classes: int) -> np.ndarray:
-    """Top-1 accuracy per class: float64 [num_classes] (NaN for a class without samples)."""
-    labels = np.asarray(labels)
-    correct = np.bincount(labels, weights=(np.asarray(predictions) == labels), minlength=num_classes)
-    counts = np.bincount(labels, minlength=num_classes)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, correct / np.maximum(counts, 1), np.nan)
 
 
 def best_and_worst(accuracy, names, count: int = 5) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
@@ -493,84 +455,7 @@ def misclassified(labels, logits, count: int = 8) -> np.ndarray:
     return wrong[np.argsort(-confidence, kind="stable")[:count]]
 
 
-# ---------------------------------------------------------------------------------------- figures
-
-
-def _plt():
-    import matplotlib.pyplot as plt  # imported late: data-only callers need no matplotlib
-
-    return plt
-
-
-def plot_image_grid(images, titles=None, columns: int = 8, title: str = "", size: float = 1.5, boxes=None):
-    """A grid of uint8 images with optional titles and bounding boxes.
-
-    Args:
-        images: uint8 [N, H, W, 3] (or float in [0, 1]).
-        titles: N strings shown above the images.
-        columns: images per row.
-        boxes: optional N boxes (x0, y0, x1, y1) in pixels, drawn as rectangles.
-    """
-    plt = _plt()
-    from matplotlib.patches import Rectangle
-
-    count = len(images)
-    rows = max(1, -(-count // columns))
-    lines = max((str(t).count("\n") + 1 for t in titles), default=1) if titles is not None else 1
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * (size + 0.2 + 0.15 * lines)), squeeze=False)
-    for i, ax in enumerate(axes.ravel()):
-        ax.axis("off")
-        if i >= count:
-            continue
-        ax.imshow(images[i], interpolation="nearest")
-        if titles is not None:
-            ax.set_title("\n".join(_shorten(line, 20) for line in str(titles[i]).split("\n")), fontsize=8)
-        if boxes is not None:
-            x0, y0, x1, y1 = boxes[i]
-            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, color="lime", lw=1.5))
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def _shorten(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def plot_augmentations(examples: dict[str, np.ndarray], size: float = 1.4):
-    """Rows = images, columns = augmentations (from augmentation_examples)."""
-    plt = _plt()
-    names = list(examples)
-    count = len(examples[names[0]])
-    fig, axes = plt.subplots(count, len(names), figsize=(len(names) * size, count * size + 0.6), squeeze=False)
-    for column, name in enumerate(names):
-        for row in range(count):
-            ax = axes[row, column]
-            ax.imshow(examples[name][row], interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                ax.set_title(name, fontsize=9)
-    fig.suptitle("Train-time augmentation: each op alone, then the full recipe")
-    fig.tight_layout()
-    return fig
-
-
-def plot_channel_stats(mean, std, reference_mean, reference_std):
-    """Bar chart of the train set's per-channel mean and std next to the ImageNet values (0..255)."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
-    positions = np.arange(3)
-    for ax, ours, ref, what in ((axes[0], mean, reference_mean, "mean"), (axes[1], std, reference_std, "std")):
-        ax.bar(positions - 0.2, ours, width=0.4, label="Tiny ImageNet train")
-        ax.bar(positions + 0.2, ref, width=0.4, label="ImageNet (recipe)")
-        ax.set_xticks(positions, ["R", "G", "B"])
-        ax.set_ylabel(f"{what} (0..255)")
-        ax.set_title(f"per-channel {what}")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+# ------------------------------------------------------------------------------------------ tables
 
 
 def format_table(rows: list[dict], columns: list[str] | None = None, formats: dict | None = None) -> str:
@@ -597,53 +482,6 @@ def format_table(rows: list[dict], columns: list[str] | None = None, formats: di
     return "\n".join(lines)
 
 
-def plot_stage_costs(infos: dict[str, dict]):
-    """Parameters and MACs per stage, one row of bar charts per preset.
-
-    Args:
-        infos: preset name -> tinyconv.models.model_info dict ("stages": [{"name", "params", "macs"}]).
-    """
-    plt = _plt()
-    fig, axes = plt.subplots(len(infos), 2, figsize=(11, 2.6 * len(infos)), squeeze=False)
-    for row, (preset, info) in enumerate(infos.items()):
-        names = [stage["name"] for stage in info["stages"]]
-        positions = np.arange(len(names))
-        for ax, key, unit, color in (
-            (axes[row, 0], "params", "parameters (M)", "tab:blue"),
-            (axes[row, 1], "macs", "MACs per image (M)", "tab:orange"),
-        ):
-            values = [stage[key] / 1e6 for stage in info["stages"]]
-            ax.bar(positions, values, color=color)
-            ax.set_xticks(positions, names, fontsize=8)
-            ax.set_ylabel(unit)
-            total = info["params_total"] if key == "params" else info["macs_per_image"]
-            ax.set_title(f"{preset}: {unit.split(' (')[0]} per stage (total {total / 1e6:.2f} M)", fontsize=10)
-            for x, value in zip(positions, values):
-                ax.annotate(f"{value:.2f}", (x, value), ha="center", va="bottom", fontsize=7)
-            ax.margins(y=0.15)  # room for the value labels above the tallest bar
-    fig.tight_layout()
-    return fig
-
-
-def plot_receptive_fields(infos: dict[str, dict]):
-    """Theoretical receptive field at the end of each stage, one line per preset, with the image size."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 3.4))
-    for preset, info in infos.items():
-        stages = [stage for stage in info["stages"] if stage["name"] != "head"]
-        fields = [stage["receptive_field"] for stage in stages]
-        ax.plot([stage["name"] for stage in stages], fields, marker="o", label=preset)
-    size = next(iter(infos.values()))["input_shape"][0]
-    ax.axhline(size, color="k", ls="--", lw=1, label=f"image size ({size} px)")
-    ax.set_xlabel("end of stage")
-    ax.set_ylabel("receptive field (input pixels)")
-    ax.set_title("Theoretical receptive field per stage")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
 def preset_summary(name: str, info: dict) -> dict:
     """One comparison row of a preset: stages, widths, depths, params, MACs, receptive field."""
     config = info["config"]
@@ -656,145 +494,3 @@ def preset_summary(name: str, info: dict) -> dict:
         mmacs=round(info["macs_per_image"] / 1e6, 1),
         receptive_field=int(info["receptive_field"]),
     )
-
-
-def softmax(logits) -> np.ndarray:
-    """Row-wise softmax of logits [N, K] in float64."""
-    from tinyconv.train import softmax
-
-    return softmax(np.asarray(logits, dtype=np.float64))
-
-
-def plot_stem_filters(kernel, columns: int = 16):
-    """Stem filters [k, k, 3, C] as RGB tiles (each filter scaled by its own max |w|; grey = 0)."""
-    plt = _plt()
-    tiles = filters_as_rgb(kernel)
-    count = len(tiles)
-    rows = -(-count // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.6, rows * 0.6 + 0.5), squeeze=False)
-    for i, ax in enumerate(axes.ravel()):
-        ax.axis("off")
-        if i < count:
-            ax.imshow(tiles[i], interpolation="nearest")
-    k = kernel.shape[0]
-    fig.suptitle(f"Stem: {count} filters of {k}x{k}x3 as RGB (grey = 0, per-filter scale)")
-    return fig
-
-
-def plot_kernels(kernels, title: str, columns: int = 16, count: int = 32):
-    """The first `count` channels of a [k, k, C] kernel as diverging heat maps (per-channel scale)."""
-    plt = _plt()
-    kernels = np.asarray(kernels)
-    count = min(count, kernels.shape[-1])
-    rows = -(-count // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.6, rows * 0.6 + 0.5), squeeze=False)
-    for i, ax in enumerate(axes.ravel()):
-        ax.axis("off")
-        if i < count:
-            kernel = kernels[:, :, i]
-            limit = np.abs(kernel).max() + 1e-12
-            ax.imshow(kernel, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
-    fig.suptitle(title)
-    return fig
-
-
-def plot_axial_pairs(row, col, effective, title: str, count: int = 8):
-    """Axial pairs: for `count` channels, the 1xa row kernel, the ax1 column kernel and their outer product."""
-    plt = _plt()
-    count = min(count, row.shape[-1])
-    fig, axes = plt.subplots(3, count, figsize=(count * 1.1, 3.9), squeeze=False)
-    for c in range(count):
-        limit = max(np.abs(row[:, c]).max(), np.abs(col[:, c]).max(), 1e-12)
-        axes[0, c].imshow(row[None, :, c], cmap="RdBu_r", vmin=-limit, vmax=limit)
-        axes[1, c].imshow(col[:, c, None], cmap="RdBu_r", vmin=-limit, vmax=limit)
-        eff_limit = np.abs(effective[:, :, c]).max() + 1e-12
-        axes[2, c].imshow(effective[:, :, c], cmap="RdBu_r", vmin=-eff_limit, vmax=eff_limit)
-        axes[0, c].set_title(f"ch {c}", fontsize=8)
-        for r in range(3):
-            axes[r, c].set_xticks([])
-            axes[r, c].set_yticks([])
-    for r, label in enumerate(("1xk (row)", "kx1 (col)", "effective")):
-        axes[r, 0].set_ylabel(label, fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def plot_energy_profiles(profiles: dict[str, np.ndarray]):
-    """Kernel energy per tap on each ring, relative to a uniform kernel of the same size (1 = uniform).
-
-    Dividing by the ring's share of taps makes kernels of different sizes comparable: values above 1 near
-    the center mean the block concentrates its weight there.
-
-    Args:
-        profiles: label -> energy_by_distance(kernel) ([k // 2 + 1], sums to 1).
-    """
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    for label, profile in profiles.items():
-        relative = profile / ring_area_share(2 * len(profile) - 1)
-        ax.plot(np.arange(len(profile)), np.maximum(relative, 1e-3), marker="o", ms=3, label=label)
-    ax.axhline(1.0, color="k", ls="--", lw=1, label="uniform kernel")
-    ax.set_yscale("log")  # a peaked center tap can hold 10x+ the uniform share while the rim holds 0.1x
-    from matplotlib.ticker import FormatStrFormatter
-
-    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
-    ax.set_xticks(np.arange(max(len(p) for p in profiles.values())))
-    ax.set_xlabel("distance from the kernel center (ring, pixels)")
-    ax.set_ylabel("energy per tap / uniform")
-    ax.set_title("Where the spatial kernels put their weight")
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def plot_block_stats(rows: list[dict], keys: list[str], title: str, ylabel: str):
-    """Per-block lines of the given keys (rows from layer_scale_stats or squeeze_excite_stats)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 3.2))
-    labels = [row["block"] for row in rows]
-    for key in keys:
-        ax.plot(np.arange(len(rows)), [row[key] for row in rows], marker="o", ms=3, label=key)
-    ax.set_xticks(np.arange(len(rows)), labels, rotation=90, fontsize=7)
-    ax.set_xlabel("block (stage s, index b)")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def plot_erfs(erfs: dict[str, np.ndarray]):
-    """Effective receptive fields side by side (log scale so the tails are visible)."""
-    plt = _plt()
-    from matplotlib.colors import LogNorm
-
-    fig, axes = plt.subplots(1, len(erfs), figsize=(3.2 * len(erfs), 3.4), squeeze=False)
-    for ax, (label, erf) in zip(axes[0], erfs.items()):
-        positive = erf[erf > 0]
-        floor = positive.min() if positive.size else 1e-12
-        ax.imshow(np.maximum(erf, floor), cmap="magma", norm=LogNorm(vmin=max(floor, erf.max() * 1e-4), vmax=erf.max()))
-        ax.set_title(f"{label}\n50% within r={erf_radius(erf, 0.5)}px, 90% r={erf_radius(erf, 0.9)}px", fontsize=9)
-        ax.set_xlabel("input x (px)")
-        ax.set_ylabel("input y (px)")
-    fig.suptitle("Effective receptive field of the center unit (|gradient|, log scale)")
-    fig.tight_layout()
-    return fig
-
-
-def plot_class_accuracy(accuracy, names, count: int = 10):
-    """Horizontal bars of the best and worst `count` classes by top-1 accuracy."""
-    plt = _plt()
-    best, worst = best_and_worst(accuracy, names, count)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 0.3 * count + 1.2))
-    for ax, rows, what in ((axes[0], best, "best"), (axes[1], worst, "worst")):
-        ax.barh(np.arange(len(rows))[::-1], [a for _, a in rows], color="tab:green" if what == "best" else "tab:red")
-        ax.set_yticks(np.arange(len(rows))[::-1], [_shorten(n, 24) for n, _ in rows], fontsize=8)
-        ax.set_xlim(0, 1)
-        ax.set_xlabel("top-1 accuracy on val")
-        ax.set_title(f"{len(rows)} {what} classes")
-    fig.tight_layout()
-    return fig

@@ -1,5 +1,6 @@
 """The `tinyconv` command. Each subcommand parses its arguments and calls one library function;
-the notebooks call the same functions. TensorFlow is imported only by the subcommands that need it.
+the notebooks call the same functions. TensorFlow is imported only by the subcommands that need it: the
+modules imported at the top here do not import it, so `tinyconv --help` and `tinyconv download` start fast.
 
 Expected failures raise TinyconvError: printed as one line `tinyconv: error: ...`, exit status 1.
 """
@@ -11,12 +12,19 @@ import json
 import sys
 from pathlib import Path
 
+from tinyconv import __version__
+from tinyconv.bench import bench_data, bench_model
+from tinyconv.dataset import cache_dir, default_data_dir, format_summary, prepare, verify
+from tinyconv.download import download_dataset
 from tinyconv.errors import TinyconvError
+from tinyconv.models import PRESETS, format_info, model_info
+from tinyconv.notebooks import run_notebooks
+from tinyconv.overrides import parse_overrides, recipe_flags
+from tinyconv.recipe import PROFILES
+from tinyconv.runtime import quiet_tensorflow
 
 
 def _data_dir(args) -> Path:
-    from tinyconv.dataset import default_data_dir
-
     return Path(args.data_dir) if args.data_dir else default_data_dir()
 
 
@@ -28,16 +36,12 @@ def _print_json(obj) -> None:
 
 
 def cmd_download(args) -> int:
-    from tinyconv.download import download_dataset
-
     root = download_dataset(_data_dir(args), url=args.url, sha256=args.sha256, md5=args.md5)
     print(f"dataset ready at {root}")
     return 0
 
 
 def cmd_verify(args) -> int:
-    from tinyconv.dataset import format_summary, verify
-
     summary = verify(_data_dir(args))
     if args.json:
         _print_json(summary)
@@ -47,8 +51,6 @@ def cmd_verify(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from tinyconv.dataset import cache_dir, prepare
-
     data_dir = _data_dir(args)
     manifest = prepare(data_dir, force=args.force)
     cache = cache_dir(data_dir)
@@ -58,8 +60,6 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_bench_data(args) -> int:
-    from tinyconv.bench import bench_data
-
     result = bench_data(
         _data_dir(args), batch_size=args.batch_size, seconds=args.seconds, compare_keras=args.compare_keras
     )
@@ -75,8 +75,6 @@ def cmd_bench_data(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from tinyconv.models import format_info, model_info
-
     info = model_info(args.preset)
     if args.json:
         _print_json(info)
@@ -86,8 +84,6 @@ def cmd_info(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from tinyconv.bench import bench_model
-
     result = bench_model(
         preset=args.preset,
         batch_size=args.batch_size,
@@ -106,7 +102,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from tinyconv.train import parse_overrides, train
+    from tinyconv.train import train  # imports TensorFlow (~3 s): only for this subcommand
 
     overrides = parse_overrides(args.set or [])
     for name in ("epochs", "batch_size", "classes"):
@@ -125,7 +121,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from tinyconv.train import evaluate, format_evaluation
+    from tinyconv.inference import evaluate, format_evaluation  # imports TensorFlow: only for this subcommand
 
     result = evaluate(args.model, data_dir=_data_dir(args), tta=not args.no_tta)
     if args.json:
@@ -136,7 +132,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from tinyconv.train import format_predictions, predict
+    from tinyconv.inference import format_predictions, predict  # imports TensorFlow: only for this subcommand
 
     result = predict(args.model, args.images, data_dir=_data_dir(args), top=args.top)
     if args.json:
@@ -147,8 +143,6 @@ def cmd_predict(args) -> int:
 
 
 def cmd_notebooks(args) -> int:
-    from tinyconv.notebooks import run_notebooks
-
     run_notebooks(profile=args.profile, out=Path(args.out), data_dir=_data_dir(args), only=args.only)
     return 0
 
@@ -156,12 +150,16 @@ def cmd_notebooks(args) -> int:
 # ------------------------------------------------------------------------------------------- parser
 
 
+# Not argparse choices: an unknown preset is reported by get_config as a one-line TinyconvError, exit 1.
+_PRESETS_HELP = f"model preset: {', '.join(PRESETS)}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tinyconv",
         description="Train and study a convolution-only ConvMixer variant on Tiny ImageNet.",
     )
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action="version", version=f"tinyconv {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name, func, help):
@@ -204,11 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir_arg(p)
 
     p = add("info", cmd_info, "parameters, multiply-accumulates and receptive field of a preset")
-    p.add_argument("preset", nargs="?", default="seed", help="seed, tiny or convmixer (default: seed)")
+    p.add_argument("preset", nargs="?", default="seed", help=f"{_PRESETS_HELP} (default: seed)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = add("bench", cmd_bench, "training and inference throughput on random data")
-    p.add_argument("--preset", default="seed")
+    p.add_argument("--preset", default="seed", help=f"{_PRESETS_HELP} (default: seed)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=10, help="timed steps after warm-up")
     p.add_argument(
@@ -220,8 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = add("train", cmd_train, "train a preset with a recipe profile; writes runs/NAME/ and resumes if killed")
-    p.add_argument("--preset", default=None, help="model preset (default: the profile's)")
-    p.add_argument("--profile", default="quick", choices=("full", "quick", "ci"))
+    p.add_argument("--preset", default=None, help=f"{_PRESETS_HELP} (default: the profile's)")
+    p.add_argument("--profile", default="quick", choices=list(PROFILES))
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--classes", type=int, help="train on the first K classes of wnids.txt")
@@ -231,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="FIELD=VALUE",
         help="override any recipe field, e.g. --set lr=1e-3 --set mix_prob=0 (repeatable); "
-        "--lr 1e-3 --mix-prob 0 works too, for every field of tinyconv.train.TrainConfig",
+        "--lr 1e-3 --mix-prob 0 works too, for every field of tinyconv.recipe.TrainConfig",
     )
     data_dir_arg(p)
 
@@ -249,34 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir_arg(p)
 
     p = add("notebooks", cmd_notebooks, "run notebooks 01-05 headless with papermill")
-    p.add_argument("--profile", default="auto", choices=("auto", "ci", "quick", "full"))
+    p.add_argument("--profile", default="auto", choices=["auto", *PROFILES])
     p.add_argument("--out", default="runs/notebooks", help="folder for the executed notebooks")
     p.add_argument("--only", nargs="*", help="run only these notebooks (prefixes such as 01 03)")
     data_dir_arg(p)
     return parser
-
-
-def _version() -> str:
-    from tinyconv import __version__
-
-    return f"tinyconv {__version__}"
-
-
-def _recipe_flags(extra: list[str], parser) -> list[str]:
-    """`train --weight-decay 1e-4 --mix-prob=0` -> ["weight_decay=1e-4", "mix_prob=0"] (checked by parse_overrides)."""
-    items, i = [], 0
-    while i < len(extra):
-        flag = extra[i]
-        if not flag.startswith("--") or len(flag) == 2:
-            parser.error(f"unrecognized argument {flag!r}; recipe fields go as --FIELD VALUE or --set FIELD=VALUE")
-        name, eq, value = flag[2:].partition("=")
-        if not eq:
-            if i + 1 >= len(extra):
-                parser.error(f"{flag} needs a value")
-            value, i = extra[i + 1], i + 1
-        items.append(f"{name.replace('-', '_')}={value}")
-        i += 1
-    return items
 
 
 # These never import TensorFlow, so they start in a fraction of a second.
@@ -289,11 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         if args.command != "train":
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.set = (args.set or []) + _recipe_flags(extra, parser)
+        try:
+            args.set = (args.set or []) + recipe_flags(extra)
+        except ValueError as exc:
+            parser.error(str(exc))
     try:
         if args.command not in _COMMANDS_WITHOUT_TENSORFLOW:
-            from tinyconv.runtime import quiet_tensorflow
-
             quiet_tensorflow()  # keep TensorFlow's native start-up chatter off the terminal
         return args.func(args)
     except TinyconvError as exc:

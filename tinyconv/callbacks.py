@@ -1,0 +1,355 @@
+"""The callbacks a training run uses, and the history.csv format they write.
+
+    NonFiniteLoss       stop with a clear error when the loss becomes NaN or infinite (before anything is saved)
+    ThroughputEstimate  time a few steps of the first epoch, print images/s and the time to finish
+    HistoryWriter       history.csv, one row per completed epoch, rewritten atomically
+    BestCheckpoint      best.keras whenever val top-1 improves
+    TensorBoardScalars  per-epoch scalars in TensorBoard's layout, without the tensorboard package
+    ResumableBackup     BackupAndRestore whose state survives a kill -9 at any moment
+    LiveCurves          redraw loss and top-1 curves inline in a notebook
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+
+from tinyconv.errors import TinyconvError
+from tinyconv.fileio import save_model, save_weights, write_json, write_text
+from tinyconv.figures import show_live
+
+# --------------------------------------------------------------------------------------- history.csv
+
+
+HISTORY_COLUMNS = (
+    "epoch",  # 0-based
+    "loss",
+    "top1",
+    "top5",
+    "val_loss",
+    "val_top1",
+    "val_top5",
+    "lr",  # at the epoch's last step
+    "epoch_s",  # wall time of the epoch, validation included
+    "train_s",  # wall time of the epoch's training steps
+    "images_per_s",  # train images / train_s
+)
+
+
+def read_history(path) -> list[dict]:
+    """The rows of a history.csv: epoch as int, every other column as float."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = []
+        for row in csv.DictReader(handle):
+            parsed = {}
+            for key, value in row.items():
+                if key == "epoch":
+                    parsed[key] = int(value)
+                else:
+                    parsed[key] = float(value) if value not in ("", None) else float("nan")
+            rows.append(parsed)
+    return rows
+
+
+def write_history(path: Path, rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: (row.get(key, "") if key == "epoch" else _csv_number(row.get(key))) for key in HISTORY_COLUMNS})
+    write_text(path, buffer.getvalue())
+
+
+def _csv_number(value) -> str:
+    """A history.csv cell: repr of the float (round-trips exactly), empty for a missing value."""
+    if value is None:
+        return ""
+    return repr(float(value))
+
+
+# ----------------------------------------------------------------------------------------- training
+
+
+class NonFiniteLoss(keras.callbacks.Callback):
+    """Stop with a TinyconvError as soon as the training loss is NaN or infinite.
+
+    It comes first among the epoch-end callbacks, so a diverged epoch is never backed up nor saved
+    as best: the last good state stays in backup/ and best.keras.
+    """
+
+    def __init__(self, run_dir: Path):
+        super().__init__()
+        self.run_dir = run_dir
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def _check(self, logs, where: str):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.model.stop_training = True
+            backup = self.run_dir / "backup"
+            kept = (
+                f"the last good state (end of epoch {self._epoch}) is kept in {backup} and best.keras"
+                if self._epoch > 0 and backup.exists()
+                else "no epoch had completed, nothing was saved"
+            )
+            raise TinyconvError(
+                f"training diverged in {self.run_dir}: the loss became {float(loss)} at epoch {self._epoch + 1}"
+                f"{where}; {kept}. Lower lr (--set lr=...) and train into a new --out folder"
+            )
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check(logs, f", step {batch + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check(logs, "")
+
+
+class HistoryWriter(keras.callbacks.Callback):
+    """Time each epoch and write history.csv atomically, one row per completed epoch.
+
+    Rows of epochs at or after the first epoch of this session are dropped before writing, so a
+    resumed run never holds the same epoch twice, whatever the moment of the kill.
+    """
+
+    def __init__(self, path: Path, train_images_per_epoch: int, lr_at_epoch_end):
+        super().__init__()
+        self.path = path
+        self.train_images_per_epoch = train_images_per_epoch
+        self.lr_at_epoch_end = lr_at_epoch_end
+        self._rows = None  # the file's rows, read once when the session's first epoch begins
+        self._epoch_start = 0.0
+        self._train_end = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._rows is None:
+            rows = read_history(self.path)
+            self._rows = [row for row in rows if row["epoch"] < epoch]
+            if len(self._rows) != len(rows):
+                write_history(self.path, self._rows)
+        self._epoch_start = time.perf_counter()
+        self._train_end = None
+
+    def on_test_begin(self, logs=None):
+        if self._train_end is None:
+            self._train_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        train_s = (self._train_end or now) - self._epoch_start
+        logs = logs or {}
+        row = {key: logs.get(key) for key in HISTORY_COLUMNS[1:7]}
+        row.update(
+            epoch=epoch,
+            lr=self.lr_at_epoch_end(epoch),
+            epoch_s=now - self._epoch_start,
+            train_s=train_s,
+            images_per_s=self.train_images_per_epoch / max(train_s, 1e-9),
+        )
+        self._rows = [r for r in self._rows if r["epoch"] < epoch] + [row]
+        write_history(self.path, self._rows)
+
+
+class TensorBoardScalars(keras.callbacks.Callback):
+    """Per-epoch scalars in TensorBoard's layout (tb/train, tb/validation; tags epoch_loss, epoch_top1, ...).
+
+    Written with tf.summary.write and the scalars-plugin metadata, so it needs only TensorFlow; the
+    `tensorboard` package (not a dependency) is only needed to view them: `tensorboard --logdir runs/NAME/tb`.
+    keras.callbacks.TensorBoard would need that package at training time.
+    """
+
+    def __init__(self, log_dir: Path, lr_at_epoch_end):
+        super().__init__()
+        self.log_dir = Path(log_dir)
+        self.lr_at_epoch_end = lr_at_epoch_end
+        self._writers = {}
+
+    def _writer(self, name: str):
+        if name not in self._writers:
+            self._writers[name] = tf.summary.create_file_writer(str(self.log_dir / name))
+        return self._writers[name]
+
+    def on_epoch_end(self, epoch, logs=None):
+        metadata = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+        )
+        logs = dict(logs or {})
+        logs["learning_rate"] = self.lr_at_epoch_end(epoch)
+        for name, prefix in (("train", ""), ("validation", "val_")):
+            writer = self._writer(name)
+            with writer.as_default():
+                for key, value in logs.items():
+                    is_val = key.startswith("val_")
+                    if is_val != (prefix == "val_"):
+                        continue
+                    tag = "epoch_" + key[len(prefix) :]
+                    tf.summary.write(tag, tf.constant(float(value), tf.float32), step=epoch, metadata=metadata)
+            writer.flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Save best.keras (atomically) whenever val top-1 beats the best of the epochs so far, resumed ones included."""
+
+    def __init__(self, path: Path, history_path: Path, monitor: str = "val_top1"):
+        super().__init__()
+        self.path = path
+        self.history_path = history_path
+        self.monitor = monitor
+        self.best = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.best is None:
+            earlier = [row[self.monitor] for row in read_history(self.history_path) if row["epoch"] < epoch]
+            earlier = [value for value in earlier if math.isfinite(value)]
+            self.best = max(earlier) if earlier and self.path.exists() else -math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and float(value) > self.best:
+            self.best = float(value)
+            save_model(self.model, self.path)
+
+
+class ResumableBackup(keras.callbacks.BackupAndRestore):
+    """keras BackupAndRestore whose state survives a kill -9 at any moment.
+
+    The stock callback overwrites latest.weights.h5 in place and then writes the epoch, so a kill in
+    between leaves torn or mismatched files. Here each backup is a new `epoch-NNNN.weights.h5` written
+    to a temp name and renamed, and only then does `training_metadata.json` (renamed into place too)
+    point at it; older weight files are removed after that. The weights file holds the optimizer state,
+    whose step counter drives WarmupCosine, so the schedule resumes exactly.
+    """
+
+    def __init__(self, backup_dir: Path):
+        super().__init__(backup_dir=str(backup_dir), save_freq="epoch", delete_checkpoint=False)
+        self.backup_path = Path(backup_dir)
+        meta_path = self.backup_path / "training_metadata.json"
+        self._meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
+        # completed epochs of the backup this run resumes from (0: none); train() starts the data there too
+        self.restored_epoch = int(self._meta["epoch"]) if self._meta else 0
+
+    def on_train_begin(self, logs=None):
+        self._load_model()
+
+    def _load_model(self):
+        if self._meta is None:
+            return
+        weights = self.backup_path / self._meta["weights"]
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(weights)
+        self.model._initial_epoch = self.restored_epoch
+
+    def _save_model(self):
+        self.backup_path.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{self._current_epoch:04d}.weights.h5"
+        save_weights(self.model, self.backup_path / name)
+        write_json(self.backup_path / "training_metadata.json", {"epoch": self._current_epoch, "weights": name})
+        for old in self.backup_path.glob("epoch-*.weights.h5"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+
+class ThroughputEstimate(keras.callbacks.Callback):
+    """Time a few training steps of the session's first epoch, then print images/s and the time to finish.
+
+    It measures the real run (no separate trial run): the first `skip` steps (tracing, compilation, the
+    input pipeline filling up) are not timed, the next `measure` steps are.
+    """
+
+    def __init__(self, batch_size: int, steps_per_epoch: int, epochs: int, skip: int = 3, measure: int = 20):
+        super().__init__()
+        self.batch_size = batch_size
+        self.steps_per_epoch = steps_per_epoch
+        self.epochs = epochs
+        self.skip = max(1, min(skip, steps_per_epoch - 1))
+        self.measure = min(measure, steps_per_epoch - self.skip)
+        self._epoch = None
+        self._first_epoch = None
+        self._t0 = None
+        self.images_per_s = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        if self._first_epoch is None:
+            self._first_epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.images_per_s is not None or self._epoch != self._first_epoch or self.measure < 1:
+            return
+        if batch == self.skip - 1:
+            self._t0 = time.perf_counter()
+        elif self._t0 is not None and batch == self.skip - 1 + self.measure:
+            steps_per_s = self.measure / max(time.perf_counter() - self._t0, 1e-9)
+            self.images_per_s = steps_per_s * self.batch_size
+            remaining = self.epochs - self._first_epoch
+            eta = remaining * self.steps_per_epoch / steps_per_s
+            print(
+                f"\nthroughput: {self.images_per_s:,.0f} train images/s (steps {self.skip + 1}-{batch + 1} of epoch "
+                f"{self._first_epoch + 1}); estimated {format_duration(eta)} of training steps for the "
+                f"{remaining} epochs to go, validation not included",
+                flush=True,
+            )
+
+
+def format_duration(seconds: float) -> str:
+    """"42 s", "7.5 min" or "3.2 h"."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+# ----------------------------------------------------------------------------------------- notebook
+
+
+class LiveCurves(keras.callbacks.Callback):
+    """Redraw loss and top-1 curves inline in a notebook each time an epoch ends; a no-op outside IPython.
+
+    Args:
+        history_path: a history.csv to plot (so a resumed run shows its earlier epochs too). `train`
+            sets it to the run's history.csv when left None; otherwise the callback plots the epochs it saw.
+        title: figure title.
+    """
+
+    def __init__(self, history_path=None, title: str = ""):
+        super().__init__()
+        self.history_path = Path(history_path) if history_path else None
+        self.title = title
+        self.rows: list[dict] = []
+        self._handle = None
+
+    @staticmethod
+    def _in_ipython() -> bool:
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return False
+        return get_ipython() is not None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rows = [row for row in self.rows if row["epoch"] < epoch]
+        self.rows.append({"epoch": epoch, **{key: float(value) for key, value in (logs or {}).items()}})
+        if not self._in_ipython():
+            return
+        rows = read_history(self.history_path) if self.history_path and self.history_path.exists() else self.rows
+        self._handle = show_live(self._handle, rows, self.title)

@@ -1,0 +1,285 @@
+"""Using a trained model: load a run's model and class list, logits, evaluate on val, predict images.
+
+    result = evaluate("runs/tiny-quick")                      # top-1/top-5/per-class on val, with flip TTA
+    print(format_predictions(predict("runs/tiny-quick", ["cat.jpg"])))
+
+The accuracy computation (`topk_hits`, `per_class_mean`) and the class-name mapping (`model_classes`) are
+written once here; evaluate and tinyconv.analysis (notebook 05) both use them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+import tinyconv.layers  # noqa: F401  (registers the custom layers, so saved models load)
+import tinyconv.schedule  # noqa: F401  (registers WarmupCosine, the saved optimizer's schedule)
+from tinyconv.dataset import default_data_dir, load_split, selected_classes
+from tinyconv.errors import TinyconvError
+from tinyconv.pipeline import gather_fn, normalize
+
+# ------------------------------------------------------------------------------------------ loading
+
+
+def _resolve_model_path(path: Path) -> Path:
+    if path.is_dir():
+        for name in ("model.keras", "best.keras"):
+            if (path / name).exists():
+                return path / name
+        raise TinyconvError(f"{path} holds no model.keras or best.keras")
+    if not path.exists():
+        raise TinyconvError(f"{path}: no such model file")
+    if path.suffix != ".keras":
+        raise TinyconvError(f"{path}: not a .keras model file")
+    return path
+
+
+def load_run_model(model_or_path):
+    """(keras.Model, run config dict or None, model path or None) for a model, a .keras file or a run folder.
+
+    The run config is the config.json beside the model file (class list and names).
+    """
+    if isinstance(model_or_path, keras.Model):
+        return model_or_path, None, None
+
+    path = _resolve_model_path(Path(model_or_path))
+    try:
+        model = keras.saving.load_model(path, safe_mode=True)
+    except Exception as exc:  # a truncated zip, a foreign file, an unknown layer: all one-line errors
+        raise TinyconvError(f"{path}: cannot load the model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    config_path = path.parent / "config.json"
+    run = None
+    if config_path.exists():
+        try:
+            run = json.loads(config_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise TinyconvError(f"{config_path}: unreadable run config ({exc})") from None
+    return model, run, path
+
+
+@dataclass
+class ClassList:
+    """The classes of a model's outputs, in output order: wnids, short names and full words.txt entries."""
+
+    wnids: list[str]
+    names: list[str]
+    words: list[str]
+
+
+def model_classes(model, run: dict | None, data_dir=None, classes=None) -> ClassList:
+    """The class list of a model's outputs: from its run config, else `classes` (default: the first K of
+    wnids.txt, K = its number of outputs). Raises TinyconvError when the list does not match the outputs."""
+    num_outputs = int(model.output_shape[-1])
+    if run and run.get("wnids"):
+        wnids = list(run["wnids"])
+        names = list(run.get("names") or wnids)
+        words = list(run.get("words") or names)
+    else:
+        data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+        wnids, names, words_by_wnid = selected_classes(data_dir, classes if classes is not None else num_outputs)
+        words = [words_by_wnid[wnid] for wnid in wnids]
+    if len(wnids) != num_outputs:
+        raise TinyconvError(f"the model has {num_outputs} outputs but its class list names {len(wnids)} classes")
+    return ClassList(wnids, names, words)
+
+
+def predict_logits(model, images: np.ndarray, batch_size: int = 256, flip: bool = False) -> np.ndarray:
+    """Logits [N, K] for uint8 images [N, 64, 64, 3]; flip=True mirrors them left-right first."""
+    ds = tf.data.Dataset.range(len(images)).batch(batch_size)
+    read = gather_fn(images)  # the pipelines' batch reader: images[idx] from an array or memmap
+
+    def load(idx):
+        x = normalize(read(idx))  # [B, 64, 64, 3]
+        return tf.reverse(x, axis=[2]) if flip else x
+
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+    return np.asarray(model.predict(ds, verbose=0), dtype=np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of logits [N, K] (lists become float64 arrays; arrays keep their dtype)."""
+    logits = np.asarray(logits)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+# ------------------------------------------------------------------------------------------ accuracy
+
+
+def topk_hits(scores, labels, k: int = 1) -> np.ndarray:
+    """Whether each row's label is among its k highest scores (logits or probabilities): bool [N]."""
+    ranked = np.argsort(-np.asarray(scores), axis=-1, kind="stable")[:, :k]  # [N, k]; ties: the lower class
+    return (ranked == np.asarray(labels)[:, None]).any(axis=-1)
+
+
+def per_class_mean(hits, labels, num_classes: int) -> np.ndarray:
+    """Mean of `hits` [N] over the rows of each class: float64 [num_classes] (NaN for a class without rows)."""
+    labels = np.asarray(labels)
+    total = np.bincount(labels, weights=np.asarray(hits, dtype=np.float64), minlength=num_classes)
+    counts = np.bincount(labels, minlength=num_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
+
+
+def topk_accuracy(labels, logits, k: int = 1) -> float:
+    """Share of rows whose label is among the k largest logits."""
+    return float(topk_hits(logits, labels, k).mean())
+
+
+def per_class_accuracy(labels, predictions, num_classes: int) -> np.ndarray:
+    """Top-1 accuracy per class from predicted classes [N]: float64 [num_classes] (NaN for an empty class)."""
+    labels = np.asarray(labels)
+    return per_class_mean(np.asarray(predictions) == labels, labels, num_classes)
+
+
+def accuracy_report(probs: np.ndarray, labels: np.ndarray, classes: ClassList) -> dict:
+    """{"top1", "top5", "per_class": [{wnid, name, images, top1, top5}]}; top-5 is top-K below 5 classes."""
+    num_classes = len(classes.wnids)
+    hits1 = topk_hits(probs, labels, 1)
+    hits5 = topk_hits(probs, labels, min(5, probs.shape[-1]))
+    top1, top5 = per_class_mean(hits1, labels, num_classes), per_class_mean(hits5, labels, num_classes)
+    counts = np.bincount(labels, minlength=num_classes)
+    per_class = [
+        {"wnid": wnid, "name": name, "images": int(counts[i]), "top1": float(top1[i]), "top5": float(top5[i])}
+        for i, (wnid, name) in enumerate(zip(classes.wnids, classes.names))
+    ]
+    return {"top1": float(hits1.mean()), "top5": float(hits5.mean()), "per_class": per_class}
+
+
+def evaluate(model_or_path, data_dir=None, tta: bool = True, *, classes=None, batch_size: int = 256) -> dict:
+    """Top-1, top-5 and per-class accuracy on the official val images of the model's classes.
+
+    Args:
+        model_or_path: a keras.Model, a .keras file or a run folder (its model.keras). The class list comes
+            from the run's config.json; a bare model uses `classes` or the first K classes of wnids.txt.
+        data_dir: the folder holding tiny-imagenet-200/ (default: tinyconv.dataset.default_data_dir()).
+        tta: also score the average of the softmax of x and of x flipped left-right.
+        classes: for a model without a run config: None (first K) or a list of wnids.
+    Returns:
+        {"model", "classes", "images", "top1", "top5", "per_class": [{wnid, name, images, top1, top5}],
+         "tta": {"top1", "top5", "per_class"} or None}; accuracies are fractions.
+    """
+    model, run, path = load_run_model(model_or_path)
+    class_list = model_classes(model, run, data_dir, classes)
+    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    val = load_split(data_dir, "val", classes=class_list.wnids)
+    labels = np.asarray(val.labels, dtype=np.int64)
+    probs = softmax(predict_logits(model, val.images, batch_size))  # [N, K]
+    result = {
+        "model": str(path) if path else model.name,
+        "classes": len(class_list.wnids),
+        "images": int(len(labels)),
+        **accuracy_report(probs, labels, class_list),
+        "tta": None,
+    }
+    if tta:
+        flipped = softmax(predict_logits(model, val.images, batch_size, flip=True))
+        result["tta"] = accuracy_report((probs + flipped) / 2.0, labels, class_list)
+    return result
+
+
+def format_evaluation(result: dict, rows: int = 10) -> str:
+    """A readable summary: overall top-1/top-5 (with TTA if present) and the worst and best classes."""
+    lines = [f"model: {result['model']}   classes: {result['classes']}   val images: {result['images']}"]
+    line = f"top-1 {result['top1']:.2%}   top-5 {result['top5']:.2%}"
+    tta = result.get("tta")
+    if tta:
+        line += f"   with flip TTA: top-1 {tta['top1']:.2%}   top-5 {tta['top5']:.2%}"
+    lines.append(line)
+    per_class = sorted(result["per_class"], key=lambda c: (c["top1"], c["wnid"]))
+    if len(per_class) <= 2 * rows:
+        lines.append("per-class top-1:")
+        shown = [("", per_class)]
+    else:
+        shown = [(f"worst {rows}", per_class[:rows]), (f"best {rows}", per_class[-rows:])]
+    for heading, entries in shown:
+        if heading:
+            lines.append(f"per-class top-1, {heading}:")
+        for entry in entries:
+            lines.append(f"  {entry['top1']:7.1%}  {entry['name']} ({entry['wnid']}, {entry['images']} images)")
+    return "\n".join(lines)
+
+
+def load_image(path) -> np.ndarray:
+    """A JPEG or PNG of any size as uint8 [64, 64, 3] RGB (EXIF rotation applied, resized with antialiasing)."""
+    path = Path(path)
+    if not path.exists():
+        raise TinyconvError(f"{path}: no such image file")
+    if path.is_dir():
+        raise TinyconvError(f"{path}: is a folder, not an image file")
+    try:
+        with Image.open(path) as picture:
+            if picture.format not in ("JPEG", "PNG", "MPO"):
+                raise TinyconvError(f"{path}: a {picture.format} image; only JPEG and PNG are supported")
+            picture = ImageOps.exif_transpose(picture).convert("RGB")
+            picture = picture.resize((64, 64), Image.Resampling.BICUBIC)
+            return np.asarray(picture, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise TinyconvError(f"{path}: not a readable JPEG or PNG image ({type(exc).__name__})") from None
+
+
+def predict(model_or_path, images, data_dir=None, top: int = 5) -> list[dict]:
+    """The `top` most likely classes, with names, for each image.
+
+    Args:
+        model_or_path: a keras.Model, a .keras file or a run folder.
+        images: a path or a list of paths to JPEG/PNG files of any size (resized to 64x64 RGB), or a uint8
+            array [N, 64, 64, 3].
+        data_dir: only needed for a model without a run config.json (names come from words.txt).
+        top: how many classes per image.
+    Returns:
+        one dict per image: {"image": path or index, "top": [{"rank", "wnid", "name", "words", "probability"}]}
+    """
+    if top < 1:
+        raise TinyconvError(f"top must be >= 1, got {top}")
+    if isinstance(images, np.ndarray):
+        if images.ndim != 4 or images.shape[1:] != (64, 64, 3):
+            raise TinyconvError(f"images must be uint8 [N, 64, 64, 3], got {images.dtype} {images.shape}")
+        pixels, labels = images.astype(np.uint8), [str(i) for i in range(len(images))]
+    else:
+        paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
+        if not paths:
+            raise TinyconvError("no images given")
+        pixels = np.stack([load_image(p) for p in paths])  # [N, 64, 64, 3]
+        labels = [str(p) for p in paths]
+    model, run, _ = load_run_model(model_or_path)
+    classes = model_classes(model, run, data_dir)
+    wnids, names, words = classes.wnids, classes.names, classes.words
+    probs = softmax(predict_logits(model, pixels, batch_size=64))  # [N, K]
+    results = []
+    for label, row in zip(labels, probs):
+        ranked = np.argsort(-row)[: min(top, len(wnids))]
+        results.append(
+            {
+                "image": label,
+                "top": [
+                    {
+                        "rank": rank + 1,
+                        "wnid": wnids[i],
+                        "name": names[i],
+                        "words": words[i],
+                        "probability": float(row[i]),
+                    }
+                    for rank, i in enumerate(ranked)
+                ],
+            }
+        )
+    return results
+
+
+def format_predictions(result: list[dict]) -> str:
+    """One block per image: rank, probability, name and wnid."""
+    lines = []
+    for entry in result:
+        lines.append(entry["image"])
+        for guess in entry["top"]:
+            lines.append(f"  {guess['rank']}. {guess['probability']:6.1%}  {guess['name']} ({guess['wnid']})")
+    return "\n".join(lines)
