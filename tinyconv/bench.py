@@ -50,11 +50,11 @@ def bench_data(
 
     import numpy as np
 
-    from tinyconv.dataset import _default_workers, _require_root, prepare
+    from tinyconv.dataset import default_workers, prepare, require_root
 
     data_dir = Path(data_dir)
-    root = _require_root(data_dir)  # before the temporary cache is made inside data_dir
-    workers = _default_workers() if workers is None else workers
+    root = require_root(data_dir)  # before the temporary cache is made inside data_dir
+    workers = default_workers() if workers is None else workers
     result: dict = {"data_dir": str(data_dir), "batch_size": batch_size}
     cache = Path(tempfile.mkdtemp(prefix=".bench-data-cache-", dir=data_dir))
     try:
