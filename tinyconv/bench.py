@@ -6,12 +6,27 @@ Speed is measured here and in benchmarks/, never in timed tests; compare figures
 from __future__ import annotations
 
 import os
+import platform
+import resource
+import shutil
+import tempfile
+import time
 from pathlib import Path
+
+import keras
+import numpy as np
+import PIL
+import tensorflow as tf
+
+from tinyconv.dataset import default_workers, prepare, require_root
+from tinyconv.errors import TinyconvError
+from tinyconv.models import build_model, get_config
+from tinyconv.pipeline import measure_throughput, train_dataset
+from tinyconv.recipe import AugmentConfig
+from tinyconv.runtime import default_jit_compile
 
 
 def _cpu_seconds() -> float:
-    import resource
-
     total = 0.0
     for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
         usage = resource.getrusage(who)
@@ -19,6 +34,7 @@ def _cpu_seconds() -> float:
     return total
 
 
+# Longer than 60 lines with its docstring: prepare, pipeline and baseline around one temporary cache.
 def bench_data(
     data_dir: Path,
     *,
@@ -43,34 +59,13 @@ def bench_data(
     Returns a dict: prepare_s, prepare_cpu_s, prepare_images_per_s, images (decoded), train_pipeline_images_per_s,
     [keras_from_directory_images_per_s], batch_size and machine details (cpus, load average, versions).
     """
-    import platform
-    import shutil
-    import tempfile
-    import time
-
-    import numpy as np
-
-    from tinyconv.dataset import default_workers, prepare, require_root
-
     data_dir = Path(data_dir)
     root = require_root(data_dir)  # before the temporary cache is made inside data_dir
     workers = default_workers() if workers is None else workers
     result: dict = {"data_dir": str(data_dir), "batch_size": batch_size}
     cache = Path(tempfile.mkdtemp(prefix=".bench-data-cache-", dir=data_dir))
     try:
-        cpu_before = _cpu_seconds()
-        start = time.perf_counter()
-        manifest = prepare(data_dir, force=True, workers=workers, progress=False, cache=cache)
-        result["prepare_s"] = round(time.perf_counter() - start, 2)
-        # CPU seconds of this process and its (finished) decode workers: steadier than wall time on a shared machine
-        result["prepare_cpu_s"] = round(_cpu_seconds() - cpu_before, 2)
-        decoded = sum(entry["count"] for entry in manifest["splits"].values())
-        result["images"] = decoded
-        result["prepare_images_per_s"] = round(decoded / result["prepare_s"])
-        result["prepare_workers"] = workers
-
-        from tinyconv.pipeline import AugmentConfig, measure_throughput, train_dataset
-
+        manifest = _time_prepare(data_dir, cache, workers, result)
         images = np.load(cache / "train_images.npy", mmap_mode="r")  # [N, 64, 64, 3] uint8
         labels = np.load(cache / "train_labels.npy")  # [N] int32
         dataset = train_dataset(
@@ -82,8 +77,6 @@ def bench_data(
         del dataset, images
 
         if compare_keras:
-            import keras
-
             baseline = keras.utils.image_dataset_from_directory(
                 root / "train", labels="inferred", label_mode="int",
                 image_size=(64, 64), batch_size=batch_size, shuffle=True, seed=0, verbose=False,
@@ -92,10 +85,6 @@ def bench_data(
             result["keras_from_directory_images_per_s"] = round(measured["images_per_s"])
     finally:
         shutil.rmtree(cache, ignore_errors=True)
-
-    import PIL
-    import tensorflow as tf
-
     result.update(
         {
             "cpus": os.cpu_count(),
@@ -110,6 +99,40 @@ def bench_data(
     return result
 
 
+def _time_prepare(data_dir: Path, cache: Path, workers: int, result: dict) -> dict:
+    """Run a forced prepare into `cache`, record its wall and CPU time in `result`; returns the manifest."""
+    cpu_before = _cpu_seconds()
+    start = time.perf_counter()
+    manifest = prepare(data_dir, force=True, workers=workers, progress=False, cache=cache)
+    result["prepare_s"] = round(time.perf_counter() - start, 2)
+    # CPU seconds of this process and its (finished) decode workers: steadier than wall time on a shared machine
+    result["prepare_cpu_s"] = round(_cpu_seconds() - cpu_before, 2)
+    decoded = sum(entry["count"] for entry in manifest["splits"].values())
+    result["images"] = decoded
+    result["prepare_images_per_s"] = round(decoded / result["prepare_s"])
+    result["prepare_workers"] = workers
+    return manifest
+
+
+def _jit_setting(jit_compile) -> bool:
+    if jit_compile in ("auto", None):
+        return default_jit_compile()
+    if jit_compile in ("on", True):
+        return True
+    if jit_compile in ("off", False):
+        return False
+    raise TinyconvError(f"bench: jit_compile must be auto, on or off, got {jit_compile!r}")
+
+
+def _seconds_per_call(fn, n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        out = fn()
+    np.asarray(out)  # wait for the last step
+    return (time.perf_counter() - start) / n
+
+
+# Longer than 60 lines with its docstring: build, compile and time under one dtype policy.
 def bench_model(
     *,
     preset: str = "seed",
@@ -135,24 +158,7 @@ def bench_model(
     (preset, batch_size, steps, jit_compile, dtype policy, parameters, TensorFlow/Keras versions, threads).
     One train step is a forward and backward pass and an AdamW update with categorical cross-entropy.
     """
-    import time
-
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    from tinyconv.errors import TinyconvError
-    from tinyconv.models import build_model, get_config
-    from tinyconv.runtime import default_jit_compile
-
-    if jit_compile in ("auto", None):
-        jit = default_jit_compile()
-    elif jit_compile in ("on", True):
-        jit = True
-    elif jit_compile in ("off", False):
-        jit = False
-    else:
-        raise TinyconvError(f"bench: jit_compile must be auto, on or off, got {jit_compile!r}")
+    jit = _jit_setting(jit_compile)
     if batch_size < 1 or steps < 1:
         raise TinyconvError(f"bench: batch_size and steps must be positive, got {batch_size} and {steps}")
 
@@ -173,19 +179,12 @@ def bench_model(
         labels = rng.integers(0, config.num_classes, size=batch_size)
         y = tf.constant(np.eye(config.num_classes, dtype=np.float32)[labels])
 
-        def timed(fn, n):
-            start = time.perf_counter()
-            for _ in range(n):
-                out = fn()
-            np.asarray(out)  # wait for the last step
-            return (time.perf_counter() - start) / n
-
         train = lambda: model.train_on_batch(x, y, return_dict=False)  # noqa: E731
         infer = lambda: model.predict_on_batch(x)  # noqa: E731
-        timed(train, warmup_steps)
-        train_step_s = timed(train, steps)
-        timed(infer, warmup_steps)
-        infer_step_s = timed(infer, steps)
+        _seconds_per_call(train, warmup_steps)
+        train_step_s = _seconds_per_call(train, steps)
+        _seconds_per_call(infer, warmup_steps)
+        infer_step_s = _seconds_per_call(infer, steps)
         params = model.count_params()
         policy = keras.config.dtype_policy().name
     finally:

@@ -341,7 +341,7 @@ class LiveCurves(keras.callbacks.Callback):
     @staticmethod
     def _in_ipython() -> bool:
         try:
-            from IPython import get_ipython
+            from IPython import get_ipython  # optional: present only where notebooks run
         except ImportError:
             return False
         return get_ipython() is not None

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 from tinyconv import __version__
-from tinyconv.bench import bench_data, bench_model
 from tinyconv.dataset import cache_dir, default_data_dir, format_summary, prepare, verify
 from tinyconv.download import download_dataset
 from tinyconv.errors import TinyconvError
@@ -60,6 +59,8 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_bench_data(args) -> int:
+    from tinyconv.bench import bench_data  # imports TensorFlow (~3 s): only for this subcommand
+
     result = bench_data(
         _data_dir(args), batch_size=args.batch_size, seconds=args.seconds, compare_keras=args.compare_keras
     )
@@ -84,6 +85,8 @@ def cmd_info(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    from tinyconv.bench import bench_model  # imports TensorFlow (~3 s): only for this subcommand
+
     result = bench_model(
         preset=args.preset,
         batch_size=args.batch_size,
@@ -154,6 +157,7 @@ def cmd_notebooks(args) -> int:
 _PRESETS_HELP = f"model preset: {', '.join(PRESETS)}"
 
 
+# An argparse builder: one block per subcommand, long by nature.
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tinyconv",

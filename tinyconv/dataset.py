@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from tinyconv.errors import TinyconvError
 from tinyconv.fileio import remove_temporaries, temporary_path, write_json
@@ -264,8 +265,6 @@ def _list_relative(root: Path, split: str, wnids: list[str]) -> tuple[list[str],
 
 def _decode(path: Path) -> tuple[np.ndarray, bool]:
     """(uint8 [64, 64, 3], was_grayscale) of one image file."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as picture:
             picture.load()  # decodes now: a truncated JPEG fails here, not later
@@ -315,6 +314,7 @@ def _decode_chunk(task: tuple[str | None, int, list[str]]) -> tuple[int, int, in
 
 def _decode_all(paths: list[Path], out: Path | None, *, workers: int, desc: str, progress: bool) -> int:
     """Decode every path (into the preallocated .npy `out` when given); returns the grayscale count."""
+    # tqdm.auto warns on import inside a notebook unless tinyconv.notebooks has set its filter: import it late
     from tqdm.auto import tqdm
 
     tasks = [
@@ -348,6 +348,7 @@ def default_workers() -> int:
 # ------------------------------------------------------------------------------------------- verify
 
 
+# Longer than 60 lines with its docstring: one pass over the splits that counts, decodes and reports.
 def verify(data_dir: Path, *, workers: int | None = None, progress: bool = False) -> dict:
     """Check layout, counts and that every image decodes to 64x64; return a summary.
 
@@ -515,6 +516,7 @@ def _check_cache_files(cache: Path, manifest: dict, split: str) -> str | None:
     return None
 
 
+# Longer than 60 lines with its docstring: one transaction (invalidate, write every split, then the manifest).
 def prepare(data_dir: Path, force: bool = False, *, workers: int | None = None, progress: bool = True,
             cache: Path | None = None) -> dict:
     """Decode every train/val/test image once into uint8 arrays under data_dir/cache/; return the manifest.

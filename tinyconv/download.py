@@ -38,6 +38,7 @@ ZIP_NAME = f"{DATASET_DIRNAME}.zip"
 CHUNK_BYTES = 1 << 20
 
 
+# Longer than 60 lines with its docstring: the whole fetch-check-extract sequence, read top to bottom.
 def download_dataset(
     data_dir: Path,
     url: str | None = None,
@@ -166,7 +167,7 @@ def _looks_complete(root: Path) -> bool:
 
 
 def _file_checksums(path: Path, *, progress: bool) -> dict[str, str]:
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # late: inside a notebook its import warns unless tinyconv.notebooks filtered it
 
     sha256, md5 = hashlib.sha256(), hashlib.md5()
     with open(path, "rb") as source, tqdm(
@@ -223,7 +224,7 @@ class _IncompleteDownload(OSError):
 
 
 def _fetch_once(url: str, part: Path, *, progress: bool, timeout_s: float) -> None:
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # late: inside a notebook its import warns unless tinyconv.notebooks filtered it
 
     offset = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": "tinyconv"}
@@ -287,7 +288,7 @@ def _safe_members(archive: zipfile.ZipFile, zip_path: Path) -> list[zipfile.ZipI
 
 
 def _extract_into_place(zip_path: Path, root: Path, *, record: dict, progress: bool) -> None:
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # late: inside a notebook its import warns unless tinyconv.notebooks filtered it
 
     staging = temporary_path(root.parent / f"{DATASET_DIRNAME}.extract")  # .tiny-imagenet-200.extract.<pid>.tmp
     shutil.rmtree(staging, ignore_errors=True)

@@ -232,6 +232,7 @@ def _failed_cell_number(executed_nb, cell_index: int) -> int:
     return cell_index - injected + 1
 
 
+# Longer than 60 lines with its docstring: papermill's call with its error translation in one place.
 def run_notebook(
     notebook: Path,
     out: Path,
@@ -253,6 +254,7 @@ def run_notebook(
         TinyconvError: "notebooks/NAME cell N (In [M]) failed: Error: message" when a cell raises; the
             executed copy with the traceback is still written.
     """
+    # papermill and nbformat take ~1.7 s to import, and every notebook imports this module in its first cell
     import nbformat
     import papermill
     from jupyter_client.kernelspec import NoSuchKernel
@@ -347,7 +349,7 @@ def strip_for_commit(executed, target, replacements: dict[str, str] | None = Non
     Raises:
         TinyconvError: when an output still holds an error or an absolute path of this machine.
     """
-    import nbformat
+    import nbformat  # ~1.5 s to import; not needed by the notebooks that import this module
 
     nb = nbformat.read(executed, as_version=4)
     nb.cells = [
