@@ -277,7 +277,8 @@ def plot_erfs(erfs: dict[str, np.ndarray]):
         positive = erf[erf > 0]
         floor = positive.min() if positive.size else 1e-12
         ax.imshow(np.maximum(erf, floor), cmap="magma", norm=LogNorm(vmin=max(floor, erf.max() * 1e-4), vmax=erf.max()))
-        ax.set_title(f"{label}\n50% within r={analysis.erf_radius(erf, 0.5)}px, 90% r={analysis.erf_radius(erf, 0.9)}px", fontsize=9)
+        half, most = analysis.erf_radius(erf, 0.5), analysis.erf_radius(erf, 0.9)
+        ax.set_title(f"{label}\n50% within r={half}px, 90% r={most}px", fontsize=9)
         ax.set_xlabel("input x (px)")
         ax.set_ylabel("input y (px)")
     fig.suptitle("Effective receptive field of the center unit (|gradient|, log scale)")

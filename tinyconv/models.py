@@ -12,7 +12,7 @@ convs, then global average pooling and a float32 Dense head. Layer names are sta
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 

@@ -120,8 +120,8 @@ class TrainConfig:
         return out
 
 
-# Each profile overrides some TrainConfig fields (augmentation fields by their own name); make_config applies a profile, then the preset, then
-# the caller's overrides.
+# Each profile overrides some TrainConfig fields (augmentation fields by their own name); make_config
+# applies a profile, then the preset, then the caller's overrides.
 PROFILES: dict[str, dict] = {
     # The reference recipe: the seed preset, all 200 classes, 100 epochs. A GPU job (about 21 h on an M1).
     "full": {},
@@ -196,7 +196,8 @@ def make_config(profile: str = "quick", preset: str | None = None, **overrides) 
             values["model_overrides"] = {**values.get("model_overrides", {}), **(value or {})}
         else:
             values[name] = value
-    augment = AugmentConfig(**{**REFERENCE_AUGMENT.to_dict(), **{k: values.pop(k) for k in AUGMENT_FIELDS if k in values}})
+    augment_values = {name: values.pop(name) for name in AUGMENT_FIELDS if name in values}
+    augment = AugmentConfig(**{**REFERENCE_AUGMENT.to_dict(), **augment_values})
     config = TrainConfig(**values, augment=augment)  # AugmentConfig validated its own values
     _validate(config)
     return config
