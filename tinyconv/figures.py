@@ -22,14 +22,21 @@ from tinyconv import analysis
 # ------------------------------------------------------------------------------------------ training
 
 
-def plot_history(rows: list[dict], title: str = ""):
-    """A matplotlib Figure with loss and top-1 curves (train and val) per epoch."""
+def plot_history(rows: list[dict], title: str = "", reference: list[dict] | None = None):
+    """A matplotlib Figure with loss and top-1 curves (train and val) per epoch.
+
+    `reference`: rows of the same shape (tinyconv.reference.read_reference_curve) whose val loss and val
+    top-1 are drawn as a dashed grey line labelled "reference (val)" on each panel; None draws nothing more.
+    """
     fig = Figure(figsize=(10, 3.6), layout="constrained")
     ax_loss, ax_acc = fig.subplots(1, 2)
     epochs = [row["epoch"] + 1 for row in rows]
     for ax, key, label in ((ax_loss, "loss", "loss"), (ax_acc, "top1", "top-1 accuracy")):
         ax.plot(epochs, [row.get(key) for row in rows], marker="o", markersize=3, label="train")
         ax.plot(epochs, [row.get(f"val_{key}") for row in rows], marker="o", markersize=3, label="val")
+        if reference:
+            ax.plot([row["epoch"] + 1 for row in reference], [row.get(f"val_{key}") for row in reference],
+                    linestyle="--", color="0.45", linewidth=1.2, label="reference (val)")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -46,15 +53,16 @@ def figure_png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def show_live(image_handle, rows: list[dict], title: str = ""):
-    """Draw plot_history(rows) inline in a notebook, replacing the image shown through `image_handle`.
+def show_live(image_handle, rows: list[dict], title: str = "", reference: list[dict] | None = None):
+    """Draw plot_history(rows, title, reference) inline in a notebook, replacing the image shown through
+    `image_handle`.
 
     Returns the display handle to pass next time (None the first time shows a new image).
     """
     # IPython is imported here: it exists only in notebook environments, and this runs only inside one
     from IPython.display import Image, display
 
-    image = Image(data=figure_png(plot_history(rows, title)), format="png")
+    image = Image(data=figure_png(plot_history(rows, title, reference=reference)), format="png")
     if image_handle is None:
         return display(image, display_id=True)
     image_handle.update(image)

@@ -6,6 +6,7 @@ own dtype policy, so the whole model runs under `mixed_float16`. Tensors are cha
 
     AxialDepthwiseConv2D  depthwise 1xk then kx1: a rank-1 kxk depthwise kernel for 2k weights per channel
     GroupedConv2D         grouped convolution; split into per-group convs where native groups are slow (CPU)
+    GroupedGlorotUniform  glorot-uniform over one group's fans (a grouped kernel initialised as G separate convs)
     SqueezeExcite         channel gating from global context
     LayerScale            learnable per-channel residual scale (gamma)
     DropPath              stochastic depth on the residual branch
@@ -27,9 +28,48 @@ from tinyconv.runtime import has_gpu
 
 GROUPED_CONV_IMPLEMENTATIONS = ("auto", "split", "native")
 
-# PyTorch's BatchNorm2d epsilon; momentum 0.9 is Keras' convention (PyTorch momentum=0.1 means the same).
+# The layers' defaults: PyTorch's BatchNorm2d epsilon; momentum 0.9 is Keras' convention (PyTorch momentum=0.1
+# means the same). The `seed` preset passes Keras' BatchNormalization defaults (0.99, 1e-3), the reference's.
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
+
+
+@keras.saving.register_keras_serializable(package="tinyconv")
+class GroupedGlorotUniform(keras.initializers.GlorotUniform):
+    """Glorot-uniform for a grouped conv kernel, over the fans of ONE group: the init of `groups` separate convs.
+
+    A grouped kernel [k, k, C_in/G, F] drawn by Keras' glorot_uniform gets limit sqrt(6 / (fan_in + fan_out))
+    with fan_in = k*k*C_in/G but fan_out = k*k*F, i.e. G times the fan-out of each group's own conv. The
+    reference built its grouped convs as G separate Conv2D layers (k x k, C_in/G -> F/G), each
+    glorot-uniform over its own fans; this draws the same distribution into the one grouped kernel:
+        limit = sqrt(6 / (k*k*C_in/G + k*k*F/G))
+    (for the seed preset's down1, k 5, 128 -> 256, G 8: 0.0548 instead of 0.0231). A subclass of
+    GlorotUniform, so `seed` and keras.utils.set_random_seed work as for the built-in one.
+
+    Args:
+        groups: G; the last axis (output channels) of the kernel is divided by it.
+        seed: as for keras.initializers.GlorotUniform.
+    """
+
+    def __init__(self, groups: int = 1, seed=None):
+        if int(groups) < 1:
+            raise ValueError(f"GroupedGlorotUniform groups must be >= 1, got {groups}")
+        self.groups = int(groups)
+        super().__init__(seed=seed)
+
+    def limit(self, shape) -> float:
+        """The uniform bound of a kernel of this shape: glorot over one group's fan-in and fan-out."""
+        receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+        fan_in = receptive * shape[-2]  # the kernel's input axis already holds C_in / G
+        fan_out = receptive * shape[-1] / self.groups
+        return float(np.sqrt(6.0 / max(1.0, fan_in + fan_out)))
+
+    def __call__(self, shape, dtype=None):
+        limit = self.limit(shape)
+        return keras.random.uniform(shape, minval=-limit, maxval=limit, dtype=dtype, seed=self.seed)
+
+    def get_config(self):
+        return {"groups": self.groups, "seed": super().get_config()["seed"]}
 
 
 @keras.saving.register_keras_serializable(package="tinyconv")

@@ -22,6 +22,7 @@ from tinyconv.errors import TinyconvError
 # The spatial mixers a ConvMixerBlock knows (tinyconv.layers.ConvMixerBlock checks the same tuple).
 BLOCK_MODES = ("depthwise", "axial", "mixed")
 STAGE_FIELDS = ("widths", "depths", "modes", "kernel_sizes", "axial_kernel_sizes", "se_reductions")
+DOWN_INITS = ("per_group", "whole")
 
 
 @dataclass
@@ -43,13 +44,18 @@ class ModelConfig:
     se_reductions: tuple = (0, 8, 8)  # squeeze-excite reduction per stage, 0 = no SE
     down_kernel: int = 5
     down_groups: int = 8
+    # init of the down convs' kernels: per_group = glorot-uniform over each group's own fans, as G separate
+    # convs (the reference; tinyconv.layers.GroupedGlorotUniform) | whole = Keras' glorot over the whole kernel
+    down_init: str = "per_group"
     # regularisation and residual scaling
     drop_path: float = 0.0  # stochastic depth of the last block; rises linearly from 0 over the blocks
     layer_scale_init: float | None = 1.0  # per-channel gamma on the residual branch; None = plain residual
     # numerics
     gelu_approximate: bool = False  # exact erf GELU as PyTorch's default; True = tanh approximation
-    bn_momentum: float = 0.9  # Keras convention (PyTorch momentum=0.1)
-    bn_epsilon: float = 1e-5  # PyTorch's BatchNorm2d default
+    # BatchNormalization: Keras' defaults, the reference's (the tiny and convmixer presets keep 0.9 / 1e-5,
+    # PyTorch's BatchNorm2d in Keras' momentum convention)
+    bn_momentum: float = 0.99
+    bn_epsilon: float = 1e-3
     grouped_conv: str = "auto"  # GroupedConv2D implementation: auto (split on CPU, native on GPU) | split | native
 
     def to_dict(self) -> dict:
@@ -57,7 +63,9 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
-        return get_config(cls(), **data)
+        """A config recorded by to_dict (a run's config.json). One written before `down_init` existed had
+        the whole-kernel init, so a missing down_init reads as "whole"."""
+        return get_config(cls(), **{"down_init": "whole", **data})
 
     @property
     def num_stages(self) -> int:
@@ -67,8 +75,9 @@ class ModelConfig:
 PRESETS: dict[str, ModelConfig] = {
     # 2,644,712 parameters (2,628,584 trainable), ~0.26 GMAC per 64x64 image.
     "seed": ModelConfig(),
-    # The same design at 3/8 of the width for CPU demos and the quick profile (~0.3M parameters).
-    "tiny": ModelConfig(name="tiny", widths=(48, 96, 192)),
+    # The same design at 3/8 of the width for CPU demos and the quick profile (~0.3M parameters), with the
+    # BN settings and down-conv init it always had.
+    "tiny": ModelConfig(name="tiny", widths=(48, 96, 192), bn_momentum=0.9, bn_epsilon=1e-5, down_init="whole"),
     # The original isotropic ConvMixer (Trockman & Kolter): patch stem, depth x [residual depthwise, 1x1].
     # ConvMixer-256/8 with k=9 as in the paper's CIFAR-10 set-up; patch 2 gives the same 32x32 token grid
     # the paper uses (32x32 CIFAR with patch 1, 224 ImageNet with patch 7). No layer scale, no SE, no
@@ -84,6 +93,9 @@ PRESETS: dict[str, ModelConfig] = {
         axial_kernel_sizes=(9,),
         se_reductions=(0,),
         layer_scale_init=None,
+        bn_momentum=0.9,
+        bn_epsilon=1e-5,
+        down_init="whole",
     ),
 }
 
@@ -140,6 +152,8 @@ def _validate(config: ModelConfig) -> None:
     for width in config.widths if config.num_stages > 1 else ():
         if width % config.down_groups:
             raise TinyconvError(f"model config: width {width} is not a multiple of down_groups={config.down_groups}")
+    if config.down_init not in DOWN_INITS:
+        raise TinyconvError(f"model config field 'down_init' must be one of {DOWN_INITS}, got {config.down_init!r}")
     if not 0.0 <= config.drop_path < 1.0:
         raise TinyconvError(f"model config field 'drop_path' must be in [0, 1), got {config.drop_path}")
     if config.num_classes < 1:
@@ -156,7 +170,7 @@ def build_model(name_or_config="seed", **overrides):
     import keras
 
     from tinyconv.kernels import FusedBatchNormalization, gelu_exact, gelu_tanh
-    from tinyconv.layers import ConvMixerBlock, GroupedConv2D
+    from tinyconv.layers import ConvMixerBlock, GroupedConv2D, GroupedGlorotUniform
 
     config = get_config(name_or_config, **overrides)
     activation = gelu_tanh if config.gelu_approximate else gelu_exact
@@ -175,9 +189,10 @@ def build_model(name_or_config="seed", **overrides):
             )(x)  # [B, 32, 32, C1]
             x = bn("stem_bn")(act("stem_gelu")(x))
         elif entry["kind"] == "down":
+            init = GroupedGlorotUniform(entry["groups"]) if config.down_init == "per_group" else "glorot_uniform"
             x = GroupedConv2D(
                 entry["width"], entry["kernel"], strides=entry["stride"], groups=entry["groups"], use_bias=False,
-                implementation=config.grouped_conv, name=f"{name}_conv",
+                implementation=config.grouped_conv, kernel_initializer=init, name=f"{name}_conv",
             )(x)  # [B, H/2, W/2, C_{s+1}]
             x = bn(f"{name}_bn")(act(f"{name}_gelu")(x))
         elif entry["kind"] == "stage":

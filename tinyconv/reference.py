@@ -1,0 +1,44 @@
+"""The reference notebook's published numbers: its per-epoch curve, final top-1 and parameter count.
+
+    rows = read_reference_curve()                   # 100 rows shaped like tinyconv.callbacks.read_history's
+    fig = plot_history(run_rows, reference=rows)    # tinyconv.figures: the reference's val curves, dashed
+
+The curve (docs/reference_curve.csv, facts from the reference's published log) has one row per epoch:
+epoch (1-based), epoch_seconds, train_loss, train_accuracy, val_loss, val_accuracy. read_reference_curve
+renames them to a history.csv's columns (epoch 0-based, loss, top1, val_loss, val_top1, epoch_s), so every
+plot and table that reads a run's history reads the reference the same way. No Keras or TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+REFERENCE_CURVE = Path(__file__).resolve().parent.parent / "docs" / "reference_curve.csv"
+REFERENCE_TOP1 = 0.6303  # val top-1 after the 100th epoch
+REFERENCE_PARAMS = 2_644_712  # the seed preset's parameter count, the reference model's
+
+# the CSV's columns -> history.csv's (tinyconv.callbacks.HISTORY_COLUMNS)
+_COLUMNS = {
+    "epoch_seconds": "epoch_s",
+    "train_loss": "loss",
+    "train_accuracy": "top1",
+    "val_loss": "val_loss",
+    "val_accuracy": "val_top1",
+}
+
+
+def read_reference_curve(path=REFERENCE_CURVE) -> list[dict]:
+    """The reference's per-epoch rows: {epoch (0-based int), loss, top1, val_loss, val_top1, epoch_s}.
+
+    Raises FileNotFoundError when the CSV is missing (it is part of the repository, under docs/).
+    """
+    rows = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        for record in csv.DictReader(handle):
+            row = {"epoch": int(record["epoch"]) - 1}
+            for column, name in _COLUMNS.items():
+                value = record.get(column)
+                row[name] = float(value) if value not in ("", None) else float("nan")
+            rows.append(row)
+    return rows
