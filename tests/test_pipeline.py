@@ -1,7 +1,8 @@
-"""tinyconv.pipeline: shapes, normalization, order, crop/flip/cutout geometry, mixing, determinism, coverage.
+"""tinyconv.pipeline (tf.data) and tinyconv.device_input: shapes, normalization, order, determinism, coverage,
+and that both inputs make the same batches. The ops themselves are tested in tests/test_augment.py.
 
-The batch ops are checked eagerly on images whose pixels encode where they came from; the datasets on
-small in-memory arrays (and one np.memmap) with the compiled (XLA) augmentation they use in training.
+The datasets run on small in-memory arrays (and one np.memmap) with the compiled (XLA) augmentation they
+use in training.
 """
 
 from __future__ import annotations
@@ -12,24 +13,19 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from tinyconv.errors import TinyconvError  # noqa: E402
+from tinyconv.device_input import DeviceEvalBatches, DeviceTrainBatches  # noqa: E402
 from tinyconv.pipeline import (  # noqa: E402
     IMAGENET_MEAN,
     IMAGENET_STD,
     AugmentConfig,
-    color_jitter,
-    cutmix,
-    cutout,
     eval_dataset,
     measure_throughput,
-    mix_batch,
-    mixup,
     normalize,
-    random_crop_flip,
-    sample_mix_ratio,
     train_dataset,
 )
+from tinyconv.recipe import REFERENCE_AUGMENT  # noqa: E402
 
-FULL = AugmentConfig(jitter_prob=0.8, cutout_prob=0.7, mix_prob=1.0, cutmix_share=0.5)
+FULL = REFERENCE_AUGMENT
 NO_AUGMENT = AugmentConfig(pad=0, flip=False)
 
 
@@ -171,141 +167,31 @@ def test_same_seed_replays_and_other_seeds_or_epochs_differ():
         np.testing.assert_array_equal(y1, y2)
 
 
-# --------------------------------------------------------------------------------------- crop and flip
+# -------------------------------------------------------------------- the tf.data and the device input
 
 
-def test_crop_is_a_per_example_translation_of_the_zero_padded_image():
-    images = coordinate_images(32)
-    out = random_crop_flip(tf.constant(images), pad=4, flip=False, seed=seed(1)).numpy()
-    offsets = set()
-    for i in range(32):
-        # The top-left pixel that is not padding tells the offset; every other pixel must follow it.
-        valid = out[i, ..., 0] > 0
-        r, c = np.argwhere(valid)[0]
-        dy, dx = int(out[i, r, c, 0]) - 1 - r, int(out[i, r, c, 1]) - 1 - c
-        assert -4 <= dy <= 4 and -4 <= dx <= 4
-        shifted = np.zeros((64 + 8, 64 + 8, 3), np.uint8)
-        shifted[4:-4, 4:-4] = images[i]
-        np.testing.assert_array_equal(out[i], shifted[4 + dy : 4 + dy + 64, 4 + dx : 4 + dx + 64])
-        offsets.add((dy, dx))
-    assert len(offsets) > 10  # offsets are drawn per example, not one per batch
-
-
-def test_flip_mirrors_about_half_the_images():
-    images = coordinate_images(32)
-    out = random_crop_flip(tf.constant(images), pad=0, flip=True, seed=seed(2)).numpy()
-    flipped = [np.array_equal(out[i], images[i, :, ::-1]) for i in range(32)]
-    kept = [np.array_equal(out[i], images[i]) for i in range(32)]
-    assert all(f or k for f, k in zip(flipped, kept))
-    assert 4 <= sum(flipped) <= 28
-
-
-def test_no_pad_no_flip_is_identity():
-    images = coordinate_images(4)
-    np.testing.assert_array_equal(random_crop_flip(images, pad=0, flip=False, seed=seed(0)), images)
-
-
-# ------------------------------------------------------------------------------------- jitter, cutout
-
-
-def test_color_jitter_changes_colours_within_range_and_keeps_gray_gray():
+def test_the_device_input_makes_the_tf_data_batches():
+    """Same seed, epoch and step: the JAX path's batches are the tf.data pipeline's (here both on TF)."""
     rng = np.random.default_rng(0)
-    colour = tf.constant(rng.integers(0, 256, (16, 8, 8, 3)).astype(np.float32))
-    out = color_jitter(colour, prob=1.0, strength=0.2, seed=seed(3)).numpy()
-    assert out.min() >= 0.0 and out.max() <= 255.0 + 1e-3
-    assert all(not np.allclose(out[i], colour[i]) for i in range(16))  # every image jittered at prob 1
-    gray = tf.constant(np.repeat(rng.integers(0, 256, (16, 8, 8, 1)), 3, axis=-1).astype(np.float32))
-    out_gray = color_jitter(gray, prob=1.0, strength=0.2, seed=seed(3)).numpy()
-    np.testing.assert_allclose(out_gray[..., 0], out_gray[..., 1], atol=1e-2)  # hue/saturation leave gray alone
-    np.testing.assert_allclose(out_gray[..., 0], out_gray[..., 2], atol=1e-2)
-    unchanged = color_jitter(colour, prob=0.0, strength=0.2, seed=seed(3)).numpy()
-    np.testing.assert_array_equal(unchanged, colour)
+    images = rng.integers(0, 256, (64, 64, 64, 3), dtype=np.uint8)
+    labels = rng.integers(0, 5, 64)
+    ds = train_dataset(images, labels, 5, 16, augment=FULL, seed=7, deterministic=True, start_epoch=2)
+    device = DeviceTrainBatches(images, labels, 5, 16, FULL, seed=7, start_epoch=2)
+    for step, (x, y) in enumerate(first_batches(ds, 4)):
+        x_device, y_device = (np.asarray(t) for t in device[step])
+        np.testing.assert_allclose(x_device, x, atol=1e-4)
+        np.testing.assert_allclose(y_device, y, atol=1e-6)
+    evaluation = [np.asarray(b[0]) for b in DeviceEvalBatches(images[:40], labels[:40], 5, 16)]
+    np.testing.assert_allclose(np.concatenate(evaluation), normalize(images[:40]).numpy(), atol=1e-5)
 
 
-def test_cutout_holes_are_clipped_squares_of_the_given_half_size():
-    ones = tf.ones([64, 64, 64, 3])
-    out = cutout(ones, prob=1.0, half=16, seed=seed(4)).numpy()
-    sides = []
-    for i in range(64):
-        hole = out[i, ..., 0] == 0
-        assert np.all(out[i][hole] == 0) and np.all(out[i][~hole] == 1)
-        rows, cols = np.nonzero(hole.any(axis=1))[0], np.nonzero(hole.any(axis=0))[0]
-        height, width = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
-        assert hole.sum() == height * width  # a rectangle
-        # A 32-pixel square around a centre in 0..63, clipped: a side shorter than 32 touches the border.
-        for lo, side in ((rows[0], height), (cols[0], width)):
-            assert 16 <= side <= 32
-            assert side == 32 or lo == 0 or lo + side == 64
-        sides += [height, width]
-    assert 32 in sides and min(sides) < 32  # both whole and clipped holes occur
-    half_the_time = cutout(ones, prob=0.5, half=16, seed=seed(5)).numpy()
-    untouched = sum(np.all(half_the_time[i] == 1) for i in range(64))
-    assert 12 <= untouched <= 52
-
-
-# ---------------------------------------------------------------------------------------------- mixing
-
-
-def constant_batch(batch: int, num_classes: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """Example i is filled with value i + 1 and labelled class i (so every pair has distinct labels)."""
-    x = tf.constant(np.broadcast_to((np.arange(batch) + 1.0)[:, None, None, None], (batch, 16, 16, 3)), tf.float32)
-    return x, tf.one_hot(np.arange(batch), num_classes)
-
-
-def test_mixup_mixes_images_and_labels_with_the_same_per_example_ratio():
-    x, y = constant_batch(8, 8)
-    ratio = sample_mix_ratio(8, alpha=0.2, seed=seed(6))
-    assert np.all((ratio.numpy() >= 0) & (ratio.numpy() <= 1)) and len(np.unique(ratio.numpy())) > 1
-    x_mixed, y_mixed = mixup(x, y, ratio=ratio)
-    x_mixed, y_mixed = x_mixed.numpy(), y_mixed.numpy()
-    for i in range(8):
-        partner = 7 - i
-        own = y_mixed[i, i]
-        np.testing.assert_allclose(x_mixed[i], own * (i + 1) + (1 - own) * (partner + 1), rtol=1e-5)
-        np.testing.assert_allclose(own, ratio[i], atol=1e-6)
-        np.testing.assert_allclose(y_mixed[i, partner], 1 - own, atol=1e-6)
-    np.testing.assert_allclose(y_mixed.sum(axis=1), 1.0, atol=1e-6)
-    assert np.all(y_mixed >= 0)
-
-
-def test_cutmix_label_weights_equal_the_pasted_area_per_example():
-    x, y = constant_batch(16, 16)
-    ratio = tf.constant(np.linspace(0.05, 0.95, 16), tf.float32)
-    x_mixed, y_mixed = cutmix(x, y, ratio=ratio, seed=seed(7))
-    x_mixed, y_mixed = x_mixed.numpy(), y_mixed.numpy()
-    areas = []
-    for i in range(16):
-        partner = 15 - i
-        pasted = x_mixed[i, ..., 0] == partner + 1
-        assert np.all(pasted | (x_mixed[i, ..., 0] == i + 1))  # pixels come from the pair only
-        rows, cols = np.nonzero(pasted.any(axis=1))[0], np.nonzero(pasted.any(axis=0))[0]
-        if pasted.any():
-            assert pasted.sum() == (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)  # one box
-        fraction = pasted.mean()
-        np.testing.assert_allclose(y_mixed[i, partner], fraction, atol=1e-6)
-        np.testing.assert_allclose(y_mixed[i, i], 1 - fraction, atol=1e-6)
-        areas.append(fraction)
-    np.testing.assert_allclose(y_mixed.sum(axis=1), 1.0, atol=1e-6)
-    assert len(set(areas)) > 8  # per-example boxes
-
-
-def test_mix_batch_respects_mix_prob_and_cutmix_share():
-    x, y = constant_batch(8, 8)
-    untouched = mix_batch(x, y, seed=seed(8), mix_prob=0.0)
-    np.testing.assert_array_equal(untouched[1], y)
-    kinds = set()
-    for k in range(24):
-        x_mixed, y_mixed = (t.numpy() for t in mix_batch(x, y, seed=seed(9, k), mix_prob=0.5, cutmix_share=0.5))
-        np.testing.assert_allclose(y_mixed.sum(axis=1), 1.0, atol=1e-6)
-        if np.array_equal(y_mixed, y.numpy()):
-            kinds.add("none")
-        elif np.all(np.isin(x_mixed, np.arange(1, 9))):
-            kinds.add("cutmix")  # only original pixel values: pasted, not blended
-        else:
-            kinds.add("mixup")
-    assert kinds == {"none", "cutmix", "mixup"}
-    only_mixup = mix_batch(x, y, seed=seed(10), mix_prob=1.0, cutmix_share=0.0)[0].numpy()
-    assert not np.all(np.isin(only_mixup, np.arange(1, 9)))
+def test_reference_batches_share_one_crop_offset():
+    images = indexed_images(64)
+    batches = first_batches(train_dataset(images, np.zeros(64, int), 1, 32, augment=AugmentConfig(
+        pad=4, crop_offset="batch", flip=False), seed=1), 2)
+    for x, _ in batches:
+        padded = np.all(np.isclose(x, normalize(np.zeros((1, 1, 1, 3), np.uint8)).numpy()), axis=-1)  # [B, H, W]
+        assert all(np.array_equal(padded[0], padded[i]) for i in range(len(x)))
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -323,7 +209,7 @@ def test_bad_inputs_raise_one_line_errors():
         train_dataset(images, np.zeros(10, int), 5, 16)
     with pytest.raises(TinyconvError, match="mix_prob"):
         AugmentConfig(mix_prob=1.5)
-    with pytest.raises(TinyconvError, match="unknown AugmentConfig fields: bogus"):
+    with pytest.raises(TinyconvError, match="unknown augmentation fields: bogus"):
         AugmentConfig.from_dict({"bogus": 1})
     assert AugmentConfig.from_dict(FULL.to_dict()) == FULL
 

@@ -107,10 +107,17 @@ def test_parse_overrides_rejects_unknown_fields_and_bad_values(item, fragment):
 def test_profiles_and_make_config():
     from tinyconv.recipe import TrainConfig, make_config
 
-    full = make_config("full")
-    assert full == TrainConfig()
-    assert (full.preset, full.epochs, full.batch_size, full.lr, full.weight_decay) == ("seed", 100, 128, 3e-3, 1e-5)
-    assert (full.warmup_epochs, full.min_lr, full.mix_prob, full.cutout_prob, full.jitter_prob) == (5, 1e-5, 1.0, 0.7, 0.8)
+    reference = make_config("reference")
+    assert reference == TrainConfig()
+    assert (reference.preset, reference.epochs, reference.batch_size, reference.lr, reference.weight_decay) == (
+        "seed", 100, 128, 3e-3, 1e-5)
+    assert (reference.warmup_epochs, reference.min_lr, reference.mix_prob, reference.cutout_prob,
+            reference.jitter_prob) == (5, 1e-5, 1.0, 0.7, 0.8)
+    assert (reference.lr_update, reference.weight_decay_mode, reference.seed) == ("epoch", "per_step", 42)
+    assert (reference.crop_offset, reference.jitter_factors, reference.cutout_fill) == ("batch", "batch", "zero")
+    full = make_config("full")  # the reference with per-example crop offsets and jitter factors
+    assert (full.crop_offset, full.jitter_factors) == ("example", "example")
+    assert full.to_dict() == {**reference.to_dict(), "crop_offset": "example", "jitter_factors": "example"}
     quick = make_config("quick")
     assert quick.preset == "tiny" and quick.classes == 10
     ci = make_config("ci", preset="seed", epochs="3", model_overrides={"depths": [1, 1, 2]})

@@ -19,16 +19,18 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from tinyconv import pipeline
+from tinyconv import augment as augment_ops
 from tinyconv.dataset import load_split
 from tinyconv.errors import TinyconvError
 from tinyconv.inference import load_run_model, model_classes
 from tinyconv.layers import ConvMixerBlock
 from tinyconv.models import ModelConfig, stage_plan
-from tinyconv.pipeline import IMAGENET_MEAN, IMAGENET_STD
 from tinyconv.recipe import REFERENCE_AUGMENT
+
+# ImageNet statistics in 0..255 units, for data statistics and display.
+IMAGENET_MEAN = tuple(255.0 * m for m in augment_ops.IMAGENET_MEAN)
+IMAGENET_STD = tuple(255.0 * s for s in augment_ops.IMAGENET_STD)
 
 # ------------------------------------------------------------------------------------------------ data
 
@@ -87,37 +89,39 @@ def augmentation_examples(images, seed: int = 0, augment=None) -> dict[str, np.n
 
     Args:
         images: uint8 [B, H, W, 3], B >= 2 (mixup and cutmix pair each image with another one).
-        seed: the stateless seed of every op.
-        augment: an AugmentConfig for the strengths and for "full recipe" (default: the reference
-            recipe: jitter 0.8, cutout 0.7, mix 1.0).
+        seed: the seed of the draws (tinyconv.augment.batch_rng(seed, 0, 1)).
+        augment: an AugmentConfig for the strengths and for "full recipe" (default: the reference recipe).
     Returns:
         name -> uint8 [B, H, W, 3], in display order: original, crop+flip, colour jitter, cutout, mixup,
-        cutmix, full recipe. Mixup and cutmix pair image i with image B-1-i at a 60/40 ratio.
+        cutmix, full recipe. Each op alone is applied to every image; mixup and cutmix pair image i with
+        image B-1-i at a 60/40 ratio.
     """
     augment = augment or REFERENCE_AUGMENT
-    images = tf.convert_to_tensor(np.asarray(images), tf.uint8)
-    batch = int(images.shape[0])
-    labels = tf.one_hot(tf.range(batch), depth=batch)  # each image its own class, for the mixing ops
-    seed = tf.constant([seed, 0], tf.int64)
-    x = pipeline.normalize(images)
-    crop = pipeline.random_crop_flip(images, pad=max(augment.pad, 1), flip=True, seed=seed)
-    jitter = pipeline.color_jitter(
-        tf.cast(images, tf.float32), prob=1.0, strength=augment.jitter_strength, seed=seed
-    )
-    cut = pipeline.cutout(x, prob=1.0, half=augment.cutout_half, seed=seed)
-    # A fixed 60/40 ratio shows both partners clearly; training draws it from Beta(alpha, alpha).
-    ratio = tf.fill([batch], 0.6)
-    mixed, _ = pipeline.mixup(x, labels, ratio=ratio)
-    cutmixed, _ = pipeline.cutmix(x, labels, ratio=ratio, seed=seed)
-    recipe, _ = pipeline.augment_batch(images, labels, augment=augment, seed=seed)
+    images = np.asarray(images, np.uint8)
+    batch, height, width = images.shape[:3]
+    labels = np.eye(batch, dtype=np.float32)  # each image its own class, for the mixing ops
+    draws = augment_ops.draw_batch(augment_ops.batch_rng(seed, 0, 1), batch, height, width, augment)
+    unit = images.astype(np.float32) / 255.0
+    always = np.ones(batch, bool)
+    crop = augment_ops.crop_flip(unit, draws["offset_y"], draws["offset_x"], draws["flip"], max(augment.pad, 1))
+    jitter = augment_ops.color_jitter(unit, always, draws["brightness"], draws["contrast"], draws["saturation"],
+                                      draws["hue"])
+    cut = augment_ops.cutout(unit, always, draws["cutout_y"], draws["cutout_x"], augment.cutout_half, 0.0)
+    x = augment_ops.normalize(images)
+    # A fixed 60/40 ratio and mirrored partners show both clearly; training draws them at random.
+    ratio, partner = np.full(batch, 0.6, np.float32), np.arange(batch)[::-1].astype(np.int32)
+    mixed, _ = augment_ops.mix(x, labels, augment_ops.MIXUP, ratio, partner, draws["box_y"], draws["box_x"])
+    cutmixed, _ = augment_ops.mix(x, labels, augment_ops.CUTMIX, ratio, partner, draws["box_y"], draws["box_x"])
+    recipe, _ = augment_ops.augment_batch(images, labels, draws, augment)
+    as_uint8 = lambda unit_images: np.clip(np.rint(np.asarray(unit_images) * 255), 0, 255).astype(np.uint8)  # noqa: E731
     return {
-        "original": np.asarray(images),
-        "crop + flip": np.asarray(crop),
-        "colour jitter": np.clip(np.round(np.asarray(jitter)), 0, 255).astype(np.uint8),
-        "cutout": to_uint8(cut),
-        "mixup": to_uint8(mixed),
-        "cutmix": to_uint8(cutmixed),
-        "full recipe": to_uint8(recipe),
+        "original": images,
+        "crop + flip": as_uint8(crop),
+        "colour jitter": as_uint8(jitter),
+        "cutout": as_uint8(cut),
+        "mixup": to_uint8(np.asarray(mixed)),
+        "cutmix": to_uint8(np.asarray(cutmixed)),
+        "full recipe": to_uint8(np.asarray(recipe)),
     }
 
 
@@ -348,6 +352,10 @@ def effective_receptive_field(model, images_normalized, layer, batch_size: int =
     Returns:
         float64 [H, W] summing to 1.
     """
+    # GradientTape: this analysis runs on the TensorFlow backend only; imported here so that importing
+    # tinyconv.analysis (figures does) never pulls TensorFlow into a JAX process.
+    import tensorflow as tf
+
     probe = keras.Model(model.input, layer.output)
     total = None
     for start in range(0, len(images_normalized), batch_size):

@@ -30,70 +30,15 @@ TinyImageNet, `tinyimg_preprocess_train` and `mixup_cutmix`), on images in [0, 1
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-
+import threading
 import numpy as np
 from keras import ops
 
-from tinyconv.errors import TinyconvError
+from tinyconv.recipe import AugmentConfig
 
 # ImageNet statistics of images in [0, 1] (torchvision's values, the reference notebook's).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-CROP_OFFSETS = ("batch", "example")
-JITTER_FACTORS = ("batch", "example")
-CUTOUT_FILLS = ("zero", "mean")
-
-
-@dataclass
-class AugmentConfig:
-    """Every augmentation value. The defaults are the light recipe (crop + flip) of short runs; the
-    `reference` profile sets the notebook's values (see tinyconv.recipe.PROFILES)."""
-
-    pad: int = 4  # zero padding per side before the crop back to the input size; 0 = no crop
-    crop_offset: str = "example"  # one crop offset per batch (the reference) or per example
-    flip: bool = True  # horizontal flip, p = 0.5 per image
-    jitter_prob: float = 0.0  # probability that an image gets colour jitter
-    jitter_factors: str = "example"  # one set of jitter factors per batch (the reference) or per example
-    jitter_brightness: float = 0.16  # additive delta ~ U(-b, b) on [0, 1] images (reference: 0.8 * 0.2)
-    jitter_contrast: float = 0.16  # factor ~ U(1 - c, 1 + c)
-    jitter_saturation: float = 0.16  # factor ~ U(1 - s, 1 + s)
-    jitter_hue: float = 0.04  # shift ~ U(-h, h) of a full turn (reference: 0.2 * 0.2)
-    cutout_prob: float = 0.0  # probability that an image gets a cutout hole
-    cutout_half: int = 16  # half side of the square hole, in pixels
-    cutout_fill: str = "zero"  # zero: black before normalisation (the reference); mean: the mean colour
-    mix_prob: float = 0.0  # probability that a batch is mixed at all
-    cutmix_share: float = 0.5  # of the mixed batches, the share mixed by cutmix instead of mixup
-    mix_alpha: float = 0.2  # Beta(alpha, alpha) per-example mixing ratio
-
-    def __post_init__(self):
-        for name in ("jitter_prob", "cutout_prob", "mix_prob", "cutmix_share"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise TinyconvError(f"augmentation field {name} must be a probability in [0, 1], got {getattr(self, name)}")
-        for name in ("jitter_brightness", "jitter_contrast", "jitter_saturation", "jitter_hue"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise TinyconvError(f"augmentation field {name} must lie in [0, 1), got {getattr(self, name)}")
-        if self.pad < 0 or self.cutout_half < 0:
-            raise TinyconvError(f"augmentation fields pad and cutout_half must be >= 0, got {self.pad}, {self.cutout_half}")
-        if self.mix_alpha <= 0.0:
-            raise TinyconvError(f"augmentation field mix_alpha must be > 0, got {self.mix_alpha}")
-        for name, choices in (("crop_offset", CROP_OFFSETS), ("jitter_factors", JITTER_FACTORS),
-                              ("cutout_fill", CUTOUT_FILLS)):
-            if getattr(self, name) not in choices:
-                raise TinyconvError(f"augmentation field {name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "AugmentConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise TinyconvError(f"unknown augmentation fields: {', '.join(unknown)}")
-        return cls(**values)
-
 
 # ------------------------------------------------------------------------------------ randomness
 
@@ -274,3 +219,43 @@ def augment_batch(images, labels, draws: dict, augment: AugmentConfig):
     if a.mix_prob > 0:
         x, y = mix(x, y, draws["mix_kind"], draws["ratio"], draws["partner"], draws["box_y"], draws["box_x"])
     return x, y
+
+
+# ------------------------------------------------------------------------------------ batch plans
+
+
+class BatchPlan:
+    """Which examples and which random draws make batch `step` of `epoch`: the one source of both inputs.
+
+    The tf.data pipeline (tinyconv.pipeline) and the on-device input (tinyconv.device_input) ask it for
+    (indices, draws) and only differ in where the pixels are gathered and augmented. Thread-safe (tf.data
+    calls it from several threads); keeps the orders of the two most recent epochs.
+
+    Args:
+        count: N examples; batch_size: B; height, width: the image size; augment: the AugmentConfig.
+        seed: the run's seed; shuffle: a new order per epoch (else index order); drop_remainder: drop the
+            last incomplete batch.
+    """
+
+    def __init__(self, count: int, batch_size: int, height: int, width: int, augment: AugmentConfig,
+                 seed: int, shuffle: bool = True, drop_remainder: bool = True):
+        self.count, self.batch_size, self.height, self.width = int(count), int(batch_size), int(height), int(width)
+        self.augment, self.seed, self.shuffle = AugmentConfig(**augment.to_dict()), int(seed), bool(shuffle)
+        self.steps = self.count // self.batch_size if drop_remainder else -(-self.count // self.batch_size)
+        self._orders: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def order(self, epoch: int) -> np.ndarray:
+        with self._lock:
+            if epoch not in self._orders:
+                order = epoch_order(self.seed, epoch, self.count) if self.shuffle else np.arange(self.count)
+                self._orders = {e: o for e, o in self._orders.items() if e >= epoch - 1}
+                self._orders[epoch] = order
+            return self._orders[epoch]
+
+    def __call__(self, epoch: int, step: int) -> tuple[np.ndarray, dict]:
+        """(indices int32 [B'], draws) of batch `step` (0-based) of `epoch`; B' < B only for a kept last batch."""
+        indices = self.order(int(epoch))[int(step) * self.batch_size : (int(step) + 1) * self.batch_size]
+        draws = draw_batch(batch_rng(self.seed, epoch, int(step) + 1), len(indices), self.height, self.width,
+                           self.augment)
+        return indices.astype(np.int32), draws

@@ -649,3 +649,27 @@ def load_split(data_dir: Path, split: str, classes=None) -> Split:
         names=names,
         files=[files[i] for i in keep],
     )
+
+
+def check_arrays(images, labels, num_classes: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels as int32) after checking they make a dataset of `num_classes` classes; TinyconvError otherwise."""
+    source = getattr(images, "filename", None) or "the image array"
+    if not isinstance(images, np.ndarray) or images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        shape = getattr(images, "shape", None)
+        dtype = getattr(images, "dtype", type(images).__name__)
+        raise TinyconvError(f"images must be a uint8 array [N, H, W, 3], got {dtype} {shape} ({source})")
+    labels = np.asarray(labels)
+    if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+        raise TinyconvError(
+            f"labels must be {images.shape[0]} integers to match the images, "
+            f"got {labels.dtype} {labels.shape} ({source})"
+        )
+    if num_classes < 1:
+        raise TinyconvError(f"num_classes must be >= 1, got {num_classes}")
+    if batch_size < 1:
+        raise TinyconvError(f"batch_size must be >= 1, got {batch_size}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise TinyconvError(
+            f"labels must lie in 0..{num_classes - 1}, got {labels.min()}..{labels.max()} ({source})"
+        )
+    return images, labels.astype(np.int32)
