@@ -16,14 +16,12 @@ from pathlib import Path
 import keras
 import numpy as np
 import PIL
-import tensorflow as tf
 
 from tinyconv.dataset import default_workers, prepare, require_root
 from tinyconv.errors import TinyconvError
 from tinyconv.models import build_model, get_config
-from tinyconv.pipeline import measure_throughput, train_dataset
 from tinyconv.recipe import AugmentConfig
-from tinyconv.runtime import default_jit_compile
+from tinyconv.runtime import default_jit_compile, describe_device
 
 
 def _cpu_seconds() -> float:
@@ -53,12 +51,17 @@ def bench_data(
         data_dir: folder holding tiny-imagenet-200/.
         batch_size: B of the train pipeline.
         seconds: how long the pipeline (and the Keras baseline) is timed, after 3 warm-up batches.
-        workers: decoding processes of prepare (default: up to 2).
+        workers: decoding processes of prepare (default: every core, dataset.default_workers()).
         compare_keras: also time keras.utils.image_dataset_from_directory on train/ (decode per epoch).
 
     Returns a dict: prepare_s, prepare_cpu_s, prepare_images_per_s, images (decoded), train_pipeline_images_per_s,
     [keras_from_directory_images_per_s], batch_size and machine details (cpus, load average, versions).
     """
+    # tf.data: the TensorFlow backend's pipeline; imported here so that `bench` (the model) runs without TensorFlow
+    import tensorflow as tf
+
+    from tinyconv.pipeline import measure_throughput, train_dataset
+
     data_dir = Path(data_dir)
     root = require_root(data_dir)  # before the temporary cache is made inside data_dir
     workers = default_workers() if workers is None else workers
@@ -124,6 +127,11 @@ def _jit_setting(jit_compile) -> bool:
     raise TinyconvError(f"bench: jit_compile must be auto, on or off, got {jit_compile!r}")
 
 
+def _backend_version() -> str:
+    module = __import__(keras.config.backend())  # tensorflow or jax, already imported by Keras
+    return getattr(module, "__version__", "?")
+
+
 def _seconds_per_call(fn, n: int) -> float:
     start = time.perf_counter()
     for _ in range(n):
@@ -175,9 +183,11 @@ def bench_model(
             jit_compile=jit,
         )
         rng = np.random.default_rng(seed)
-        x = tf.constant(rng.standard_normal((batch_size, config.image_size, config.image_size, 3), dtype=np.float32))
+        x = keras.ops.convert_to_tensor(
+            rng.standard_normal((batch_size, config.image_size, config.image_size, 3), dtype=np.float32)
+        )
         labels = rng.integers(0, config.num_classes, size=batch_size)
-        y = tf.constant(np.eye(config.num_classes, dtype=np.float32)[labels])
+        y = keras.ops.convert_to_tensor(np.eye(config.num_classes, dtype=np.float32)[labels])
 
         train = lambda: model.train_on_batch(x, y, return_dict=False)  # noqa: E731
         infer = lambda: model.predict_on_batch(x)  # noqa: E731
@@ -202,7 +212,9 @@ def bench_model(
         "dtype_policy": policy,
         "params_total": params,
         "overrides": dict(overrides),
-        "tensorflow": tf.__version__,
+        "backend": keras.config.backend(),
+        "backend_version": _backend_version(),
+        "device": describe_device(),
         "keras": keras.__version__,
         "cpu_threads": os.cpu_count(),
     }

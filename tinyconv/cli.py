@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
-from tinyconv import __version__
+from tinyconv import __version__, runtime
 from tinyconv.dataset import cache_dir, default_data_dir, format_summary, prepare, verify
 from tinyconv.download import download_dataset
 from tinyconv.errors import TinyconvError
@@ -85,13 +87,16 @@ def cmd_info(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from tinyconv.bench import bench_model  # imports TensorFlow (~3 s): only for this subcommand
+    if args.backend and args.backend != runtime.backend():
+        return _rerun_with_backend(args.backend)
+    from tinyconv.bench import bench_model  # imports the Keras backend (TensorFlow ~3 s): only for this subcommand
 
     result = bench_model(
         preset=args.preset,
         batch_size=args.batch_size,
         steps=args.steps,
         jit_compile=args.jit_compile,
+        mixed_precision=runtime.precision_policy(args.mixed_precision),
     )
     if args.json:
         _print_json(result)
@@ -99,6 +104,16 @@ def cmd_bench(args) -> int:
         for key, value in result.items():
             print(f"{key:>24}: {value}")
     return 0
+
+
+def _rerun_with_backend(backend: str) -> int:
+    """This command again in a subprocess whose Keras backend is `backend` (a process has one backend)."""
+    argv = [arg for arg in sys.argv[1:] if not arg.startswith("--backend")]
+    if "--backend" in sys.argv:  # "--backend jax": drop its value too
+        index = sys.argv.index("--backend")
+        argv = sys.argv[1:index] + sys.argv[index + 2 :]
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    return subprocess.call([sys.executable, "-m", "tinyconv", *argv], env=env)
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -118,6 +133,7 @@ def cmd_train(args) -> int:
         data_dir=_data_dir(args),
         out=args.out,
         overrides=overrides,
+        time_limit=args.time_limit,
     )
     _print_json(metrics)
     return 0
@@ -219,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="XLA compilation of the train/infer step (auto: the fastest known setting for this device)",
     )
+    p.add_argument("--mixed-precision", choices=("auto", "on", "off"), default="off",
+                   help="auto/on: bfloat16 under JAX, float16 under TensorFlow, on a capable GPU (default: off)")
+    p.add_argument("--backend", choices=("tensorflow", "jax"),
+                   help="the Keras backend to measure (default: this process's, $KERAS_BACKEND); another "
+                        "one runs in a subprocess")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = add("train", cmd_train, "train a preset with a recipe profile; writes runs/NAME/ and resumes if killed")
@@ -228,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--classes", type=int, help="train on the first K classes of wnids.txt")
     p.add_argument("--out", help="run folder (default: runs/<preset>-<profile>)")
+    p.add_argument("--time-limit", type=float, metavar="MINUTES",
+                   help="stop at the last epoch end within MINUTES of training; the run stays resumable")
     p.add_argument(
         "--set",
         action="append",
@@ -273,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
     try:
-        if args.command not in _COMMANDS_WITHOUT_TENSORFLOW:
+        if args.command not in _COMMANDS_WITHOUT_TENSORFLOW and runtime.backend() == "tensorflow":
             quiet_tensorflow()  # keep TensorFlow's native start-up chatter off the terminal
         return args.func(args)
     except TinyconvError as exc:

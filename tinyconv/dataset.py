@@ -342,7 +342,11 @@ def _decode_all(paths: list[Path], out: Path | None, *, workers: int, desc: str,
 
 
 def default_workers() -> int:
-    return max(1, min(2, os.cpu_count() or 1))
+    """Decoding processes: every core this process may use (2 on the development machines, 16 on a GPU machine)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no sched_getaffinity (macOS)
+        return max(1, os.cpu_count() or 1)
 
 
 # ------------------------------------------------------------------------------------------- verify
@@ -528,7 +532,7 @@ def prepare(data_dir: Path, force: bool = False, *, workers: int | None = None, 
     Args:
         data_dir: folder holding tiny-imagenet-200/.
         force: rebuild even when the cache is current.
-        workers: decoding processes (default: up to 2).
+        workers: decoding processes (default: every core, default_workers()).
         progress: show tqdm progress bars.
         cache: cache folder (default data_dir/cache; bench_data times a fresh prepare into a temporary one).
 

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 import tinyconv.layers  # noqa: F401  (registers the custom layers, so saved models load)
 import tinyconv.schedule  # noqa: F401  (registers WarmupCosine, the saved optimizer's schedule)
 from tinyconv.dataset import default_data_dir, load_split, selected_classes
 from tinyconv.errors import TinyconvError
-from tinyconv.pipeline import gather_fn, normalize
+from tinyconv.augment import normalize
 
 # ------------------------------------------------------------------------------------------ loading
 
@@ -91,16 +91,26 @@ def model_classes(model, run: dict | None, data_dir=None, classes=None) -> Class
 
 
 def predict_logits(model, images: np.ndarray, batch_size: int = 256, flip: bool = False) -> np.ndarray:
-    """Logits [N, K] for uint8 images [N, 64, 64, 3]; flip=True mirrors them left-right first."""
-    ds = tf.data.Dataset.range(len(images)).batch(batch_size)
-    read = gather_fn(images)  # the pipelines' batch reader: images[idx] from an array or memmap
+    """Logits [N, K] for uint8 images [N, 64, 64, 3] (an array or memmap); flip=True mirrors them left-right first.
 
-    def load(idx):
-        x = normalize(read(idx))  # [B, 64, 64, 3]
-        return tf.reverse(x, axis=[2]) if flip else x
+    On any backend: batches are read and normalised one at a time, so a memmap is never loaded whole.
+    """
+    return np.asarray(model.predict(_NormalizedBatches(images, batch_size, flip), verbose=0), dtype=np.float32)
 
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
-    return np.asarray(model.predict(ds, verbose=0), dtype=np.float32)
+
+class _NormalizedBatches(keras.utils.PyDataset):
+    """images[i*B:(i+1)*B], normalised (and mirrored when `flip`), as model inputs."""
+
+    def __init__(self, images, batch_size: int, flip: bool):
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.images, self.batch_size, self.flip = images, int(batch_size), bool(flip)
+
+    def __len__(self) -> int:
+        return -(-len(self.images) // self.batch_size)
+
+    def __getitem__(self, index: int):
+        x = normalize(np.ascontiguousarray(self.images[index * self.batch_size : (index + 1) * self.batch_size]))
+        return (ops.flip(x, axis=2) if self.flip else x,)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

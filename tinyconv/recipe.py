@@ -126,6 +126,7 @@ class TrainConfig:
     mixed_precision: str = "auto"
     jit_compile: str = "auto"  # XLA for the train step: auto (tinyconv.runtime.default_jit_compile) | on | off
     seed: int = 42  # weights initialisation and the data order/augmentation (the reference's SEED)
+    backup_every: int = 1  # epochs between resume backups (weights + optimizer): a kill loses fewer than this
 
     def __getattr__(self, name):
         """`config.mix_prob` reads `config.augment.mix_prob` (called only for names that are not fields)."""
@@ -245,7 +246,7 @@ def make_config(profile: str = "quick", preset: str | None = None, **overrides) 
 
 
 def _validate(config: TrainConfig) -> None:
-    for name in ("epochs", "batch_size"):
+    for name in ("epochs", "batch_size", "backup_every"):
         if not isinstance(getattr(config, name), int) or getattr(config, name) < 1:
             raise TinyconvError(f"recipe field {name} must be a positive integer, got {getattr(config, name)!r}")
     for name in ("max_train_per_class", "max_val_per_class"):

@@ -6,9 +6,9 @@ are written before absl's logging is set up, so TF_CPP_MIN_LOG_LEVEL does not re
 machine they read like errors. `quiet_tensorflow()` does the import and the first device query with the
 process's stderr pointed at /dev/null; Python exceptions are unaffected. Set TINYCONV_TF_LOGS=1 to see them.
 
-Every question about the device goes through this module: `has_gpu()` (the layers' fast-path choice, the
-notebooks' `auto` profile, XLA), `use_mixed_precision`, `use_jit` / `default_jit_compile`,
-`distribution_strategy` and `describe_device`.
+Every question about the backend and the device goes through this module: `backend()`, `has_gpu()` (the
+layers' fast-path choice, the notebooks' `auto` profile, XLA), `precision_policy`, `use_jit` /
+`default_jit_compile`, `device_count`, `distribution_scope` and `describe_device`, for TensorFlow and JAX.
 
 Keras and TensorFlow are imported inside the functions, not at the top: this module must load before
 TensorFlow so that `quiet_tensorflow` can hide its start-up, and `tinyconv --help` imports it.
@@ -17,8 +17,10 @@ TensorFlow so that `quiet_tensorflow` can hide its start-up, and `tinyconv --hel
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
+from pathlib import Path
 
 from tinyconv.errors import TinyconvError
 
@@ -59,22 +61,50 @@ def quiet_tensorflow():
     return tf
 
 
-def _tensorflow_backend() -> bool:
-    """Whether Keras runs on TensorFlow; asks Keras' config without importing TensorFlow for other backends."""
-    import keras  # with another backend this does not import TensorFlow
+def backend() -> str:
+    """The Keras backend this process will use, read as Keras reads it ($KERAS_BACKEND, then ~/.keras/keras.json,
+    else tensorflow), without importing Keras: the CLI asks before anything heavy is loaded."""
+    name = os.environ.get("KERAS_BACKEND")
+    if not name:
+        config = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "keras.json"
+        try:
+            name = json.loads(config.read_text()).get("backend")
+        except (OSError, ValueError, AttributeError):
+            name = None
+    return name or "tensorflow"
 
-    return keras.config.backend() == "tensorflow"
+
+def _tensorflow_backend() -> bool:
+    return backend() == "tensorflow"
+
+
+def _jax_gpus() -> list:
+    import jax
+
+    return [device for device in jax.devices() if device.platform == "gpu"]
 
 
 def has_gpu() -> bool:
-    """Whether TensorFlow (the Keras backend) places ops on a GPU; False without importing it on other backends."""
+    """Whether the Keras backend places ops on a GPU (TensorFlow or JAX); never imports TensorFlow off it."""
+    if backend() == "jax":
+        return bool(_jax_gpus())
     if not _tensorflow_backend():
         return False
     return bool(quiet_tensorflow().config.list_logical_devices("GPU"))
 
 
 def gpu_capabilities() -> list[tuple[str, tuple[int, int] | None]]:
-    """(device name, CUDA compute capability or None) of each GPU TensorFlow sees."""
+    """(device name, CUDA compute capability or None) of each GPU the backend sees."""
+    if backend() == "jax":
+        result = []
+        for device in _jax_gpus():
+            cc = getattr(device, "compute_capability", None)  # "9.0" on CUDA devices
+            try:
+                cc = tuple(int(part) for part in str(cc).split(".")[:2]) if cc else None
+            except ValueError:
+                cc = None
+            result.append((device.device_kind, cc))
+        return result
     if not _tensorflow_backend():
         return []
     tf = quiet_tensorflow()
@@ -94,16 +124,26 @@ def describe_device() -> str:
     return f"CPU ({os.cpu_count()} cores)"
 
 
-def use_mixed_precision(setting: str) -> bool:
-    """The recipe's mixed_precision setting ("auto" | "on" | "off") for this machine.
+def precision_policy(setting: str) -> str:
+    """The Keras dtype policy for the recipe's mixed_precision setting ("auto" | "on" | "off").
 
-    auto: mixed_float16 when every GPU has compute capability >= 7 (tensor cores), else float32.
+    auto/on on a GPU: "mixed_bfloat16" under JAX on compute capability >= 8 (bf16 has float32's range, so no
+    loss scaling), else "mixed_float16" (compute capability >= 7, tensor cores; Keras adds loss scaling);
+    "float32" on a CPU or with off. on without such a GPU is an error.
     """
     gpus = gpu_capabilities()
-    capable = bool(gpus) and all(cc is not None and tuple(cc) >= (7, 0) for _, cc in gpus)
+    known = [tuple(cc) for _, cc in gpus if cc is not None]
+    capable = bool(gpus) and len(known) == len(gpus) and min(known) >= (7, 0)
     if setting == "on" and not capable:
         raise TinyconvError("mixed_precision=on needs a GPU with compute capability >= 7; use auto or off")
-    return capable if setting == "auto" else setting == "on"
+    if setting == "off" or not capable:
+        return "float32"
+    return "mixed_bfloat16" if backend() == "jax" and min(known) >= (8, 0) else "mixed_float16"
+
+
+def use_mixed_precision(setting: str) -> bool:
+    """Whether precision_policy(setting) computes in 16 bits."""
+    return precision_policy(setting) != "float32"
 
 
 def default_jit_compile() -> bool:
@@ -111,7 +151,7 @@ def default_jit_compile() -> bool:
 
     On CPU XLA compiles depthwise and grouped convolutions into slow generic loops: the seed model trained
     at 3.3 img/s with XLA against 50 img/s without (docs/performance.md). On GPU XLA is the usual win for
-    these element-wise-heavy blocks (not measured here: no GPU in development).
+    these element-wise-heavy blocks. JAX always compiles with XLA (Keras ignores the setting there).
     """
     return has_gpu()
 
@@ -121,9 +161,32 @@ def use_jit(setting: str) -> bool:
     return default_jit_compile() if setting == "auto" else setting == "on"
 
 
-def distribution_strategy():
-    """MirroredStrategy over the GPUs when there are several, else TensorFlow's default strategy."""
+def device_count() -> int:
+    """The accelerators data-parallel training spreads the batch over (1 on a CPU)."""
+    if backend() == "jax":
+        return max(1, len(_jax_gpus()))
+    if _tensorflow_backend():
+        return max(1, len(quiet_tensorflow().config.list_physical_devices("GPU")))
+    return 1
+
+
+def distribution_scope():
+    """The context in which to build and compile a model for data-parallel training over every GPU.
+
+    TensorFlow: a MirroredStrategy's scope over several GPUs (one host). JAX: with several devices,
+    keras.distribution.DataParallel is set for the process (it also spans hosts once
+    keras.distribution.initialize() has run); Keras then shards every batch over the devices. With one
+    device, nothing. TensorFlow's MultiWorkerMirroredStrategy is broken under Keras 3 (keras-team/keras#20585).
+    """
+    if backend() == "jax":
+        if device_count() > 1:
+            import keras
+
+            keras.distribution.set_distribution(keras.distribution.DataParallel())
+        return contextlib.nullcontext()
+    if not _tensorflow_backend():
+        return contextlib.nullcontext()
     tf = quiet_tensorflow()
     if len(tf.config.list_physical_devices("GPU")) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
+        return tf.distribute.MirroredStrategy().scope()
+    return tf.distribute.get_strategy().scope()

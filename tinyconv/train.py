@@ -34,6 +34,7 @@ from tinyconv.callbacks import (
     ResumableBackup,
     TensorBoardScalars,
     ThroughputEstimate,
+    TimeLimit,
     format_duration,
     read_history,
 )
@@ -42,7 +43,6 @@ from tinyconv.errors import TinyconvError
 from tinyconv.fileio import json_default, save_model, write_bytes, write_json
 from tinyconv.figures import figure_png, plot_history
 from tinyconv.models import ModelConfig, build_model, get_config
-from tinyconv.pipeline import eval_dataset, train_dataset
 from tinyconv.recipe import TrainConfig, make_config
 from tinyconv.schedule import build_optimizer, build_schedule
 
@@ -180,12 +180,21 @@ def load_data(plan: RunPlan) -> RunData:
 
 
 def start_folder(plan: RunPlan, data: RunData) -> None:
-    """Choose mixed precision, XLA and the device; write config.json for a new run."""
+    """Choose the precision, XLA and the devices; write config.json for a new run.
+
+    config.json records them (backend, device, dtype policy, devices, global batch); they are not compared
+    on resume, so a run started on one machine can be continued on another.
+    """
     config = plan.config
+    policy = runtime.precision_policy(config.mixed_precision)
     plan.doc.update(
-        mixed_precision=runtime.use_mixed_precision(config.mixed_precision),
+        backend=runtime.backend(),
+        dtype_policy=policy,
+        mixed_precision=policy != "float32",
         jit_compile=runtime.use_jit(config.jit_compile),
         device=runtime.describe_device(),
+        devices=runtime.device_count(),
+        global_batch=config.batch_size,
         steps_per_epoch=data.steps_per_epoch,
     )
     if plan.state == "new":
@@ -197,19 +206,17 @@ def start_folder(plan: RunPlan, data: RunData) -> None:
 
 
 def compiled_model(plan: RunPlan, steps_per_epoch: int):
-    """build_model + compile with the recipe's optimizer, loss and metrics, in the distribution strategy's scope.
+    """build_model + compile with the recipe's optimizer, loss and metrics, in the distribution scope.
 
-    Under mixed precision the layers are built with the mixed_float16 policy (Keras then wraps AdamW in a
-    LossScaleOptimizer); the global policy is restored afterwards.
+    The layers are built under the run's dtype policy (mixed_float16: Keras wraps AdamW in a
+    LossScaleOptimizer; mixed_bfloat16 needs none); the global policy is restored afterwards.
     """
     keras.utils.set_random_seed(plan.config.seed)
-    strategy = runtime.distribution_strategy()
     num_classes = plan.model_config.num_classes
     previous_policy = keras.config.dtype_policy()
     try:
-        if plan.doc["mixed_precision"]:
-            keras.config.set_dtype_policy("mixed_float16")
-        with strategy.scope():
+        keras.config.set_dtype_policy(plan.doc["dtype_policy"])
+        with runtime.distribution_scope():
             model = build_model(plan.model_config)
             model.compile(
                 optimizer=build_optimizer(plan.config, steps_per_epoch),
@@ -241,30 +248,46 @@ def run_callbacks(plan: RunPlan, data: RunData, backup: ResumableBackup, user_ca
     def lr_at_epoch_end(epoch: int) -> float:  # the lr of the epoch's last step
         return float(schedule((epoch + 1) * data.steps_per_epoch - 1))
 
+    tensorflow = runtime.backend() == "tensorflow"
     return [
-        NonFiniteLoss(run_dir),  # first: a diverged epoch must not reach the history, best or backup
+        # first: a diverged epoch must not reach the history, best or backup. Reading the loss waits for the
+        # device, so on an accelerator it is read every 100 steps (and at each epoch end), not every step.
+        NonFiniteLoss(run_dir, every=100 if runtime.has_gpu() else 1),
         ThroughputEstimate(config.batch_size, data.steps_per_epoch, config.epochs),
         HistoryWriter(history_path, data.steps_per_epoch * config.batch_size, lr_at_epoch_end),
         BestCheckpoint(run_dir / "best.keras", history_path),
-        TensorBoardScalars(run_dir / "tb", lr_at_epoch_end),
+        *([TensorBoardScalars(run_dir / "tb", lr_at_epoch_end)] if tensorflow else []),  # tf.summary
         *user_callbacks,
         backup,  # last: back up only an epoch every other callback has finished
     ]
 
 
+def input_data(plan: RunPlan, data: RunData, start_epoch: int) -> tuple:
+    """(train, validation, extra callbacks) for fit: tf.data on TensorFlow, device-made batches elsewhere.
+
+    Both plan their batches with tinyconv.augment.BatchPlan, so a run sees the same batches on either
+    backend; a resumed run starts at `start_epoch` and sees what an uninterrupted one would have seen.
+    """
+    config, num_classes = plan.config, plan.model_config.num_classes
+    if runtime.backend() == "tensorflow":
+        from tinyconv.pipeline import eval_dataset, train_dataset  # tf.data: TensorFlow's input only
+
+        train = train_dataset(data.train_images, data.train_labels, num_classes, config.batch_size,
+                              augment=config.augment, seed=config.seed, start_epoch=start_epoch)
+        val = eval_dataset(data.val_images, data.val_labels, num_classes, config.batch_size)
+        return train, val, []
+    from tinyconv.device_input import DeviceEvalBatches, DeviceTrainBatches
+
+    train = DeviceTrainBatches(data.train_images, data.train_labels, num_classes, config.batch_size,
+                               config.augment, config.seed, start_epoch=start_epoch)
+    val = DeviceEvalBatches(data.val_images, data.val_labels, num_classes, config.batch_size)
+    return train, val, [train.epoch_callback()]
+
+
 def fit(model, plan: RunPlan, data: RunData, backup: ResumableBackup, callbacks: list) -> float:
     """model.fit from the backed-up epoch on; returns the session's seconds."""
     config, run_dir, done = plan.config, plan.run_dir, backup.restored_epoch
-    train_ds = train_dataset(
-        data.train_images,
-        data.train_labels,
-        plan.model_config.num_classes,
-        config.batch_size,
-        augment=config.augment,
-        seed=config.seed,
-        start_epoch=done,  # a resumed run sees the same data order and augmentation as an uninterrupted one
-    )  # its cardinality is already steps_per_epoch (count // batch_size, drop_remainder)
-    val_ds = eval_dataset(data.val_images, data.val_labels, plan.model_config.num_classes, config.batch_size)
+    train_data, val_data, input_callbacks = input_data(plan, data, start_epoch=done)
     if done:
         print(f"resuming {run_dir} from epoch {done + 1} of {config.epochs} (epochs 1-{done} are done)", flush=True)
     elif plan.state == "resume":
@@ -272,12 +295,12 @@ def fit(model, plan: RunPlan, data: RunData, backup: ResumableBackup, callbacks:
     start = time.perf_counter()
     try:
         model.fit(
-            train_ds,
-            validation_data=val_ds,
+            train_data,
+            validation_data=val_data,
             epochs=config.epochs,
-            callbacks=callbacks,
+            callbacks=input_callbacks + callbacks,
             verbose=1 if sys.stdout.isatty() else 2,
-            shuffle=False,  # train_dataset reshuffles every epoch itself
+            shuffle=False,  # the inputs reshuffle every epoch themselves
         )
     except KeyboardInterrupt:
         done = len(read_history(run_dir / "history.csv"))
@@ -285,6 +308,19 @@ def fit(model, plan: RunPlan, data: RunData, backup: ResumableBackup, callbacks:
               file=sys.stderr, flush=True)
         raise
     return time.perf_counter() - start
+
+
+def stopped_early(plan: RunPlan, data: RunData, limit: TimeLimit, session_s: float) -> dict:
+    """The state of a run the time limit stopped: its curves so far, no metrics.json, backup/ kept."""
+    rows = read_history(plan.run_dir / "history.csv")
+    (plan.run_dir / "figures").mkdir(exist_ok=True)
+    fig = plot_history(rows, title=f"{plan.config.preset} ({plan.profile}), {len(rows)} of {plan.config.epochs} epochs")
+    write_bytes(plan.run_dir / "figures" / "curves.png", figure_png(fig))
+    progress = {**_metrics(rows, plan, data, None, session_s), "complete": False}
+    print(f"stopped by the time limit after epoch {limit.stopped_after} of {plan.config.epochs}: val top-1 "
+          f"{progress['top1']:.2%}, best {progress['best_top1']:.2%} (epoch {progress['best_epoch']}); "
+          f"run the same command again to continue {plan.run_dir}")
+    return progress
 
 
 def finalize(model, plan: RunPlan, data: RunData, session_s: float) -> dict:
@@ -325,7 +361,7 @@ def _metrics(rows: list[dict], plan: RunPlan, data: RunData, params: int, sessio
         "best_top1": best["val_top1"],
         "best_epoch": best["epoch"] + 1,
         "epochs": len(rows),
-        "params": params,
+        "params": params,  # None for an unfinished run (read it from best.keras)
         "wall_s": sum(row["epoch_s"] for row in rows),
         "train_s": sum(row["train_s"] for row in rows),
         # the median epoch: the first epoch of each session also pays for tracing and compilation
@@ -333,6 +369,9 @@ def _metrics(rows: list[dict], plan: RunPlan, data: RunData, params: int, sessio
         "last_session_s": session_s,
         "device": plan.doc["device"],
         "mixed_precision": plan.doc["mixed_precision"],
+        "dtype_policy": plan.doc["dtype_policy"],
+        "backend": plan.doc["backend"],
+        "devices": plan.doc["devices"],
         "jit_compile": plan.doc["jit_compile"],
         "preset": plan.config.preset,
         "profile": plan.profile,
@@ -353,16 +392,19 @@ def train(
     out=None,
     overrides: dict | None = None,
     callbacks=(),
+    time_limit: float | None = None,
 ) -> dict:
     """Train with a recipe profile into a run folder; resume it if it was interrupted.
 
     Args:
         preset: model preset; None keeps the profile's (full: seed, quick/ci: tiny).
-        profile: "full", "quick" or "ci" (see tinyconv.recipe.PROFILES).
+        profile: "reference", "full", "quick" or "ci" (see tinyconv.recipe.PROFILES).
         data_dir: the folder holding tiny-imagenet-200/ (default: tinyconv.dataset.default_data_dir()).
         out: the run folder (default: <runs root>/<preset>-<profile>, see default_runs_root).
         overrides: TrainConfig fields (see tinyconv.overrides.parse_overrides / tinyconv.recipe.make_config).
         callbacks: extra Keras callbacks, e.g. LiveCurves() in a notebook.
+        time_limit: minutes of training for this session: stop at the last epoch end that fits, keep the
+            run resumable, and return its progress ("complete": False) instead of writing metrics.json.
     Returns:
         metrics: top1, top5, val_loss (final epoch, fractions), best_top1, best_epoch, params, wall_s,
         images_per_s, device, epochs, ...; also written to metrics.json.
@@ -380,6 +422,10 @@ def train(
     data = load_data(plan)
     start_folder(plan, data)
     model = compiled_model(plan, data.steps_per_epoch)
-    backup = ResumableBackup(plan.run_dir / "backup")  # reads the resume state once
-    session_s = fit(model, plan, data, backup, run_callbacks(plan, data, backup, callbacks))
+    backup = ResumableBackup(plan.run_dir / "backup", plan.config.backup_every)  # reads the resume state once
+    limit = [TimeLimit(time_limit)] if time_limit else []
+    # the time limit runs before the backup (last), so the epoch it stops after is backed up too
+    session_s = fit(model, plan, data, backup, limit + run_callbacks(plan, data, backup, callbacks))
+    if limit and limit[0].stopped_after is not None and limit[0].stopped_after < plan.config.epochs:
+        return stopped_early(plan, data, limit[0], session_s)
     return finalize(model, plan, data, session_s)

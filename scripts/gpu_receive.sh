@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# On the offline GPU machine: keep one piece of the dataset zip (and install the wheels, once).
+#
+#   scripts/gpu_receive.sh PIECE_FILE [WHEEL_DIR]
+#
+# Pieces collect in $STAGE (default /tmp/tinyconv-stage); wheels install into $SITE (default /tmp/site),
+# to be put on PYTHONPATH. Prints what the machine has: GPU, Python, JAX, Keras.
+set -euo pipefail
+stage=${STAGE:-/tmp/tinyconv-stage}
+site=${SITE:-/tmp/site}
+mkdir -p "$stage"
+cp "$1" "$stage/"
+if [ -n "${2:-}" ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "$2"/*.whl
+fi
+ls -l "$stage"
+if [ -d "$site" ]; then
+    export PYTHONPATH=$site
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+    python3 -c "import sys, jax, keras; print('python', sys.version.split()[0], '| jax', jax.__version__, jax.devices(), '| keras', keras.__version__)"
+fi
