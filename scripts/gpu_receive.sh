@@ -15,7 +15,7 @@ if [ -n "${2:-}" ]; then
 fi
 ls -l "$stage"
 if [ -d "$site" ]; then
-    export PYTHONPATH=$site
+    export PYTHONPATH=$site KERAS_BACKEND=${KERAS_BACKEND:-jax}  # without it Keras picks TensorFlow, absent there
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
     python3 -c "import sys, jax, keras; print('python', sys.version.split()[0], '| jax', jax.__version__, jax.devices(), '| keras', keras.__version__)"
 fi

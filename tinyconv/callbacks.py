@@ -389,12 +389,15 @@ class LiveCurves(keras.callbacks.Callback):
         history_path: a history.csv to plot (so a resumed run shows its earlier epochs too). `train`
             sets it to the run's history.csv when left None; otherwise the callback plots the epochs it saw.
         title: figure title.
+        reference: rows of the reference's curve (tinyconv.reference.read_reference_curve) to overlay;
+            `train` sets them for the `reference` and `full` profiles on all 200 classes when left None.
     """
 
-    def __init__(self, history_path=None, title: str = ""):
+    def __init__(self, history_path=None, title: str = "", reference: list[dict] | None = None):
         super().__init__()
         self.history_path = Path(history_path) if history_path else None
         self.title = title
+        self.reference = reference
         self.rows: list[dict] = []
         self._handle = None
 
@@ -412,4 +415,4 @@ class LiveCurves(keras.callbacks.Callback):
         if not self._in_ipython():
             return
         rows = read_history(self.history_path) if self.history_path and self.history_path.exists() else self.rows
-        self._handle = show_live(self._handle, rows, self.title)
+        self._handle = show_live(self._handle, rows, self.title, reference=self.reference)

@@ -19,6 +19,7 @@ import numpy as np
 from keras import ops
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from tinyconv import runtime
 import tinyconv.layers  # noqa: F401  (registers the custom layers, so saved models load)
 import tinyconv.schedule  # noqa: F401  (registers WarmupCosine, the saved optimizer's schedule)
 from tinyconv.dataset import default_data_dir, load_split, selected_classes
@@ -44,7 +45,8 @@ def _resolve_model_path(path: Path) -> Path:
 def load_run_model(model_or_path):
     """(keras.Model, run config dict or None, model path or None) for a model, a .keras file or a run folder.
 
-    The run config is the config.json beside the model file (class list and names).
+    The run config is the config.json beside the model file (class list and names). A model trained in
+    mixed precision computes in float32 where there is no GPU (see `in_float32`).
     """
     if isinstance(model_or_path, keras.Model):
         return model_or_path, None, None
@@ -54,6 +56,8 @@ def load_run_model(model_or_path):
         model = keras.saving.load_model(path, safe_mode=True)
     except Exception as exc:  # a truncated zip, a foreign file, an unknown layer: all one-line errors
         raise TinyconvError(f"{path}: cannot load the model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if not runtime.has_gpu():
+        model = in_float32(model)
     config_path = path.parent / "config.json"
     run = None
     if config_path.exists():
@@ -62,6 +66,32 @@ def load_run_model(model_or_path):
         except (OSError, json.JSONDecodeError) as exc:
             raise TinyconvError(f"{config_path}: unreadable run config ({exc})") from None
     return model, run, path
+
+
+def in_float32(model: keras.Model) -> keras.Model:
+    """`model` itself if it computes in float32, else a copy with the same weights whose layers all do.
+
+    A model trained under mixed_bfloat16 or mixed_float16 keeps float32 weights but computes in 16 bits;
+    a CPU has no fast 16-bit convolutions (evaluating the seed took minutes instead of seconds), and
+    float32 is the more exact of the two, so inference without a GPU runs the copy.
+    """
+    config = model.get_config()
+
+    def to_float32(node):
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy" and str(node.get("config", {}).get("name", "")).startswith("mixed_"):
+                return {**node, "config": {**node["config"], "name": "float32"}}
+            return {key: to_float32(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [to_float32(value) for value in node]
+        return node
+
+    converted = to_float32(config)
+    if converted == config:
+        return model
+    copy = model.__class__.from_config(converted)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 @dataclass

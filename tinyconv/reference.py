@@ -3,7 +3,7 @@
     rows = read_reference_curve()                   # 100 rows shaped like tinyconv.callbacks.read_history's
     fig = plot_history(run_rows, reference=rows)    # tinyconv.figures: the reference's val curves, dashed
 
-The curve (docs/reference_curve.csv, facts from the reference's published log) has one row per epoch:
+The curve (tinyconv/reference_curve.csv, package data so that an installed wheel has it; facts from the reference's published log) has one row per epoch:
 epoch (1-based), epoch_seconds, train_loss, train_accuracy, val_loss, val_accuracy. read_reference_curve
 renames them to a history.csv's columns (epoch 0-based, loss, top1, val_loss, val_top1, epoch_s), so every
 plot and table that reads a run's history reads the reference the same way. No Keras or TensorFlow here.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-REFERENCE_CURVE = Path(__file__).resolve().parent.parent / "docs" / "reference_curve.csv"
+REFERENCE_CURVE = Path(__file__).resolve().parent / "reference_curve.csv"
 REFERENCE_TOP1 = 0.6303  # val top-1 after the 100th epoch
 REFERENCE_PARAMS = 2_644_712  # the seed preset's parameter count, the reference model's
 
@@ -31,7 +31,7 @@ _COLUMNS = {
 def read_reference_curve(path=REFERENCE_CURVE) -> list[dict]:
     """The reference's per-epoch rows: {epoch (0-based int), loss, top1, val_loss, val_top1, epoch_s}.
 
-    Raises FileNotFoundError when the CSV is missing (it is part of the repository, under docs/).
+    Raises FileNotFoundError when the CSV is missing (it ships inside the package).
     """
     rows = []
     with open(path, newline="", encoding="utf-8") as handle:

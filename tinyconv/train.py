@@ -44,6 +44,7 @@ from tinyconv.fileio import json_default, save_model, write_bytes, write_json
 from tinyconv.figures import figure_png, plot_history
 from tinyconv.models import ModelConfig, build_model, get_config
 from tinyconv.recipe import TrainConfig, make_config
+from tinyconv.reference import read_reference_curve
 from tinyconv.schedule import build_optimizer, build_schedule
 
 # ------------------------------------------------------------------------------------------- folder
@@ -97,6 +98,14 @@ def _differences(existing: dict, doc: dict) -> list[str]:
         elif old != new:
             out.append(f"{key} differs" if key == "wnids" else f"{key}: {old!r} there, {new!r} now")
     return out
+
+
+def reference_rows(plan) -> list[dict] | None:
+    """The reference's published curve, for the runs it is comparable with: the `reference` and `full`
+    profiles on all 200 classes (the same data, schedule length and score); None otherwise."""
+    if plan.profile in ("reference", "full") and plan.model_config.num_classes == 200:
+        return read_reference_curve()
+    return None
 
 
 def _remove_backup(backup_dir: Path) -> None:
@@ -244,6 +253,8 @@ def run_callbacks(plan: RunPlan, data: RunData, backup: ResumableBackup, user_ca
     for callback in user_callbacks:
         if isinstance(callback, LiveCurves) and callback.history_path is None:
             callback.history_path = history_path
+        if isinstance(callback, LiveCurves) and callback.reference is None:
+            callback.reference = reference_rows(plan)
 
     def lr_at_epoch_end(epoch: int) -> float:  # the lr of the epoch's last step
         return float(schedule((epoch + 1) * data.steps_per_epoch - 1))
@@ -314,7 +325,8 @@ def stopped_early(plan: RunPlan, data: RunData, limit: TimeLimit, session_s: flo
     """The state of a run the time limit stopped: its curves so far, no metrics.json, backup/ kept."""
     rows = read_history(plan.run_dir / "history.csv")
     (plan.run_dir / "figures").mkdir(exist_ok=True)
-    fig = plot_history(rows, title=f"{plan.config.preset} ({plan.profile}), {len(rows)} of {plan.config.epochs} epochs")
+    fig = plot_history(rows, title=f"{plan.config.preset} ({plan.profile}), {len(rows)} of {plan.config.epochs} epochs",
+                       reference=reference_rows(plan))
     write_bytes(plan.run_dir / "figures" / "curves.png", figure_png(fig))
     progress = {**_metrics(rows, plan, data, None, session_s), "complete": False}
     print(f"stopped by the time limit after epoch {limit.stopped_after} of {plan.config.epochs}: val top-1 "
@@ -337,7 +349,8 @@ def finalize(model, plan: RunPlan, data: RunData, session_s: float) -> dict:
         save_model(model, run_dir / "best.keras")
     (run_dir / "figures").mkdir(exist_ok=True)
     num_classes = plan.model_config.num_classes
-    fig = plot_history(rows, title=f"{config.preset} ({plan.profile}), {num_classes} classes")
+    fig = plot_history(rows, title=f"{config.preset} ({plan.profile}), {num_classes} classes",
+                       reference=reference_rows(plan))
     write_bytes(run_dir / "figures" / "curves.png", figure_png(fig))
     metrics = _metrics(rows, plan, data, int(model.count_params()), session_s)
     write_json(run_dir / "metrics.json", metrics)
