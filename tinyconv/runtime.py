@@ -162,9 +162,9 @@ def use_jit(setting: str) -> bool:
 
 
 def device_count() -> int:
-    """The accelerators data-parallel training spreads the batch over (1 on a CPU)."""
+    """The accelerators data-parallel training spreads the batch over (1 on a CPU, and 1 on JAX, see below)."""
     if backend() == "jax":
-        return max(1, len(_jax_gpus()))
+        return 1
     if _tensorflow_backend():
         return max(1, len(quiet_tensorflow().config.list_physical_devices("GPU")))
     return 1
@@ -173,16 +173,18 @@ def device_count() -> int:
 def distribution_scope():
     """The context in which to build and compile a model for data-parallel training over every GPU.
 
-    TensorFlow: a MirroredStrategy's scope over several GPUs (one host). JAX: with several devices,
-    keras.distribution.DataParallel is set for the process (it also spans hosts once
-    keras.distribution.initialize() has run); Keras then shards every batch over the devices. With one
-    device, nothing. TensorFlow's MultiWorkerMirroredStrategy is broken under Keras 3 (keras-team/keras#20585).
+    TensorFlow: a MirroredStrategy's scope over several GPUs (one host). JAX: one device for now. The
+    intended engine is keras.distribution.DataParallel, but with the on-device input (the cache and each
+    batch on the first device) a 2-device run hung in an all-gather when tried on forced host devices
+    (XLA_FLAGS=--xla_force_host_platform_device_count=2); until that is solved and tested, a JAX run uses
+    its first device and says so. TensorFlow's MultiWorkerMirroredStrategy is broken under Keras 3
+    (keras-team/keras#20585).
     """
     if backend() == "jax":
-        if device_count() > 1:
-            import keras
-
-            keras.distribution.set_distribution(keras.distribution.DataParallel())
+        gpus = _jax_gpus()
+        if len(gpus) > 1:
+            print(f"note: training on 1 of {len(gpus)} GPUs: data-parallel training on JAX is not verified yet "
+                  "(docs/gpu.md)", flush=True)
         return contextlib.nullcontext()
     if not _tensorflow_backend():
         return contextlib.nullcontext()

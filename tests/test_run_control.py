@@ -1,0 +1,126 @@
+"""Run control: the time limit, backups every N epochs, the backend and precision policy, float32 inference copies."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from tinyconv import runtime
+from tinyconv.callbacks import ResumableBackup, TimeLimit, read_history
+from tinyconv.errors import TinyconvError
+
+
+def test_time_limit_stops_at_an_epoch_end_and_the_same_command_finishes_the_run(synthetic_data_dir, tmp_path):
+    from tinyconv.train import train
+
+    run_dir = tmp_path / "limited"
+    progress = train(profile="ci", data_dir=synthetic_data_dir, out=run_dir, overrides={"epochs": 3},
+                     time_limit=1e-4)  # 6 ms: the limit is passed during the first epoch
+    assert progress["complete"] is False and progress["epochs"] == 1
+    assert [row["epoch"] for row in read_history(run_dir / "history.csv")] == [0]
+    assert not (run_dir / "metrics.json").exists()  # still a run to resume, not a finished one
+    assert json.loads((run_dir / "backup" / "training_metadata.json").read_text())["epoch"] == 1  # the stopped epoch
+    assert (run_dir / "best.keras").exists() and (run_dir / "figures" / "curves.png").exists()
+
+    metrics = train(profile="ci", data_dir=synthetic_data_dir, out=run_dir, overrides={"epochs": 3})
+    assert metrics["epochs"] == 3 and (run_dir / "metrics.json").exists()
+    assert [row["epoch"] for row in read_history(run_dir / "history.csv")] == [0, 1, 2]
+
+
+class _Model:
+    stop_training = False
+
+
+def test_backups_every_n_epochs_and_always_the_last_and_a_stopped_one(tmp_path, monkeypatch):
+    backup = ResumableBackup(tmp_path / "backup", every=3)
+    saved = []
+    monkeypatch.setattr(backup, "_save_model", lambda: saved.append(backup._current_epoch))
+    model = _Model()
+    backup._model = model
+    backup.set_params({"epochs": 7})
+    for epoch in range(5):
+        backup.on_epoch_end(epoch)
+    model.stop_training = True  # e.g. the time limit stopped the run after epoch 6
+    backup.on_epoch_end(5)
+    assert saved == [3, 6]
+    model.stop_training = False
+    backup.on_epoch_end(6)  # the last epoch
+    assert saved == [3, 6, 7]
+
+
+def test_time_limit_estimates_the_next_epoch_by_the_latest(monkeypatch):
+    # epoch 1 compiles (50 s), the others take 10 s; limit 115 s
+    clock = iter([0.0, 50.0, 50.0, 60.0, 60.0, 70.0, 70.0, 80.0, 80.0, 90.0, 90.0, 100.0])
+    monkeypatch.setattr("tinyconv.callbacks.time.perf_counter", lambda: next(clock))
+    limit = TimeLimit(minutes=115 / 60)
+    limit._model = _Model()
+    for epoch in range(6):
+        limit.on_epoch_begin(epoch)
+        limit.on_epoch_end(epoch)
+        if limit.stopped_after:
+            break
+    # after epoch 4 (80 s) 80 + 10 <= 115 goes on (a slowest-epoch estimate, 50 s, would stop after epoch 3);
+    # after epoch 5 (90 s) 90 + 10 <= 115 goes on; after epoch 6 (100 s) 100 + 10 <= 115 too: no stop in 6
+    assert limit.stopped_after is None
+    limit = TimeLimit(minutes=105 / 60)
+    limit._model = _Model()
+    clock2 = iter([0.0, 50.0, 50.0, 60.0, 60.0, 70.0, 70.0, 80.0, 80.0, 90.0, 90.0, 100.0])
+    monkeypatch.setattr("tinyconv.callbacks.time.perf_counter", lambda: next(clock2))
+    for epoch in range(6):
+        limit.on_epoch_begin(epoch)
+        limit.on_epoch_end(epoch)
+        if limit.stopped_after:
+            break
+    assert limit.stopped_after == 6 and limit.model.stop_training  # after epoch 5, 90 + 10 <= 105; after 6, 100 + 10 > 105
+
+
+def test_backend_is_read_like_keras_reads_it_without_importing_keras(tmp_path, monkeypatch):
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    assert runtime.backend() == "tensorflow"  # no keras.json: Keras' default
+    (tmp_path / "keras.json").write_text(json.dumps({"backend": "jax"}))
+    assert runtime.backend() == "jax"
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    assert runtime.backend() == "torch"  # the variable wins, as in Keras
+
+
+def test_precision_policy_on_a_machine_without_gpu():
+    assert runtime.precision_policy("auto") == "float32"
+    assert runtime.precision_policy("off") == "float32"
+    with pytest.raises(TinyconvError, match="compute capability"):
+        runtime.precision_policy("on")
+
+
+def test_precision_policy_picks_bfloat16_on_jax_and_float16_on_tensorflow(monkeypatch):
+    monkeypatch.setattr(runtime, "gpu_capabilities", lambda: [("H200", (9, 0))])
+    monkeypatch.setattr(runtime, "backend", lambda: "jax")
+    assert runtime.precision_policy("auto") == "mixed_bfloat16"
+    monkeypatch.setattr(runtime, "backend", lambda: "tensorflow")
+    assert runtime.precision_policy("auto") == "mixed_float16"
+    monkeypatch.setattr(runtime, "gpu_capabilities", lambda: [("T4", (7, 5))])
+    monkeypatch.setattr(runtime, "backend", lambda: "jax")
+    assert runtime.precision_policy("auto") == "mixed_float16"  # no bf16 tensor cores before compute capability 8
+
+
+def test_a_mixed_precision_model_gets_a_float32_copy_with_the_same_weights():
+    from tinyconv.inference import in_float32
+    from tinyconv.models import build_model
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = build_model("tiny", widths=(16, 32, 64), depths=(1, 1, 1), num_classes=4)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    copy = in_float32(mixed)
+    assert copy is not mixed
+    assert {layer.dtype_policy.name for layer in copy.layers} == {"float32"}
+    assert any(layer.dtype_policy.name == "mixed_bfloat16" for layer in mixed.layers)
+    for a, b in zip(mixed.get_weights(), copy.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    x = np.random.default_rng(0).standard_normal((2, 64, 64, 3)).astype(np.float32)
+    np.testing.assert_allclose(copy.predict_on_batch(x), mixed.predict_on_batch(x), rtol=0.1, atol=0.1)
+    assert in_float32(copy) is copy  # already float32: nothing to do
