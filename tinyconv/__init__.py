@@ -2,15 +2,17 @@
 
 Modules, one concern each (import the one you need; importing this package does not import TensorFlow):
   download   fetch, check and extract the official zip       dataset    layout, labels, verify, uint8 cache
-  pipeline   tf.data input pipelines and augmentation         recipe     TrainConfig, AugmentConfig, PROFILES
-  schedule   WarmupCosine and build_optimizer                 overrides  text to typed recipe values (--set)
-  layers     the ConvMixer-variant Keras layers               kernels    TensorFlow fast paths behind them
-  models     presets, stage_plan and build_model              train      a run folder and train()
-  callbacks  training callbacks and history.csv               inference  load a model, evaluate, predict
-  analysis   kernels, receptive fields, statistics            figures    every plot
-  notebooks  run the numbered notebooks headless              bench      throughput benchmarks
-  runtime    quiet TensorFlow import and the device policy    fileio     atomic file writes
-  cli        the `tinyconv` command                           errors     TinyconvError
+  recipe     TrainConfig, AugmentConfig, PROFILES             overrides  text to typed recipe values (--set)
+  augment    batch augmentation in keras.ops, BatchPlan       pipeline   tf.data input pipelines (TensorFlow)
+  device_input  the JAX input: cache and batches on the GPU   reference  the reference's published curve
+  schedule   lr schedules, AdamWPerStepDecay, build_optimizer layers     the ConvMixer-variant Keras layers
+  kernels    TensorFlow fast paths behind the layers          models     presets, stage_plan and build_model
+  train      a run folder and train()                         callbacks  training callbacks and history.csv
+  inference  load a model, evaluate, predict                  analysis   kernels, receptive fields, statistics
+  figures    every plot                                       notebooks  run the numbered notebooks headless
+  bench      throughput benchmarks                            runtime    backend and device policy (TF, JAX)
+  fileio     atomic file writes                               cli        the `tinyconv` command
+  errors     TinyconvError
 """
 
 __version__ = "0.1.0"
