@@ -137,26 +137,11 @@ def test_ci_profile_on_real_data_under_jax(real_data_dir, tmp_path):
 # ------------------------------------------------------------------------------- resume after SIGKILL
 
 
-_SLEEPY_CLI = """
-import sys, time
-import keras
-import tinyconv.train
-from tinyconv.cli import main
-
-class EpochSleep(keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-        time.sleep(2)
-
-run_callbacks = tinyconv.train.run_callbacks
-tinyconv.train.run_callbacks = lambda *args: [*run_callbacks(*args), EpochSleep()]
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 def test_resume_after_sigkill_under_jax_ends_with_each_epoch_once(synthetic_data_dir, tmp_path):
     from tinyconv.callbacks import read_history
 
-    (tmp_path / "sleepy_cli.py").write_text(_SLEEPY_CLI)
     epochs = 3
     run_dir = tmp_path / "killed"
     command = ["train", "--profile", "ci", "--epochs", epochs, "--data-dir", synthetic_data_dir, "--out", run_dir]

@@ -241,21 +241,6 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_state(
     assert not (run_dir / "metrics.json").exists() and not (run_dir / "model.keras").exists()
 
 
-# `tinyconv` with a 2 s pause after each epoch's backup, so the test can kill it between two epochs.
-_CLI_SLEEPING_AFTER_EACH_EPOCH = """
-import sys, time
-import keras
-import tinyconv.train
-from tinyconv.cli import main
-
-class EpochSleep(keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-        time.sleep(2)
-
-run_callbacks = tinyconv.train.run_callbacks
-tinyconv.train.run_callbacks = lambda *args: [*run_callbacks(*args), EpochSleep()]
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 def test_resume_after_sigkill_ends_with_each_epoch_once(synthetic_data_dir, tmp_path):
@@ -266,7 +251,7 @@ def test_resume_after_sigkill_ends_with_each_epoch_once(synthetic_data_dir, tmp_
     command = ["train", "--profile", "ci", "--epochs", epochs, "--data-dir", synthetic_data_dir, "--out", run_dir]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     process = subprocess.Popen(
-        [sys.executable, "-c", _CLI_SLEEPING_AFTER_EACH_EPOCH, *map(str, command)],
+        [sys.executable, str(REPO / "tests" / "sleepy_cli.py"), *map(str, command)],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     history, meta = run_dir / "history.csv", run_dir / "backup" / "training_metadata.json"
