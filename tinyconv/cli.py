@@ -143,10 +143,35 @@ def cmd_evaluate(args) -> int:
     from tinyconv.inference import evaluate, format_evaluation  # imports TensorFlow: only for this subcommand
 
     result = evaluate(args.model, data_dir=_data_dir(args), tta=not args.no_tta)
+    if args.localization:
+        from tinyconv.localize import evaluate_localization, format_localization
+
+        result["localization"] = evaluate_localization(args.model, data_dir=_data_dir(args))
     if args.json:
         _print_json(result)
     else:
         print(format_evaluation(result))
+        if args.localization:
+            print(format_localization(result["localization"]))
+    return 0
+
+
+def cmd_localize(args) -> int:
+    # Keras/TensorFlow and matplotlib: only for this subcommand
+    from tinyconv.figures import plot_localization
+    from tinyconv.fileio import save_figure
+    from tinyconv.localize import localize_images
+
+    results = localize_images(args.model, args.images, data_dir=_data_dir(args), threshold=args.threshold)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for index, entry in enumerate(results):
+        fig = plot_localization(entry["pixels"], entry["map"], entry["box"],
+                                title=f"{entry['name']} ({entry['probability']:.0%})")
+        target = out / f"{index:03d}_{Path(entry['image']).stem}_cam.png"
+        save_figure(fig, target, dpi=100)
+        print(f"{entry['image']}: {entry['name']} ({entry['wnid']}, {entry['probability']:.1%}), "
+              f"box {entry['box']} -> {target}")
     return 0
 
 
@@ -263,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("evaluate", cmd_evaluate, "top-1, top-5 and per-class accuracy of a saved model on val")
     p.add_argument("model", help="a .keras file or a run folder")
     p.add_argument("--no-tta", action="store_true", help="skip the horizontal-flip test-time augmentation")
+    p.add_argument("--localization", action="store_true",
+                   help="also score class activation map boxes on the val boxes (GT-known loc, top-1 loc, "
+                        "MaxBoxAcc; threshold chosen on 10 held-out train images per class)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     data_dir_arg(p)
 
@@ -271,6 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top", type=int, default=5)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    data_dir_arg(p)
+
+    p = add("localize", cmd_localize, "save each image with its class activation map and box, titled with "
+            "the top-1 class")
+    p.add_argument("model", help="a .keras file or a run folder")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--out", default="runs/localize", help="folder for the PNGs (default: runs/localize)")
+    p.add_argument("--threshold", type=float, default=0.2,
+                   help="box = largest region where the map >= THRESHOLD * its max (default: 0.2)")
     data_dir_arg(p)
 
     p = add("notebooks", cmd_notebooks, "run notebooks 01-05 headless with papermill")

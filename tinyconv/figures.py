@@ -306,3 +306,27 @@ def plot_class_accuracy(accuracy, names, count: int = 10):
         ax.set_title(f"{len(rows)} {what} classes")
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------- localization
+
+
+def plot_localization(image, heatmap, box, title: str = "", true_box=None, size: float = 3.2):
+    """One image with its class activation map overlaid (jet, alpha 0.45) and its box drawn (lime);
+    `true_box` (x0, y0, x1, y1), if given, in white dashes. Boxes have inclusive pixel corners.
+
+    Args:
+        image: uint8 [H, W, 3]; heatmap: float [H, W] in [0, 1] (tinyconv.localize.normalize_maps).
+    """
+    fig = Figure(figsize=(size, size + 0.35), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(image, interpolation="nearest")
+    ax.imshow(heatmap, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0, interpolation="bilinear")
+    for corners, style in ((box, dict(color="lime", lw=2.0)), (true_box, dict(color="white", lw=1.5, ls="--"))):
+        if corners is not None:
+            x0, y0, x1, y1 = corners
+            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, **style))
+    ax.axis("off")
+    if title:
+        ax.set_title(_shorten(title, 40), fontsize=9)
+    return fig

@@ -1,0 +1,225 @@
+"""tinyconv.localize: CAM / Grad-CAM maps, boxes from maps, IoU, the WSOL metrics, and `tinyconv localize`."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from tinyconv import cli
+from tinyconv.augment import normalize
+from tinyconv.errors import TinyconvError
+from tinyconv.localize import (
+    baseline_metrics,
+    box_from_map,
+    cam_layers,
+    choose_thresholds,
+    class_activation_maps,
+    evaluate_localization,
+    grad_cam,
+    iou,
+    localization_metrics,
+    normalize_maps,
+    upsample,
+)
+
+SQUARE = (12, 20, 43, 51)  # x0, y0, x1, y1 inclusive: 32 x 32 pixels, on the 4-pixel grid of the model below
+
+
+def square_image(box=SQUARE) -> np.ndarray:
+    """uint8 [64, 64, 3]: dark background (10), a bright square (245) at `box`."""
+    image = np.full((64, 64, 3), 10, dtype=np.uint8)
+    x0, y0, x1, y1 = box
+    image[y0 : y1 + 1, x0 : x1 + 1] = 245
+    return image
+
+
+def square_model(num_classes: int = 2, gap_head: bool = True) -> keras.Model:
+    """A hand-set model: a 1x1 conv whose channel 0 is the brightness and channel 1 its negative, 4x4 average
+    pooling to a 16x16 map, then GAP + Dense (or Flatten + Dense). Class 0 reads channel 0 (the square) and
+    has a large bias so it is the top-1; the other classes read channel 1 (the background)."""
+    inputs = keras.Input((64, 64, 3), name="image")
+    x = keras.layers.Conv2D(2, 1, name="features")(inputs)
+    x = keras.layers.AveragePooling2D(4, name="stage1_block1")(x)  # [B, 16, 16, 2]
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x) if gap_head else keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(num_classes, name="head")(x)
+    model = keras.Model(inputs, outputs, name="square")
+    kernel = np.zeros((1, 1, 3, 2), np.float32)
+    kernel[..., 0], kernel[..., 1] = 1 / 3, -1 / 3
+    model.get_layer("features").set_weights([kernel, np.zeros(2, np.float32)])
+    head = model.get_layer("head")
+    dense = np.zeros(head.kernel.shape, np.float32)
+    if gap_head:
+        dense[0, 0] = 1.0
+        dense[1, 1:] = 1.0
+    bias = np.zeros(num_classes, np.float32)
+    bias[0] = 5.0
+    head.set_weights([dense, bias])
+    return model
+
+
+# ---------------------------------------------------------------------------------------------- maps
+
+
+def test_cam_box_finds_the_bright_square():
+    model = square_model()
+    maps, logits = class_activation_maps(model, normalize(square_image()[None]))
+    assert maps.shape == (1, 16, 16) and logits.argmax(-1).tolist() == [0]
+    heatmap = normalize_maps(upsample(maps))[0]  # [64, 64] in [0, 1]
+    assert heatmap.shape == (64, 64) and heatmap.min() == 0.0 and heatmap.max() == 1.0
+    box = box_from_map(heatmap, 0.5)
+    assert iou(box, SQUARE) > 0.9, box
+    # the map of class 1 (the background) does not find the square
+    background = normalize_maps(upsample(class_activation_maps(model, normalize(square_image()[None]), [1])[0]))[0]
+    assert iou(box_from_map(background, 0.5), SQUARE) < 0.5
+
+
+def test_grad_cam_equals_cam_for_a_gap_dense_head():
+    # d logit_k / d f[h, w, c] = W[c, k] / (h w): Grad-CAM of the last features is relu(CAM) / (h w)
+    model = square_model()
+    x = normalize(np.stack([square_image(), square_image((0, 0, 15, 31))]))
+    cam, _ = class_activation_maps(model, x)
+    grad, _ = grad_cam(model, x, "stage1_block1")
+    np.testing.assert_allclose(grad, np.maximum(cam, 0) / 256.0, rtol=1e-5, atol=1e-6)
+    with pytest.raises(TinyconvError, match="no layer named 'nope'"):
+        grad_cam(model, x, "nope")
+
+
+def test_model_without_a_global_pooling_head_is_a_one_line_error():
+    with pytest.raises(TinyconvError) as info:
+        cam_layers(square_model(gap_head=False))
+    assert len(str(info.value).splitlines()) == 1 and "global-average-pooling + Dense head" in str(info.value)
+
+
+def test_normalize_and_upsample():
+    maps = np.stack([np.full((4, 4), 3.0), np.arange(16.0).reshape(4, 4)])
+    normed = normalize_maps(maps)
+    assert (normed[0] == 0).all() and normed[1].min() == 0 and normed[1].max() == 1
+    assert upsample(normed).shape == (2, 64, 64) and upsample(normed[1]).shape == (64, 64)
+
+
+# --------------------------------------------------------------------------------------------- boxes
+
+
+def test_iou_on_inclusive_boxes():
+    assert iou((0, 0, 9, 9), (0, 0, 9, 9)) == 1.0
+    assert iou((0, 0, 9, 9), (5, 0, 14, 9)) == pytest.approx(50 / 150)
+    assert iou((0, 0, 9, 9), (10, 10, 19, 19)) == 0.0
+    assert iou((3, 3, 3, 3), (3, 3, 3, 3)) == 1.0  # a one-pixel box has area 1
+    assert iou((0, 0, 63, 63), (16, 16, 47, 47)) == pytest.approx(0.25)
+
+
+def test_box_is_the_largest_connected_component():
+    heatmap = np.zeros((20, 20), np.float32)
+    heatmap[1:4, 1:4] = 1.0  # 9 pixels, holds the maximum
+    heatmap[6:10, 10:15] = 0.8  # 20 pixels: the larger one wins
+    heatmap[15:19, 0:20] = 0.4  # under the threshold
+    assert box_from_map(heatmap, 0.5) == (10, 6, 14, 9)
+    assert box_from_map(heatmap, 0.3) == (0, 15, 19, 18)  # now the 80-pixel strip is largest
+    assert box_from_map(heatmap, 0.9) == (1, 1, 3, 3)
+
+
+def test_boxes_use_eight_connectivity():
+    heatmap = np.zeros((12, 12), np.float32)
+    for i in range(5):
+        heatmap[i, i] = 1.0  # a diagonal: one 8-connected component of 5 pixels (five 4-connected ones)
+    heatmap[8:10, 8:10] = 1.0  # a 2x2 blob: 4 pixels
+    assert box_from_map(heatmap, 0.5) == (0, 0, 4, 4)
+
+
+# ------------------------------------------------------------------------------------------- metrics
+
+
+def test_metrics_on_a_hand_made_set():
+    thresholds = (0.2, 0.6)
+    ious = np.array([[0.8, 0.6, 0.4, 0.2], [0.9, 0.3, 0.75, 0.1]])  # [T, N]
+    correct = np.array([True, False, True, True])
+    assert choose_thresholds(ious, thresholds) == {0.3: 0.2, 0.5: 0.2, 0.7: 0.6}  # ties: the lower one
+    result = localization_metrics(ious, correct, thresholds, chosen={0.3: 0.2, 0.5: 0.2, 0.7: 0.2})
+    assert result["threshold"] == 0.2
+    assert result["gt_known_loc"] == 0.5  # 0.8 and 0.6 reach 0.5
+    assert result["top1_loc"] == 0.25  # ... and only the first is classified correctly
+    assert result["box_acc"] == {0.3: 0.75, 0.5: 0.5, 0.7: 0.25}
+    assert result["max_box_acc"] == pytest.approx(0.5)
+    assert result["oracle_max_box_acc"] == pytest.approx((0.75 + 0.5 + 0.5) / 3)  # 0.7 is best at 0.6
+    oracle = localization_metrics(ious, correct, thresholds)  # thresholds chosen on these images
+    assert oracle["max_box_acc"] == pytest.approx(oracle["oracle_max_box_acc"])
+
+
+def test_centre_box_baseline():
+    result = baseline_metrics([(0, 0, 63, 63), (16, 16, 47, 47)])  # mean size 48 x 48
+    assert result["box"] == (8, 8, 55, 55)
+    # IoU 48^2/64^2 = 0.5625 with the whole image, 32^2/48^2 = 0.444 with the small box
+    assert result["gt_known_loc"] == 0.5
+    assert result["box_acc"] == {0.3: 1.0, 0.5: 0.5, 0.7: 0.0}
+
+
+def test_evaluate_localization_on_synthetic_data(synthetic_data_dir):
+    result = evaluate_localization(square_model(num_classes=5), synthetic_data_dir)
+    assert result["images"] == 30 and result["train_images"] == 50  # 6 val, 10 of 20 train per class
+    for key in ("gt_known_loc", "top1_loc", "max_box_acc", "oracle_max_box_acc"):
+        assert 0.0 <= result[key] <= 1.0
+    assert result["top1_loc"] <= result["gt_known_loc"]
+    assert result["max_box_acc"] <= result["oracle_max_box_acc"] + 1e-12
+    assert result["top1"] == pytest.approx(0.2)  # class 0 always wins: 6 of 30 val images
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    square_model(num_classes=5).save(folder / "square.keras")
+    square_model(num_classes=5, gap_head=False).save(folder / "flat.keras")
+    Image.fromarray(square_image()).save(folder / "square.png")
+    (folder / "notes.png").write_text("not an image\n")
+    return folder
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_cli_localize_saves_the_overlay(saved_models, synthetic_data_dir, tmp_path, capsys):
+    out = tmp_path / "cams"
+    rc = cli.main(["localize", str(saved_models / "square.keras"), str(saved_models / "square.png"),
+                   "--out", str(out), "--data-dir", str(synthetic_data_dir), "--threshold", "0.5"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "Egyptian cat" in printed and "box (12, 20, 43, 51)" in printed
+    pictures = sorted(out.glob("*.png"))
+    assert [p.name for p in pictures] == ["000_square_cam.png"]
+    assert Image.open(pictures[0]).format == "PNG"
+
+
+@pytest.mark.parametrize(
+    "model, image, message",
+    [
+        ("square.keras", "notes.png", "not a readable JPEG or PNG image"),
+        ("missing.keras", "square.png", "no such model file"),
+        ("flat.keras", "square.png", "no global-average-pooling + Dense head"),
+    ],
+)
+def test_cli_localize_errors_are_one_line(saved_models, synthetic_data_dir, tmp_path, capsys, model, image, message):
+    rc = cli.main(["localize", str(saved_models / model), str(saved_models / image), "--out", str(tmp_path),
+                   "--data-dir", str(synthetic_data_dir)])
+    assert rc == 1
+    assert message in _one_line_error(capsys)
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_cli_evaluate_with_localization(saved_models, synthetic_data_dir, capsys):
+    rc = cli.main(["evaluate", str(saved_models / "square.keras"), "--no-tta", "--localization", "--json",
+                   "--data-dir", str(synthetic_data_dir)])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["localization"]["images"] == 30 and "baseline" in result["localization"]
+    rc = cli.main(["evaluate", str(saved_models / "flat.keras"), "--no-tta", "--localization",
+                   "--data-dir", str(synthetic_data_dir)])
+    assert rc == 1 and "no global-average-pooling" in _one_line_error(capsys)

@@ -1,0 +1,356 @@
+"""Where is the object? Class activation maps from the classifier, boxes from maps, and the WSOL metrics.
+
+    maps, logits = class_activation_maps(model, normalize(images))         # [N, h, w] for the top-1 class
+    box = box_from_map(upsample(maps)[0], 0.2)                             # (x0, y0, x1, y1), inclusive
+    result = evaluate_localization("models/seed-reference-e15.keras", data_dir)
+
+Conventions:
+- A box is (x0, y0, x1, y1) in pixels with both corners *inclusive*, as Tiny ImageNet's boxes are (a box
+  covering the whole 64x64 image is (0, 0, 63, 63)); `iou` counts pixels, so its width is x1 - x0 + 1.
+- A map's box is the bounding box of the largest 8-connected component of map >= fraction * max(map).
+- CAM (Zhou et al., 2016) is exact for a head that is global average pooling + Dense: the logit of class k is
+  mean_{h,w} sum_c f[h, w, c] W[c, k] + b[k], so sum_c f[h, w, c] W[c, k] is each position's share of it.
+- Grad-CAM (Selvaraju et al., 2017) for any layer: relu(sum_c mean_{h,w}(d logit_k / d A_c) A_c).
+- Metrics (Choe et al., 2020): GT-known loc (IoU >= 0.5 with the true box, the map of the true class), top-1
+  loc (top-1 correct and IoU >= 0.5), BoxAcc(delta) at IoU delta and MaxBoxAcc = mean over delta in
+  {0.3, 0.5, 0.7} of BoxAcc at the best threshold. Thresholds are chosen on held-out *train* images (they
+  have boxes too), never on val; the val-optimal ("oracle") MaxBoxAcc is reported beside, as in the papers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import ops
+
+from tinyconv.augment import normalize
+from tinyconv.dataset import default_data_dir, load_split, read_val_annotations, require_root
+from tinyconv.errors import TinyconvError
+
+IMAGE_SIZE = 64
+IOU_LEVELS = (0.3, 0.5, 0.7)
+THRESHOLDS = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2))  # fractions of the map's maximum
+
+# ---------------------------------------------------------------------------------------------- maps
+
+
+def cam_layers(model):
+    """(the GlobalAveragePooling2D layer, the Dense head) of a model whose output is Dense(GAP(features)).
+
+    Raises TinyconvError (one line) for any other head: CAM is only exact for GAP + Dense.
+    """
+    head = model.layers[-1] if model.layers else None
+    pool = None
+    if isinstance(head, keras.layers.Dense):
+        try:
+            source = head.input._keras_history.operation  # the layer that produced the head's input
+        except (AttributeError, ValueError):
+            source = None
+        if isinstance(source, keras.layers.GlobalAveragePooling2D) and not source.keepdims:
+            pool = source
+    if pool is None or head.activation not in (keras.activations.linear, None):
+        raise TinyconvError(
+            f"model {model.name} has no global-average-pooling + Dense head: class activation maps need one"
+        )
+    return pool, head
+
+
+def class_activation_maps(model, images_normalized, classes=None, batch_size: int = 64):
+    """CAM of each image for one class each, at the resolution of the last stage.
+
+    Args:
+        model: a keras.Model with a GAP + Dense head (see cam_layers).
+        images_normalized: float32 [N, H, W, 3] (tinyconv.augment.normalize of uint8 images).
+        classes: int [N] class per image, or None for each image's top-1 class.
+    Returns:
+        (maps float32 [N, h, w] (not normalised: sum_c f[h, w, c] W[c, k]), logits float32 [N, K]).
+    """
+    pool, head = cam_layers(model)
+    probe = keras.Model(model.inputs, [pool.input, model.outputs[0]])
+    kernel = np.asarray(ops.convert_to_numpy(head.kernel), dtype=np.float32)  # [C, K]
+    maps, logits = [], []
+    for start in range(0, len(images_normalized), batch_size):
+        x = np.asarray(images_normalized[start : start + batch_size], dtype=np.float32)
+        features, out = probe.predict_on_batch(x)
+        features = np.asarray(features, dtype=np.float32)  # [B, h, w, C]
+        out = np.asarray(out, dtype=np.float32)  # [B, K]
+        chosen = out.argmax(-1) if classes is None else np.asarray(classes[start : start + batch_size])
+        maps.append(np.einsum("bhwc,cb->bhw", features, kernel[:, chosen]))
+        logits.append(out)
+    if not maps:
+        return np.zeros((0, 0, 0), np.float32), np.zeros((0, int(model.output_shape[-1])), np.float32)
+    return np.concatenate(maps).astype(np.float32), np.concatenate(logits)
+
+
+def grad_cam(model, images_normalized, layer, classes=None, batch_size: int = 32):
+    """Grad-CAM of `layer` (a name or a layer with a [B, h, w, C] output) for one class per image.
+
+    Returns (maps float32 [N, h, w] >= 0, logits float32 [N, K]); classes None means each image's top-1.
+    """
+    # GradientTape: Grad-CAM runs on the TensorFlow backend only; imported here so that importing
+    # tinyconv.localize never pulls TensorFlow into a JAX process (CAM above needs no gradient).
+    import tensorflow as tf
+
+    if isinstance(layer, str):
+        try:
+            layer = model.get_layer(layer)
+        except ValueError:
+            raise TinyconvError(f"model {model.name} has no layer named {layer!r}") from None
+    if len(layer.output.shape) != 4:
+        raise TinyconvError(f"layer {layer.name} outputs {tuple(layer.output.shape)}, not a [B, h, w, C] map")
+    probe = keras.Model(model.inputs, [layer.output, model.outputs[0]])
+    maps, logits = [], []
+    for start in range(0, len(images_normalized), batch_size):
+        x = tf.convert_to_tensor(np.asarray(images_normalized[start : start + batch_size]), tf.float32)
+        with tf.GradientTape() as tape:
+            features, out = probe(x, training=False)
+            features = tf.cast(features, tf.float32)  # [B, h, w, C]
+            tape.watch(features)
+            out = tf.cast(out, tf.float32)  # [B, K]
+            chosen = tf.argmax(out, -1) if classes is None else tf.constant(classes[start : start + batch_size])
+            score = tf.reduce_sum(tf.gather(out, chosen, axis=1, batch_dims=1))
+        grads = tape.gradient(score, features)  # [B, h, w, C]
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)  # [B, 1, 1, C]
+        maps.append(tf.nn.relu(tf.reduce_sum(weights * features, axis=-1)).numpy())
+        logits.append(out.numpy())
+    return np.concatenate(maps).astype(np.float32), np.concatenate(logits)
+
+
+def upsample(maps, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Maps [N, h, w] (or one [h, w]) resized bilinearly (half-pixel centres) to [N, size, size] float32."""
+    maps = np.asarray(maps, dtype=np.float32)
+    single = maps.ndim == 2
+    x = maps[None, :, :, None] if single else maps[:, :, :, None]
+    out = np.asarray(ops.convert_to_numpy(ops.image.resize(x, (size, size), interpolation="bilinear")))[..., 0]
+    return out[0] if single else out
+
+
+def normalize_maps(maps) -> np.ndarray:
+    """Each map scaled to [0, 1] by its own min and max; a constant map becomes all zeros. float32, same shape."""
+    maps = np.asarray(maps, dtype=np.float32)
+    axes = tuple(range(maps.ndim - 2, maps.ndim))
+    low = maps.min(axis=axes, keepdims=True)
+    span = maps.max(axis=axes, keepdims=True) - low
+    return np.where(span > 0, (maps - low) / np.where(span > 0, span, 1.0), 0.0).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------- boxes
+
+
+def _label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """8-connected components of a bool [H, W] mask: (labels int [H, W], 0 = background, count)."""
+    from scipy import ndimage  # scipy is a dependency of the environment; imported where used
+
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    return labels, int(count)
+
+
+def box_from_map(heatmap, threshold_fraction: float) -> tuple[int, int, int, int]:
+    """The box (x0, y0, x1, y1), corners inclusive, of the largest 8-connected region where
+    heatmap >= threshold_fraction * max(heatmap). Ties between equal regions go to the first in raster order.
+
+    A map whose mask is empty (a maximum <= 0 with a positive fraction cannot be, but NaNs can) gives the
+    whole image.
+    """
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    if heatmap.ndim != 2:
+        raise TinyconvError(f"box_from_map needs one [H, W] map, got shape {heatmap.shape}")
+    height, width = heatmap.shape
+    mask = heatmap >= threshold_fraction * np.nanmax(heatmap) if np.isfinite(heatmap).any() else np.zeros_like(heatmap, bool)
+    labels, count = _label_components(mask)
+    if count == 0:
+        return 0, 0, width - 1, height - 1
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    rows, cols = np.nonzero(labels == 1 + int(np.argmax(sizes)))
+    return int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max())
+
+
+def iou(a, b) -> float:
+    """Intersection over union of two boxes (x0, y0, x1, y1) with inclusive pixel corners."""
+    ix = min(a[2], b[2]) - max(a[0], b[0]) + 1
+    iy = min(a[3], b[3]) - max(a[1], b[1]) + 1
+    inter = max(ix, 0) * max(iy, 0)
+    area = lambda box: max(box[2] - box[0] + 1, 0) * max(box[3] - box[1] + 1, 0)  # noqa: E731
+    union = area(a) + area(b) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def box_ious(maps, boxes, thresholds=THRESHOLDS) -> np.ndarray:
+    """IoU with the true box of each map's box at each threshold: float64 [T, N] (maps [N, H, W], boxes [N, 4])."""
+    return np.array([[iou(box_from_map(m, t), box) for m, box in zip(maps, boxes)] for t in thresholds])
+
+
+def centre_box(width: float, height: float, size: int = IMAGE_SIZE) -> tuple[int, int, int, int]:
+    """The inclusive box of about width x height pixels centred in a size x size image."""
+    w, h = int(round(min(max(width, 1), size))), int(round(min(max(height, 1), size)))
+    x0, y0 = (size - w) // 2, (size - h) // 2
+    return x0, y0, x0 + w - 1, y0 + h - 1
+
+
+# ------------------------------------------------------------------------------------------- metrics
+
+
+def choose_thresholds(ious, thresholds=THRESHOLDS, levels=IOU_LEVELS) -> dict[float, float]:
+    """For each IoU level, the threshold whose BoxAcc (share of IoU >= level) is highest on `ious` [T, N];
+    ties go to the lowest threshold."""
+    ious = np.asarray(ious)
+    return {level: float(thresholds[int(np.argmax((ious >= level).mean(axis=1)))]) for level in levels}
+
+
+def localization_metrics(ious, correct, thresholds=THRESHOLDS, chosen=None, levels=IOU_LEVELS) -> dict:
+    """The WSOL metrics from box IoUs at each threshold.
+
+    Args:
+        ious: float [T, N], the IoU of each image's box (map of its true class) at each threshold.
+        correct: bool [N], whether the top-1 class is the true one.
+        chosen: {IoU level: threshold} picked elsewhere (held-out train; see choose_thresholds); None picks
+            them on these images (the "oracle" setting).
+    Returns:
+        {"threshold" (the one chosen at IoU 0.5), "gt_known_loc", "top1_loc", "box_acc": {level: acc},
+         "max_box_acc" (mean of box_acc), "oracle_max_box_acc" (best threshold per level on these images),
+         "thresholds_chosen": {level: threshold}}; accuracies are fractions.
+    """
+    ious, correct = np.asarray(ious, dtype=np.float64), np.asarray(correct, dtype=bool)
+    thresholds = [float(t) for t in thresholds]
+    chosen = choose_thresholds(ious, thresholds, levels) if chosen is None else dict(chosen)
+    row = {level: thresholds.index(min(thresholds, key=lambda t: abs(t - chosen[level]))) for level in levels}
+    box_acc = {level: float((ious[row[level]] >= level).mean()) for level in levels}
+    oracle = float(np.mean([(ious >= level).mean(axis=1).max() for level in levels]))
+    at_half = ious[row[0.5]] if 0.5 in row else ious[row[levels[0]]]
+    return {
+        "threshold": float(chosen.get(0.5, chosen[levels[0]])),
+        "gt_known_loc": float((at_half >= 0.5).mean()),
+        "top1_loc": float(((at_half >= 0.5) & correct).mean()),
+        "box_acc": box_acc,
+        "max_box_acc": float(np.mean(list(box_acc.values()))),
+        "oracle_max_box_acc": oracle,
+        "thresholds_chosen": chosen,
+    }
+
+
+def baseline_metrics(boxes, levels=IOU_LEVELS, size: int = IMAGE_SIZE) -> dict:
+    """The centre box of the average box size, scored like a map's box: {"box", "gt_known_loc", "box_acc",
+    "max_box_acc"} (no threshold to choose; gt_known_loc is BoxAcc at 0.5)."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    box = centre_box((boxes[:, 2] - boxes[:, 0] + 1).mean(), (boxes[:, 3] - boxes[:, 1] + 1).mean(), size)
+    ious = np.array([iou(box, b) for b in boxes])
+    box_acc = {level: float((ious >= level).mean()) for level in levels}
+    return {"box": box, "gt_known_loc": float((ious >= 0.5).mean()), "box_acc": box_acc,
+            "max_box_acc": float(np.mean(list(box_acc.values())))}
+
+
+# ---------------------------------------------------------------------------------------- evaluation
+
+
+def read_train_boxes(root: Path, wnid: str) -> dict[str, tuple[int, int, int, int]]:
+    """train/<wnid>/<wnid>_boxes.txt as file name -> (x0, y0, x1, y1), inclusive."""
+    path = Path(root) / "train" / wnid / f"{wnid}_boxes.txt"
+    if not path.is_file():
+        raise TinyconvError(f"missing {path}: the train boxes are needed to choose the threshold")
+    boxes = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            boxes[fields[0]] = tuple(int(v) for v in fields[1:5])
+            assert len(fields) == 5
+        except (ValueError, AssertionError):
+            raise TinyconvError(f"malformed line {number} in {path}: expected file x0 y0 x1 y1") from None
+    return boxes
+
+
+def _maps_and_ious(model, images, labels, boxes, thresholds, batch_size):
+    maps, logits = class_activation_maps(model, normalize(np.ascontiguousarray(images)), labels, batch_size)
+    maps = normalize_maps(upsample(maps))
+    return box_ious(maps, boxes, thresholds), logits
+
+
+def evaluate_localization(model_or_path, data_dir=None, *, classes=None, per_class: int = 10,
+                          thresholds=THRESHOLDS, batch_size: int = 64, seed: int = 0) -> dict:
+    """CAM localization of a model on the official val boxes, thresholds chosen on held-out train images.
+
+    Args:
+        model_or_path: a keras.Model, a .keras file or a run folder (see tinyconv.inference.load_run_model).
+        per_class: train images per class (drawn with `seed`) on which the thresholds are chosen.
+    Returns:
+        localization_metrics' dict plus {"images", "train_images", "top1", "baseline": baseline_metrics}.
+    """
+    from tinyconv.inference import load_run_model, model_classes  # inference imports the layers (Keras)
+
+    model, run, _ = load_run_model(model_or_path)
+    cam_layers(model)  # a model without a GAP + Dense head fails here, before any data is read
+    class_list = model_classes(model, run, data_dir, classes)
+    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    root = require_root(data_dir)
+
+    train = load_split(data_dir, "train", classes=class_list.wnids)
+    rng = np.random.default_rng(seed)
+    picked, train_boxes = [], []
+    for label, wnid in enumerate(class_list.wnids):
+        boxes = read_train_boxes(root, wnid)
+        rows = np.flatnonzero(train.labels == label)
+        for i in np.sort(rng.choice(rows, size=min(per_class, len(rows)), replace=False)):
+            name = Path(train.files[i]).name
+            if name not in boxes:
+                raise TinyconvError(f"train/{wnid}/{wnid}_boxes.txt has no box for {name}")
+            picked.append(i)
+            train_boxes.append(boxes[name])
+    picked = np.asarray(picked, dtype=np.int64)
+    train_ious, _ = _maps_and_ious(model, train.images[picked], train.labels[picked], train_boxes, thresholds,
+                                   batch_size)
+    chosen = choose_thresholds(train_ious, thresholds)
+
+    val = load_split(data_dir, "val", classes=class_list.wnids)
+    annotations = read_val_annotations(root)
+    val_boxes = [annotations[Path(name).name][1] for name in val.files]
+    if any(box is None for box in val_boxes):
+        raise TinyconvError(f"{root}/val has no val_annotations.txt: the val boxes are needed")
+    ious, logits = _maps_and_ious(model, val.images, val.labels, val_boxes, thresholds, batch_size)
+    correct = logits.argmax(-1) == np.asarray(val.labels)
+    result = localization_metrics(ious, correct, thresholds, chosen)
+    result.update(images=int(len(val.labels)), train_images=int(len(picked)), top1=float(correct.mean()),
+                  baseline=baseline_metrics(val_boxes))
+    return result
+
+
+def format_localization(result: dict) -> str:
+    """A readable summary of evaluate_localization's result."""
+    base = result["baseline"]
+    acc = "  ".join(f"IoU {level}: {value:.2%}" for level, value in result["box_acc"].items())
+    return "\n".join([
+        f"localization (CAM, threshold {result['threshold']:.2f} of the max, chosen on {result['train_images']} "
+        f"held-out train images; {result['images']} val images)",
+        f"  GT-known loc {result['gt_known_loc']:.2%}   top-1 loc {result['top1_loc']:.2%}   "
+        f"MaxBoxAcc {result['max_box_acc']:.2%} (val-oracle thresholds: {result['oracle_max_box_acc']:.2%})",
+        f"  BoxAcc  {acc}",
+        f"  centre-box baseline {tuple(base['box'])}: GT-known loc {base['gt_known_loc']:.2%}   "
+        f"MaxBoxAcc {base['max_box_acc']:.2%}",
+    ])
+
+
+def localize_images(model_or_path, paths, data_dir=None, threshold: float = 0.2) -> list[dict]:
+    """The top-1 class, its CAM (64x64 in [0, 1]) and its box for each JPEG/PNG file.
+
+    Returns one dict per image: {"image": path, "pixels": uint8 [64, 64, 3], "map": float32 [64, 64],
+    "box": (x0, y0, x1, y1) inclusive, "wnid", "name", "probability"}.
+    """
+    from tinyconv.inference import load_image, load_run_model, model_classes, softmax
+
+    if not paths:
+        raise TinyconvError("no images given")
+    pixels = np.stack([load_image(path) for path in paths])  # [N, 64, 64, 3]
+    model, run, _ = load_run_model(model_or_path)
+    cam_layers(model)
+    class_list = model_classes(model, run, data_dir)
+    maps, logits = class_activation_maps(model, normalize(pixels))
+    maps = normalize_maps(upsample(maps))
+    probs = softmax(logits)
+    results = []
+    for path, image, heatmap, row in zip(paths, pixels, maps, probs):
+        k = int(row.argmax())
+        results.append({"image": str(path), "pixels": image, "map": heatmap, "box": box_from_map(heatmap, threshold),
+                        "wnid": class_list.wnids[k], "name": class_list.names[k], "probability": float(row[k])})
+    return results
