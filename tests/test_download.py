@@ -51,8 +51,9 @@ def tree_snapshot(folder: Path) -> dict[str, str]:
 
 
 def leftovers(data_dir: Path) -> list[str]:
-    """Anything but the dataset itself: temporary folders, partial downloads, stray zips."""
-    return sorted(p.name for p in data_dir.iterdir() if p.name != "tiny-imagenet-200")
+    """Anything but the dataset itself and the (empty once released) lock file: temporary folders, partial
+    downloads, stray zips."""
+    return sorted(p.name for p in data_dir.iterdir() if p.name not in ("tiny-imagenet-200", ".download.lock"))
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -35,6 +35,7 @@ from PIL import Image, UnidentifiedImageError
 
 from tinyconv.errors import TinyconvError
 from tinyconv.fileio import remove_temporaries, temporary_path, write_json
+from tinyconv.locks import folder_lock
 
 DATASET_DIRNAME = "tiny-imagenet-200"
 CACHE_DIRNAME = "cache"
@@ -557,7 +558,13 @@ def prepare(data_dir: Path, force: bool = False, *, workers: int | None = None, 
         _check_cache_files(cache, old, split) is None for split in SPLITS
     ):
         return old
+    with folder_lock(cache / ".prepare.lock", "dataset cache"):  # a second prepare of this cache fails at once
+        remove_temporaries(cache)  # under the lock, every temporary is a dead process's (a killed prepare: ~1.2 GB)
+        return _write_cache(root, cache, workers=workers, progress=progress, start=start)
 
+
+def _write_cache(root: Path, cache: Path, *, workers: int | None, progress: bool, start: float) -> dict:
+    """prepare's work once it holds the cache's lock: decode every split into the cache, then the manifest."""
     wnids = read_wnids(root)
     names = class_names(root, wnids)
     workers = default_workers() if workers is None else workers

@@ -28,6 +28,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from tinyconv.errors import TinyconvError
+from tinyconv.locks import folder_lock
 from tinyconv.fileio import temporary_path, write_json
 
 DATASET_DIRNAME = "tiny-imagenet-200"
@@ -35,6 +36,7 @@ OFFICIAL_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 OFFICIAL_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
 MARKER_NAME = ".tinyconv-download.json"
 ZIP_NAME = f"{DATASET_DIRNAME}.zip"
+LOCK_NAME = ".download.lock"  # in the data folder: one download into it at a time (tinyconv.locks)
 CHUNK_BYTES = 1 << 20
 
 
@@ -82,7 +84,15 @@ def download_dataset(
         if all(marker.get(algorithm) == value for algorithm, value in requested.items()):
             _say(progress, f"{root} is already downloaded and verified; nothing to do")
             return root
-    _remove_stale_temporaries(data_dir)
+    with folder_lock(data_dir / LOCK_NAME, "download"):  # a second download into data_dir fails at once
+        return _download_and_extract(data_dir, url, expected, root, progress=progress, retries=retries,
+                                     timeout_s=timeout_s)
+
+
+def _download_and_extract(data_dir: Path, url: str, expected: dict, root: Path, *, progress: bool, retries: int,
+                          timeout_s: float) -> Path:
+    """download_dataset's work once it holds the data folder's lock: fetch, check, extract into place."""
+    _remove_stale_temporaries(data_dir)  # under the lock, every temporary is a dead process's
 
     local_zip = _local_path(url)
     if local_zip is not None:
@@ -274,10 +284,27 @@ def _remove_stale_temporaries(data_dir: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
+# Bounds on what a zip may unpack to (zip bombs). Generous: the real dataset has 120,609 entries, 0.25 GB
+# uncompressed, and its largest compression ratio (words.txt) is about 3.
+MAX_ENTRIES = 500_000
+MAX_UNCOMPRESSED_BYTES = 4 * 1024**3
+MAX_RATIO = 100  # for entries over 1 MiB uncompressed; tiny entries may compress more without harm
+
+
 def _safe_members(archive: zipfile.ZipFile, zip_path: Path) -> list[zipfile.ZipInfo]:
-    """Every entry of the zip, refusing any that would land outside the target folder."""
+    """Every entry of the zip, refusing any that would land outside the target folder, and zip bombs."""
     members = archive.infolist()
+    if len(members) > MAX_ENTRIES:
+        raise TinyconvError(f"{zip_path} holds {len(members):,} entries, more than the {MAX_ENTRIES:,} allowed: "
+                            "not the Tiny ImageNet zip")
+    total = sum(info.file_size for info in members)
+    if total > MAX_UNCOMPRESSED_BYTES:
+        raise TinyconvError(f"{zip_path} would unpack to {total / 1024**3:.1f} GiB, more than the "
+                            f"{MAX_UNCOMPRESSED_BYTES / 1024**3:.0f} GiB allowed: not the Tiny ImageNet zip")
     for info in members:
+        if info.file_size > 1024**2 and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            raise TinyconvError(f"entry {info.filename!r} of {zip_path} is compressed {info.file_size // max(info.compress_size, 1):,}:1, "
+                                f"more than {MAX_RATIO}:1 allowed: a zip bomb, not the Tiny ImageNet zip")
         name = info.filename.replace("\\", "/")
         parts = PurePosixPath(name).parts
         if name.startswith("/") or (len(name) > 1 and name[1] == ":") or ".." in parts:

@@ -40,7 +40,8 @@ from tinyconv.callbacks import (
 )
 from tinyconv.dataset import default_data_dir, load_split, selected_classes
 from tinyconv.errors import TinyconvError
-from tinyconv.fileio import json_default, save_model, write_bytes, write_json
+from tinyconv.fileio import json_default, remove_temporaries, save_model, write_bytes, write_json
+from tinyconv.locks import folder_lock
 from tinyconv.figures import figure_png, plot_history
 from tinyconv.models import ModelConfig, build_model, get_config
 from tinyconv.recipe import TrainConfig, make_config
@@ -65,6 +66,7 @@ def default_runs_root() -> Path:
 
 
 _COMPARED_KEYS = ("profile", "train", "model", "wnids")
+LOCK_NAME = ".lock"  # in the run folder: one trainer at a time (tinyconv.locks)
 
 
 def run_dir_state(run_dir: Path, doc: dict) -> str:
@@ -434,6 +436,14 @@ def train(
         return metrics
     data = load_data(plan)
     start_folder(plan, data)
+    with folder_lock(plan.run_dir / LOCK_NAME, "training run"):  # a second trainer of this folder fails at once
+        for folder in (plan.run_dir, plan.run_dir / "backup"):
+            remove_temporaries(folder)  # under the lock, every temporary is a dead process's (a kill while saving)
+        return _train_locked(plan, data, callbacks, time_limit)
+
+
+def _train_locked(plan: RunPlan, data: RunData, callbacks, time_limit) -> dict:
+    """train()'s steps once it holds the run folder's lock."""
     model = compiled_model(plan, data.steps_per_epoch)
     backup = ResumableBackup(plan.run_dir / "backup", plan.config.backup_every)  # reads the resume state once
     limit = [TimeLimit(time_limit)] if time_limit else []

@@ -1,0 +1,143 @@
+"""Locks on shared folders (tinyconv.locks) and the zip-bomb bounds of download."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tinyconv import download as download_module
+from tinyconv.download import download_dataset
+from tinyconv.errors import TinyconvError
+from tinyconv.locks import folder_lock
+
+REPO = Path(__file__).resolve().parents[1]
+
+_HOLD = """
+import sys, time
+from tinyconv.locks import folder_lock
+with folder_lock(sys.argv[1], "test"):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.fixture
+def held_lock():
+    """Start a process that holds the lock at the given path; yields a function(path) -> the process's pid."""
+    processes = []
+
+    def hold(path: Path) -> int:
+        process = subprocess.Popen([sys.executable, "-c", _HOLD, str(path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        processes.append(process)
+        assert process.stdout.readline().strip() == "held"
+        return process.pid
+
+    yield hold
+    for process in processes:
+        process.kill()
+        process.wait()
+
+
+def test_a_second_holder_fails_at_once_naming_the_first(tmp_path, held_lock):
+    pid = held_lock(tmp_path / "x.lock")
+    start = time.monotonic()
+    with pytest.raises(TinyconvError, match=rf"in use by process {pid} on .*lock .*x\.lock"):
+        with folder_lock(tmp_path / "x.lock", "test"):
+            pass
+    assert time.monotonic() - start < 2  # refused, not waited for
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_message(tmp_path, capsys):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "x.lock").write_text(json.dumps({"pid": int(dead.stdout), "host": "h", "started": 0}))
+    with folder_lock(tmp_path / "x.lock", "test"):
+        assert json.loads((tmp_path / "x.lock").read_text())["pid"] == os.getpid()
+    assert f"taking over the test lock {tmp_path / 'x.lock'}" in capsys.readouterr().err
+    assert (tmp_path / "x.lock").read_text() == ""  # released: empty, nothing to take over next time
+
+
+def test_two_downloads_into_one_data_folder(tmp_path, held_lock, synthetic_data_dir):
+    sys.path.insert(0, str(REPO / "tests"))
+    from synthetic import zip_dataset
+
+    zip_path = zip_dataset(synthetic_data_dir / "tiny-imagenet-200", tmp_path / "tiny.zip")
+    data_dir = tmp_path / "data"
+    pid = held_lock(data_dir / download_module.LOCK_NAME)
+    with pytest.raises(TinyconvError, match=rf"download in .*data is in use by process {pid}"):
+        download_dataset(data_dir, url=str(zip_path), progress=False)
+    assert not (data_dir / "tiny-imagenet-200").exists()
+
+
+def test_two_trainers_on_one_run_folder(tmp_path, held_lock, synthetic_data_dir):
+    from tinyconv.train import LOCK_NAME, train
+
+    run_dir = tmp_path / "run"
+    progress = train(profile="ci", data_dir=synthetic_data_dir, out=run_dir, overrides={"epochs": 2}, time_limit=1e-4)
+    assert progress["complete"] is False  # a run to resume: what a second trainer would find
+    history = (run_dir / "history.csv").read_text()
+    pid = held_lock(run_dir / LOCK_NAME)  # as the first trainer would, while it trains
+    with pytest.raises(TinyconvError, match=rf"training run in .*run is in use by process {pid}"):
+        train(profile="ci", data_dir=synthetic_data_dir, out=run_dir, overrides={"epochs": 2})
+    assert (run_dir / "history.csv").read_text() == history  # the first trainer's files untouched
+
+
+def test_two_prepares_of_one_cache(tmp_path, held_lock, synthetic_data_dir):
+    import shutil
+
+    from tinyconv.dataset import prepare
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(synthetic_data_dir / "tiny-imagenet-200", data_dir / "tiny-imagenet-200")
+    pid = held_lock(data_dir / "cache" / ".prepare.lock")
+    with pytest.raises(TinyconvError, match=rf"dataset cache in .*cache is in use by process {pid}"):
+        prepare(data_dir, progress=False)
+
+
+def _zip(path: Path, entries: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return path
+
+
+def test_a_zip_of_too_many_entries_is_refused_quickly(tmp_path, monkeypatch):
+    monkeypatch.setattr(download_module, "MAX_ENTRIES", 50)
+    bomb = _zip(tmp_path / "many.zip", {f"tiny-imagenet-200/f{i}.txt": b"x" for i in range(60)})
+    start = time.monotonic()
+    with pytest.raises(TinyconvError, match="60 entries, more than the 50 allowed"):
+        download_dataset(tmp_path / "data", url=str(bomb), progress=False)
+    assert time.monotonic() - start < 5 and not (tmp_path / "data" / "tiny-imagenet-200").exists()
+
+
+def test_a_highly_compressed_entry_is_refused(tmp_path):
+    bomb = _zip(tmp_path / "bomb.zip", {"tiny-imagenet-200/wnids.txt": b"\0" * (64 * 1024**2)})  # 64 MiB of zeros
+    assert bomb.stat().st_size < 1024**2
+    with pytest.raises(TinyconvError, match="compressed .*:1, more than 100:1 allowed: a zip bomb"):
+        download_dataset(tmp_path / "data", url=str(bomb), progress=False)
+
+
+def test_a_zip_declaring_too_much_in_all_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(download_module, "MAX_UNCOMPRESSED_BYTES", 1000)
+    big = _zip(tmp_path / "big.zip", {f"tiny-imagenet-200/f{i}.bin": os.urandom(600) for i in range(2)})
+    with pytest.raises(TinyconvError, match="would unpack to .* GiB, more than"):
+        download_dataset(tmp_path / "data", url=str(big), progress=False)
+
+
+def test_a_resumed_run_removes_the_temporaries_a_killed_one_left(tmp_path, synthetic_data_dir):
+    from tinyconv.train import train
+
+    run_dir = tmp_path / "run"
+    train(profile="ci", data_dir=synthetic_data_dir, out=run_dir, overrides={"epochs": 2}, time_limit=1e-4)
+    stale = [run_dir / ".best.keras.99999.tmp.keras", run_dir / "backup" / ".epoch-0002.weights.h5.99999.tmp.weights.h5"]
+    for path in stale:
+        path.write_bytes(b"half a file")  # what a kill during a save leaves
+    metrics = train(profile="ci", data_dir=synthetic_data_dir, out=run_dir, overrides={"epochs": 2})
+    assert metrics["epochs"] == 2
+    assert not any(path.exists() for path in stale)
