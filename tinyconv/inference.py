@@ -94,6 +94,14 @@ def in_float32(model: keras.Model) -> keras.Model:
     return copy
 
 
+def check_input_shape(model: keras.Model, path=None) -> None:
+    """One line, not a Keras traceback, for a model that does not take [B, 64, 64, 3] images."""
+    shape = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
+    if shape != (64, 64, 3):
+        raise TinyconvError(f"{path or model.name}: the model takes inputs of shape {shape or model.input_shape}, "
+                            "not the 64 x 64 RGB images of Tiny ImageNet")
+
+
 @dataclass
 class ClassList:
     """The classes of a model's outputs, in output order: wnids, short names and full words.txt entries."""
@@ -208,6 +216,7 @@ def evaluate(model_or_path, data_dir=None, tta: bool = True, *, classes=None, ba
          "tta": {"top1", "top5", "per_class"} or None}; accuracies are fractions.
     """
     model, run, path = load_run_model(model_or_path)
+    check_input_shape(model, path)
     class_list = model_classes(model, run, data_dir, classes)
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     val = load_split(data_dir, "val", classes=class_list.wnids)
@@ -248,22 +257,73 @@ def format_evaluation(result: dict, rows: int = 10) -> str:
     return "\n".join(lines)
 
 
+# Images larger than this are refused before they are decoded (PIL's own bomb check only warns up to ~179 MP,
+# after which it raises a traceback): 50 MP is a 8,660 x 5,770 photo, far beyond any use at 64 x 64.
+MAX_IMAGE_PIXELS = 50_000_000
+ALPHA_BACKGROUND = (255, 255, 255)  # transparent pixels are composited on white
+
+
 def load_image(path) -> np.ndarray:
-    """A JPEG or PNG of any size as uint8 [64, 64, 3] RGB (EXIF rotation applied, resized with antialiasing)."""
+    """A JPEG or PNG of any size as uint8 [64, 64, 3] RGB (EXIF rotation applied, resized with antialiasing).
+
+    16-bit images are scaled to 8 bits (not clipped); transparency is composited on white (ALPHA_BACKGROUND);
+    images over MAX_IMAGE_PIXELS are refused before decoding.
+    """
     path = Path(path)
     if not path.exists():
         raise TinyconvError(f"{path}: no such image file")
     if path.is_dir():
         raise TinyconvError(f"{path}: is a folder, not an image file")
     try:
-        with Image.open(path) as picture:
+        with _open_unchecked(path) as picture:
             if picture.format not in ("JPEG", "PNG", "MPO"):
                 raise TinyconvError(f"{path}: a {picture.format} image; only JPEG and PNG are supported")
-            picture = ImageOps.exif_transpose(picture).convert("RGB")
-            picture = picture.resize((64, 64), Image.Resampling.BICUBIC)
-            return np.asarray(picture, dtype=np.uint8)
+            width, height = picture.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise TinyconvError(f"{path}: {width} x {height} pixels, more than the {MAX_IMAGE_PIXELS:,} this "
+                                    "command decodes; downscale it first")
+            return _to_rgb64(ImageOps.exif_transpose(picture))
+    except Image.DecompressionBombError:
+        raise TinyconvError(f"{path}: too many pixels to decode safely") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise TinyconvError(f"{path}: not a readable JPEG or PNG image ({type(exc).__name__})") from None
+
+
+def _open_unchecked(path):
+    """Image.open without PIL's own pixel check (a traceback past ~179 MP): load_image checks the size itself."""
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        return Image.open(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def _to_rgb64(picture) -> np.ndarray:
+    """Any PIL image -> uint8 [64, 64, 3]: 16-bit scaled to 8, alpha composited, resized (bicubic)."""
+    if picture.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit (or 32-bit integer) grayscale
+        values = np.asarray(picture, dtype=np.float64)
+        top = 65535.0 if picture.mode != "I" or values.max() > 255 else 255.0
+        picture = Image.fromarray(np.clip(np.rint(values * 255.0 / top), 0, 255).astype(np.uint8), mode="L")
+    if picture.mode in ("RGBA", "LA", "PA") or (picture.mode == "P" and "transparency" in picture.info):
+        rgba = picture.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
+        picture = Image.alpha_composite(background, rgba)
+    picture = picture.convert("RGB").resize((64, 64), Image.Resampling.BICUBIC)
+    return np.asarray(picture, dtype=np.uint8)
+
+
+def as_uint8_images(images: np.ndarray) -> np.ndarray:
+    """Images [N, 64, 64, 3] as uint8: uint8 as is, floats in [0, 1] scaled by 255; anything else refused."""
+    if images.ndim != 4 or images.shape[1:] != (64, 64, 3):
+        raise TinyconvError(f"images must be [N, 64, 64, 3], got {images.dtype} {images.shape}")
+    if images.dtype == np.uint8:
+        return images
+    if np.issubdtype(images.dtype, np.floating):
+        if images.size and (np.nanmin(images) < 0.0 or np.nanmax(images) > 1.0 or np.isnan(images).any()):
+            raise TinyconvError("float images must lie in [0, 1] (pass uint8 for 0..255 pixels), got values in "
+                                f"[{np.nanmin(images):.3g}, {np.nanmax(images):.3g}]")
+        return np.rint(images * 255.0).astype(np.uint8)
+    raise TinyconvError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
 
 
 def predict(model_or_path, images, data_dir=None, top: int = 5) -> list[dict]:
@@ -271,8 +331,8 @@ def predict(model_or_path, images, data_dir=None, top: int = 5) -> list[dict]:
 
     Args:
         model_or_path: a keras.Model, a .keras file or a run folder.
-        images: a path or a list of paths to JPEG/PNG files of any size (resized to 64x64 RGB), or a uint8
-            array [N, 64, 64, 3].
+        images: a path or a list of paths to JPEG/PNG files of any size (resized to 64x64 RGB), or an array
+            [N, 64, 64, 3] of uint8 or of floats in [0, 1].
         data_dir: only needed for a model without a run config.json (names come from words.txt).
         top: how many classes per image.
     Returns:
@@ -281,16 +341,15 @@ def predict(model_or_path, images, data_dir=None, top: int = 5) -> list[dict]:
     if top < 1:
         raise TinyconvError(f"top must be >= 1, got {top}")
     if isinstance(images, np.ndarray):
-        if images.ndim != 4 or images.shape[1:] != (64, 64, 3):
-            raise TinyconvError(f"images must be uint8 [N, 64, 64, 3], got {images.dtype} {images.shape}")
-        pixels, labels = images.astype(np.uint8), [str(i) for i in range(len(images))]
+        pixels, labels = as_uint8_images(images), [str(i) for i in range(len(images))]
     else:
         paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
         if not paths:
             raise TinyconvError("no images given")
         pixels = np.stack([load_image(p) for p in paths])  # [N, 64, 64, 3]
         labels = [str(p) for p in paths]
-    model, run, _ = load_run_model(model_or_path)
+    model, run, path = load_run_model(model_or_path)
+    check_input_shape(model, path)
     classes = model_classes(model, run, data_dir)
     wnids, names, words = classes.wnids, classes.names, classes.words
     probs = softmax(predict_logits(model, pixels, batch_size=64))  # [N, K]

@@ -1,0 +1,70 @@
+"""predict's inputs (issue 13, part): huge images, 16-bit, alpha, float arrays, a model of another input shape."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from tinyconv.errors import TinyconvError
+from tinyconv.inference import ALPHA_BACKGROUND, as_uint8_images, load_image, predict
+
+
+def _png_claiming(path, width: int, height: int):
+    """A PNG whose header says width x height (a 1x1 image with its IHDR rewritten): no huge file needed."""
+    Image.new("L", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    start = data.index(b"IHDR")
+    data[start + 4 : start + 12] = struct.pack(">II", width, height)
+    data[start + 17 : start + 21] = struct.pack(">I", zlib.crc32(bytes(data[start : start + 17])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_huge_image_is_refused_before_decoding(tmp_path):
+    path = _png_claiming(tmp_path / "huge.png", 20_000, 20_000)
+    with pytest.raises(TinyconvError, match=r"huge.png: 20000 x 20000 pixels, more than the 50,000,000"):
+        load_image(path)
+
+
+def test_a_16_bit_grayscale_png_is_scaled_not_clipped(tmp_path):
+    gradient = (np.linspace(0, 65535, 128 * 128).reshape(128, 128)).astype(np.uint16)
+    Image.fromarray(gradient).save(tmp_path / "deep.png")  # a 16-bit PNG
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    Image.fromarray((gradient // 257).astype(np.uint8), mode="L").save(tmp_path / "flat.png")
+    deep, flat = load_image(tmp_path / "deep.png"), load_image(tmp_path / "flat.png")
+    assert np.abs(deep.astype(int) - flat.astype(int)).max() <= 1  # the 8-bit version, not 99.6 % white
+    assert deep.min() < 10 and deep.max() > 245
+
+
+def test_alpha_is_composited_on_white(tmp_path):
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[..., 0] = 200  # red where opaque
+    rgba[:32, :, 3] = 255  # top half opaque, bottom half fully transparent
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "alpha.png")
+    image = load_image(tmp_path / "alpha.png")
+    assert tuple(image[10, 10]) == (200, 0, 0)
+    assert tuple(image[60, 10]) == ALPHA_BACKGROUND  # not the black of the dropped alpha
+
+
+def test_float_arrays_in_unit_range_are_scaled_and_others_refused():
+    floats = np.full((2, 64, 64, 3), 0.5, np.float32)
+    assert as_uint8_images(floats).dtype == np.uint8 and as_uint8_images(floats)[0, 0, 0, 0] == 128  # not 0
+    with pytest.raises(TinyconvError, match=r"float images must lie in \[0, 1\]"):
+        as_uint8_images(floats * 255)
+    with pytest.raises(TinyconvError, match="uint8 or float"):
+        as_uint8_images(floats.astype(np.int32))
+    with pytest.raises(TinyconvError, match=r"\[N, 64, 64, 3\]"):
+        as_uint8_images(np.zeros((2, 32, 32, 3), np.uint8))
+
+
+def test_a_model_of_another_input_shape_gives_one_line(tmp_path):
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(inputs)))
+    model.save(tmp_path / "small.keras")
+    with pytest.raises(TinyconvError, match=r"small.keras: the model takes inputs of shape \(32, 32, 3\)"):
+        predict(tmp_path / "small.keras", np.zeros((1, 64, 64, 3), np.uint8))
