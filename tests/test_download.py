@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -260,3 +261,45 @@ def test_interrupted_extraction_leaves_the_old_dataset_and_no_temporaries(tmp_pa
     with pytest.raises(KeyboardInterrupt):
         download_dataset(data_dir, url=str(other_zip), sha256=sha256_of(other_zip), progress=False)
     assert tree_snapshot(root) == before and leftovers(data_dir) == []
+
+
+# ------------------------------------------------------------------ extraction failures keep the download
+
+
+def test_disk_full_during_extraction_keeps_the_verified_download_for_the_next_run(tmp_path, small_zip, monkeypatch):
+    import errno
+
+    data_dir = tmp_path / "data"
+    served = serve_file(small_zip)
+    real_extract = zipfile.ZipFile.extract
+    calls = {"n": 0}
+
+    def extract_until_the_disk_is_full(self, member, path=None, pwd=None):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_extract(self, member, path, pwd)
+
+    try:
+        monkeypatch.setattr(zipfile.ZipFile, "extract", extract_until_the_disk_is_full)
+        with pytest.raises(TinyconvError, match=r"No space left on device; the download is kept in .*\.part, run again"):
+            download_dataset(data_dir, url=served.url, sha256=sha256_of(small_zip), progress=False)
+        assert sha256_of(data_dir / "tiny-imagenet-200.zip.part") == sha256_of(small_zip)
+        monkeypatch.undo()
+        root = download_dataset(data_dir, url=served.url, sha256=sha256_of(small_zip), progress=False)
+    finally:
+        served.close()
+    assert served.requests == [("GET", None)]  # the second run sent no request: it extracted the kept download
+    assert (root / "wnids.txt").is_file() and leftovers(data_dir) == []
+
+
+def test_a_complete_part_left_by_a_kill_is_checked_and_used_without_a_request(tmp_path, small_zip):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    shutil.copyfile(small_zip, data_dir / "tiny-imagenet-200.zip.part")  # a kill during extraction left it whole
+    served = serve_file(small_zip)
+    try:
+        root = download_dataset(data_dir, url=served.url, sha256=sha256_of(small_zip), progress=False)
+    finally:
+        served.close()
+    assert served.requests == [] and (root / "wnids.txt").is_file() and leftovers(data_dir) == []

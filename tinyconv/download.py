@@ -99,6 +99,10 @@ def _download_and_extract(data_dir: Path, url: str, expected: dict, root: Path, 
         if not local_zip.is_file():
             raise TinyconvError(f"no such file: {local_zip}")
         zip_path, downloaded = local_zip, False
+    elif expected and _complete_part(data_dir, expected, progress=progress):
+        # a kill during an earlier extraction left the whole, verified download: no new request
+        zip_path, downloaded = data_dir / f"{ZIP_NAME}.part", True
+        _say(progress, f"{zip_path} is a complete download with the expected checksum; extracting it")
     else:
         zip_path, downloaded = _fetch(url, data_dir, progress=progress, retries=retries, timeout_s=timeout_s), True
 
@@ -116,6 +120,9 @@ def _download_and_extract(data_dir: Path, url: str, expected: dict, root: Path, 
 
     try:
         _extract_into_place(zip_path, root, record={"source": url, **checksums}, progress=progress)
+    except _WriteFailed as exc:  # disk full, no permission: the download is fine, keep it for the next run
+        kept = f"; the download is kept in {zip_path}, run again once that is fixed" if downloaded else ""
+        raise TinyconvError(f"{exc}{kept}") from None
     except TinyconvError:
         if downloaded:
             zip_path.unlink(missing_ok=True)  # its contents are unusable; a fresh download is the only fix
@@ -203,6 +210,19 @@ def _local_path(url: str) -> Path | None:
     if parsed.scheme and len(parsed.scheme) > 1:  # one letter is a Windows drive
         raise TinyconvError(f"unsupported URL scheme {parsed.scheme!r} in {url} (use http, https, file or a path)")
     return Path(url).expanduser()
+
+
+class _WriteFailed(TinyconvError):
+    """Extraction failed writing (disk full, permissions), not because the zip is bad."""
+
+
+def _complete_part(data_dir: Path, expected: dict, *, progress: bool) -> bool:
+    """Whether data_dir holds a .part whose checksums are the expected ones (a whole download)."""
+    part = data_dir / f"{ZIP_NAME}.part"
+    if not part.is_file():
+        return False
+    checksums = _file_checksums(part, progress=progress)
+    return all(checksums[algorithm] == want for algorithm, want in expected.items())
 
 
 def _fetch(url: str, data_dir: Path, *, progress: bool, retries: int, timeout_s: float) -> Path:
@@ -331,7 +351,7 @@ def _extract_into_place(zip_path: Path, root: Path, *, record: dict, progress: b
         except OSError as exc:
             if "CRC" in str(exc) or "Bad" in str(exc):
                 raise TinyconvError(f"{zip_path} is damaged: {exc}") from None
-            raise TinyconvError(f"extracting {zip_path} into {staging} failed: {exc}") from None
+            raise _WriteFailed(f"extracting {zip_path} into {staging} failed: {exc}") from None
 
         # The official zip holds tiny-imagenet-200/ at the top; accept a zip of its contents too.
         extracted = staging / DATASET_DIRNAME
