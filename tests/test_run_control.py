@@ -124,3 +124,51 @@ def test_a_mixed_precision_model_gets_a_float32_copy_with_the_same_weights():
     x = np.random.default_rng(0).standard_normal((2, 64, 64, 3)).astype(np.float32)
     np.testing.assert_allclose(copy.predict_on_batch(x), mixed.predict_on_batch(x), rtol=0.1, atol=0.1)
     assert in_float32(copy) is copy  # already float32: nothing to do
+
+
+# ------------------------------------------------------------------ OS failures and damaged resume state
+
+
+def test_disk_full_at_a_write_site_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from tinyconv import fileio
+
+    target = tmp_path / "history.csv"
+    target.write_text("old")
+    real_replace = os.replace
+
+    def full_disk(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fileio.os, "replace", full_disk)
+    for write in (lambda: fileio.write_text(target, "new"), lambda: fileio.write_json(target, {"a": 1}),
+                  lambda: fileio.write_bytes(target, b"new")):
+        with pytest.raises(TinyconvError, match=r"writing .*history.csv failed: No space left on device; the "
+                                                r"previous version is intact; free some space"):
+            write()
+    monkeypatch.setattr(fileio.os, "replace", real_replace)
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["history.csv"]
+
+
+@pytest.mark.parametrize("damage", ["metadata", "weights"])
+def test_a_damaged_backup_is_one_line_offering_restart_which_trains_again(synthetic_data_dir, tmp_path, damage):
+    from tinyconv.cli import main
+
+    run_dir = tmp_path / "run"
+    common = ["train", "--profile", "ci", "--epochs", "2", "--data-dir", str(synthetic_data_dir), "--out", str(run_dir)]
+    assert main([*common, "--time-limit", "0.000001"]) == 0  # one epoch, then stopped: a run to resume
+    meta = run_dir / "backup" / "training_metadata.json"
+    if damage == "metadata":
+        meta.write_text('{"epoch": 1, "weig')  # half-written
+    else:
+        weights = run_dir / "backup" / json.loads(meta.read_text())["weights"]
+        weights.write_bytes(weights.read_bytes()[:1000])  # truncated
+    with pytest.raises(TinyconvError, match=r"the resume state is damaged .* --restart"):
+        from tinyconv.train import train
+
+        train(profile="ci", data_dir=synthetic_data_dir, out=run_dir, overrides={"epochs": 2})
+    assert main([*common, "--restart"]) == 0
+    assert [row["epoch"] for row in read_history(run_dir / "history.csv")] == [0, 1]
+    assert (run_dir / "metrics.json").exists() and not (run_dir / "backup").exists()

@@ -295,9 +295,19 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         self.backup_path = Path(backup_dir)
         self.every = max(1, int(every))  # back up every `every` epochs, the last one and a stopped one
         meta_path = self.backup_path / "training_metadata.json"
-        self._meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
+        self._meta = None
+        if meta_path.exists():
+            try:
+                self._meta = json.loads(meta_path.read_text())
+                int(self._meta["epoch"]), str(self._meta["weights"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise TinyconvError(self._damaged(meta_path, exc)) from None
         # completed epochs of the backup this run resumes from (0: none); train() starts the data there too
         self.restored_epoch = int(self._meta["epoch"]) if self._meta else 0
+
+    def _damaged(self, path: Path, exc: Exception) -> str:
+        return (f"{path}: the resume state is damaged ({type(exc).__name__}); run the same command with --restart "
+                "to train this run again from epoch 1 (its other files are replaced as it goes)")
 
     def on_train_begin(self, logs=None):
         self._load_model()
@@ -315,7 +325,10 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         weights = self.backup_path / self._meta["weights"]
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(weights)
+        try:
+            self.model.load_weights(weights)
+        except Exception as exc:  # missing, truncated or foreign weights: h5py, Keras and OS errors alike
+            raise TinyconvError(self._damaged(weights, exc)) from None
         self.model._initial_epoch = self.restored_epoch
 
     def _save_model(self):

@@ -134,6 +134,7 @@ def cmd_train(args) -> int:
         out=args.out,
         overrides=overrides,
         time_limit=args.time_limit,
+        restart=args.restart,
     )
     _print_json(metrics)
     return 0
@@ -274,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--classes", type=int, help="train on the first K classes of wnids.txt")
     p.add_argument("--out", help="run folder (default: runs/<preset>-<profile>)")
+    p.add_argument("--restart", action="store_true",
+                   help="train the run folder's run again from epoch 1 (e.g. when its resume state is damaged)")
     p.add_argument("--time-limit", type=float, metavar="MINUTES",
                    help="stop at the last epoch end within MINUTES of training; the run stays resumable")
     p.add_argument(

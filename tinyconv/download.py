@@ -71,7 +71,8 @@ def download_dataset(
     requested = _expected_checksums(sha256=sha256, md5=md5)
     # The official md5 checks a fresh official download; a dataset already verified against another
     # checksum (e.g. a mirror's sha256) stays unless the caller asks for a different checksum explicitly.
-    expected = requested or ({"md5": OFFICIAL_MD5} if url == OFFICIAL_URL else {})
+    official = url in (OFFICIAL_URL, OFFICIAL_URL.replace("http://", "https://", 1))  # either form of it
+    expected = requested or ({"md5": OFFICIAL_MD5} if official else {})
     root = data_dir / DATASET_DIRNAME
 
     _ensure_writable_dir(data_dir)
@@ -116,7 +117,8 @@ def _download_and_extract(data_dir: Path, url: str, expected: dict, root: Path, 
                 f"checksum mismatch for {zip_path}: {algorithm} is {checksums[algorithm]}, expected {want}{note}"
             )
     if not expected:
-        _say(progress, f"no checksum given for {url}; its sha256 is {checksums['sha256']}")
+        _say(progress, f"no checksum given for {url}; its sha256 is {checksums['sha256']} (recorded in the dataset's "
+                       f"marker; pass --sha256 {checksums['sha256']} next time to check it)")
 
     try:
         _extract_into_place(zip_path, root, record={"source": url, **checksums}, progress=progress)

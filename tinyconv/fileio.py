@@ -11,11 +11,14 @@ No TensorFlow or Keras import here: `tinyconv download` writes through this modu
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from pathlib import Path
 
 import numpy as np
+
+from tinyconv.errors import TinyconvError
 
 
 def temporary_path(path, suffix: str = "") -> Path:
@@ -34,12 +37,23 @@ def remove_temporaries(folder, pid: int | None = None) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path, suffix: str = ""):
-    """Yield a temporary path to write; on success rename it onto `path`, on failure remove it."""
+    """Yield a temporary path to write; on success rename it onto `path`, on failure remove it.
+
+    The file at `path` is never touched until the new one is complete. An OS failure (disk full, read-only
+    file system, no permission) becomes one TinyconvError naming the file, for every write site at once.
+    """
     path = Path(path)
     tmp = temporary_path(path, suffix)
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        reason = exc.strerror or str(exc)
+        advice = {errno.ENOSPC: "free some space", errno.EROFS: "the file system is read-only",
+                  errno.EACCES: "check its permissions", errno.EDQUOT: "the disk quota is full"}.get(exc.errno, "")
+        kept = "the previous version is intact" if path.exists() else "nothing was written"
+        raise TinyconvError(f"writing {path} failed: {reason}; {kept}{'; ' + advice if advice else ''}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

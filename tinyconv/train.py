@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -108,6 +109,15 @@ def reference_rows(plan) -> list[dict] | None:
     if plan.profile in ("reference", "full") and plan.model_config.num_classes == 200:
         return read_reference_curve()
     return None
+
+
+def _clear_for_restart(run_dir: Path) -> None:
+    """Remove what a run wrote except config.json (which says what the run is): resume state, history, models."""
+    _remove_backup(run_dir / "backup")
+    for name in ("history.csv", "metrics.json", "model.keras", "best.keras"):
+        (run_dir / name).unlink(missing_ok=True)
+    for folder in ("figures", "tb"):
+        shutil.rmtree(run_dir / folder, ignore_errors=True)
 
 
 def _remove_backup(backup_dir: Path) -> None:
@@ -408,6 +418,7 @@ def train(
     overrides: dict | None = None,
     callbacks=(),
     time_limit: float | None = None,
+    restart: bool = False,
 ) -> dict:
     """Train with a recipe profile into a run folder; resume it if it was interrupted.
 
@@ -420,6 +431,8 @@ def train(
         callbacks: extra Keras callbacks, e.g. LiveCurves() in a notebook.
         time_limit: minutes of training for this session: stop at the last epoch end that fits, keep the
             run resumable, and return its progress ("complete": False) instead of writing metrics.json.
+        restart: train the run folder's run again from epoch 1 (its config must match, as for a resume): the
+            way out of a damaged resume state.
     Returns:
         metrics: top1, top5, val_loss (final epoch, fractions), best_top1, best_epoch, params, wall_s,
         images_per_s, device, epochs, ...; also written to metrics.json.
@@ -427,6 +440,11 @@ def train(
         TinyconvError: bad config, a run folder holding another config, missing data, a diverged loss.
     """
     plan = plan_run(preset, profile, data_dir, out, overrides)
+    if restart and plan.state != "new":
+        with folder_lock(plan.run_dir / LOCK_NAME, "training run"):
+            _clear_for_restart(plan.run_dir)
+        plan.state = "resume"
+        print(f"restarting {plan.run_dir} from epoch 1", flush=True)
     if plan.state == "complete":
         metrics = json.loads((plan.run_dir / "metrics.json").read_text())
         print(
