@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -155,3 +156,19 @@ def test_committed_notebook_structure(name):
             assert output.get("output_type") != "error", name
             assert "Traceback" not in output.get("text", ""), name
     assert not notebooks.find_machine_paths(nb), name
+
+
+def test_a_cell_past_the_timeout_is_one_line_and_leaves_no_partial_copy(tmp_path):
+    source = _write_notebook(tmp_path / "08_slow.ipynb", "print('ok')", "import time\ntime.sleep(60)")
+    with pytest.raises(TinyconvError) as caught:
+        notebooks.run_notebook(source, tmp_path / "out", {}, progress=False, cell_timeout=3)
+    message = str(caught.value)
+    assert re.search(r"08_slow.ipynb (cell 4|a cell) ran past the 3 s limit of a cell", message) and "\n" not in message
+    assert list((tmp_path / "out").iterdir()) == []  # neither the executed copy nor a hidden partial one
+
+
+def test_a_dead_kernel_is_one_line_and_leaves_no_partial_copy(tmp_path):
+    source = _write_notebook(tmp_path / "09_dies.ipynb", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    with pytest.raises(TinyconvError, match=r"09_dies.ipynb (cell 3|a cell) lost its kernel"):
+        notebooks.run_notebook(source, tmp_path / "out", {}, progress=False)
+    assert list((tmp_path / "out").iterdir()) == []

@@ -88,6 +88,10 @@ class NotebookParams:
         )
 
 
+# One cell may run this long before the runner gives up on it: generous, as the train cell of a `full` run
+# on a GPU takes hours; a hung kernel is still reported instead of waiting forever.
+CELL_TIMEOUT_S = 12 * 3600
+
 def display_path(path, data_dir=None, run_dir=None) -> str:
     """A printable form of `path` that hides the absolute prefix of this machine.
 
@@ -239,6 +243,7 @@ def run_notebook(
     parameters: dict,
     progress: bool | None = None,
     cwd: Path | None = None,
+    cell_timeout: float | None = CELL_TIMEOUT_S,
 ) -> Path:
     """Execute one notebook with papermill into `out/<name>`.
 
@@ -248,16 +253,19 @@ def run_notebook(
         parameters: values injected after the `parameters` cell.
         progress: a progress bar (True) or one line per cell (False); None: a bar on a terminal only.
         cwd: working directory of the kernel (default: the notebook's folder).
+        cell_timeout: seconds one cell may run (None: no limit).
     Returns:
         the executed copy.
     Raises:
-        TinyconvError: "notebooks/NAME cell N (In [M]) failed: Error: message" when a cell raises; the
-            executed copy with the traceback is still written.
+        TinyconvError: "notebooks/NAME cell N (In [M]) failed: Error: message" when a cell raises (the
+            executed copy with the traceback is still written); one line naming the notebook and cell when a
+            cell runs past `cell_timeout` or the kernel dies (no partial copy is left).
     """
     # papermill and nbformat take ~1.7 s to import, and every notebook imports this module in its first cell
     import nbformat
     import papermill
     from jupyter_client.kernelspec import NoSuchKernel
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     notebook = Path(notebook)
@@ -287,7 +295,14 @@ def run_notebook(
             progress_bar=progress,
             log_output=not progress,
             cwd=str(cwd or notebook.parent),
+            execution_timeout=cell_timeout,
         )
+    except (CellTimeoutError, DeadKernelError) as exc:
+        cell = _running_cell(partial, nbformat)
+        partial.unlink(missing_ok=True)
+        what = (f"ran past the {cell_timeout:g} s limit of a cell" if isinstance(exc, CellTimeoutError)
+                else "lost its kernel (it died: out of memory, or killed)")
+        raise TinyconvError(f"{shown} {cell} {what}; nothing was written to {display_path(out)}") from None
     except PapermillExecutionError as exc:
         os.replace(partial, target)
         executed = nbformat.read(target, as_version=4)
@@ -307,6 +322,18 @@ def run_notebook(
             logger.removeHandler(handler)
     os.replace(partial, target)
     return target
+
+
+def _running_cell(partial: Path, nbformat) -> str:
+    """'cell N' for the cell papermill marked as running in its partial copy, else 'a cell'."""
+    try:
+        executed = nbformat.read(partial, as_version=4)
+    except Exception:  # no partial copy yet, or half-written: the cell stays unnamed
+        return "a cell"
+    for index, cell in enumerate(executed.cells):
+        if cell.get("metadata", {}).get("papermill", {}).get("status") == "running":
+            return f"cell {_failed_cell_number(executed, index)}"  # numbered as in the source notebook
+    return "a cell"
 
 
 def run_notebooks(profile: str, out, data_dir=None, only=None, progress: bool | None = None) -> list[Path]:
