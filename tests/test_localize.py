@@ -11,6 +11,7 @@ from PIL import Image
 
 from tinyconv import cli
 from tinyconv.augment import normalize
+from tinyconv.dataset import selected_classes
 from tinyconv.errors import TinyconvError
 from tinyconv.localize import (
     baseline_metrics,
@@ -19,6 +20,7 @@ from tinyconv.localize import (
     choose_thresholds,
     class_activation_maps,
     evaluate_localization,
+    format_localization,
     grad_cam,
     iou,
     localization_metrics,
@@ -155,24 +157,33 @@ def test_centre_box_baseline():
     # IoU 48^2/64^2 = 0.5625 with the whole image, 32^2/48^2 = 0.444 with the small box
     assert result["gt_known_loc"] == 0.5
     assert result["box_acc"] == {0.3: 1.0, 0.5: 0.5, 0.7: 0.0}
+    # the whole image: IoU 1 and 0.25
+    assert result["full_image"]["box"] == (0, 0, 63, 63)
+    assert result["full_image"]["box_acc"] == {0.3: 0.5, 0.5: 0.5, 0.7: 0.5}
 
 
 def test_evaluate_localization_on_synthetic_data(synthetic_data_dir):
-    result = evaluate_localization(square_model(num_classes=5), synthetic_data_dir)
+    wnids = selected_classes(synthetic_data_dir, 5)[0]
+    result = evaluate_localization(square_model(num_classes=5), synthetic_data_dir, classes=wnids)
     assert result["images"] == 30 and result["train_images"] == 50  # 6 val, 10 of 20 train per class
     for key in ("gt_known_loc", "top1_loc", "max_box_acc", "oracle_max_box_acc"):
         assert 0.0 <= result[key] <= 1.0
     assert result["top1_loc"] <= result["gt_known_loc"]
     assert result["max_box_acc"] <= result["oracle_max_box_acc"] + 1e-12
     assert result["top1"] == pytest.approx(0.2)  # class 0 always wins: 6 of 30 val images
+    text = format_localization(result)
+    assert "GT-known loc" in text and "centre-box baseline" in text and "whole-image box" in text
 
 
 # ----------------------------------------------------------------------------------------------- CLI
 
 
 @pytest.fixture(scope="module")
-def saved_models(tmp_path_factory):
+def saved_models(tmp_path_factory, synthetic_data_dir):
+    """Two 5-class models with the run config.json (class list) of the synthetic data, a PNG and a fake PNG."""
     folder = tmp_path_factory.mktemp("models")
+    wnids, names, words = selected_classes(synthetic_data_dir, 5)
+    (folder / "config.json").write_text(json.dumps({"wnids": wnids, "names": names}))
     square_model(num_classes=5).save(folder / "square.keras")
     square_model(num_classes=5, gap_head=False).save(folder / "flat.keras")
     Image.fromarray(square_image()).save(folder / "square.png")
