@@ -68,3 +68,32 @@ def test_a_model_of_another_input_shape_gives_one_line(tmp_path):
     model.save(tmp_path / "small.keras")
     with pytest.raises(TinyconvError, match=r"small.keras: the model takes inputs of shape \(32, 32, 3\)"):
         predict(tmp_path / "small.keras", np.zeros((1, 64, 64, 3), np.uint8))
+
+
+def test_a_bare_model_file_carries_its_classes_and_an_older_one_is_refused(tmp_path, synthetic_data_dir):
+    import json
+    import shutil
+    import zipfile
+
+    from tinyconv.fileio import read_model_metadata
+    from tinyconv.train import train
+
+    run_dir = tmp_path / "run"
+    train(profile="ci", data_dir=synthetic_data_dir, out=run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    bare = tmp_path / "elsewhere" / "model.keras"
+    bare.parent.mkdir()
+    shutil.copyfile(run_dir / "best.keras", bare)  # without its run's config.json
+    carried = read_model_metadata(bare)
+    assert carried["wnids"] == config["wnids"] and carried["input"]["size"] == [64, 64, 3]
+    image = np.zeros((1, 64, 64, 3), np.uint8)
+    result = predict(bare, image, top=4)
+    assert {guess["wnid"] for guess in result[0]["top"]} == set(config["wnids"])
+    # the same file without the class list (as files saved before it existed): refused, not given wrong names
+    older = tmp_path / "older.keras"
+    with zipfile.ZipFile(bare) as source, zipfile.ZipFile(older, "w") as target:
+        for item in source.infolist():
+            if item.filename != "tinyconv.json":
+                target.writestr(item, source.read(item.filename))
+    with pytest.raises(TinyconvError, match="a model of 4 classes that carries no class list"):
+        predict(older, image, data_dir=synthetic_data_dir)

@@ -220,11 +220,12 @@ class BestCheckpoint(keras.callbacks.Callback):
     resuming uses backup/, which holds it. The weights go through an uncompiled twin of the model, built once.
     """
 
-    def __init__(self, path: Path, history_path: Path, monitor: str = "val_top1"):
+    def __init__(self, path: Path, history_path: Path, monitor: str = "val_top1", metadata: dict | None = None):
         super().__init__()
         self.path = path
         self.history_path = history_path
         self.monitor = monitor
+        self.metadata = metadata  # stored inside best.keras (fileio.save_model): its classes and preprocessing
         self.best = None
         self._twin = None
 
@@ -241,7 +242,7 @@ class BestCheckpoint(keras.callbacks.Callback):
             if self._twin is None:
                 self._twin = inference_copy(self.model)
             self._twin.set_weights(self.model.get_weights())
-            save_model(self._twin, self.path)
+            save_model(self._twin, self.path, self.metadata)
 
 
 def inference_copy(model: keras.Model) -> keras.Model:

@@ -14,6 +14,7 @@ import contextlib
 import errno
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -88,10 +89,31 @@ def write_json(path, obj, indent: int = 2) -> None:
     write_text(path, json.dumps(obj, indent=indent, default=json_default) + "\n")
 
 
-def save_model(model, path) -> None:
-    """`model.save` atomically (Keras needs the `.keras` suffix on the temporary name too)."""
+MODEL_METADATA_NAME = "tinyconv.json"  # inside a .keras zip: the class list and preprocessing (read_model_metadata)
+
+
+def save_model(model, path, metadata: dict | None = None) -> None:
+    """`model.save` atomically (Keras needs the `.keras` suffix on the temporary name too).
+
+    `metadata` (JSON) is stored inside the .keras zip as tinyconv.json, so a model file carries its class list
+    and preprocessing even without its run folder; Keras ignores the extra member when loading.
+    """
     with atomic_path(path, ".keras") as tmp:
         model.save(tmp)
+        if metadata is not None:
+            with zipfile.ZipFile(tmp, "a") as archive:
+                archive.writestr(MODEL_METADATA_NAME, json.dumps(metadata, default=json_default))
+
+
+def read_model_metadata(path) -> dict | None:
+    """The tinyconv.json a .keras file carries (save_model's metadata), or None (older files, other tools')."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if MODEL_METADATA_NAME not in archive.namelist():
+                return None
+            return json.loads(archive.read(MODEL_METADATA_NAME))
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return None
 
 
 def save_weights(model, path) -> None:

@@ -19,10 +19,10 @@ import numpy as np
 from keras import ops
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from tinyconv import runtime
+from tinyconv import fileio, runtime
 import tinyconv.layers  # noqa: F401  (registers the custom layers, so saved models load)
 import tinyconv.schedule  # noqa: F401  (registers WarmupCosine, the saved optimizer's schedule)
-from tinyconv.dataset import default_data_dir, load_split, selected_classes
+from tinyconv.dataset import OFFICIAL_COUNTS, default_data_dir, load_split, selected_classes
 from tinyconv.errors import TinyconvError
 from tinyconv.augment import normalize
 
@@ -59,7 +59,7 @@ def load_run_model(model_or_path):
     if not runtime.has_gpu():
         model = in_float32(model)
     config_path = path.parent / "config.json"
-    run = None
+    run = fileio.read_model_metadata(path)  # the class list the file carries; a run's config.json wins
     if config_path.exists():
         try:
             run = json.loads(config_path.read_text())
@@ -112,14 +112,21 @@ class ClassList:
 
 
 def model_classes(model, run: dict | None, data_dir=None, classes=None) -> ClassList:
-    """The class list of a model's outputs: from its run config, else `classes` (default: the first K of
-    wnids.txt, K = its number of outputs). Raises TinyconvError when the list does not match the outputs."""
+    """The class list of a model's outputs: from its run config or the list the model file carries, else
+    `classes`, else all of wnids.txt when the model has that many outputs. A model of fewer outputs without a
+    class list is refused rather than given the first K names (which would be wrong for any other subset).
+    Raises TinyconvError when the list does not match the outputs."""
     num_outputs = int(model.output_shape[-1])
     if run and run.get("wnids"):
         wnids = list(run["wnids"])
         names = list(run.get("names") or wnids)
         words = list(run.get("words") or names)
     else:
+        if classes is None and num_outputs != OFFICIAL_COUNTS["classes"]:
+            raise TinyconvError(
+                f"{model.name}: a model of {num_outputs} classes that carries no class list (an older file, "
+                "without its run's config.json): keep config.json beside it, or pass its classes"
+            )
         data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
         wnids, names, words_by_wnid = selected_classes(data_dir, classes if classes is not None else num_outputs)
         words = [words_by_wnid[wnid] for wnid in wnids]

@@ -103,6 +103,23 @@ def _differences(existing: dict, doc: dict) -> list[str]:
     return out
 
 
+def model_metadata(plan) -> dict:
+    """What a saved model file carries besides Keras' own (fileio.save_model): the class list of its outputs
+    and the preprocessing its inputs expect, so a bare .keras predicts with the right names."""
+    from tinyconv.augment import IMAGENET_MEAN, IMAGENET_STD  # keras.ops: imported where a model is saved anyway
+
+    return {
+        "wnids": plan.doc["wnids"],
+        "names": plan.doc["names"],
+        "words": plan.doc["words"],
+        "input": {"size": [plan.model_config.image_size, plan.model_config.image_size, 3], "dtype": "float32",
+                  "from": "uint8 RGB / 255, then (x - mean) / std", "mean": list(IMAGENET_MEAN),
+                  "std": list(IMAGENET_STD)},
+        "preset": plan.config.preset,
+        "profile": plan.profile,
+    }
+
+
 def reference_rows(plan) -> list[dict] | None:
     """The reference's published curve, for the runs it is comparable with: the `reference` and `full`
     profiles on all 200 classes (the same data, schedule length and score); None otherwise."""
@@ -278,7 +295,7 @@ def run_callbacks(plan: RunPlan, data: RunData, backup: ResumableBackup, user_ca
         NonFiniteLoss(run_dir, every=100 if runtime.has_gpu() else 1),
         ThroughputEstimate(config.batch_size, data.steps_per_epoch, config.epochs),
         HistoryWriter(history_path, data.steps_per_epoch * config.batch_size, lr_at_epoch_end),
-        BestCheckpoint(run_dir / "best.keras", history_path),
+        BestCheckpoint(run_dir / "best.keras", history_path, metadata=model_metadata(plan)),
         *([TensorBoardScalars(run_dir / "tb", lr_at_epoch_end)] if tensorflow else []),  # tf.summary
         *user_callbacks,
         backup,  # last: back up only an epoch every other callback has finished
@@ -356,9 +373,9 @@ def finalize(model, plan: RunPlan, data: RunData, session_s: float) -> dict:
         raise TinyconvError(
             f"{history_path} holds epochs {[row['epoch'] for row in rows]} after training; expected 0..{config.epochs - 1}"
         )
-    save_model(model, run_dir / "model.keras")
+    save_model(model, run_dir / "model.keras", model_metadata(plan))
     if not (run_dir / "best.keras").exists():
-        save_model(model, run_dir / "best.keras")
+        save_model(model, run_dir / "best.keras", model_metadata(plan))
     (run_dir / "figures").mkdir(exist_ok=True)
     num_classes = plan.model_config.num_classes
     fig = plot_history(rows, title=f"{config.preset} ({plan.profile}), {num_classes} classes",
