@@ -68,7 +68,7 @@ def class_activation_maps(model, images_normalized, classes=None, batch_size: in
         (maps float32 [N, h, w] (not normalised: sum_c f[h, w, c] W[c, k]), logits float32 [N, K]).
     """
     pool, head = cam_layers(model)
-    probe = keras.Model(model.inputs, [pool.input, model.outputs[0]])
+    probe = keras.Model(model.input, [pool.input, model.outputs[0]])
     kernel = np.asarray(ops.convert_to_numpy(head.kernel), dtype=np.float32)  # [C, K]
     maps, logits = [], []
     for start in range(0, len(images_normalized), batch_size):
@@ -100,7 +100,7 @@ def grad_cam(model, images_normalized, layer, classes=None, batch_size: int = 32
             raise TinyconvError(f"model {model.name} has no layer named {layer!r}") from None
     if len(layer.output.shape) != 4:
         raise TinyconvError(f"layer {layer.name} outputs {tuple(layer.output.shape)}, not a [B, h, w, C] map")
-    probe = keras.Model(model.inputs, [layer.output, model.outputs[0]])
+    probe = keras.Model(model.input, [layer.output, model.outputs[0]])
     maps, logits = [], []
     for start in range(0, len(images_normalized), batch_size):
         x = tf.convert_to_tensor(np.asarray(images_normalized[start : start + batch_size]), tf.float32)
