@@ -172,3 +172,44 @@ def test_a_damaged_backup_is_one_line_offering_restart_which_trains_again(synthe
     assert main([*common, "--restart"]) == 0
     assert [row["epoch"] for row in read_history(run_dir / "history.csv")] == [0, 1]
     assert (run_dir / "metrics.json").exists() and not (run_dir / "backup").exists()
+
+
+@pytest.mark.slow
+def test_a_run_killed_at_ten_random_moments_ends_with_each_epoch_once(synthetic_data_dir, tmp_path):
+    """SIGKILL a ci run 10 times at random moments (start-up, steps, validation, saves), resume each time."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    run_dir = tmp_path / "killed"
+    epochs = 30  # long enough that every kill lands mid-run
+    command = [sys.executable, "-m", "tinyconv", "train", "--profile", "ci", "--epochs", str(epochs),
+               "--data-dir", str(synthetic_data_dir), "--out", str(run_dir)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    rng = random.Random(0)
+    kills = 0
+    for _ in range(10):
+        process = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # start-up (imports, data, compile) takes several seconds, an epoch about one: spread the kills over both
+        time.sleep(rng.uniform(3.0, 12.0))
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            kills += 1
+        _, err = process.communicate(timeout=60)
+        assert process.returncode in (0, -signal.SIGKILL), err.decode()[-2000:]
+        if (run_dir / "metrics.json").exists():
+            break
+    assert kills == 10  # every attempt was really killed mid-run
+    final = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert [row["epoch"] for row in read_history(run_dir / "history.csv")] == list(range(epochs))
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == epochs
+    model = keras.saving.load_model(run_dir / "best.keras")
+    assert model.output_shape[-1] == 4
+    leftovers = [p.name for p in run_dir.rglob(".*.tmp*")]
+    assert leftovers == []  # no temporary of a killed save survives the resumes
