@@ -12,15 +12,14 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from killing import kill_after_first_backup  # tests/ (conftest puts it on sys.path)
 
 tf = pytest.importorskip("tensorflow")  # this process is the TensorFlow side of the comparisons
 pytest.importorskip("jax")
@@ -145,26 +144,10 @@ def test_resume_after_sigkill_under_jax_ends_with_each_epoch_once(synthetic_data
     epochs = 3
     run_dir = tmp_path / "killed"
     command = ["train", "--profile", "ci", "--epochs", epochs, "--data-dir", synthetic_data_dir, "--out", run_dir]
-    process = subprocess.Popen(
-        [sys.executable, str(BLOCKER), "sleepy_cli", *map(str, command)],
-        cwd=REPO, env=_jax_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    history, meta = run_dir / "history.csv", run_dir / "backup" / "training_metadata.json"
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and process.poll() is None:
-            if history.exists() and len(read_history(history)) >= 1 and meta.exists():
-                break
-            time.sleep(0.05)
-        assert process.poll() is None, "the run ended before it could be killed"
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == -signal.SIGKILL
-    killed_at = json.loads(meta.read_text())["epoch"]
-    assert 1 <= killed_at < epochs and not (run_dir / "metrics.json").exists()
+    argv = [sys.executable, BLOCKER, "sleepy_cli", *command]
+    killed_at = kill_after_first_backup(argv, run_dir, cwd=REPO, env=_jax_env(tmp_path), timeout=240)
+    assert 1 <= killed_at < epochs
+    history = run_dir / "history.csv"
 
     second = _ok(_without_tf("tinyconv", *command))
     assert f"resuming {run_dir} from epoch {killed_at + 1} of {epochs}" in second.stdout

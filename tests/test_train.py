@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from killing import kill_after_first_backup  # tests/ (conftest puts it on sys.path)
 from tinyconv.errors import TinyconvError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -250,26 +249,10 @@ def test_resume_after_sigkill_ends_with_each_epoch_once(synthetic_data_dir, tmp_
     run_dir = tmp_path / "killed"
     command = ["train", "--profile", "ci", "--epochs", epochs, "--data-dir", synthetic_data_dir, "--out", run_dir]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "sleepy_cli.py"), *map(str, command)],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    history, meta = run_dir / "history.csv", run_dir / "backup" / "training_metadata.json"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and process.poll() is None:
-            if history.exists() and len(read_history(history)) >= 1 and meta.exists():
-                break
-            time.sleep(0.05)
-        assert process.poll() is None, "the run ended before it could be killed"
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == -signal.SIGKILL
-    killed_at = json.loads(meta.read_text())["epoch"]
-    assert 1 <= killed_at < epochs and not (run_dir / "metrics.json").exists()
+    argv = [sys.executable, REPO / "tests" / "sleepy_cli.py", *command]
+    killed_at = kill_after_first_backup(argv, run_dir, cwd=REPO, env=env, timeout=180)
+    assert 1 <= killed_at < epochs
+    history = run_dir / "history.csv"
 
     second = _cli(*command)
     assert second.returncode == 0, second.stderr[-2000:]
