@@ -1,6 +1,6 @@
 """The real Tiny ImageNet for tests, fetched once per process through the real download path.
 
-`ensure_real_data()` serves the shared zip over HTTP on 127.0.0.1 (with Range support), runs the real
+`ensure_real_data()` serves the shared zip over HTTP on 127.0.0.1 (with Range, ETag and If-Range support), runs the real
 `download_dataset` against that URL with the shared sha256, prepares the uint8 cache and returns the data dir.
 The result is cached for the life of the process and removed at exit. Importable without pytest
 (notebooks/conftest.py imports it via sys.path).
@@ -11,6 +11,7 @@ The result is cached for the life of the process and removed at exit. Importable
 from __future__ import annotations
 
 import atexit
+import email.utils
 import http.server
 import os
 import re
@@ -47,12 +48,26 @@ def shared_sha256() -> str:
 
 @dataclass
 class FileServer:
-    """A running single-file HTTP server; `requests` records (method, Range header or None) per request."""
+    """A running single-file HTTP server.
+
+    `requests` records (method, Range header or None) per request, `if_range` the If-Range header (or None) per
+    request, `bytes_sent` the body bytes served in all. `replace(path)` serves another file at the same URL from
+    the next request on (the source changed: new ETag and Last-Modified).
+    """
 
     url: str
     server: http.server.ThreadingHTTPServer
     thread: threading.Thread
+    state: dict
     requests: list = field(default_factory=list)
+    if_range: list = field(default_factory=list)
+
+    @property
+    def bytes_sent(self) -> int:
+        return self.state["bytes_sent"]
+
+    def replace(self, path: Path) -> None:
+        self.state["file"] = _served_file(Path(path), generation=self.state["file"]["generation"] + 1)
 
     def close(self) -> None:
         self.server.shutdown()
@@ -60,7 +75,16 @@ class FileServer:
         self.thread.join(timeout=5)
 
 
-def serve_file(path: Path, *, cut_after: int | None = None, honor_range: bool = True) -> FileServer:
+def _served_file(path: Path, generation: int = 0) -> dict:
+    size = path.stat().st_size
+    # a strong ETag per file served; Last-Modified a second apart per generation (HTTP dates have 1 s resolution)
+    return {"path": path, "size": size, "etag": f'"{size:x}-{generation}"',
+            "last_modified": email.utils.formatdate(1_700_000_000 + generation, usegmt=True),
+            "generation": generation}
+
+
+def serve_file(path: Path, *, cut_after: int | None = None, honor_range: bool = True, validators: bool = True,
+               honor_if_range: bool = True) -> FileServer:
     """Serve `path` at http://127.0.0.1:PORT/<name> from a daemon thread.
 
     Args:
@@ -68,11 +92,13 @@ def serve_file(path: Path, *, cut_after: int | None = None, honor_range: bool = 
         cut_after: when set, the first GET sends only this many body bytes and then drops the connection
             (later requests are served in full), to test resuming.
         honor_range: when False, Range headers are ignored (200 with the whole file), like some servers.
+        validators: send ETag and Last-Modified (False: like servers that send neither).
+        honor_if_range: when False, If-Range is ignored (a Range request always gets a 206), like some servers.
     """
     path = Path(path)
-    size = path.stat().st_size
     requests: list = []
-    state = {"cut_pending": cut_after is not None}
+    if_range: list = []
+    state = {"cut_pending": cut_after is not None, "file": _served_file(path), "bytes_sent": 0}
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def log_message(self, *args):  # keep test output clean
@@ -81,12 +107,18 @@ def serve_file(path: Path, *, cut_after: int | None = None, honor_range: bool = 
         def do_GET(self):
             range_header = self.headers.get("Range")
             requests.append(("GET", range_header))
+            if_range.append(self.headers.get("If-Range"))
             if self.path.lstrip("/") != path.name:
                 self.send_error(404)
                 return
+            served = state["file"]
+            size = served["size"]
             start = 0
             match = re.fullmatch(r"bytes=(\d+)-", range_header or "")
-            if honor_range and match and int(match.group(1)) < size:
+            # RFC 9110 13.1.5: a Range with an If-Range that does not match the current file is answered in full
+            condition = self.headers.get("If-Range")
+            current = condition in (served["etag"], served["last_modified"]) if condition is not None else True
+            if honor_range and match and int(match.group(1)) < size and (current or not honor_if_range):
                 start = int(match.group(1))
                 self.send_response(206)
                 self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
@@ -94,12 +126,15 @@ def serve_file(path: Path, *, cut_after: int | None = None, honor_range: bool = 
                 self.send_response(200)
             self.send_header("Content-Length", str(size - start))
             self.send_header("Accept-Ranges", "bytes" if honor_range else "none")
+            if validators:
+                self.send_header("ETag", served["etag"])
+                self.send_header("Last-Modified", served["last_modified"])
             self.end_headers()
             limit = size - start
             if state["cut_pending"]:
                 state["cut_pending"] = False
                 limit = min(limit, cut_after)
-            with open(path, "rb") as source:
+            with open(served["path"], "rb") as source:
                 source.seek(start)
                 remaining = limit
                 while remaining > 0:
@@ -108,6 +143,7 @@ def serve_file(path: Path, *, cut_after: int | None = None, honor_range: bool = 
                         break
                     self.wfile.write(chunk)
                     remaining -= len(chunk)
+                    state["bytes_sent"] += len(chunk)
             if limit < size - start:
                 self.close_connection = True
                 self.wfile.flush()
@@ -118,7 +154,7 @@ def serve_file(path: Path, *, cut_after: int | None = None, honor_range: bool = 
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.server_address[1]}/{path.name}"
-    return FileServer(url=url, server=server, thread=thread, requests=requests)
+    return FileServer(url=url, server=server, thread=thread, state=state, requests=requests, if_range=if_range)
 
 
 def ensure_real_data() -> Path:

@@ -142,17 +142,194 @@ def test_dropped_connection_is_resumed_within_one_run(tmp_path, small_zip):
     assert served.requests == [("GET", None), ("GET", f"bytes={cut}-")]
 
 
-def test_server_that_ignores_range_starts_over(tmp_path, small_zip):
+def test_server_that_ignores_range_starts_over(tmp_path, small_zip, capsys):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
+    served = serve_file(small_zip, honor_range=False, validators=False)
     (data_dir / "tiny-imagenet-200.zip.part").write_bytes(b"not the start of the zip" * 10)
-    served = serve_file(small_zip, honor_range=False)
+    (data_dir / "tiny-imagenet-200.zip.part.json").write_text(json.dumps({"url": served.url, "size": None}))
     try:
         download_dataset(data_dir, url=served.url, sha256=sha256_of(small_zip), progress=False)
     finally:
         served.close()
     assert served.requests == [("GET", "bytes=240-")]  # asked to resume, got the whole file, wrote it afresh
+    assert "(the server sent the whole file instead of the rest); downloading it afresh" in capsys.readouterr().err
     assert leftovers(data_dir) == []
+
+
+# ----------------------------------------------------------- the .part's record: one source, never two
+
+
+def cut_download(data_dir: Path, served, cut: int, **kwargs) -> None:
+    """A first run whose connection drops after `cut` bytes (no retries): leaves a .part and its record."""
+    with pytest.raises(TinyconvError, match=rf"{cut} bytes kept in .*\.part, run again"):
+        download_dataset(data_dir, url=served.url, progress=False, retries=0, **kwargs)
+
+
+def test_a_part_records_its_source_and_the_resume_asks_with_if_range(tmp_path, small_zip):
+    data_dir = tmp_path / "data"
+    cut = small_zip.stat().st_size // 3
+    served = serve_file(small_zip, cut_after=cut)
+    try:
+        cut_download(data_dir, served, cut, sha256=sha256_of(small_zip))
+        record = json.loads((data_dir / "tiny-imagenet-200.zip.part.json").read_text())
+        etag = record["etag"]
+        assert record == {"url": served.url, "size": small_zip.stat().st_size, "etag": etag,
+                          "last_modified": record["last_modified"], "sha256": sha256_of(small_zip)}
+        assert etag and record["last_modified"].endswith("GMT")
+        download_dataset(data_dir, url=served.url, sha256=sha256_of(small_zip), progress=False, retries=0)
+    finally:
+        served.close()
+    assert served.requests == [("GET", None), ("GET", f"bytes={cut}-")] and served.if_range == [None, etag]
+    assert served.bytes_sent == small_zip.stat().st_size  # every byte once
+    assert leftovers(data_dir) == []  # the record goes with the .part
+
+
+@pytest.mark.parametrize("honor_if_range", [True, False], ids=["if-range", "server-ignores-if-range"])
+def test_a_source_that_changed_since_the_part_is_downloaded_afresh(tmp_path, small_zip, other_zip, capsys,
+                                                                   honor_if_range):
+    # no checksum (a mirror): only the record can tell that the server's file is no longer the .part's
+    data_dir = tmp_path / "data"
+    cut = small_zip.stat().st_size // 3
+    served = serve_file(small_zip, cut_after=cut, honor_if_range=honor_if_range)
+    try:
+        cut_download(data_dir, served, cut)
+        served.replace(other_zip)  # the mirror now holds another file at the same URL
+        root = download_dataset(data_dir, url=served.url, progress=False, retries=0)
+    finally:
+        served.close()
+    # the new file whole, never the old file's start joined to the new file's tail
+    assert json.loads((root / MARKER_NAME).read_text())["sha256"] == sha256_of(other_zip)
+    err = capsys.readouterr().err
+    if honor_if_range:  # the server answered the If-Range with the whole new file
+        assert served.requests == [("GET", None), ("GET", f"bytes={cut}-")]
+        assert "cannot be resumed" in err and "ETag is now" in err
+    else:  # the server sent a 206 tail of the new file: caught by its ETag, discarded, asked again
+        assert served.requests == [("GET", None), ("GET", f"bytes={cut}-"), ("GET", None)]
+        assert "changed since" in err and "ETag is now" in err and "discarding it" in err
+    assert leftovers(data_dir) == []
+
+
+def test_a_part_of_another_url_or_without_a_record_is_discarded_with_a_message(tmp_path, small_zip, capsys):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    served = serve_file(small_zip)
+    try:
+        (data_dir / "tiny-imagenet-200.zip.part").write_bytes(small_zip.read_bytes()[:500])
+        (data_dir / "tiny-imagenet-200.zip.part.json").write_text(json.dumps({"url": "http://elsewhere/x.zip"}))
+        download_dataset(data_dir, url=served.url, sha256=sha256_of(small_zip), progress=False)
+        assert "its bytes came from http://elsewhere/x.zip, not " + served.url in capsys.readouterr().err
+
+        shutil.rmtree(data_dir / "tiny-imagenet-200")
+        (data_dir / "tiny-imagenet-200.zip.part").write_bytes(small_zip.read_bytes()[:500])  # no record at all
+        download_dataset(data_dir, url=served.url, sha256=sha256_of(small_zip), progress=False)
+        assert "no readable record of where its bytes came from" in capsys.readouterr().err
+    finally:
+        served.close()
+    assert served.requests == [("GET", None), ("GET", None)]  # never a Range on bytes of unknown origin
+    assert leftovers(data_dir) == []
+
+
+def test_a_complete_part_without_checksum_is_extracted_by_its_record_without_a_request(tmp_path, small_zip,
+                                                                                       monkeypatch):
+    import errno
+
+    data_dir = tmp_path / "data"
+    served = serve_file(small_zip)
+    real_extract = zipfile.ZipFile.extract
+
+    def disk_full(self, member, path=None, pwd=None):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    try:
+        monkeypatch.setattr(zipfile.ZipFile, "extract", disk_full)
+        with pytest.raises(TinyconvError, match="the download is kept in"):
+            download_dataset(data_dir, url=served.url, progress=False)  # a mirror, no checksum given
+        monkeypatch.setattr(zipfile.ZipFile, "extract", real_extract)
+        root = download_dataset(data_dir, url=served.url, progress=False)
+    finally:
+        served.close()
+    assert served.requests == [("GET", None)] and served.bytes_sent == small_zip.stat().st_size
+    assert json.loads((root / MARKER_NAME).read_text())["sha256"] == sha256_of(small_zip)
+    assert leftovers(data_dir) == []
+
+
+# ----------------------------------------------------------- write failures while downloading the .part
+
+
+class FailingPart:
+    """A .part opened for writing that takes `room` more bytes, then fails like a full disk."""
+
+    def __init__(self, handle, room: int):
+        self.handle, self.room = handle, room
+
+    def write(self, data) -> int:
+        import errno
+
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written = self.handle.write(bytes(data[: self.room]))
+        self.room -= written
+        return written
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()
+
+
+def test_disk_full_while_downloading_is_one_line_and_the_part_is_kept_for_the_resume(tmp_path, small_zip, monkeypatch):
+    from tinyconv import download as download_module
+
+    data_dir = tmp_path / "data"
+    room = small_zip.stat().st_size // 2 + 123
+    served = serve_file(small_zip)
+
+    def open_on_a_full_disk(path, mode="r", *args, **kwargs):
+        handle = open(path, mode, *args, **kwargs)
+        return FailingPart(handle, room) if str(path).endswith(".part") else handle
+
+    try:
+        monkeypatch.setattr(download_module, "open", open_on_a_full_disk, raising=False)
+        with pytest.raises(TinyconvError) as failure:
+            download_dataset(data_dir, url=served.url, sha256=sha256_of(small_zip), progress=False, retries=3)
+        message = str(failure.value)
+        assert "\n" not in message and message.startswith(f"writing {data_dir / 'tiny-imagenet-200.zip.part'} failed: "
+                                                          "No space left on device")
+        assert f"the {room:,} bytes downloaded so far are kept in it" in message and message.endswith("free some space")
+        assert served.requests == [("GET", None)]  # a full disk is not a network failure: no retries
+        assert (data_dir / "tiny-imagenet-200.zip.part").read_bytes() == small_zip.read_bytes()[:room]
+
+        monkeypatch.undo()
+        download_dataset(data_dir, url=served.url, sha256=sha256_of(small_zip), progress=False)
+    finally:
+        served.close()
+    assert served.requests == [("GET", None), ("GET", f"bytes={room}-")]  # resumed where the disk filled up
+    assert leftovers(data_dir) == []
+
+
+def test_an_unwritable_part_is_one_line_from_the_command(tmp_path, small_zip, monkeypatch, capsys):
+    from tinyconv import download as download_module
+    from tinyconv.cli import main
+
+    data_dir = tmp_path / "data"
+    served = serve_file(small_zip)
+
+    def open_without_permission(path, mode="r", *args, **kwargs):
+        if str(path).endswith(".part"):
+            raise PermissionError(13, "Permission denied")
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(download_module, "open", open_without_permission, raising=False)
+    try:
+        assert main(["download", "--url", served.url, "--data-dir", str(data_dir)]) == 1
+    finally:
+        served.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"tinyconv: error: writing {data_dir / 'tiny-imagenet-200.zip.part'} failed: Permission denied; "
+                       "nothing was downloaded yet, run again to resume once that is fixed; check its permissions")
+    assert served.requests == [("GET", None)]
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -303,3 +480,16 @@ def test_a_complete_part_left_by_a_kill_is_checked_and_used_without_a_request(tm
     finally:
         served.close()
     assert served.requests == [] and (root / "wnids.txt").is_file() and leftovers(data_dir) == []
+
+
+def test_a_dataset_a_killed_replacement_left_moved_aside_is_put_back(tmp_path, small_zip, capsys):
+    data_dir = tmp_path / "data"
+    root = download_dataset(data_dir, url=str(small_zip), sha256=sha256_of(small_zip), progress=False)
+    before = tree_snapshot(root)
+    # a kill between moving the old dataset aside and moving the new one in (process 99999, now dead)
+    root.rename(data_dir / ".tiny-imagenet-200.99999.tmp")
+    (data_dir / ".tiny-imagenet-200.extract.99999.tmp").mkdir()  # its half-done extraction
+    missing_source = tmp_path / "gone.zip"
+    assert download_dataset(data_dir, url=str(missing_source), sha256=sha256_of(small_zip), progress=False) == root
+    assert tree_snapshot(root) == before and leftovers(data_dir) == []
+    assert "put back" in capsys.readouterr().err

@@ -2,7 +2,11 @@
 
 `download_dataset` accepts the official URL (the default), any HTTP(S) mirror, a local path or a `file://` URL.
 An HTTP download streams into `<data_dir>/tiny-imagenet-200.zip.part` and resumes from there with a Range
-request when interrupted. The zip is checked (md5 for the official URL, or the sha256/md5 you give), its
+request when interrupted. Beside it, `tiny-imagenet-200.zip.part.json` records where those bytes came from
+(URL, total size, the server's ETag and Last-Modified, the expected checksum), so a resume never joins the
+bytes of two different files: a `.part` of another URL or checksum is discarded with a message, the resume
+asks with `If-Range` (RFC 9110, section 13.1.5: the server sends the whole new file when its copy changed),
+and a server that ignores If-Range is caught by comparing its validators with the recorded ones. The zip is checked (md5 for the official URL, or the sha256/md5 you give), its
 entries are checked to stay inside the target, and it is extracted into a temporary folder beside the
 target that is moved into place only when complete. A downloaded zip is deleted once its contents are in
 place (the dataset is what you need, not a second 240 MB copy); a local zip you point at is never touched.
@@ -17,8 +21,10 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import stat
+import sys
 import tempfile
 import time
 import urllib.error
@@ -29,13 +35,15 @@ from pathlib import Path, PurePosixPath
 
 from tinyconv.errors import TinyconvError
 from tinyconv.locks import folder_lock
-from tinyconv.fileio import temporary_path, write_json
+from tinyconv.fileio import os_error_advice, os_error_reason, temporary_path, write_json
 
 DATASET_DIRNAME = "tiny-imagenet-200"
 OFFICIAL_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 OFFICIAL_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
 MARKER_NAME = ".tinyconv-download.json"
 ZIP_NAME = f"{DATASET_DIRNAME}.zip"
+PART_NAME = f"{ZIP_NAME}.part"  # the download in progress, in the data folder
+PART_RECORD_NAME = f"{PART_NAME}.json"  # where the .part's bytes came from (see the module docstring)
 LOCK_NAME = ".download.lock"  # in the data folder: one download into it at a time (tinyconv.locks)
 CHUNK_BYTES = 1 << 20
 
@@ -76,42 +84,52 @@ def download_dataset(
     root = data_dir / DATASET_DIRNAME
 
     _ensure_writable_dir(data_dir)
-    if _looks_complete(root):
-        marker = _read_marker(root)
-        if marker is None:
-            # Extracted by hand (no marker): there is no zip to check it against, so keep it as it is.
-            _say(progress, f"{root} is already there (extracted without tinyconv; delete it to download afresh)")
-            return root
-        if all(marker.get(algorithm) == value for algorithm, value in requested.items()):
-            _say(progress, f"{root} is already downloaded and verified; nothing to do")
-            return root
+    if _already_there(root, requested, progress=progress):
+        return root
     with folder_lock(data_dir / LOCK_NAME, "download"):  # a second download into data_dir fails at once
+        _remove_stale_temporaries(data_dir)  # under the lock, every temporary is a dead process's
+        if _already_there(root, requested, progress=progress):  # e.g. a dataset a kill had left moved aside
+            return root
         return _download_and_extract(data_dir, url, expected, root, progress=progress, retries=retries,
                                      timeout_s=timeout_s)
+
+
+def _already_there(root: Path, requested: dict, *, progress: bool) -> bool:
+    """Whether root holds a dataset to keep: one extracted by hand, or one verified against `requested`."""
+    if not _looks_complete(root):
+        return False
+    marker = _read_marker(root)
+    if marker is None:
+        # Extracted by hand (no marker): there is no zip to check it against, so keep it as it is.
+        _say(progress, f"{root} is already there (extracted without tinyconv; delete it to download afresh)")
+        return True
+    if all(marker.get(algorithm) == value for algorithm, value in requested.items()):
+        _say(progress, f"{root} is already downloaded and verified; nothing to do")
+        return True
+    return False
 
 
 def _download_and_extract(data_dir: Path, url: str, expected: dict, root: Path, *, progress: bool, retries: int,
                           timeout_s: float) -> Path:
     """download_dataset's work once it holds the data folder's lock: fetch, check, extract into place."""
-    _remove_stale_temporaries(data_dir)  # under the lock, every temporary is a dead process's
-
     local_zip = _local_path(url)
     if local_zip is not None:
         if not local_zip.is_file():
             raise TinyconvError(f"no such file: {local_zip}")
         zip_path, downloaded = local_zip, False
-    elif expected and _complete_part(data_dir, expected, progress=progress):
-        # a kill during an earlier extraction left the whole, verified download: no new request
-        zip_path, downloaded = data_dir / f"{ZIP_NAME}.part", True
-        _say(progress, f"{zip_path} is a complete download with the expected checksum; extracting it")
+    elif _complete_part(data_dir, url, expected, progress=progress):
+        # a kill during an earlier extraction left the whole download: no new request
+        zip_path, downloaded = data_dir / PART_NAME, True
+        _say(progress, f"{zip_path} is a complete download of {url}; extracting it")
     else:
-        zip_path, downloaded = _fetch(url, data_dir, progress=progress, retries=retries, timeout_s=timeout_s), True
+        zip_path = _fetch(url, data_dir, expected, progress=progress, retries=retries, timeout_s=timeout_s)
+        downloaded = True
 
     checksums = _file_checksums(zip_path, progress=progress)
     for algorithm, want in expected.items():
         if checksums[algorithm] != want:
             if downloaded:
-                zip_path.unlink(missing_ok=True)  # a bad download must not be resumed next time
+                discard_part(data_dir)  # a bad download must not be resumed next time
             note = " (the download was removed; run again to fetch it afresh)" if downloaded else ""
             raise TinyconvError(
                 f"checksum mismatch for {zip_path}: {algorithm} is {checksums[algorithm]}, expected {want}{note}"
@@ -127,10 +145,10 @@ def _download_and_extract(data_dir: Path, url: str, expected: dict, root: Path, 
         raise TinyconvError(f"{exc}{kept}") from None
     except TinyconvError:
         if downloaded:
-            zip_path.unlink(missing_ok=True)  # its contents are unusable; a fresh download is the only fix
+            discard_part(data_dir)  # its contents are unusable; a fresh download is the only fix
         raise
     if downloaded:
-        zip_path.unlink(missing_ok=True)
+        discard_part(data_dir)
     _say(progress, f"extracted to {root}")
     return root
 
@@ -218,23 +236,76 @@ class _WriteFailed(TinyconvError):
     """Extraction failed writing (disk full, permissions), not because the zip is bad."""
 
 
-def _complete_part(data_dir: Path, expected: dict, *, progress: bool) -> bool:
-    """Whether data_dir holds a .part whose checksums are the expected ones (a whole download)."""
-    part = data_dir / f"{ZIP_NAME}.part"
+def discard_part(data_dir: Path) -> None:
+    """Remove the download in progress and its record (the .part first: a record without a .part is ignored)."""
+    (Path(data_dir) / PART_NAME).unlink(missing_ok=True)
+    (Path(data_dir) / PART_RECORD_NAME).unlink(missing_ok=True)
+
+
+def read_part_record(data_dir: Path) -> dict | None:
+    """The record of data_dir's .part (url, size, etag, last_modified, checksums), or None if none or unreadable."""
+    try:
+        record = json.loads((Path(data_dir) / PART_RECORD_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _note(message: str) -> None:
+    # always shown, progress or not: the user should know when downloaded bytes are thrown away
+    print(f"note: {message}", file=sys.stderr, flush=True)
+
+
+def _complete_part(data_dir: Path, url: str, expected: dict, *, progress: bool) -> bool:
+    """Whether data_dir holds a whole download of `url`: its checksums are the expected ones, or (no checksum
+    known) its record says it came from `url` and has reached the size the server announced."""
+    part = data_dir / PART_NAME
     if not part.is_file():
         return False
-    checksums = _file_checksums(part, progress=progress)
-    return all(checksums[algorithm] == want for algorithm, want in expected.items())
+    record = read_part_record(data_dir)
+    size = part.stat().st_size
+    if record is not None and isinstance(record.get("size"), int) and size < record["size"]:
+        return False  # a partial download: hashing it would only cost time
+    if expected:
+        checksums = _file_checksums(part, progress=progress)
+        return all(checksums[algorithm] == want for algorithm, want in expected.items())
+    return record is not None and record.get("url") == url and record.get("size") == size
 
 
-def _fetch(url: str, data_dir: Path, *, progress: bool, retries: int, timeout_s: float) -> Path:
+def _check_part_source(data_dir: Path, url: str, expected: dict) -> None:
+    """Discard (with a message) a .part that cannot be tied to `url` and the expected checksum."""
+    part = data_dir / PART_NAME
+    if not part.exists():
+        (data_dir / PART_RECORD_NAME).unlink(missing_ok=True)  # a kill between the two removals
+        return
+    record = read_part_record(data_dir)
+    reason = None
+    if record is None:
+        reason = f"there is no readable record of where its bytes came from ({PART_RECORD_NAME})"
+    elif record.get("url") != url:
+        reason = f"its bytes came from {record.get('url')}, not {url}"
+    elif any(record.get(algorithm) not in (None, want) for algorithm, want in expected.items()):
+        reason = "it was downloaded for another checksum"
+    elif isinstance(record.get("size"), int) and part.stat().st_size > record["size"]:
+        reason = f"it is larger than the {record['size']:,} bytes the server announced"
+    if reason is not None:
+        _note(f"discarding {part}: {reason}; downloading afresh")
+        discard_part(data_dir)
+
+
+def _fetch(url: str, data_dir: Path, expected: dict, *, progress: bool, retries: int, timeout_s: float) -> Path:
     """Download `url` to data_dir/tiny-imagenet-200.zip.part, resuming it; return the .part when complete."""
-    part = data_dir / f"{ZIP_NAME}.part"
-    attempt = 0
+    part = data_dir / PART_NAME
+    _check_part_source(data_dir, url, expected)
+    attempt = restarts = 0
     while True:
         try:
-            _fetch_once(url, part, progress=progress, timeout_s=timeout_s)
+            _fetch_once(url, data_dir, expected, progress=progress, timeout_s=timeout_s)
             return part
+        except _SourceChanged:  # the .part is gone; starting over is no network failure, so no retry is used
+            restarts += 1
+            if restarts > 1:
+                raise TinyconvError(f"the file at {url} changed again during the download; run again later") from None
         except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, resets, bad status lines
             if isinstance(exc, urllib.error.HTTPError) and exc.code < 500 and exc.code != 408:
                 raise TinyconvError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
@@ -255,38 +326,113 @@ class _IncompleteDownload(OSError):
     pass
 
 
-def _fetch_once(url: str, part: Path, *, progress: bool, timeout_s: float) -> None:
+class _SourceChanged(Exception):
+    """The server's file is no longer the one the .part holds the start of (discarded; _fetch starts over)."""
+
+
+def _validators(headers) -> dict:
+    """The server's validators of the file: ETag and Last-Modified (None where it sends none)."""
+    return {"etag": headers.get("ETag"), "last_modified": headers.get("Last-Modified")}
+
+
+def _if_range(record: dict | None) -> str | None:
+    # If-Range takes a strong ETag or a date (RFC 9110, 13.1.5); a weak ETag ("W/...") may not be used
+    if not record:
+        return None
+    etag = record.get("etag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return record.get("last_modified")
+
+
+def _changed(record: dict | None, validators: dict, total: int | None) -> str | None:
+    """How the server's file differs from the one recorded for the .part (None when nothing says it does)."""
+    if not record:
+        return None
+    for key, label in (("etag", "ETag"), ("last_modified", "Last-Modified")):
+        if record.get(key) and validators.get(key) and record[key] != validators[key]:
+            return f"its {label} is now {validators[key]}, was {record[key]}"
+    if isinstance(record.get("size"), int) and total is not None and record["size"] != total:
+        return f"its size is now {total:,} bytes, was {record['size']:,}"
+    return None
+
+
+def _part_write_failed(part: Path, exc: OSError) -> TinyconvError:
+    have = part.stat().st_size if part.exists() else 0
+    kept = f"the {have:,} bytes downloaded so far are kept in it" if have else "nothing was downloaded yet"
+    return TinyconvError(f"writing {part} failed: {os_error_reason(exc)}; {kept}, run again to resume once that "
+                         f"is fixed{os_error_advice(exc)}")
+
+
+# Longer than 60 lines: one request, from the headers it sends to the last byte it writes, read top to bottom.
+def _fetch_once(url: str, data_dir: Path, expected: dict, *, progress: bool, timeout_s: float) -> None:
     from tqdm.auto import tqdm  # late: inside a notebook its import warns unless tinyconv.notebooks filtered it
 
+    part, record_path = data_dir / PART_NAME, data_dir / PART_RECORD_NAME
     offset = part.stat().st_size if part.exists() else 0
+    record = read_part_record(data_dir) if offset else None
     headers = {"User-Agent": "tinyconv"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
+        if _if_range(record):
+            headers["If-Range"] = _if_range(record)  # a changed file comes back whole (200), not as a 206 tail
     request = urllib.request.Request(url, headers=headers)
     try:
         response = urllib.request.urlopen(request, timeout=timeout_s)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:  # the partial file is not a prefix the server can continue: start over
-            part.unlink()
-            raise _IncompleteDownload(f"server refused to resume at byte {offset}; starting over") from None
+            _note(f"the server refused to resume {part} at byte {offset:,}; discarding it and starting over")
+            discard_part(data_dir)
+            raise _SourceChanged(f"server refused to resume at byte {offset}; starting over") from None
         raise
     with response:
         length = response.headers.get("Content-Length")
+        validators = _validators(response.headers)
         if offset and response.status == 206 and _range_start(response.headers.get("Content-Range")) == offset:
-            mode, total = "ab", offset + int(length) if length is not None else None
-        else:
-            mode, offset, total = "wb", 0, int(length) if length is not None else None  # Range ignored
+            total = _range_total(response.headers.get("Content-Range"))
+            total = total if total is not None else (offset + int(length) if length is not None else None)
+            changed = _changed(record, validators, total)
+            if changed:  # a server that ignores If-Range (or sends no validators for it): the tail of another file
+                _note(f"the file at {url} changed since {part} was started ({changed}); discarding it")
+                discard_part(data_dir)
+                raise _SourceChanged(f"{url} changed; starting over")
+            mode = "ab"
+        else:  # a first request, a server without Range support, or If-Range saw a changed file
+            if offset:
+                why = _changed(record, validators, None) or "the server sent the whole file instead of the rest"
+                _note(f"{part} cannot be resumed from {url} ({why}); downloading it afresh")
+                part.unlink(missing_ok=True)  # before the new record: old bytes must never sit under it
+            mode, offset, total = "wb", 0, int(length) if length is not None else None
+            write_json(record_path, {"url": url, "size": total, **validators, **expected})
         received = offset
-        with open(part, mode) as sink, tqdm(
+        try:
+            # unbuffered: a failed write leaves no buffer for close() to fail on again; the .part stays a prefix
+            sink = open(part, mode, buffering=0)
+        except OSError as exc:
+            raise _part_write_failed(part, exc) from None
+        with sink, tqdm(
             total=total, initial=offset, unit="B", unit_scale=True, desc="download", disable=not progress
         ) as bar:
-            while chunk := response.read(CHUNK_BYTES):
-                sink.write(chunk)
+            while chunk := response.read(CHUNK_BYTES):  # network failures: OSError, retried by _fetch
+                view = memoryview(chunk)
+                try:
+                    while view:
+                        view = view[sink.write(view):]
+                except OSError as exc:  # disk full, no permission: not a network failure, not retried
+                    raise _part_write_failed(part, exc) from None
                 received += len(chunk)
                 bar.update(len(chunk))
     # http.client returns short reads without an error when the connection drops; compare with Content-Length.
     if total is not None and received != total:
         raise _IncompleteDownload(f"connection closed after {received} of {total} bytes")
+
+
+def _range_total(content_range: str | None) -> int | None:
+    # "bytes 100-199/200" -> 200 ("*" when the server does not know it)
+    try:
+        return int(content_range.rsplit("/", 1)[1])
+    except (AttributeError, IndexError, ValueError):
+        return None
 
 
 def _range_start(content_range: str | None) -> int | None:
@@ -301,9 +447,20 @@ def _range_start(content_range: str | None) -> int | None:
 
 
 def _remove_stale_temporaries(data_dir: Path) -> None:
-    """Remove extraction folders a killed run left behind (tinyconv.fileio's temporary names; never the dataset)."""
-    for leftover in data_dir.glob(f".{DATASET_DIRNAME}.*.tmp"):
-        shutil.rmtree(leftover, ignore_errors=True)
+    """Clear what a killed run left under tinyconv.fileio's temporary names (only names of ours: the data folder
+    may hold other files): extraction folders and a half-written .part record are removed; an old dataset moved
+    aside (`.tiny-imagenet-200.<pid>.tmp`) goes back into place when a kill came before the new one was in place,
+    and is removed otherwise."""
+    root = data_dir / DATASET_DIRNAME
+    for leftover in sorted(data_dir.glob(f".{DATASET_DIRNAME}.*.tmp*")):
+        aside = leftover.is_dir() and re.fullmatch(rf"\.{re.escape(DATASET_DIRNAME)}\.\d+\.tmp", leftover.name)
+        if aside and not root.exists() and _looks_complete(leftover):
+            os.replace(leftover, root)
+            print(f"note: put back {root}, which a killed download had moved aside", file=sys.stderr, flush=True)
+        elif leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
 
 
 # Bounds on what a zip may unpack to (zip bombs). Generous: the real dataset has 120,609 entries, 0.25 GB

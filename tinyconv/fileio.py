@@ -36,6 +36,22 @@ def remove_temporaries(folder, pid: int | None = None) -> None:
             leftover.unlink(missing_ok=True)
 
 
+_ADVICE = {errno.ENOSPC: "free some space", errno.EROFS: "the file system is read-only",
+           errno.EACCES: "check its permissions", errno.EPERM: "check its permissions",
+           errno.EDQUOT: "the disk quota is full"}
+
+
+def os_error_reason(exc: OSError) -> str:
+    """The OS's words for a failed write ("No space left on device"), without the errno number."""
+    return exc.strerror or str(exc)
+
+
+def os_error_advice(exc: OSError) -> str:
+    """"; free some space" and the like for the everyday write failures, "" for others (for one-line messages)."""
+    advice = _ADVICE.get(exc.errno, "")
+    return f"; {advice}" if advice else ""
+
+
 @contextlib.contextmanager
 def atomic_path(path, suffix: str = ""):
     """Yield a temporary path to write; on success rename it onto `path`, on failure remove it.
@@ -50,11 +66,8 @@ def atomic_path(path, suffix: str = ""):
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        reason = exc.strerror or str(exc)
-        advice = {errno.ENOSPC: "free some space", errno.EROFS: "the file system is read-only",
-                  errno.EACCES: "check its permissions", errno.EDQUOT: "the disk quota is full"}.get(exc.errno, "")
         kept = "the previous version is intact" if path.exists() else "nothing was written"
-        raise TinyconvError(f"writing {path} failed: {reason}; {kept}{'; ' + advice if advice else ''}") from None
+        raise TinyconvError(f"writing {path} failed: {os_error_reason(exc)}; {kept}{os_error_advice(exc)}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
