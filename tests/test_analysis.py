@@ -7,6 +7,7 @@ import pytest
 
 from tinyconv import analysis, inference
 from tinyconv import figures as tinyfigures
+from tinyconv.errors import TinyconvError
 
 keras = pytest.importorskip("keras")
 
@@ -207,3 +208,66 @@ def test_figures_and_preset_rows(tmp_path, tiny_model):
         fig.savefig(path)
         assert path.stat().st_size > 5000, name
     np.testing.assert_allclose(inference.softmax([[0.0, 0.0], [2.0, 0.0]]).sum(axis=1), 1.0)
+
+
+def test_box_areas_and_examples_per_class():
+    annotations = {"a.JPEG": ("n1", (0, 0, 63, 63)), "b.JPEG": ("n2", (0, 0, 31, 31)), "c.JPEG": ("n3", None)}
+    np.testing.assert_allclose(analysis.box_areas(annotations), [1.0, 0.25])  # inclusive corners; no box skipped
+    mask = np.array([True, True, False, True, True, True])
+    labels = np.array([3, 3, 1, 1, 0, 2])
+    np.testing.assert_array_equal(analysis.examples_per_class(mask, labels, count=3), [0, 3, 4])
+    assert len(analysis.examples_per_class(mask, labels, count=10)) == 4  # one per class at most
+
+
+def test_confusion_pairs_top_predictions_and_errors():
+    labels = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    predictions = np.array([0, 1, 1, 2, 1, 1, 0, 2])
+    confusion = analysis.confusion_matrix(labels, predictions, 3)
+    assert confusion.tolist() == [[1, 2, 1], [0, 2, 0], [1, 0, 1]]
+    pairs = analysis.most_confused_pairs(confusion, ["a", "b", "c"], count=5)
+    assert [(p["true"], p["predicted"], p["images"]) for p in pairs] == [("a", "b", 2), ("a", "c", 1), ("c", "a", 1)]
+    assert pairs[0]["share"] == 0.5
+    classes, probabilities = analysis.top_predictions(np.log([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]]), k=2)
+    assert classes.tolist() == [[1, 2], [0, 2]]
+    np.testing.assert_allclose(probabilities, [[0.6, 0.3], [0.5, 0.3]])
+    np.testing.assert_allclose(analysis.standard_error([0.5, 0.0], [50, 50]), [np.sqrt(0.25 / 50), 0.0])
+    logits = np.array([[0.0, 3.0], [2.0, 0.0], [0.0, 1.0]])
+    wrong, confidence = analysis.confident_mistakes(np.array([0, 0, 0]), logits, count=5)
+    assert wrong.tolist() == [0, 2] and confidence[0] > confidence[1] > 0.5
+    assert analysis.misclassified(np.array([0, 0, 0]), logits, count=1).tolist() == [0]
+
+
+def test_untrained_twin_is_the_runs_initialisation(tmp_path):
+    from tinyconv.models import build_model, get_config
+
+    config = get_config("tiny", num_classes=10, depths=(1, 1, 1))
+    keras.utils.set_random_seed(7)
+    initial = build_model(config)
+    trained = build_model(config)
+    trained.set_weights([w + 0.5 for w in initial.get_weights()])  # "training" moved every weight
+    loaded = analysis.TrainedModel(model=trained, path=tmp_path / "m.keras", run={"model": config.to_dict(), "seed": 7}, val=None)
+    twin = analysis.untrained_twin(loaded)
+    for a, b in zip(twin.get_weights(), initial.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    other = build_model(get_config("tiny", num_classes=10))
+    with pytest.raises(TinyconvError, match="cannot rebuild it untrained"):
+        analysis.untrained_twin(analysis.TrainedModel(model=other, path="x.keras", run={"model": config.to_dict()}, val=None))
+
+
+def test_default_model_prefers_the_most_trained_seed(tmp_path):
+    run_model = tmp_path / "run" / "best.keras"
+    assert analysis.default_model(run_model, tmp_path) == (run_model, "the model notebook 04 trained (its best checkpoint)")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "seed-reference-e15.keras").write_bytes(b"x")
+    path, what = analysis.default_model(run_model, tmp_path)
+    assert path.name == "seed-reference-e15.keras" and "15 of the reference profile's 100 epochs" in what
+    (tmp_path / "models" / "seed-full.keras").write_bytes(b"x")
+    assert analysis.default_model(run_model, tmp_path)[0].name == "seed-full.keras"
+
+
+def test_block_source_and_labels(tiny_model):
+    source = analysis.block_forward_source()
+    assert source.startswith("def spatial_mix(") and "def call(self, inputs, training=None):" in source
+    assert "self.layer_scale(y)" in source
+    labels = {analysis.describe_block(b.layer) for b in analysis.find_blocks(tiny_model)}
+    assert labels == {"depthwise 9x9", "mixed 1x7+7x1, 3x3", "axial 1x5+5x1"}

@@ -78,6 +78,40 @@ def count_per_class(labels, num_classes: int) -> np.ndarray:
     return np.bincount(np.asarray(labels), minlength=num_classes)
 
 
+def box_areas(annotations, image_size: int = 64) -> np.ndarray:
+    """Share of the image each val box covers.
+
+    Args:
+        annotations: file name -> (wnid, (x0, y0, x1, y1) or None), as tinyconv.dataset.read_val_annotations
+            returns; corners are inclusive pixels.
+    Returns:
+        float64 [M] in (0, 1], one per annotated image (images without a box are skipped).
+    """
+    boxes = [box for _, box in annotations.values() if box is not None]
+    areas = [(x1 - x0 + 1) * (y1 - y0 + 1) for x0, y0, x1, y1 in boxes]
+    return np.asarray(areas, dtype=np.float64) / float(image_size * image_size)
+
+
+def examples_per_class(mask, labels, count: int = 8) -> np.ndarray:
+    """Indices of up to `count` images where `mask` holds, each from a different class (the first of each
+    class, classes in label order), so that a grid shows the variety rather than one class.
+
+    Args:
+        mask: bool [N]; labels: int [N].
+    Returns:
+        int64 [<= count], ascending class order.
+    """
+    chosen, seen = [], set()
+    labels = np.asarray(labels)
+    for index in np.flatnonzero(np.asarray(mask)):
+        if labels[index] not in seen:
+            seen.add(labels[index])
+            chosen.append(index)
+            if len(chosen) == count:
+                break
+    return np.asarray(chosen, dtype=np.int64)
+
+
 def to_uint8(x_normalized) -> np.ndarray:
     """Undo the ImageNet normalization for display: float [..., 3] -> uint8 [..., 3]."""
     x = np.asarray(x_normalized, dtype=np.float32) * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)
@@ -125,7 +159,61 @@ def augmentation_examples(images, seed: int = 0, augment=None) -> dict[str, np.n
     }
 
 
+def augmentation_by_profile(images, profiles=("quick", "full"), seed: int = 0) -> dict[str, np.ndarray]:
+    """What each profile's train-time augmentation does to the same images, with the same draws' seed.
+
+    Args:
+        images: uint8 [B, H, W, 3], B >= 2.
+        profiles: names of tinyconv.recipe.PROFILES.
+    Returns:
+        "original" and one "<profile>: <ops>" entry per profile -> uint8 [B, H, W, 3] (mixed images shown
+        at their pixels; the labels mix too, which a picture cannot show).
+    """
+    from tinyconv.recipe import make_config  # recipe has no TensorFlow; kept beside its only use here
+
+    images = np.asarray(images, np.uint8)
+    labels = np.eye(len(images), dtype=np.float32)
+    out = {"original": images}
+    for profile in profiles:
+        augment = make_config(profile).augment
+        draws = augment_ops.draw_batch(augment_ops.batch_rng(seed, 0, 1), len(images), images.shape[1],
+                                       images.shape[2], augment)
+        x, _ = augment_ops.augment_batch(images, labels, draws, augment)
+        out[f"{profile}: {describe_augment(augment)}"] = to_uint8(np.asarray(x))
+    return out
+
+
+def describe_augment(augment) -> str:
+    """The ops an AugmentConfig applies, in a few words: e.g. "crop+flip, jitter 0.8, cutout 0.7, mix 1.0"."""
+    ops = []
+    if augment.pad or augment.flip:
+        ops.append("+".join(name for name, on in (("crop", augment.pad), ("flip", augment.flip)) if on))
+    for name, prob in (("jitter", augment.jitter_prob), ("cutout", augment.cutout_prob), ("mix", augment.mix_prob)):
+        if prob:
+            ops.append(f"{name} p={prob:g}")
+    return ", ".join(ops) or "none"
+
+
 # ----------------------------------------------------------------------------------------- model parts
+
+
+def block_forward_source() -> str:
+    """The source of ConvMixerBlock's forward pass (`spatial_mix` and `call`), as the package runs it:
+    notebook 03 prints this instead of a copy that could drift from the code."""
+    import inspect
+    import textwrap
+
+    return "\n".join(textwrap.dedent(inspect.getsource(fn)) for fn in (ConvMixerBlock.spatial_mix, ConvMixerBlock.call))
+
+
+def describe_block(layer) -> str:
+    """A short label of a block's spatial mixer: "depthwise 9x9", "axial 1x5+5x1", "mixed 1x7+7x1, 3x3"."""
+    k, a = layer.kernel_size, layer.axial_kernel_size
+    if layer.mode == "depthwise":
+        return f"depthwise {k}x{k}"
+    if layer.mode == "axial":
+        return f"axial 1x{a}+{a}x1"
+    return f"mixed 1x{a}+{a}x1, {k}x{k}"
 
 
 @dataclass
@@ -440,7 +528,110 @@ def load_trained(model_path, data_dir) -> TrainedModel:
     return TrainedModel(model=model, path=path, run=run, val=val)
 
 
+# The fully trained seed models the GPU runs may add to the repository, preferred in this order; the
+# 15-epoch snapshot of the reference run is what the repository has now.
+TRAINED_MODELS = (
+    ("models/seed-reference.keras", "the seed preset after the reference profile's 100 epochs"),
+    ("models/seed-full.keras", "the seed preset after the full profile's 100 epochs"),
+    ("models/seed-reference-e15.keras", "the seed preset after 15 of the reference profile's 100 epochs (GPU run)"),
+)
+
+
+def default_model(run_model, repo_root) -> tuple[Path, str]:
+    """The model notebook 05 analyses when none is named: the most trained seed model in the repository
+    (TRAINED_MODELS, in order), else the notebook run's own `run_model`.
+
+    Returns:
+        (path, a sentence saying what the model is).
+    """
+    for relative, what in TRAINED_MODELS:
+        path = Path(repo_root) / relative
+        if path.is_file():
+            return path, f"{what}: {relative}"
+    return Path(run_model), "the model notebook 04 trained (its best checkpoint)"
+
+
+def untrained_twin(loaded: TrainedModel):
+    """The same preset, built and initialised as its training run started: same config, same seed, no
+    training. Comparing with it separates what training changed from what initialisation put there.
+
+    The config and seed come from the run's config.json (or the metadata the model file carries); a bare
+    file without either is taken to be its named preset (`tinyconv_<preset>`) with the recipe's default seed.
+
+    Raises:
+        TinyconvError: when the twin's parameter count differs from the model's (another architecture).
+    """
+    from tinyconv.models import build_model, get_config
+    from tinyconv.recipe import TrainConfig
+
+    run = loaded.run or {}
+    model = loaded.model
+    if "model" in run:
+        config = ModelConfig.from_dict(run["model"])
+    else:
+        preset = run.get("preset") or model.name.removeprefix("tinyconv_")
+        config = get_config(preset, num_classes=int(model.output_shape[-1]))
+    seed = int(run.get("seed", TrainConfig().seed))
+    keras.utils.set_random_seed(seed)
+    twin = build_model(config)
+    if twin.count_params() != model.count_params():
+        raise TinyconvError(
+            f"{loaded.path}: cannot rebuild it untrained ({config.name} has {twin.count_params():,} parameters, "
+            f"the model {model.count_params():,})"
+        )
+    return twin
+
+
 # ---------------------------------------------------------------------------------- predictions
+
+
+def standard_error(accuracy, count) -> np.ndarray:
+    """Binomial standard error of an accuracy measured on `count` images: sqrt(p (1 - p) / n)."""
+    accuracy = np.asarray(accuracy, dtype=np.float64)
+    return np.sqrt(accuracy * (1.0 - accuracy) / np.maximum(np.asarray(count, dtype=np.float64), 1.0))
+
+
+def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
+    """int64 [K, K]: entry (t, p) counts images of true class t predicted as p (rows sum to the class sizes)."""
+    flat = np.asarray(labels, np.int64) * num_classes + np.asarray(predictions, np.int64)
+    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def most_confused_pairs(confusion, names, count: int = 10) -> list[dict]:
+    """The off-diagonal cells of a confusion matrix with the most images, largest first.
+
+    Returns:
+        rows {true, predicted, images, share} where share is images / the true class's size.
+    """
+    confusion = np.asarray(confusion)
+    off = confusion.astype(np.float64).copy()
+    np.fill_diagonal(off, -1)
+    order = np.argsort(-off, axis=None, kind="stable")[:count]
+    sizes = confusion.sum(axis=1)
+    rows = []
+    for flat in order:
+        t, p = divmod(int(flat), confusion.shape[1])
+        if off[t, p] <= 0:
+            break
+        rows.append(dict(true=names[t], predicted=names[p], images=int(confusion[t, p]),
+                         share=float(confusion[t, p] / max(sizes[t], 1))))
+    return rows
+
+
+def top_predictions(logits, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """The k most probable classes per image and their softmax probabilities, most probable first.
+
+    Returns:
+        (classes int64 [N, k], probabilities float64 [N, k]).
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    k = min(k, logits.shape[1])
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+    classes = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return classes, np.take_along_axis(probabilities, classes, axis=1)
+
+
 
 
 def best_and_worst(accuracy, names, count: int = 5) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
@@ -455,12 +646,22 @@ def best_and_worst(accuracy, names, count: int = 5) -> tuple[list[tuple[str, flo
 
 def misclassified(labels, logits, count: int = 8) -> np.ndarray:
     """Indices of the `count` most confidently wrong predictions (highest softmax on the wrong class)."""
+    return confident_mistakes(labels, logits, count)[0]
+
+
+def confident_mistakes(labels, logits, count: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """The `count` most confidently wrong predictions and their confidences (softmax of the predicted class).
+
+    Returns:
+        (indices int64 [<= count], confidences float64 [<= count]), most confident first.
+    """
     logits = np.asarray(logits, dtype=np.float64)
     predictions = logits.argmax(axis=1)
     wrong = np.flatnonzero(predictions != np.asarray(labels))
     shifted = logits[wrong] - logits[wrong].max(axis=1, keepdims=True)
     confidence = 1.0 / np.exp(shifted).sum(axis=1)  # softmax of the arg-max class
-    return wrong[np.argsort(-confidence, kind="stable")[:count]]
+    order = np.argsort(-confidence, kind="stable")[:count]
+    return wrong[order], confidence[order]
 
 
 # ------------------------------------------------------------------------------------------ tables

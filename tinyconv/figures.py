@@ -1,6 +1,7 @@
-"""Every figure tinyconv draws: training curves (the run's curves.png and the live notebook curves), data and
-augmentation grids (02), stage costs and receptive fields (03), kernels, kernel energy, block statistics,
-effective receptive fields and per-class accuracy (05).
+"""Every figure tinyconv draws: training curves (the run's curves.png and the live notebook curves) and the
+training figure with its schedule (04), data and augmentation grids (02), the block diagram, stage costs and
+receptive fields (03), the confusion matrix and top-5 predictions (04), kernels, kernel energy, block
+statistics trained beside untrained, effective receptive fields and per-class accuracy (05).
 
 Each function returns a matplotlib Figure with titles and labelled axes; the computations behind them live
 in tinyconv.analysis. The notebooks save figures with tinyconv.notebooks.save_figure.
@@ -14,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
+from matplotlib.patches import FancyBboxPatch, Rectangle
 from matplotlib.ticker import FormatStrFormatter
 
 from tinyconv import analysis
@@ -41,6 +42,53 @@ def plot_history(rows: list[dict], title: str = "", reference: list[dict] | None
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_training(rows: list[dict], num_classes: int, title: str = "", reference: list[dict] | None = None):
+    """The one figure of a training run: loss, top-1 and the learning rate per epoch.
+
+    Loss and top-1 are drawn for train and val; the top-1 panel marks chance (1 / num_classes) and the
+    epoch of the best val top-1 (the epoch best.keras comes from); the learning-rate panel shows the
+    schedule the run followed (history.csv's lr at each epoch's last step).
+
+    Args:
+        rows: history rows (tinyconv.callbacks.read_history).
+        num_classes: the classes the run trains on, for the chance level.
+        reference: rows of the reference's published curve (tinyconv.reference.read_reference_curve),
+            drawn dashed on the loss and top-1 panels; None for runs it is not comparable with.
+    """
+    fig = Figure(figsize=(13, 3.6), layout="constrained")
+    ax_loss, ax_acc, ax_lr = fig.subplots(1, 3, gridspec_kw=dict(width_ratios=[1, 1, 0.75]))
+    epochs = np.array([row["epoch"] + 1 for row in rows])
+    for ax, key, label in ((ax_loss, "loss", "loss"), (ax_acc, "top1", "top-1 accuracy")):
+        ax.plot(epochs, [row.get(key) for row in rows], marker="o", markersize=3, label="train")
+        ax.plot(epochs, [row.get(f"val_{key}") for row in rows], marker="o", markersize=3, label="val")
+        if reference:
+            ax.plot([row["epoch"] + 1 for row in reference], [row.get(f"val_{key}") for row in reference],
+                    linestyle="--", color="0.45", linewidth=1.2, label="reference (val)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    val_top1 = np.array([row.get("val_top1", np.nan) for row in rows], dtype=np.float64)
+    if len(rows) and np.isfinite(val_top1).any():
+        best = int(np.nanargmax(val_top1))
+        ax_acc.scatter([epochs[best]], [val_top1[best]], s=90, facecolors="none", edgecolors="k", zorder=5,
+                       label=f"best val: {val_top1[best]:.1%} (epoch {epochs[best]})")
+    ax_acc.axhline(1.0 / num_classes, color="tab:red", ls=":", lw=1.2, label=f"chance (1/{num_classes})")
+    ax_acc.set_ylim(0, 1)
+    ax_loss.legend(fontsize=8)
+    ax_acc.legend(fontsize=8, loc="lower right")
+    ax_lr.plot(epochs, [row.get("lr") for row in rows], marker="o", markersize=3, color="tab:purple")
+    ax_lr.set_xlabel("epoch")
+    ax_lr.set_ylabel("learning rate (end of epoch)")
+    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    ax_lr.grid(alpha=0.3)
+    ax_lr.set_title("schedule", fontsize=10)
+    ax_loss.set_title("loss", fontsize=10)
+    ax_acc.set_title("top-1", fontsize=10)
     if title:
         fig.suptitle(title)
     return fig
@@ -105,8 +153,9 @@ def _shorten(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def plot_augmentations(examples: dict[str, np.ndarray], size: float = 1.4):
-    """Rows = images, columns = augmentations (from augmentation_examples)."""
+def plot_augmentations(examples: dict[str, np.ndarray], size: float = 1.4,
+                       title: str = "Train-time augmentation: each op alone, then the full recipe"):
+    """Rows = images, columns = augmentations (from augmentation_examples or augmentation_by_profile)."""
     names = list(examples)
     count = len(examples[names[0]])
     fig, axes = plt.subplots(count, len(names), figsize=(len(names) * size, count * size + 0.6), squeeze=False)
@@ -118,7 +167,7 @@ def plot_augmentations(examples: dict[str, np.ndarray], size: float = 1.4):
             ax.set_yticks([])
             if row == 0:
                 ax.set_title(name, fontsize=9)
-    fig.suptitle("Train-time augmentation: each op alone, then the full recipe")
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
 
@@ -166,17 +215,35 @@ def plot_stage_costs(infos: dict[str, dict]):
 
 
 def plot_receptive_fields(infos: dict[str, dict]):
-    """Theoretical receptive field at the end of each stage, one line per preset, with the image size."""
-    fig, ax = plt.subplots(figsize=(7, 3.4))
+    """Theoretical receptive field after each part of the model, one line per preset, against depth.
+
+    The x axis counts the spatial layers from the input (stem, each block, each down conv), so presets of
+    different shapes share it; each point is labelled with its part. Presets whose curves coincide (the
+    width does not change the receptive field: `seed` and `tiny`) are drawn once, labelled with both names.
+    """
+    curves: dict[tuple, list[str]] = {}
     for preset, info in infos.items():
-        stages = [stage for stage in info["stages"] if stage["name"] != "head"]
-        fields = [stage["receptive_field"] for stage in stages]
-        ax.plot([stage["name"] for stage in stages], fields, marker="o", label=preset)
+        depths = info["config"]["depths"]
+        depth, stage, points = 0, 0, []
+        for entry in info["stages"]:
+            if entry["name"] == "head":
+                continue
+            depth += depths[stage] if entry["name"].startswith("stage") else 1
+            if entry["name"].startswith("stage"):
+                stage += 1
+            points.append((depth, entry["receptive_field"], entry["name"]))
+        curves.setdefault(tuple(points), []).append(preset)
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for (points, presets), marker in zip(curves.items(), "osD^v"):
+        xs, ys, names = zip(*points)
+        ax.plot(xs, ys, marker=marker, label=" = ".join(presets))
+        for x, y, name in zip(xs, ys, names):
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
     size = next(iter(infos.values()))["input_shape"][0]
     ax.axhline(size, color="k", ls="--", lw=1, label=f"image size ({size} px)")
-    ax.set_xlabel("end of stage")
+    ax.set_xlabel("depth (spatial layers from the input: stem, blocks, down convs)")
     ax.set_ylabel("receptive field (input pixels)")
-    ax.set_title("Theoretical receptive field per stage")
+    ax.set_title("Theoretical receptive field after each part of the model")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -235,29 +302,34 @@ def plot_axial_pairs(row, col, effective, title: str, count: int = 8):
     return fig
 
 
-def plot_energy_profiles(profiles: dict[str, np.ndarray]):
+def plot_energy_profiles(profiles: dict[str, np.ndarray], untrained: dict[str, np.ndarray] | None = None):
     """Kernel energy per tap on each ring, relative to a uniform kernel of the same size (1 = uniform).
 
     Dividing by the ring's share of taps makes kernels of different sizes comparable: values above 1 near
-    the center mean the block concentrates its weight there.
+    the center mean the block concentrates its weight there. With `untrained` (the same labels, from the
+    same preset at initialisation), a second panel shows it on the same axes: what training changed.
 
     Args:
         profiles: label -> energy_by_distance(kernel) ([k // 2 + 1], sums to 1).
+        untrained: the same for the untrained model, or None for one panel.
     """
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    for label, profile in profiles.items():
-        relative = profile / analysis.ring_area_share(2 * len(profile) - 1)
-        ax.plot(np.arange(len(profile)), np.maximum(relative, 1e-3), marker="o", ms=3, label=label)
-    ax.axhline(1.0, color="k", ls="--", lw=1, label="uniform kernel")
-    ax.set_yscale("log")  # a peaked center tap can hold 10x+ the uniform share while the rim holds 0.1x
-    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
-    ax.set_xticks(np.arange(max(len(p) for p in profiles.values())))
-    ax.set_xlabel("distance from the kernel center (ring, pixels)")
-    ax.set_ylabel("energy per tap / uniform")
-    ax.set_title("Where the spatial kernels put their weight")
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
+    panels = [("trained", profiles)] + ([("untrained (same seed)", untrained)] if untrained else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 3.6), squeeze=False, sharey=True)
+    for ax, (name, group) in zip(axes[0], panels):
+        for label, profile in group.items():
+            relative = profile / analysis.ring_area_share(2 * len(profile) - 1)
+            ax.plot(np.arange(len(profile)), np.maximum(relative, 1e-3), marker="o", ms=3, label=label)
+        ax.axhline(1.0, color="k", ls="--", lw=1, label="uniform kernel")
+        ax.set_yscale("log")  # a peaked center tap can hold 10x+ the uniform share while the rim holds 0.1x
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        ax.set_xticks(np.arange(max(len(p) for p in group.values())))
+        ax.set_xlabel("distance from the kernel center (ring, pixels)")
+        ax.set_title(f"Where the spatial kernels put their weight: {name}" if untrained else
+                     "Where the spatial kernels put their weight", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("energy per tap / uniform")
+    axes[0, -1].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig
 
@@ -278,32 +350,217 @@ def plot_block_stats(rows: list[dict], keys: list[str], title: str, ylabel: str)
     return fig
 
 
-def plot_erfs(erfs: dict[str, np.ndarray]):
-    """Effective receptive fields side by side (log scale so the tails are visible)."""
-    fig, axes = plt.subplots(1, len(erfs), figsize=(3.2 * len(erfs), 3.4), squeeze=False)
-    for ax, (label, erf) in zip(axes[0], erfs.items()):
-        positive = erf[erf > 0]
-        floor = positive.min() if positive.size else 1e-12
-        ax.imshow(np.maximum(erf, floor), cmap="magma", norm=LogNorm(vmin=max(floor, erf.max() * 1e-4), vmax=erf.max()))
-        half, most = analysis.erf_radius(erf, 0.5), analysis.erf_radius(erf, 0.9)
-        ax.set_title(f"{label}\n50% within r={half}px, 90% r={most}px", fontsize=9)
-        ax.set_xlabel("input x (px)")
-        ax.set_ylabel("input y (px)")
+def plot_erfs(erfs: dict[str, np.ndarray], untrained: dict[str, np.ndarray] | None = None):
+    """Effective receptive fields side by side (log scale so the tails are visible); with `untrained`
+    (the same labels for the same preset at initialisation) a second row below, on the same color scale
+    per column."""
+    rows = [("trained", erfs)] + ([("untrained", untrained)] if untrained else [])
+    fig, axes = plt.subplots(len(rows), len(erfs), figsize=(3.2 * len(erfs), 3.3 * len(rows)), squeeze=False)
+    for column, label in enumerate(erfs):
+        peak = max(group[label].max() for _, group in rows)
+        for row, (name, group) in enumerate(rows):
+            erf = group[label]
+            ax = axes[row, column]
+            positive = erf[erf > 0]
+            floor = positive.min() if positive.size else 1e-12
+            ax.imshow(np.maximum(erf, floor), cmap="magma", norm=LogNorm(vmin=max(floor, peak * 1e-4), vmax=peak))
+            half, most = analysis.erf_radius(erf, 0.5), analysis.erf_radius(erf, 0.9)
+            prefix = f"{name}, " if untrained else ""
+            ax.set_title(f"{prefix}{label}\n50% within r={half}px, 90% r={most}px", fontsize=9)
+            ax.set_xlabel("input x (px)")
+            ax.set_ylabel("input y (px)")
     fig.suptitle("Effective receptive field of the center unit (|gradient|, log scale)")
     fig.tight_layout()
     return fig
 
 
-def plot_class_accuracy(accuracy, names, count: int = 10):
-    """Horizontal bars of the best and worst `count` classes by top-1 accuracy."""
-    best, worst = analysis.best_and_worst(accuracy, names, count)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 0.3 * count + 1.2))
-    for ax, rows, what in ((axes[0], best, "best"), (axes[1], worst, "worst")):
-        ax.barh(np.arange(len(rows))[::-1], [a for _, a in rows], color="tab:green" if what == "best" else "tab:red")
-        ax.set_yticks(np.arange(len(rows))[::-1], [_shorten(n, 24) for n, _ in rows], fontsize=8)
-        ax.set_xlim(0, 1)
-        ax.set_xlabel("top-1 accuracy on val")
-        ax.set_title(f"{len(rows)} {what} classes")
+def _box_row(ax, y: float, texts: list[str], colors: list[str], height: float = 0.8, fontsize: float = 8) -> None:
+    """Boxes with centred text at x = 0.5, 1.5, ... on row y, joined left to right by arrows."""
+    for i, (text, color) in enumerate(zip(texts, colors)):
+        ax.add_patch(FancyBboxPatch((i + 0.06, y - height / 2), 0.88, height, boxstyle="round,pad=0.02",
+                                    facecolor=color, edgecolor="0.3", lw=0.8))
+        ax.text(i + 0.5, y, text, ha="center", va="center", fontsize=fontsize)
+        if i:
+            ax.annotate("", (i + 0.06, y), (i - 0.06, y), arrowprops=dict(arrowstyle="->", color="0.3", lw=1))
+
+
+_KIND_COLORS = {"input": "0.92", "stem": "#cfe2f3", "down": "#fce5cd", "stage": "#d9ead3", "head": "#ead1dc"}
+
+
+def plot_block_diagram(config):
+    """The model as boxes, from tinyconv.models.stage_plan (the list build_model builds), and one block's
+    forward pass below it.
+
+    Args:
+        config: a tinyconv.models.ModelConfig (or a preset name).
+    """
+    from tinyconv.models import get_config, stage_plan  # models imports keras; figures is imported without it
+
+    config = get_config(config)
+    plan = stage_plan(config)
+    texts, colors = [f"input\n{config.image_size}x{config.image_size}x3"], [_KIND_COLORS["input"]]
+    for entry in plan:
+        shape = "x".join(str(n) for n in entry["output_shape"])
+        if entry["kind"] == "stem":
+            text = f"stem\nconv {entry['kernel']}x{entry['kernel']}/{entry['stride']}\nGELU, BN\n{shape}"
+        elif entry["kind"] == "down":
+            text = f"{entry['name']}\ngrouped conv\n{entry['kernel']}x{entry['kernel']}/2, g={entry['groups']}\n{shape}"
+        elif entry["kind"] == "stage":
+            k, a, mode = entry["kernel_size"], entry["axial_kernel_size"], entry["mode"]
+            mixer = {"depthwise": f"{k}x{k}", "axial": f"1x{a}+{a}x1", "mixed": f"1x{a}+{a}x1\n+ {k}x{k}"}[mode]
+            se = f", SE/{entry['se_reduction']}" if entry["se_reduction"] else ""
+            depth = config.depths[int(entry["name"].removeprefix("stage")) - 1]
+            text = f"{entry['name']}: {depth} x\n{mode}{se}\n{mixer}\n{shape}"
+        else:
+            text = f"head\navg pool\n+ dense\n{entry['width']} logits"
+        texts.append(text)
+        colors.append(_KIND_COLORS[entry["kind"]])
+    block = ["x", "spatial mix\n(per stage)\nGELU, BN", "squeeze-\nexcite\n(if SE)", "x gamma\n(layer\nscale)",
+             "+ x\n(residual)", "1x1 conv\nGELU, BN", "next\nblock"]
+    width = max(len(texts), len(block))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(1.35 * width, 8), 4.6),
+                                      gridspec_kw=dict(height_ratios=[1.15, 1]))
+    for ax in (top, bottom):
+        ax.set_xlim(0, width)
+        ax.axis("off")
+    top.set_ylim(-0.6, 0.6)
+    _box_row(top, 0.0, texts, colors, height=1.05)
+    top.set_title(f"{config.name}: the stage plan build_model builds (output shape under each box)", fontsize=10)
+    bottom.set_ylim(-0.75, 1.0)
+    _box_row(bottom, -0.1, block, ["0.92"] + ["#d9ead3"] * 3 + ["#fff2cc", "#d9ead3", "0.92"], height=0.85)
+    # the residual path: x skips the spatial branch and is added back before the channel mixer
+    bottom.annotate("", (4.5, 0.33), (0.5, 0.33), arrowprops=dict(arrowstyle="->", color="tab:blue", lw=1.2,
+                                                                   connectionstyle="bar,fraction=-0.12"))
+    bottom.text(2.5, 0.5, "residual: x is added back unchanged", ha="center", fontsize=8, color="tab:blue")
+    bottom.set_title("one ConvMixerBlock (Trockman & Kolter, 2022): spatial mixing, then channel mixing", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(confusion, names, title: str = "Confusion matrix on val"):
+    """A confusion matrix as a heat map of row shares (each true class sums to 1), counts written in.
+
+    Meant for a few classes (up to about 20); for 200 use analysis.most_confused_pairs.
+    """
+    confusion = np.asarray(confusion)
+    shares = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    count = len(names)
+    fig, ax = plt.subplots(figsize=(0.55 * count + 2.8, 0.5 * count + 1.6))
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for t in range(count):
+        for p in range(count):
+            if confusion[t, p]:
+                ax.text(p, t, str(confusion[t, p]), ha="center", va="center", fontsize=7,
+                        color="white" if shares[t, p] > 0.5 else "black")
+    labels = [_shorten(name, 16) for name in names]
+    ax.set_xticks(np.arange(count), labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(np.arange(count), labels, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    fig.tight_layout()
+    return fig
+
+
+def plot_top_predictions(images, labels, classes, probabilities, names, columns: int = 4):
+    """Images with bars of their top-k predicted probabilities; the true class's bar is green, others grey.
+
+    Args:
+        images: uint8 [N, H, W, 3]; labels: int [N] true classes.
+        classes, probabilities: [N, k] from analysis.top_predictions.
+        names: class names by index.
+    """
+    count, k = classes.shape
+    rows = -(-count // columns)
+    fig, axes = plt.subplots(rows, 2 * columns, figsize=(3.4 * columns, 1.55 * rows + 0.5), squeeze=False,
+                             gridspec_kw=dict(width_ratios=[1, 1.25] * columns))
+    for i in range(rows * columns):
+        ax_img, ax_bar = axes[i // columns, 2 * (i % columns)], axes[i // columns, 2 * (i % columns) + 1]
+        if i >= count:
+            ax_img.axis("off")
+            ax_bar.axis("off")
+            continue
+        ax_img.imshow(images[i], interpolation="nearest")
+        ax_img.set_xticks([])
+        ax_img.set_yticks([])
+        ax_img.set_title(_shorten(names[labels[i]], 18), fontsize=8)
+        colors = ["tab:green" if c == labels[i] else "0.6" for c in classes[i]]
+        ax_bar.barh(np.arange(k)[::-1], probabilities[i], color=colors)
+        ax_bar.set_yticks(np.arange(k)[::-1], [_shorten(names[c], 14) for c in classes[i]], fontsize=7)
+        ax_bar.set_xlim(0, 1)
+        ax_bar.tick_params(axis="x", labelsize=7)
+        ax_bar.set_xlabel("probability", fontsize=7)
+    fig.suptitle(f"Val images and the model's top-{k} (green: the true class)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_class_accuracy(accuracy, counts, names, num_classes: int | None = None, title: str = ""):
+    """Top-1 per class, sorted, with binomial standard-error bars and the chance line at 1 / num_classes.
+
+    With 50 val images a class's accuracy carries about +-7 points of sampling error; the bars show it, so
+    that differences within it are not read as a story. Class names label the bars up to 40 classes.
+
+    Args:
+        accuracy: float [K] per class (NaN for a class without images); counts: int [K] images per class.
+        names: K class names; num_classes: the classifier's classes for the chance level (default K).
+    """
+    accuracy = np.asarray(accuracy, dtype=np.float64)
+    counts = np.asarray(counts)
+    num_classes = num_classes or len(names)
+    order = np.argsort(-np.nan_to_num(accuracy, nan=-1.0), kind="stable")
+    errors = analysis.standard_error(accuracy[order], counts[order])
+    many = len(names) > 40
+    fig, ax = plt.subplots(figsize=(13 if many else max(6.0, 0.55 * len(names) + 2.0), 3.8))
+    positions = np.arange(len(order))
+    ax.bar(positions, accuracy[order], yerr=errors, width=1.0 if many else 0.7, color="tab:blue",
+           ecolor="0.35", capsize=0 if many else 3, error_kw=dict(lw=0.6 if many else 1.0))
+    ax.axhline(1.0 / num_classes, color="tab:red", ls=":", lw=1.5, label=f"chance (1/{num_classes})")
+    mean = float(np.nanmean(accuracy))
+    ax.axhline(mean, color="k", ls="--", lw=1, label=f"mean over classes ({mean:.1%})")
+    if many:
+        ax.set_xticks([])
+        ax.set_xlabel(f"{len(names)} classes, sorted by accuracy (error bars: +-1 standard error)")
+    else:
+        ax.set_xticks(positions, [_shorten(names[i], 16) for i in order], rotation=45, ha="right", fontsize=8)
+        ax.set_xlabel("class, sorted by accuracy (error bars: +-1 standard error)")
+    ax.set_xlim(-0.6, len(order) - 0.4)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("top-1 accuracy on val")
+    ax.set_title(title or f"Per-class top-1 ({int(np.median(counts))} val images per class)", fontsize=10)
+    ax.legend(fontsize=8, loc="upper right")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_block_compare(trained: list[dict], untrained: list[dict], key: str, title: str, ylabel: str,
+                       band: tuple[str, str] | None = None):
+    """One per-block statistic of the trained model beside the same preset untrained (same seed).
+
+    Args:
+        trained, untrained: rows with "block" and `key` (analysis.layer_scale_stats / squeeze_excite_stats).
+        band: optional (low key, high key) drawn as a shaded range around each line (e.g. ("min", "max")).
+    """
+    fig, ax = plt.subplots(figsize=(8, 3.3))
+    labels = [row["block"] for row in trained]
+    positions = np.arange(len(labels))
+    for rows, name, color, style in ((untrained, "untrained (same seed)", "0.45", "--"),
+                                     (trained, "trained", "tab:blue", "-")):
+        by_block = {row["block"]: row for row in rows}
+        values = [by_block[label][key] for label in labels]
+        ax.plot(positions, values, marker="o", ms=3, color=color, ls=style, label=f"{name}: {key}")
+        if band:
+            ax.fill_between(positions, [by_block[label][band[0]] for label in labels],
+                            [by_block[label][band[1]] for label in labels], color=color, alpha=0.15,
+                            label=f"{name}: {band[0]}..{band[1]}")
+    ax.set_xticks(positions, labels, rotation=90, fontsize=7)
+    ax.set_xlabel("block (stage s, index b)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 

@@ -1,0 +1,172 @@
+"""Figure-level tests of the plots the notebooks draw: each draws, labels its axes and reflects its input
+(the chance line at 1/num_classes, the best epoch, the sorted bars, the true class's bar...)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from tinyconv import analysis  # noqa: E402
+from tinyconv import figures as tinyfigures  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def _hlines(ax) -> list[float]:
+    """y of every horizontal line spanning the axes (axhline)."""
+    return [line.get_ydata()[0] for line in ax.get_lines()
+            if len(set(np.ravel(line.get_ydata()))) == 1 and tuple(line.get_xdata()) == (0, 1)]
+
+
+def _texts(fig) -> str:
+    return "\n".join(t.get_text() for ax in fig.axes for t in ax.texts + [ax.title])
+
+
+def _history(epochs=6):
+    rows = []
+    for e in range(epochs):
+        rows.append(dict(epoch=e, loss=2.0 - 0.2 * e, val_loss=2.1 - 0.15 * e, top1=0.1 + 0.05 * e,
+                         val_top1=[0.1, 0.2, 0.35, 0.3, 0.33, 0.31][e], lr=1e-3 * (e + 1) / epochs))
+    return rows
+
+
+def test_plot_training_marks_chance_best_epoch_schedule_and_reference():
+    rows = _history()
+    reference = [dict(epoch=e, val_loss=1.9 - 0.1 * e, val_top1=0.2 + 0.04 * e) for e in range(10)]
+    fig = tinyfigures.plot_training(rows, num_classes=10, title="tiny, quick", reference=reference)
+    ax_loss, ax_acc, ax_lr = fig.axes
+    assert ax_acc.get_ylabel() == "top-1 accuracy" and ax_lr.get_ylabel().startswith("learning rate")
+    assert 1 / 10 in _hlines(ax_acc)  # chance
+    labels = ax_acc.get_legend_handles_labels()[1]
+    assert "chance (1/10)" in labels and "reference (val)" in labels
+    best = [label for label in labels if label.startswith("best val")]
+    assert best == ["best val: 35.0% (epoch 3)"]  # the max of val_top1, 1-based epoch
+    np.testing.assert_allclose(ax_lr.get_lines()[0].get_ydata(), [row["lr"] for row in rows])
+    # 200 classes: the chance line moves; no reference: no dashed line
+    fig = tinyfigures.plot_training(rows, num_classes=200)
+    assert 1 / 200 in _hlines(fig.axes[1])
+    assert "reference (val)" not in fig.axes[1].get_legend_handles_labels()[1]
+
+
+@pytest.mark.parametrize("preset", ["seed", "tiny", "convmixer"])
+def test_plot_block_diagram_follows_the_stage_plan(preset):
+    from tinyconv.models import get_config, stage_plan
+
+    config = get_config(preset)
+    fig = tinyfigures.plot_block_diagram(config)
+    text = _texts(fig)
+    for entry in stage_plan(config):
+        shape = "x".join(str(n) for n in entry["output_shape"])
+        if entry["kind"] != "head":
+            assert shape in text, (entry["name"], shape)
+        if entry["kind"] == "stage":
+            assert f"{entry['name']}: {config.depths[int(entry['name'][5:]) - 1]} x" in text
+    assert ("down1" in text) == (config.num_stages > 1)
+    assert "SE/8" in text if preset != "convmixer" else "SE/" not in text
+    assert f"{config.num_classes} logits" in text and "residual" in text
+
+
+def test_plot_confusion_shows_row_shares_and_counts():
+    confusion = np.array([[8, 2, 0], [1, 4, 5], [0, 0, 10]])
+    fig = tinyfigures.plot_confusion(confusion, ["cat", "dog", "fox"])
+    ax = fig.axes[0]
+    np.testing.assert_allclose(ax.images[0].get_array(), confusion / confusion.sum(axis=1, keepdims=True))
+    assert ax.get_xlabel() == "predicted class" and ax.get_ylabel() == "true class"
+    assert sorted(t.get_text() for t in ax.texts) == sorted(str(n) for n in confusion.ravel() if n)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["cat", "dog", "fox"]
+
+
+def test_plot_top_predictions_colours_the_true_class():
+    names = [f"c{i}" for i in range(6)]
+    logits = np.array([[5.0, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 6.0]])
+    classes, probabilities = analysis.top_predictions(logits, k=3)
+    images = np.zeros((2, 64, 64, 3), np.uint8)
+    fig = tinyfigures.plot_top_predictions(images, np.array([0, 4]), classes, probabilities, names, columns=2)
+    bar_axes = [ax for ax in fig.axes if ax.patches]
+    assert len(bar_axes) == 2
+    for ax, true, top in zip(bar_axes, (0, 4), classes):
+        green = [i for i, bar in enumerate(ax.patches) if bar.get_facecolor()[:3] == matplotlib.colors.to_rgb("tab:green")]
+        assert green == [list(top).index(true)]  # image 1's true class is its 2nd guess
+        widths = [bar.get_width() for bar in ax.patches]
+        assert widths == sorted(widths, reverse=True) and ax.get_xlabel() == "probability"
+
+
+def test_plot_class_accuracy_sorts_with_error_bars_and_chance():
+    accuracy = np.array([0.5, 0.9, 0.1, 0.7])
+    counts = np.array([50, 50, 50, 50])
+    fig = tinyfigures.plot_class_accuracy(accuracy, counts, ["a", "b", "c", "d"])
+    ax = fig.axes[0]
+    heights = [bar.get_height() for bar in ax.patches]
+    assert heights == [0.9, 0.7, 0.5, 0.1]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["b", "d", "a", "c"]
+    assert 1 / 4 in _hlines(ax)
+    assert "chance (1/4)" in ax.get_legend_handles_labels()[1]
+    # the error bars span +-1 binomial standard error
+    segments = [c for c in ax.collections if hasattr(c, "get_segments")][0].get_segments()
+    spans = sorted(abs(seg[1][1] - seg[0][1]) / 2 for seg in segments)
+    np.testing.assert_allclose(spans, sorted(analysis.standard_error(accuracy, counts)), atol=1e-9)
+    # 200 classes: no names on the axis, chance at 1/200
+    fig = tinyfigures.plot_class_accuracy(np.linspace(0, 1, 200), np.full(200, 50), [str(i) for i in range(200)])
+    assert 1 / 200 in _hlines(fig.axes[0]) and not fig.axes[0].get_xticklabels()
+
+
+def test_plot_block_compare_draws_both_models():
+    trained = [dict(block="s1b1", mean=0.8, min=0.5, max=1.2), dict(block="s1b2", mean=0.6, min=0.2, max=1.0)]
+    untrained = [dict(block="s1b2", mean=1.0, min=1.0, max=1.0), dict(block="s1b1", mean=1.0, min=1.0, max=1.0)]
+    fig = tinyfigures.plot_block_compare(trained, untrained, "mean", "layer scale", "|gamma|", band=("min", "max"))
+    ax = fig.axes[0]
+    lines = {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()}
+    assert lines["trained: mean"] == [0.8, 0.6]
+    assert lines["untrained (same seed): mean"] == [1.0, 1.0]  # matched by block, not by row order
+    assert ax.get_ylabel() == "|gamma|" and [t.get_text() for t in ax.get_xticklabels()] == ["s1b1", "s1b2"]
+
+
+def test_energy_and_erf_figures_put_untrained_beside_trained():
+    trained = {"s1b1 depthwise 9x9": analysis.energy_by_distance(np.eye(9))}
+    untrained = {"s1b1 depthwise 9x9": analysis.ring_area_share(9)}
+    fig = tinyfigures.plot_energy_profiles(trained, untrained)
+    assert len(fig.axes) == 2 and "untrained" in fig.axes[1].get_title()
+    np.testing.assert_allclose(fig.axes[1].get_lines()[0].get_ydata(), 1.0)  # uniform stays at 1
+    assert len(tinyfigures.plot_energy_profiles(trained).axes) == 1
+
+    erf = np.zeros((64, 64))
+    erf[30:34, 30:34] = 1 / 16
+    wide = np.full((64, 64), 1 / 64**2)
+    fig = tinyfigures.plot_erfs({"stage 1": erf}, {"stage 1": wide})
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0].startswith("trained, stage 1") and titles[1].startswith("untrained, stage 1")
+    assert "r=1px" in titles[0] and f"r={analysis.erf_radius(wide, 0.5)}px" in titles[1]
+
+
+def test_plot_receptive_fields_merges_equal_curves_and_uses_each_presets_depth():
+    from tinyconv.models import model_info
+
+    infos = {name: model_info(name) for name in ("seed", "tiny", "convmixer")}
+    fig = tinyfigures.plot_receptive_fields(infos)
+    ax = fig.axes[0]
+    labels = ax.get_legend_handles_labels()[1]
+    assert "seed = tiny" in labels and "convmixer" in labels  # tiny no longer hides seed
+    convmixer = [line for line in ax.get_lines() if line.get_label() == "convmixer"][0]
+    # stem, then one stage of 8 blocks: its end is at depth 9, not at "stage1" of a 3-stage model
+    assert list(convmixer.get_xdata()) == [1, 9]
+    assert list(convmixer.get_ydata()) == [s["receptive_field"] for s in infos["convmixer"]["stages"][:-1]]
+    assert 64 in _hlines(ax)
+
+
+def test_plot_augmentations_by_profile_titles_each_profile():
+    images = np.random.default_rng(0).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
+    examples = analysis.augmentation_by_profile(images, profiles=("quick", "full"), seed=0)
+    assert list(examples)[0] == "original" and [k.split(":")[0] for k in list(examples)[1:]] == ["quick", "full"]
+    assert "jitter" not in list(examples)[1] and "mix p=1" in list(examples)[2]  # quick: crop+flip only
+    fig = tinyfigures.plot_augmentations(examples, title="per profile")
+    assert fig._suptitle.get_text() == "per profile"
+    assert [ax.get_title() for ax in fig.axes[:3]] == list(examples)
