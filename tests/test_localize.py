@@ -13,7 +13,9 @@ from tinyconv import cli
 from tinyconv.augment import normalize
 from tinyconv.dataset import selected_classes
 from tinyconv.errors import TinyconvError
+from tinyconv import figures as tinyfigures
 from tinyconv.localize import (
+    BoxedImages,
     baseline_metrics,
     box_from_map,
     cam_layers,
@@ -21,11 +23,18 @@ from tinyconv.localize import (
     class_activation_maps,
     evaluate_localization,
     format_localization,
+    good_and_bad,
     grad_cam,
+    held_out_train,
     iou,
+    localization_maps,
     localization_metrics,
+    metrics_table,
     normalize_maps,
+    score_maps,
+    score_stages,
     upsample,
+    val_with_boxes,
 )
 
 SQUARE = (12, 20, 43, 51)  # x0, y0, x1, y1 inclusive: 32 x 32 pixels, on the 4-pixel grid of the model below
@@ -173,6 +182,117 @@ def test_evaluate_localization_on_synthetic_data(synthetic_data_dir):
     assert result["top1"] == pytest.approx(0.2)  # class 0 always wins: 6 of 30 val images
     text = format_localization(result)
     assert "GT-known loc" in text and "centre-box baseline" in text and "whole-image box" in text
+
+
+def _squares(count: int, wnids, names=None) -> BoxedImages:
+    """`count` square images with the square moving right, all of class 0 of `wnids`, boxes exact."""
+    boxes = [(4 * i, 20, 4 * i + 27, 47) for i in range(count)]
+    return BoxedImages(images=np.stack([square_image(b) for b in boxes]), labels=np.zeros(count, np.int64),
+                       boxes=np.array(boxes), wnids=list(wnids), names=list(names or wnids),
+                       files=[f"s{i}.png" for i in range(count)])
+
+
+def test_score_maps_relabels_into_the_model_classes_and_finds_the_squares():
+    model = square_model(num_classes=3)  # class 0 of the model is "b" below: the squares are labelled "b"
+    train, val = _squares(4, ["b"]), _squares(6, ["b"])
+    scored = score_maps(model, ["b", "a", "c"], train, val)
+    assert scored.maps.shape == (6, 64, 64) and scored.boxes.shape == (6, 4)
+    assert scored.correct.all() and scored.metrics["top1"] == 1.0
+    assert scored.metrics["gt_known_loc"] == 1.0 and scored.metrics["images"] == 6
+    assert (scored.ious >= 0.7).all()  # at the lowest threshold that scores best on train (ties go low)
+    # the same squares called "a" (the background class of the model): still top-1 "b", so all wrong,
+    # and the map of "a" does not find the squares
+    wrong = score_maps(model, ["b", "a", "c"], _squares(4, ["a"]), _squares(6, ["a"]))
+    assert not wrong.correct.any() and wrong.metrics["top1_loc"] == 0.0
+    assert wrong.metrics["gt_known_loc"] < 0.5
+    with pytest.raises(TinyconvError, match="no output for class z"):
+        score_maps(model, ["b", "a", "c"], train, _squares(2, ["z"]))
+
+
+def test_good_and_bad_cases_are_ordered_by_iou():
+    model = square_model(num_classes=2)
+    val = _squares(6, ["a"])
+    scored = score_maps(model, ["a", "b"], _squares(3, ["a"]), val)
+    scored.ious[:] = [0.2, 0.9, 0.5, 0.95, 0.1, 0.6]
+    scored.correct[:] = [True, True, True, False, True, True]
+    good, bad = good_and_bad(scored, count=2)
+    assert good.tolist() == [1, 5]  # image 3 has the best IoU but a wrong class
+    assert bad.tolist() == [4, 0]
+
+
+def test_score_stages_gives_grad_cam_per_stage_and_cam():
+    from tinyconv.models import build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model("tiny", num_classes=3, widths=(8, 8, 8), depths=(1, 1, 1))
+    val = _squares(3, ["x"])
+    results = score_stages(model, ["x", "y", "z"], _squares(2, ["x"]), val)
+    assert list(results) == ["stage 1", "stage 2", "stage 3", "CAM"]
+    for scored in results.values():
+        assert scored.maps.shape == (3, 64, 64) and 0.0 <= scored.metrics["max_box_acc"] <= 1.0
+    rows = metrics_table(results, baseline_metrics(val.boxes))
+    assert [row["maps"] for row in rows] == ["stage 1", "stage 2", "stage 3", "CAM", "centre box", "whole image"]
+    assert rows[-1]["top-1"] is None and 0 <= rows[0]["MaxBoxAcc"] <= 100
+
+
+def test_held_out_train_and_val_subsets(synthetic_data_dir):
+    wnids = selected_classes(synthetic_data_dir, 5)[0]
+    train = held_out_train(synthetic_data_dir, wnids[1:3], per_class=4, seed=1)
+    assert len(train) == 8 and train.wnids == wnids[1:3] and sorted(set(train.labels.tolist())) == [0, 1]
+    assert train.images.shape == (8, 64, 64, 3) and (train.boxes[:, 2] >= train.boxes[:, 0]).all()
+    assert train.files == held_out_train(synthetic_data_dir, wnids[1:3], per_class=4, seed=1).files
+    val = val_with_boxes(synthetic_data_dir, wnids, per_class=2)
+    assert len(val) == 10 and np.bincount(val.labels).tolist() == [2] * 5
+    assert len(val_with_boxes(synthetic_data_dir, wnids)) == 30
+    assert val.labels_for(list(reversed(wnids))).tolist() == [4 - k for k in val.labels]
+
+
+# ------------------------------------------------------------------------------------------- figures
+
+
+def test_plot_localization_grid_draws_each_map_and_both_boxes():
+    import matplotlib
+
+    val = _squares(5, ["a"])
+    maps, _ = localization_maps(square_model(), val.images)
+    boxes = np.array([box_from_map(m, 0.5) for m in maps])
+    fig = tinyfigures.plot_localization_grid(val.images, maps, boxes, val.boxes, [f"#{i}\nIoU" for i in range(5)],
+                                             columns=3, title="good cases")
+    drawn = [ax for ax in fig.axes if ax.images]
+    assert len(fig.axes) == 6 and len(drawn) == 5  # 2 rows of 3, the last panel empty
+    for ax, box, true in zip(drawn, boxes, val.boxes):
+        assert len(ax.images) == 2  # the image and its map
+        lime, white = ax.patches
+        assert lime.get_edgecolor()[:3] == matplotlib.colors.to_rgb("lime")
+        assert (lime.get_x(), lime.get_width()) == (box[0] - 0.5, box[2] - box[0] + 1)
+        assert (white.get_y(), white.get_height()) == (true[1] - 0.5, true[3] - true[1] + 1)
+    assert drawn[1].get_title() == "#1\nIoU" and fig._suptitle.get_text() == "good cases"
+
+
+def test_plot_maps_by_method_has_a_column_per_method():
+    val = _squares(2, ["a"])
+    maps = {"CAM": localization_maps(square_model(), val.images)[0], "flat": np.zeros((2, 64, 64), np.float32)}
+    fig = tinyfigures.plot_maps_by_method(val.images, maps, {"CAM": val.boxes, "flat": None}, val.boxes)
+    assert len(fig.axes) == 2 * 3
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["image", "CAM", "flat"]
+    assert len(fig.axes[1].patches) == 2 and len(fig.axes[2].patches) == 1  # "flat" has no box of its own
+    np.testing.assert_array_equal(fig.axes[4].images[1].get_array(), maps["CAM"][1])
+
+
+def test_plot_localization_metrics_bars_and_baselines():
+    metrics = {"stage 1": {"gt_known_loc": 0.4, "top1_loc": 0.2, "max_box_acc": 0.3},
+               "CAM": {"gt_known_loc": 0.6, "top1_loc": 0.5, "max_box_acc": 0.55}}
+    baseline = {"max_box_acc": 0.45, "full_image": {"max_box_acc": 0.35}}
+    fig = tinyfigures.plot_localization_metrics({"quick": metrics, "seed": metrics}, baseline, title="per stage")
+    assert len(fig.axes) == 2
+    ax = fig.axes[0]
+    heights = sorted(round(bar.get_height(), 6) for bar in ax.patches)
+    assert heights == sorted([40.0, 20.0, 30.0, 60.0, 50.0, 55.0])
+    assert sorted(line.get_ydata()[0] for line in ax.get_lines()) == [35.0, 45.0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["stage 1", "CAM"]
+    assert ax.get_title() == "quick" and ax.get_ylabel() == "% of val images"
+    assert sorted(t.get_text() for t in fig.legends[0].get_texts()) == sorted(
+        ["GT-known loc", "top-1 loc", "MaxBoxAcc", "centre box MaxBoxAcc", "whole image MaxBoxAcc"])
 
 
 # ----------------------------------------------------------------------------------------------- CLI

@@ -587,3 +587,104 @@ def plot_localization(image, heatmap, box, title: str = "", true_box=None, size:
     if title:
         ax.set_title(_shorten(title, 40), fontsize=9)
     return fig
+
+
+def _draw_overlay(ax, image, heatmap, box=None, true_box=None, lw: float = 1.5):
+    """An image with its map (jet, alpha 0.45), its box (lime) and the true box (white dashes) on `ax`."""
+    ax.imshow(image, interpolation="nearest")
+    ax.imshow(heatmap, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0, interpolation="bilinear")
+    for corners, style in ((box, dict(color="lime", lw=lw)), (true_box, dict(color="white", lw=lw * 0.8, ls="--"))):
+        if corners is not None:
+            x0, y0, x1, y1 = (int(v) for v in corners)
+            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, **style))
+    ax.axis("off")
+
+
+def plot_localization_grid(images, maps, boxes, true_boxes=None, titles=None, columns: int = 8, title: str = "",
+                           size: float = 1.6):
+    """A grid of images with their maps overlaid, the map's box (lime) and the true box (white dashes).
+
+    Args:
+        images: uint8 [N, 64, 64, 3]; maps: float [N, 64, 64] in [0, 1]; boxes, true_boxes: [N, 4] inclusive
+        (x0, y0, x1, y1) or None; titles: N strings (lines split on newlines).
+    """
+    count = len(images)
+    columns = max(1, min(columns, count))
+    rows = max(1, -(-count // columns))
+    lines = max((str(t).count("\n") + 1 for t in titles), default=1) if titles is not None else 0
+    fig = Figure(figsize=(columns * size, rows * (size + 0.15 * lines) + (0.35 if title else 0)), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
+    for i, ax in enumerate(axes):
+        ax.axis("off")
+        if i >= count:
+            continue
+        _draw_overlay(ax, images[i], maps[i], None if boxes is None else boxes[i],
+                      None if true_boxes is None else true_boxes[i])
+        if titles is not None:
+            ax.set_title("\n".join(_shorten(line, 22) for line in str(titles[i]).split("\n")), fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_maps_by_method(images, maps: dict, boxes: dict | None = None, true_boxes=None, title: str = "",
+                        size: float = 1.6):
+    """One row per image, one column per way of drawing its map (stages, models, kernel sizes).
+
+    Args:
+        images: uint8 [N, 64, 64, 3]; maps: column name -> float [N, 64, 64] in [0, 1];
+        boxes: column name -> [N, 4] boxes (or None); true_boxes: [N, 4] drawn in every panel.
+    """
+    names = list(maps)
+    count = len(images)
+    fig = Figure(figsize=((len(names) + 1) * size, count * size + 0.3 + (0.35 if title else 0)), layout="constrained")
+    axes = fig.subplots(max(count, 1), len(names) + 1, squeeze=False)
+    for row in range(count):
+        axes[row, 0].imshow(images[row], interpolation="nearest")
+        axes[row, 0].axis("off")
+        for column, name in enumerate(names, start=1):
+            box = None if boxes is None or boxes.get(name) is None else boxes[name][row]
+            _draw_overlay(axes[row, column], images[row], maps[name][row], box,
+                          None if true_boxes is None else true_boxes[row], lw=1.2)
+    for column, name in enumerate(["image"] + names):
+        axes[0, column].set_title(_shorten(name, 18), fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+LOCALIZATION_KEYS = (("gt_known_loc", "GT-known loc"), ("top1_loc", "top-1 loc"), ("max_box_acc", "MaxBoxAcc"))
+
+
+def plot_localization_metrics(groups: dict, baseline: dict | None = None, title: str = ""):
+    """Grouped bars of GT-known loc, top-1 loc and MaxBoxAcc (percent), one panel per group.
+
+    Args:
+        groups: panel title -> {bar group name -> localization metrics dict (tinyconv.localize.score_maps)}.
+        baseline: tinyconv.localize.baseline_metrics of the same val boxes: its centre-box MaxBoxAcc and
+            GT-known loc drawn as dashed lines (the whole-image box's MaxBoxAcc dotted).
+    """
+    fig = Figure(figsize=(max(4.5, 1.2 + 1.15 * max(len(g) for g in groups.values())) * len(groups), 3.6),
+                 layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(groups), squeeze=False)).ravel()
+    width = 0.8 / len(LOCALIZATION_KEYS)
+    for ax, (panel, entries) in zip(axes, groups.items()):
+        positions = np.arange(len(entries))
+        for j, (key, label) in enumerate(LOCALIZATION_KEYS):
+            values = [100 * metrics[key] for metrics in entries.values()]
+            bars = ax.bar(positions + (j - 1) * width, values, width, label=label, color=f"C{j}")
+            ax.bar_label(bars, fmt="%.0f", fontsize=6, padding=1)
+        if baseline is not None:
+            ax.axhline(100 * baseline["max_box_acc"], color="0.3", ls="--", lw=1, label="centre box MaxBoxAcc")
+            ax.axhline(100 * baseline["full_image"]["max_box_acc"], color="0.3", ls=":", lw=1,
+                       label="whole image MaxBoxAcc")
+        ax.set_xticks(positions, [_shorten(name, 16) for name in entries], fontsize=8)
+        ax.set_ylim(0, 105)
+        ax.set_ylabel("% of val images")
+        ax.set_title(panel, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=7, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig

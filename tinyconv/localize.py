@@ -19,6 +19,7 @@ Conventions:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -267,10 +268,175 @@ def read_train_boxes(root: Path, wnid: str) -> dict[str, tuple[int, int, int, in
     return boxes
 
 
-def _maps_and_ious(model, images, labels, boxes, thresholds, batch_size):
-    maps, logits = class_activation_maps(model, normalize(np.ascontiguousarray(images)), labels, batch_size)
-    maps = normalize_maps(upsample(maps))
-    return box_ious(maps, boxes, thresholds), logits
+@dataclass
+class BoxedImages:
+    """Images with their true boxes, labelled 0..K-1 in the order of `wnids`.
+
+    Attributes:
+        images: uint8 [N, 64, 64, 3]; labels: int [N]; boxes: int [N, 4] (x0, y0, x1, y1), inclusive.
+        wnids, names: the classes the labels index; files: the file name of each image.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    boxes: np.ndarray
+    wnids: list
+    names: list
+    files: list
+
+    def __len__(self) -> int:
+        return int(len(self.labels))
+
+    def labels_for(self, model_wnids) -> np.ndarray:
+        """The labels as indices into another class list (a model's outputs), e.g. a 200-class model
+        scored on the images of 10 classes. Raises TinyconvError when the model lacks one of the classes."""
+        model_wnids = list(model_wnids)
+        missing = [wnid for wnid in self.wnids if wnid not in model_wnids]
+        if missing:
+            raise TinyconvError(f"the model has no output for class {missing[0]} ({len(missing)} missing)")
+        return np.array([model_wnids.index(wnid) for wnid in self.wnids], dtype=np.int64)[self.labels]
+
+
+def held_out_train(data_dir, wnids, per_class: int = 10, seed: int = 0) -> BoxedImages:
+    """`per_class` train images per class (drawn with `seed`) with their boxes from train/<wnid>/<wnid>_boxes.txt:
+    the images on which thresholds are chosen, never val's."""
+    root = require_root(data_dir)
+    train = load_split(data_dir, "train", classes=list(wnids))
+    rng = np.random.default_rng(seed)
+    picked, boxes = [], []
+    for label, wnid in enumerate(train.wnids):
+        by_name = read_train_boxes(root, wnid)
+        rows = np.flatnonzero(train.labels == label)
+        for i in np.sort(rng.choice(rows, size=min(per_class, len(rows)), replace=False)):
+            name = Path(train.files[i]).name
+            if name not in by_name:
+                raise TinyconvError(f"train/{wnid}/{wnid}_boxes.txt has no box for {name}")
+            picked.append(i)
+            boxes.append(by_name[name])
+    picked = np.asarray(picked, dtype=np.int64)
+    return BoxedImages(images=np.ascontiguousarray(train.images[picked]), labels=np.asarray(train.labels)[picked],
+                       boxes=np.asarray(boxes, dtype=np.int64).reshape(-1, 4), wnids=list(train.wnids),
+                       names=list(train.names), files=[Path(train.files[i]).name for i in picked])
+
+
+def val_with_boxes(data_dir, wnids, per_class: int | None = None) -> BoxedImages:
+    """The val images of `wnids` with their official boxes; `per_class` keeps the first that many of each
+    class (in val's file order), None keeps all 50."""
+    root = require_root(data_dir)
+    val = load_split(data_dir, "val", classes=list(wnids))
+    annotations = read_val_annotations(root)
+    boxes = [annotations[Path(name).name][1] for name in val.files]
+    if any(box is None for box in boxes):
+        raise TinyconvError(f"{root}/val has no val_annotations.txt: the val boxes are needed")
+    keep = np.arange(len(val.labels))
+    if per_class is not None:
+        keep = np.concatenate([np.flatnonzero(val.labels == k)[:per_class] for k in range(len(val.wnids))])
+        keep = np.sort(keep)
+    return BoxedImages(images=np.ascontiguousarray(val.images[keep]), labels=np.asarray(val.labels)[keep],
+                       boxes=np.asarray(boxes, dtype=np.int64).reshape(-1, 4)[keep], wnids=list(val.wnids),
+                       names=list(val.names), files=[Path(val.files[i]).name for i in keep])
+
+
+def localization_maps(model, images, classes=None, layer=None, batch_size: int = 64):
+    """Maps at 64x64 in [0, 1] for uint8 images [N, 64, 64, 3]: CAM of the last stage when `layer` is None,
+    else Grad-CAM of `layer` (a name or a layer). classes None: each image's top-1 class.
+
+    Returns:
+        (maps float32 [N, 64, 64], logits float32 [N, K]).
+    """
+    x = normalize(np.ascontiguousarray(images))
+    if layer is None:
+        maps, logits = class_activation_maps(model, x, classes, batch_size)
+    else:
+        maps, logits = grad_cam(model, x, layer, classes, batch_size=min(batch_size, 32))
+    return normalize_maps(upsample(maps)), logits
+
+
+def stage_layers(model) -> dict[str, object]:
+    """"stage N" -> the layer whose output ends stage N (its last ConvMixerBlock), for Grad-CAM per stage."""
+    from tinyconv import analysis  # analysis imports the model layers; only the notebook's study needs them
+
+    return {f"stage {stage}": layer for stage, layer in sorted(analysis.stage_outputs(model).items())}
+
+
+@dataclass
+class ScoredMaps:
+    """One way of drawing maps (CAM, or Grad-CAM of a layer) scored on val, thresholds chosen on train.
+
+    Attributes:
+        metrics: localization_metrics' dict plus "top1", "images", "train_images".
+        maps: float32 [N, 64, 64], the val maps of the true classes in [0, 1].
+        boxes: int [N, 4], each map's box at the threshold chosen for IoU 0.5.
+        ious: float [N], their IoU with the true boxes; predicted: int [N], top-1 class (the model's order).
+        correct: bool [N], top-1 is the true class.
+    """
+
+    metrics: dict
+    maps: np.ndarray
+    boxes: np.ndarray
+    ious: np.ndarray
+    predicted: np.ndarray
+    correct: np.ndarray
+
+
+def score_maps(model, model_wnids, train: BoxedImages, val: BoxedImages, layer=None,
+               thresholds=THRESHOLDS, batch_size: int = 64) -> ScoredMaps:
+    """Maps of the true class (CAM, or Grad-CAM of `layer`) scored with the WSOL metrics on `val`, the
+    threshold per IoU level chosen on `train` (held-out train images), as Choe et al. (2020) prescribe.
+
+    Args:
+        model_wnids: the class of each model output (see BoxedImages.labels_for).
+    """
+    train_maps, _ = localization_maps(model, train.images, train.labels_for(model_wnids), layer, batch_size)
+    chosen = choose_thresholds(box_ious(train_maps, train.boxes, thresholds), thresholds)
+    labels = val.labels_for(model_wnids)
+    maps, logits = localization_maps(model, val.images, labels, layer, batch_size)
+    ious = box_ious(maps, val.boxes, thresholds)
+    predicted = logits.argmax(-1)
+    correct = predicted == labels
+    metrics = localization_metrics(ious, correct, thresholds, chosen)
+    metrics.update(top1=float(correct.mean()) if len(correct) else 0.0, images=len(val), train_images=len(train))
+    boxes = np.array([box_from_map(m, metrics["threshold"]) for m in maps], dtype=np.int64).reshape(-1, 4)
+    per_image = np.array([iou(box, true) for box, true in zip(boxes, val.boxes)], dtype=np.float64)
+    return ScoredMaps(metrics=metrics, maps=maps, boxes=boxes, ious=per_image, predicted=predicted, correct=correct)
+
+
+def good_and_bad(scored: ScoredMaps, count: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of the `count` best-localized correctly classified images, highest IoU first; indices of the
+    `count` worst-localized images, lowest IoU first). Fewer when there are fewer images."""
+    order = np.argsort(-scored.ious, kind="stable")
+    good = [i for i in order if scored.correct[i]][:count]
+    bad = np.argsort(scored.ious, kind="stable")[:count]
+    return np.asarray(good, dtype=np.int64), np.asarray(bad, dtype=np.int64)
+
+
+def score_stages(model, model_wnids, train: BoxedImages, val: BoxedImages, batch_size: int = 64) -> dict:
+    """{"stage 1": ScoredMaps (Grad-CAM of its output), ..., "CAM": ScoredMaps}: which stage localizes best.
+
+    Grad-CAM needs TensorFlow (see grad_cam); on another backend only "CAM" is returned.
+    """
+    results = {}
+    if keras.backend.backend() == "tensorflow":
+        for name, layer in stage_layers(model).items():
+            results[name] = score_maps(model, model_wnids, train, val, layer, batch_size=batch_size)
+    results["CAM"] = score_maps(model, model_wnids, train, val, None, batch_size=batch_size)
+    return results
+
+
+def metrics_table(results: dict, baseline: dict | None = None) -> list[dict]:
+    """Rows for tinyconv.analysis.format_table: one per entry of `results` (name -> ScoredMaps or metrics
+    dict), then the centre-box and whole-image baselines of baseline_metrics when given. Percentages."""
+    rows = []
+    for name, result in results.items():
+        m = result.metrics if isinstance(result, ScoredMaps) else result
+        rows.append({"maps": name, "top-1": 100 * m["top1"], "GT-known loc": 100 * m["gt_known_loc"],
+                     "top-1 loc": 100 * m["top1_loc"], "MaxBoxAcc": 100 * m["max_box_acc"],
+                     "threshold": m["threshold"]})
+    if baseline is not None:
+        for name, entry in (("centre box", baseline), ("whole image", baseline["full_image"])):
+            rows.append({"maps": name, "top-1": None, "GT-known loc": 100 * entry["gt_known_loc"], "top-1 loc": None,
+                         "MaxBoxAcc": 100 * entry["max_box_acc"], "threshold": None})
+    return rows
 
 
 def evaluate_localization(model_or_path, data_dir=None, *, classes=None, per_class: int = 10,
@@ -289,35 +455,10 @@ def evaluate_localization(model_or_path, data_dir=None, *, classes=None, per_cla
     cam_layers(model)  # a model without a GAP + Dense head fails here, before any data is read
     class_list = model_classes(model, run, data_dir, classes)
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
-    root = require_root(data_dir)
-
-    train = load_split(data_dir, "train", classes=class_list.wnids)
-    rng = np.random.default_rng(seed)
-    picked, train_boxes = [], []
-    for label, wnid in enumerate(class_list.wnids):
-        boxes = read_train_boxes(root, wnid)
-        rows = np.flatnonzero(train.labels == label)
-        for i in np.sort(rng.choice(rows, size=min(per_class, len(rows)), replace=False)):
-            name = Path(train.files[i]).name
-            if name not in boxes:
-                raise TinyconvError(f"train/{wnid}/{wnid}_boxes.txt has no box for {name}")
-            picked.append(i)
-            train_boxes.append(boxes[name])
-    picked = np.asarray(picked, dtype=np.int64)
-    train_ious, _ = _maps_and_ious(model, train.images[picked], train.labels[picked], train_boxes, thresholds,
-                                   batch_size)
-    chosen = choose_thresholds(train_ious, thresholds)
-
-    val = load_split(data_dir, "val", classes=class_list.wnids)
-    annotations = read_val_annotations(root)
-    val_boxes = [annotations[Path(name).name][1] for name in val.files]
-    if any(box is None for box in val_boxes):
-        raise TinyconvError(f"{root}/val has no val_annotations.txt: the val boxes are needed")
-    ious, logits = _maps_and_ious(model, val.images, val.labels, val_boxes, thresholds, batch_size)
-    correct = logits.argmax(-1) == np.asarray(val.labels)
-    result = localization_metrics(ious, correct, thresholds, chosen)
-    result.update(images=int(len(val.labels)), train_images=int(len(picked)), top1=float(correct.mean()),
-                  baseline=baseline_metrics(val_boxes))
+    train = held_out_train(data_dir, class_list.wnids, per_class, seed)
+    val = val_with_boxes(data_dir, class_list.wnids)
+    result = score_maps(model, class_list.wnids, train, val, None, thresholds, batch_size).metrics
+    result["baseline"] = baseline_metrics(val.boxes)
     return result
 
 
