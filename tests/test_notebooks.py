@@ -48,9 +48,18 @@ def test_failing_notebook_is_named_with_its_cell(tmp_path, capsys):
 
 def test_run_notebooks_only_selects_and_rejects_unknown(tmp_path):
     assert [p.name for p in notebooks.select_notebooks(["03", "01"])] == ["01_download.ipynb", "03_build_model.ipynb"]
-    assert len(notebooks.select_notebooks()) == 5
-    with pytest.raises(TinyconvError, match="--only '09' matches no notebook"):
-        notebooks.select_notebooks(["09"])
+    assert [p.name for p in notebooks.select_notebooks()] == notebooks.notebook_names()
+    with pytest.raises(TinyconvError, match="--only '99' matches no notebook"):
+        notebooks.select_notebooks(["99"])
+
+
+def test_every_numbered_notebook_is_discovered(tmp_path, monkeypatch):
+    for name in ("07_localize.ipynb", "01_a.ipynb", "06_compare.ipynb", "scratch.ipynb", "6_x.ipynb"):
+        _write_notebook(tmp_path / name, "print(1)")
+    monkeypatch.setattr(notebooks, "NOTEBOOK_DIR", tmp_path)
+    assert notebooks.notebook_names() == ["01_a.ipynb", "06_compare.ipynb", "07_localize.ipynb"]
+    assert [p.name for p in notebooks.select_notebooks(["07", "06"])] == ["06_compare.ipynb", "07_localize.ipynb"]
+    assert {"01_download.ipynb", "05_analyze_kernels.ipynb"} <= set(notebooks.notebook_names(notebooks.REPO_ROOT / "notebooks"))
 
 
 def test_resolve_profile(monkeypatch, capsys):
@@ -120,7 +129,7 @@ def test_strip_for_commit_removes_injected_cell_and_rejects_paths(tmp_path):
 def test_series_runs_on_real_data_with_the_ci_profile(real_data_dir, tmp_path):
     out = tmp_path / "notebooks"
     executed = notebooks.run_notebooks("ci", out, data_dir=real_data_dir, progress=False)
-    assert [p.name for p in executed] == list(notebooks.NOTEBOOKS)
+    assert [p.name for p in executed] == notebooks.notebook_names()
     for path in executed:
         nb = nbformat.read(path, as_version=4)
         errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
@@ -135,7 +144,7 @@ def test_series_runs_on_real_data_with_the_ci_profile(real_data_dir, tmp_path):
     assert all(p.stat().st_size > 2000 for p in (out / "figures").glob("*.png"))
 
 
-@pytest.mark.parametrize("name", notebooks.NOTEBOOKS)
+@pytest.mark.parametrize("name", notebooks.notebook_names())
 def test_committed_notebook_structure(name):
     """One `parameters` cell of literal assignments, resolved right after; clean committed outputs."""
     import ast
@@ -163,12 +172,72 @@ def test_a_cell_past_the_timeout_is_one_line_and_leaves_no_partial_copy(tmp_path
     with pytest.raises(TinyconvError) as caught:
         notebooks.run_notebook(source, tmp_path / "out", {}, progress=False, cell_timeout=3)
     message = str(caught.value)
-    assert re.search(r"08_slow.ipynb (cell 4|a cell) ran past the 3 s limit of a cell", message) and "\n" not in message
+    # the notebook and the cell of the source (1 markdown, 2 parameters, 3 print, 4 sleep; no injected cell)
+    assert "08_slow.ipynb cell 4 ran past the 3 s limit of a cell" in message and "\n" not in message
     assert list((tmp_path / "out").iterdir()) == []  # neither the executed copy nor a hidden partial one
 
 
 def test_a_dead_kernel_is_one_line_and_leaves_no_partial_copy(tmp_path):
-    source = _write_notebook(tmp_path / "09_dies.ipynb", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
-    with pytest.raises(TinyconvError, match=r"09_dies.ipynb (cell 3|a cell) lost its kernel"):
-        notebooks.run_notebook(source, tmp_path / "out", {}, progress=False)
+    source = _write_notebook(tmp_path / "09_dies.ipynb", "print('ok')", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    # with parameters papermill injects a cell after cell 2, which the source numbering does not count
+    with pytest.raises(TinyconvError, match=r"09_dies.ipynb cell 4 lost its kernel"):
+        notebooks.run_notebook(source, tmp_path / "out", {"value": 3}, progress=False)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("name", notebooks.notebook_names())
+def test_committed_outputs_come_from_the_committed_code(name):
+    """The outputs a notebook carries were made by this version of tinyconv/ and of its own code cells
+    (strip_for_commit records both hashes); otherwise re-make them: `tinyconv notebooks --profile quick
+    --out notebooks`."""
+    problem = notebooks.stale_outputs(notebooks.NOTEBOOK_DIR / name)
+    assert problem is None, problem
+
+
+def test_commit_mode_stamps_outputs_and_stale_outputs_detects_changes(tmp_path, monkeypatch):
+    book = tmp_path / "notebooks"
+    book.mkdir()
+    source = _write_notebook(book / "01_one.ipynb", "print('profile', profile)")
+    package = tmp_path / "package"
+    package.mkdir()
+    (package / "mod.py").write_text("x = 1\n")
+    monkeypatch.setattr(notebooks, "NOTEBOOK_DIR", book)
+    monkeypatch.setattr(notebooks, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(notebooks, "PACKAGE_DIR", package)
+    assert notebooks.stale_outputs(source) is None  # no outputs: nothing to be stale
+    (tmp_path / "runs" / "notebooks-ci-commit").mkdir(parents=True)
+    (tmp_path / "runs" / "notebooks-ci-commit" / "old").write_text("an earlier commit run")
+
+    written = notebooks.run_notebooks("ci", book, data_dir=tmp_path / "data", progress=False)
+    assert written == [source]
+    nb = nbformat.read(source, as_version=4)
+    assert "profile ci" in json.dumps(nb)  # the outputs landed in the committed file
+    assert "injected-parameters" not in json.dumps(nb)
+    assert nb.metadata["tinyconv"]["profile"] == "ci"
+    assert notebooks.stale_outputs(source) is None
+    run_dir = tmp_path / "runs" / "notebooks-ci-commit"
+    assert (run_dir / "01_one.ipynb").is_file() and not (run_dir / "old").exists()  # a fresh run
+
+    (package / "mod.py").write_text("x = 2\n")  # the code changed after the outputs were made
+    assert "another version of tinyconv/" in notebooks.stale_outputs(source)
+    (package / "mod.py").write_text("x = 1\r\n")  # CRLF checkout of the same code
+    assert notebooks.stale_outputs(source) is None
+    nb.cells[-1].source = "print('edited')"
+    nbformat.write(nb, source)
+    assert "a code cell was edited" in notebooks.stale_outputs(source)
+    del nb.metadata["tinyconv"]
+    nbformat.write(nb, source)
+    assert "carry no record" in notebooks.stale_outputs(source)
+
+
+def test_a_failing_commit_run_leaves_the_committed_notebooks_alone(tmp_path, monkeypatch):
+    book = tmp_path / "notebooks"
+    book.mkdir()
+    first = _write_notebook(book / "01_ok.ipynb", "print('fine')")
+    _write_notebook(book / "02_bad.ipynb", "raise RuntimeError('no')")
+    before = first.read_bytes()
+    monkeypatch.setattr(notebooks, "NOTEBOOK_DIR", book)
+    monkeypatch.setattr(notebooks, "REPO_ROOT", tmp_path)
+    with pytest.raises(TinyconvError, match="02_bad.ipynb cell 3"):
+        notebooks.run_notebooks("ci", book, data_dir=tmp_path / "data", progress=False)
+    assert first.read_bytes() == before

@@ -1,4 +1,4 @@
-"""Run the numbered notebooks 01-05 headless with papermill, and the parameter resolution they share.
+"""Run the numbered notebooks headless with papermill, and the parameter resolution they share.
 
 Every notebook has one cell tagged `parameters` (literal values, `None` meaning "use the default") and
 calls `resolve_params(...)` right after it, so a notebook opened in Jupyter, run by papermill
@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import sys
 import warnings
 from dataclasses import dataclass
@@ -38,14 +39,13 @@ warnings.filterwarnings("ignore", message="IProgress not found", module="tqdm")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-NOTEBOOKS = (
-    "01_download.ipynb",
-    "02_explore.ipynb",
-    "03_build_model.ipynb",
-    "04_train.ipynb",
-    "05_analyze_kernels.ipynb",
-)
 KERNEL_NAME = "tinyconv"
+
+
+def notebook_names(notebook_dir: Path | None = None) -> list[str]:
+    """Every numbered notebook (`NN_name.ipynb`) of a folder (default NOTEBOOK_DIR), in order: the series is
+    what is there, so a new chapter joins `tinyconv notebooks`, the tests and the commit check by being added."""
+    return sorted(p.name for p in Path(notebook_dir or NOTEBOOK_DIR).glob("[0-9][0-9]_*.ipynb"))
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ def resolve_profile(profile: str, verbose: bool = True) -> str:
     return chosen
 
 
-def select_notebooks(only=None, notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
+def select_notebooks(only=None, notebook_dir: Path | None = None) -> list[Path]:
     """The notebooks to run, in order.
 
     Args:
@@ -183,7 +183,8 @@ def select_notebooks(only=None, notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]
     Raises:
         TinyconvError: when a prefix matches no notebook.
     """
-    names = sorted(p.name for p in Path(notebook_dir).glob("[0-9][0-9]_*.ipynb"))
+    notebook_dir = Path(notebook_dir or NOTEBOOK_DIR)
+    names = notebook_names(notebook_dir)
     if not names:
         raise TinyconvError(f"no numbered notebooks found in {notebook_dir}")
     if not only:
@@ -325,52 +326,145 @@ def run_notebook(
 
 
 def _running_cell(partial: Path, nbformat) -> str:
-    """'cell N' for the cell papermill marked as running in its partial copy, else 'a cell'."""
+    """'cell N' (numbered as in the source notebook) for the cell that was running when execution stopped.
+
+    papermill saves its copy when a cell starts and again in a `finally` when it ends, which marks even a
+    timed-out or orphaned cell "completed"; the cell that was running is the last one with a start time.
+    Returns 'before its first cell' when no cell had started (the kernel died while starting).
+    """
     try:
         executed = nbformat.read(partial, as_version=4)
-    except Exception:  # no partial copy yet, or half-written: the cell stays unnamed
-        return "a cell"
-    for index, cell in enumerate(executed.cells):
-        if cell.get("metadata", {}).get("papermill", {}).get("status") == "running":
-            return f"cell {_failed_cell_number(executed, index)}"  # numbered as in the source notebook
-    return "a cell"
+    except Exception:  # no copy yet (papermill writes it when the first cell starts) or half-written
+        return "before its first cell"
+    started = [
+        index
+        for index, cell in enumerate(executed.cells)
+        if cell.get("metadata", {}).get("papermill", {}).get("start_time")
+    ]
+    if not started:
+        return "before its first cell"
+    return f"cell {_failed_cell_number(executed, started[-1])}"
 
 
 def run_notebooks(profile: str, out, data_dir=None, only=None, progress: bool | None = None) -> list[Path]:
-    """Run notebooks 01-05 in order with papermill, stopping at the first failure.
+    """Run the numbered notebooks in order with papermill, stopping at the first failure.
 
     The executed copies, the training run (`out/train/`) and the figures (`out/figures/`) all go to `out`.
+    When `out` is the notebooks folder itself, this produces the committed outputs instead (the one way
+    they are made): the series runs afresh into `runs/notebooks-<profile>-commit/` and, once every notebook has
+    succeeded, each executed copy is cleaned by `strip_for_commit` and stamped with the hash of the
+    package source (`source_hash`) over its committed file; a failure leaves the committed notebooks as
+    they were.
 
     Args:
         profile: "auto" (full with a GPU, else quick), "ci", "quick" or "full".
-        out: folder for the executed notebooks and the run dir of the series.
+        out: folder for the executed notebooks and the run dir of the series (or the notebooks folder).
         data_dir: folder holding tiny-imagenet-200/ (None: tinyconv.dataset.default_data_dir()).
         only: None for all, else prefixes such as ["01", "03"].
         progress: a progress bar per notebook (True) or one line per cell (False); None: bar on a terminal.
     Returns:
-        the executed notebooks, in order.
+        the executed notebooks, in order (the committed files when `out` is the notebooks folder).
     Raises:
         TinyconvError: naming the notebook and cell of the first failure.
     """
     profile = resolve_profile(profile)
     out = Path(out).resolve()
+    commit = out == Path(NOTEBOOK_DIR).resolve()
+    run_dir = out
+    if commit:
+        # Committed outputs come from a fresh run of the current code: a training run folder left by an
+        # earlier commit run would be reused as "complete" instead of trained again.
+        run_dir = Path(REPO_ROOT) / "runs" / f"notebooks-{profile}-commit"
+        if run_dir.exists():
+            print(f"removing the previous commit run {display_path(run_dir)}", flush=True)
+            shutil.rmtree(run_dir)
     if data_dir is None:
         data_dir = default_data_dir()
-    parameters = {"profile": profile, "data_dir": str(Path(data_dir).resolve()), "run_dir": str(out)}
+    parameters = {"profile": profile, "data_dir": str(Path(data_dir).resolve()), "run_dir": str(run_dir)}
     executed = []
     for notebook in select_notebooks(only):
-        executed.append(run_notebook(notebook, out, parameters, progress=progress))
-    print(f"executed {len(executed)} notebook(s) into {display_path(out)}", flush=True)
+        executed.append(run_notebook(notebook, run_dir, parameters, progress=progress))
+    if commit:
+        executed = [strip_for_commit(path, Path(NOTEBOOK_DIR) / path.name, profile=profile) for path in executed]
+        print(f"committed outputs of {len(executed)} notebook(s) written to {display_path(out)} "
+              f"(profile {profile}, source {source_hash()[:12]})", flush=True)
+    else:
+        print(f"executed {len(executed)} notebook(s) into {display_path(out)}", flush=True)
     return executed
 
 
-def strip_for_commit(executed, target, replacements: dict[str, str] | None = None) -> Path:
-    """Copy an executed notebook for committing: drop papermill's injected cell and hide machine paths.
+# ------------------------------------------------------------------------------------ committed outputs
+
+# The notebook metadata key under which strip_for_commit records where the outputs came from.
+PROVENANCE_KEY = "tinyconv"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def source_hash(package_dir: Path | None = None) -> str:
+    """sha256 of the package source (every `*.py` and the package data `*.csv` of `package_dir`).
+
+    Each file contributes its name and its bytes with line endings normalized to LF, so a checkout with
+    CRLF line endings hashes the same. A change to any module changes the hash, so committed outputs made
+    by other code are detected (`stale_outputs`).
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    files = sorted(p for pattern in ("*.py", "*.csv") for p in Path(package_dir or PACKAGE_DIR).glob(pattern))
+    for path in files:
+        digest.update(path.name.encode() + b"\0")
+        digest.update(path.read_bytes().replace(b"\r\n", b"\n") + b"\0")
+    return digest.hexdigest()
+
+
+def code_cells_hash(nb) -> str:
+    """sha256 of a notebook's code cell sources, in order: an edited cell makes its outputs stale too."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for cell in nb.cells:
+        if cell.get("cell_type") == "code":
+            source = cell.get("source", "")
+            digest.update(("".join(source) if isinstance(source, list) else source).encode() + b"\0")
+    return digest.hexdigest()
+
+
+def stale_outputs(path, package_dir: Path | None = None) -> str | None:
+    """Why a committed notebook's outputs do not come from the committed code, or None when they do.
+
+    A notebook without any output has nothing to be stale. Otherwise its metadata must carry the
+    provenance strip_for_commit records: the hash of the package source and of its own code cells.
+
+    Returns:
+        one line naming the notebook, what differs and the command that makes the outputs again.
+    """
+    import nbformat  # ~1.5 s to import; only the commit path and its test need it
+
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    if not any(cell.get("outputs") for cell in nb.cells):
+        return None
+    fix = "run `tinyconv notebooks --profile quick --out notebooks` to produce them from the current code"
+    stamp = nb.metadata.get(PROVENANCE_KEY) or {}
+    if not stamp.get("source_hash"):
+        return f"{path.name}: its outputs carry no record of the code that made them; {fix}"
+    if stamp["source_hash"] != source_hash(package_dir):
+        return (f"{path.name}: its outputs were made by another version of tinyconv/ "
+                f"(source {stamp['source_hash'][:12]}, the code is {source_hash(package_dir)[:12]}); {fix}")
+    if stamp.get("code_cells_hash") != code_cells_hash(nb):
+        return f"{path.name}: a code cell was edited after its outputs were made; {fix}"
+    return None
+
+
+def strip_for_commit(executed, target, replacements: dict[str, str] | None = None, profile: str | None = None) -> Path:
+    """Copy an executed notebook for committing: drop papermill's injected cell and hide machine paths, and
+    record where the outputs came from (metadata `tinyconv`: source_hash, code_cells_hash, profile).
 
     Args:
         executed: the executed .ipynb (e.g. from run_notebooks).
         target: where to write the cleaned copy (written beside, then renamed).
         replacements: extra literal substring -> replacement applied to outputs (e.g. a temp run dir).
+        profile: the profile the outputs were made with, recorded beside the hashes.
     Returns:
         the cleaned notebook path.
     Raises:
@@ -401,6 +495,11 @@ def strip_for_commit(executed, target, replacements: dict[str, str] | None = Non
                 if key.startswith("text/") and isinstance(value, str):
                     output["data"][key] = _replace_all(value, replacements)
     nb.metadata.pop("papermill", None)
+    nb.metadata[PROVENANCE_KEY] = {
+        "source_hash": source_hash(),
+        "code_cells_hash": code_cells_hash(nb),
+        "profile": profile,
+    }
     leftover = find_machine_paths(nb)
     if leftover:
         raise TinyconvError(f"{executed}: an absolute path is left in the notebook: {leftover[0][:160]}")
