@@ -152,26 +152,115 @@ def test_disk_full_at_a_write_site_is_one_line_and_keeps_the_old_file(tmp_path, 
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["history.csv"]
 
 
-@pytest.mark.parametrize("damage", ["metadata", "weights"])
-def test_a_damaged_backup_is_one_line_offering_restart_which_trains_again(synthetic_data_dir, tmp_path, damage):
+def test_a_damaged_backup_with_no_intact_checkpoint_is_one_line_offering_restart_which_trains_again(
+        synthetic_data_dir, tmp_path, capsys):
     from tinyconv.cli import main
 
     run_dir = tmp_path / "run"
     common = ["train", "--profile", "ci", "--epochs", "2", "--data-dir", str(synthetic_data_dir), "--out", str(run_dir)]
     assert main([*common, "--time-limit", "0.000001"]) == 0  # one epoch, then stopped: a run to resume
     meta = run_dir / "backup" / "training_metadata.json"
-    if damage == "metadata":
-        meta.write_text('{"epoch": 1, "weig')  # half-written
-    else:
-        weights = run_dir / "backup" / json.loads(meta.read_text())["weights"]
-        weights.write_bytes(weights.read_bytes()[:1000])  # truncated
-    with pytest.raises(TinyconvError, match=r"the resume state is damaged .* --restart"):
-        from tinyconv.train import train
-
-        train(profile="ci", data_dir=synthetic_data_dir, out=run_dir, overrides={"epochs": 2})
+    weights = run_dir / "backup" / json.loads(meta.read_text())["weights"]
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated, and no earlier checkpoint to fall back on
+    capsys.readouterr()
+    assert main(common) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("tinyconv: error: ") and "the resume state is damaged" in error
+    assert "does not match its recorded sha256" in error and "no intact checkpoint is left" in error
+    assert error.endswith("run the same command with --restart to train this run again from epoch 1 "
+                          "(its other files are replaced as it goes)")
     assert main([*common, "--restart"]) == 0
     assert [row["epoch"] for row in read_history(run_dir / "history.csv")] == [0, 1]
     assert (run_dir / "metrics.json").exists() and not (run_dir / "backup").exists()
+
+    (run_dir / "metrics.json").write_text('{"top1": 0.')  # a finished run whose metrics.json was damaged
+    capsys.readouterr()
+    assert main(common) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"tinyconv: error: {run_dir / 'metrics.json'} is unreadable (JSONDecodeError) though the run finished; "
+        "run the same command with --restart to train it again")
+
+
+def test_a_damaged_newest_checkpoint_resumes_from_the_previous_one(synthetic_data_dir, tmp_path, capsys):
+    from tinyconv.train import train
+
+    run_dir = tmp_path / "run"
+    for _ in range(2):  # two sessions of one epoch each: two checkpoints, the second the newest
+        train(profile="ci", data_dir=synthetic_data_dir, out=run_dir, overrides={"epochs": 3}, time_limit=1e-4)
+    backup = run_dir / "backup"
+    assert sorted(p.name for p in backup.glob("*.h5")) == ["epoch-0001.weights.h5", "epoch-0002.weights.h5"]
+    newest = backup / "epoch-0002.weights.h5"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # e.g. a run folder copied halfway
+    capsys.readouterr()
+    metrics = train(profile="ci", data_dir=synthetic_data_dir, out=run_dir, overrides={"epochs": 3})
+    err = capsys.readouterr().err
+    assert f"{newest} does not match its recorded sha256; resuming from the intact checkpoint of epoch 1" in err
+    assert metrics["epochs"] == 3  # epoch 2 trained again, each epoch once in the history
+    assert [row["epoch"] for row in read_history(run_dir / "history.csv")] == [0, 1, 2]
+
+
+def _backup_of(tmp_path, epochs: int):
+    """A ResumableBackup of a small compiled model that has backed up `epochs` epochs (weights differ per epoch)."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)  # as fit builds it before the first backup
+    backup = ResumableBackup(tmp_path / "backup")
+    backup.set_model(model)
+    backup.set_params({"epochs": 10})
+    saved = {}
+    for epoch in range(epochs):
+        model.set_weights([np.full_like(w, epoch + 1) for w in model.get_weights()])
+        backup.on_epoch_end(epoch)
+        saved[epoch + 1] = model.get_weights()
+    return model, saved
+
+
+def _restored(tmp_path, model) -> int:
+    backup = ResumableBackup(tmp_path / "backup")
+    backup.set_model(model)
+    backup.on_train_begin()
+    return backup.restored_epoch
+
+
+def test_a_backup_keeps_two_checkpoints_and_falls_back_past_damage(tmp_path, capsys):
+    model, saved = _backup_of(tmp_path, 3)
+    folder = tmp_path / "backup"
+    assert sorted(p.name for p in folder.glob("*.h5")) == ["epoch-0002.weights.h5", "epoch-0003.weights.h5"]
+    meta = json.loads((folder / "training_metadata.json").read_text())
+    assert (meta["epoch"], meta["previous"]["epoch"]) == (3, 2) and len(meta["sha256"]) == 64
+
+    # a bit flipped inside the newest checkpoint: the file still opens, only its checksum tells
+    newest = folder / "epoch-0003.weights.h5"
+    intact = newest.read_bytes()
+    data = bytearray(intact)
+    data[len(data) // 2] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    assert _restored(tmp_path, model) == 2
+    for restored, expected in zip(model.get_weights(), saved[2]):
+        np.testing.assert_array_equal(restored, expected)
+    assert "resuming from the intact checkpoint of epoch 2" in capsys.readouterr().err
+
+    # a half-written training_metadata.json: the newest weights file that reads whole
+    newest.write_bytes(intact)
+    (folder / "training_metadata.json").write_text('{"epoch": 3, "weig')
+    assert _restored(tmp_path, model) == 3
+    assert "training_metadata.json is damaged (JSONDecodeError); resuming from the intact checkpoint of epoch 3" in (
+        capsys.readouterr().err)
+    newest.write_bytes(intact[:2000])  # ... and that one truncated too
+    assert _restored(tmp_path, model) == 2
+    (folder / "epoch-0002.weights.h5").write_bytes(b"")
+    with pytest.raises(TinyconvError, match=r"the resume state is damaged .*epoch-0003.* unreadable .*--restart"):
+        ResumableBackup(folder)
+
+
+def test_a_damaged_history_is_one_line_offering_restart(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,loss,top1\n0,1.5,0.25\n1,1.2,0.3\n2,1.")  # cut mid-row
+    with pytest.raises(TinyconvError, match=r"history.csv is damaged or unreadable \(line 4: too few cells\); .*--restart"):
+        read_history(path)
+    path.write_text("epoch,loss\n0,1.5\nzero,1.2\n")
+    with pytest.raises(TinyconvError, match=r"line 3: invalid literal"):
+        read_history(path)
 
 
 @pytest.mark.slow

@@ -13,9 +13,11 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -44,20 +46,35 @@ HISTORY_COLUMNS = (
 
 
 def read_history(path) -> list[dict]:
-    """The rows of a history.csv: epoch as int, every other column as float."""
+    """The rows of a history.csv: epoch as int, every other column as float.
+
+    Raises:
+        TinyconvError: the file is unreadable or damaged (one line naming it and the way out, --restart).
+    """
     path = Path(path)
     if not path.exists():
         return []
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = []
-        for row in csv.DictReader(handle):
-            parsed = {}
-            for key, value in row.items():
-                if key == "epoch":
-                    parsed[key] = int(value)
-                else:
-                    parsed[key] = float(value) if value not in ("", None) else float("nan")
-            rows.append(parsed)
+    line = 1
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = []
+            reader = csv.DictReader(handle)
+            for row in reader:
+                line = reader.line_num
+                parsed = {}
+                for key, value in row.items():
+                    if key is None or value is None:  # write_history writes every cell, empty or not
+                        raise ValueError("too many cells" if key is None else "too few cells")
+                    if key == "epoch":
+                        parsed[key] = int(value)
+                    else:
+                        parsed[key] = float(value) if value not in ("", None) else float("nan")
+                if "epoch" not in parsed:
+                    raise ValueError("no epoch column")
+                rows.append(parsed)
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError, TypeError) as exc:
+        raise TinyconvError(f"{path} is damaged or unreadable (line {line}: {exc}); run the same command with "
+                            "--restart to train this run again from epoch 1") from None
     return rows
 
 
@@ -282,33 +299,63 @@ class TimeLimit(keras.callbacks.Callback):
 
 
 class ResumableBackup(keras.callbacks.BackupAndRestore):
-    """keras BackupAndRestore whose state survives a kill -9 at any moment.
+    """keras BackupAndRestore whose state survives a kill -9 at any moment, and a damaged checkpoint.
 
     The stock callback overwrites latest.weights.h5 in place and then writes the epoch, so a kill in
-    between leaves torn or mismatched files. Here each backup is a new `epoch-NNNN.weights.h5` written
-    to a temp name and renamed, and only then does `training_metadata.json` (renamed into place too)
-    point at it; older weight files are removed after that. The weights file holds the optimizer state,
+    between leaves torn or mismatched files. Here each backup is an epoch checkpoint, a new
+    `epoch-NNNN.weights.h5` written to a temp name and renamed, and only then does `training_metadata.json`
+    (renamed into place too) point at it, with its sha256. The weights file holds the optimizer state,
     whose step counter drives WarmupCosine, so the schedule resumes exactly.
+
+    Two generations are kept: the newest checkpoint and the one before it (also listed in the metadata, as
+    "previous"); older ones are removed once the new metadata is in place. A resume uses the newest intact one:
+    if the newest checkpoint is damaged (a truncated copy of the run folder, a disk error), the run resumes
+    from the previous one with a message; if training_metadata.json itself is damaged, from the newest
+    weights file that reads whole. Only when none is intact does the message offer --restart.
     """
+
+    METADATA_NAME = "training_metadata.json"
 
     def __init__(self, backup_dir: Path, every: int = 1):
         super().__init__(backup_dir=str(backup_dir), save_freq="epoch", delete_checkpoint=False)
         self.backup_path = Path(backup_dir)
         self.every = max(1, int(every))  # back up every `every` epochs, the last one and a stopped one
-        meta_path = self.backup_path / "training_metadata.json"
-        self._meta = None
+        self._kept = []  # the checkpoints the metadata lists, newest first ({"epoch", "weights", "sha256"})
+        meta_path = self.backup_path / self.METADATA_NAME
         if meta_path.exists():
-            try:
-                self._meta = json.loads(meta_path.read_text())
-                int(self._meta["epoch"]), str(self._meta["weights"])
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise TinyconvError(self._damaged(meta_path, exc)) from None
-        # completed epochs of the backup this run resumes from (0: none); train() starts the data there too
-        self.restored_epoch = int(self._meta["epoch"]) if self._meta else 0
+            self._kept = [self._choose_checkpoint(meta_path)]
+        # completed epochs of the checkpoint this run resumes from (0: none); train() starts the data there too
+        self.restored_epoch = int(self._kept[0]["epoch"]) if self._kept else 0
 
-    def _damaged(self, path: Path, exc: Exception) -> str:
-        return (f"{path}: the resume state is damaged ({type(exc).__name__}); run the same command with --restart "
-                "to train this run again from epoch 1 (its other files are replaced as it goes)")
+    def _choose_checkpoint(self, meta_path: Path) -> dict:
+        """The newest intact checkpoint (see the class docstring); a note when it is not the newest one listed."""
+        problems = []
+        try:
+            meta = json.loads(meta_path.read_text())
+            candidates = [meta] + ([meta["previous"]] if meta.get("previous") else [])
+            for candidate in candidates:
+                int(candidate["epoch"]), str(candidate["weights"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            problems.append(f"{meta_path} is damaged ({type(exc).__name__})")
+            candidates = [  # newest first, by the epoch in the name; no checksum to compare with
+                {"epoch": int(path.name[6:10]), "weights": path.name}
+                for path in sorted(self.backup_path.glob("epoch-[0-9][0-9][0-9][0-9].weights.h5"), reverse=True)
+            ]
+        for candidate in candidates:
+            damage = checkpoint_damage(self.backup_path, candidate)
+            if damage is None:
+                chosen = {key: candidate.get(key) for key in ("epoch", "weights", "sha256")}
+                chosen["epoch"] = int(chosen["epoch"])
+                if problems:
+                    print(f"note: {'; '.join(problems)}; resuming from the intact checkpoint of epoch {chosen['epoch']} "
+                          f"({self.backup_path / chosen['weights']})", file=sys.stderr, flush=True)
+                return chosen
+            problems.append(damage)
+        raise TinyconvError(self._damaged(meta_path.parent, "; ".join(problems) or "no checkpoint file"))
+
+    def _damaged(self, where: Path, why: str) -> str:
+        return (f"{where}: the resume state is damaged ({why}) and no intact checkpoint is left; run the same "
+                "command with --restart to train this run again from epoch 1 (its other files are replaced as it goes)")
 
     def on_train_begin(self, logs=None):
         self._load_model()
@@ -321,25 +368,69 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
             self._save_model()
 
     def _load_model(self):
-        if self._meta is None:
+        if not self._kept:
             return
-        weights = self.backup_path / self._meta["weights"]
+        weights = self.backup_path / self._kept[0]["weights"]
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
         try:
             self.model.load_weights(weights)
-        except Exception as exc:  # missing, truncated or foreign weights: h5py, Keras and OS errors alike
-            raise TinyconvError(self._damaged(weights, exc)) from None
+        except Exception as exc:  # intact but foreign (another model's weights): h5py, Keras and OS errors alike
+            raise TinyconvError(self._damaged(weights, f"{type(exc).__name__} loading it")) from None
         self.model._initial_epoch = self.restored_epoch
 
     def _save_model(self):
-        self.backup_path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.backup_path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TinyconvError(f"cannot create the backup folder {self.backup_path}: {exc.strerror or exc}") from None
         name = f"epoch-{self._current_epoch:04d}.weights.h5"
         save_weights(self.model, self.backup_path / name)
-        write_json(self.backup_path / "training_metadata.json", {"epoch": self._current_epoch, "weights": name})
+        entry = {"epoch": self._current_epoch, "weights": name, "sha256": file_sha256(self.backup_path / name)}
+        previous = next((kept for kept in self._kept if kept["weights"] != name), None)
+        write_json(self.backup_path / self.METADATA_NAME, {**entry, "previous": previous})
+        self._kept = [entry] + ([previous] if previous else [])
+        keep = {kept["weights"] for kept in self._kept}
         for old in self.backup_path.glob("epoch-*.weights.h5"):
-            if old.name != name:
+            if old.name not in keep:
                 old.unlink(missing_ok=True)
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 (hex) of a file, read in 1 MiB pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checkpoint_damage(backup_dir: Path, entry: dict) -> str | None:
+    """Why the checkpoint `entry` of a backup folder ({"weights", "sha256" if known}) cannot be resumed from, or None.
+
+    With a recorded sha256 the file must match it; without one (a damaged training_metadata.json, or a backup
+    from before checksums were recorded) it must open as HDF5 and every dataset in it must read whole.
+    """
+    name = str(entry["weights"])
+    path = Path(backup_dir) / name
+    if Path(name).name != name:
+        return f"{name!r} is not a file name in {backup_dir}"
+    if not path.is_file():
+        return f"{path} is missing"
+    try:
+        if entry.get("sha256"):
+            return None if file_sha256(path) == entry["sha256"] else f"{path} does not match its recorded sha256"
+        import h5py  # a Keras dependency; only needed on this rare path
+
+        def read(_, item):
+            if isinstance(item, h5py.Dataset):
+                item[()]
+
+        with h5py.File(path, "r") as weights:
+            weights.visititems(read)
+    except Exception as exc:  # OSError, h5py's errors for truncated or scrambled files
+        return f"{path} is unreadable ({type(exc).__name__})"
+    return None
 
 
 class ThroughputEstimate(keras.callbacks.Callback):

@@ -463,7 +463,11 @@ def train(
         plan.state = "resume"
         print(f"restarting {plan.run_dir} from epoch 1", flush=True)
     if plan.state == "complete":
-        metrics = json.loads((plan.run_dir / "metrics.json").read_text())
+        try:
+            metrics = json.loads((plan.run_dir / "metrics.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise TinyconvError(f"{plan.run_dir / 'metrics.json'} is unreadable ({type(exc).__name__}) though the run "
+                                "finished; run the same command with --restart to train it again") from None
         print(
             f"{plan.run_dir} already holds this run, complete ({metrics.get('epochs')} epochs, "
             f"val top-1 {metrics.get('top1', float('nan')):.2%}); returning its metrics without training"
@@ -472,7 +476,7 @@ def train(
     data = load_data(plan)
     start_folder(plan, data)
     with folder_lock(plan.run_dir / LOCK_NAME, "training run"):  # a second trainer of this folder fails at once
-        for folder in (plan.run_dir, plan.run_dir / "backup"):
+        for folder in (plan.run_dir, plan.run_dir / "backup", plan.run_dir / "figures"):
             remove_temporaries(folder)  # under the lock, every temporary is a dead process's (a kill while saving)
         return _train_locked(plan, data, callbacks, time_limit)
 
