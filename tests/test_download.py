@@ -493,3 +493,36 @@ def test_a_dataset_a_killed_replacement_left_moved_aside_is_put_back(tmp_path, s
     assert download_dataset(data_dir, url=str(missing_source), sha256=sha256_of(small_zip), progress=False) == root
     assert tree_snapshot(root) == before and leftovers(data_dir) == []
     assert "put back" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("site", ["marker", "swap"])
+def test_a_write_failure_after_extraction_keeps_the_download_and_the_old_dataset(tmp_path, small_zip, other_zip,
+                                                                                  monkeypatch, site):
+    import errno
+    import os
+
+    data_dir = tmp_path / "data"
+    root = download_dataset(data_dir, url=str(small_zip), sha256=sha256_of(small_zip), progress=False)
+    before = tree_snapshot(root)
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if (site == "marker" and Path(dst).name == MARKER_NAME) or (site == "swap" and Path(dst) == root
+                                                                     and ".extract." in str(src)):
+            raise OSError(errno.EACCES if site == "swap" else errno.ENOSPC, "injected")
+        return real_replace(src, dst)
+
+    served = serve_file(other_zip)
+    try:
+        monkeypatch.setattr(os, "replace", replace)
+        with pytest.raises(TinyconvError, match=r"injected.*; the download is kept in .*\.part, run again"):
+            download_dataset(data_dir, url=served.url, sha256=sha256_of(other_zip), progress=False)
+        monkeypatch.undo()
+        assert tree_snapshot(root) == before  # the old dataset, whole
+        assert sha256_of(data_dir / "tiny-imagenet-200.zip.part") == sha256_of(other_zip)
+        download_dataset(data_dir, url=served.url, sha256=sha256_of(other_zip), progress=False)
+    finally:
+        served.close()
+    assert served.requests == [("GET", None)]  # the kept download was used
+    assert json.loads((root / MARKER_NAME).read_text())["sha256"] == sha256_of(other_zip)
+    assert leftovers(data_dir) == []

@@ -498,7 +498,10 @@ def _extract_into_place(zip_path: Path, root: Path, *, record: dict, progress: b
 
     staging = temporary_path(root.parent / f"{DATASET_DIRNAME}.extract")  # .tiny-imagenet-200.extract.<pid>.tmp
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    try:
+        staging.mkdir()
+    except OSError as exc:
+        raise _WriteFailed(f"creating {staging} failed: {os_error_reason(exc)}{os_error_advice(exc)}") from None
     try:
         try:
             with zipfile.ZipFile(zip_path) as archive:
@@ -521,19 +524,27 @@ def _extract_into_place(zip_path: Path, root: Path, *, record: dict, progress: b
                 f"{zip_path} does not hold the Tiny ImageNet layout "
                 f"(expected {DATASET_DIRNAME}/ with wnids.txt, words.txt, train/, val/, test/)"
             )
-        write_json(extracted / MARKER_NAME, record)
+        try:
+            write_json(extracted / MARKER_NAME, record)
+        except TinyconvError as exc:  # a write failure (disk full, ...), not a bad zip: the download is kept
+            raise _WriteFailed(str(exc)) from None
 
         # Swap in the new dataset; an old one is moved aside first and deleted only once the new one is in place.
         previous = None
-        if root.exists():
-            previous = temporary_path(root)  # .tiny-imagenet-200.<pid>.tmp
-            os.replace(root, previous)
         try:
-            os.replace(extracted, root)
-        except OSError:
-            if previous is not None:
-                os.replace(previous, root)
-            raise
+            if root.exists():
+                previous = temporary_path(root)  # .tiny-imagenet-200.<pid>.tmp
+                os.replace(root, previous)
+            try:
+                os.replace(extracted, root)
+            except OSError:
+                if previous is not None:
+                    os.replace(previous, root)
+                raise
+        except OSError as exc:  # permissions on the data folder, a busy folder on some file systems
+            raise _WriteFailed(f"moving the extracted dataset into {root} failed: {os_error_reason(exc)}"
+                               f"{'; the previous dataset is intact' if previous is not None else ''}"
+                               f"{os_error_advice(exc)}") from None
         if previous is not None:
             shutil.rmtree(previous, ignore_errors=True)
     finally:
