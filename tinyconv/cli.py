@@ -187,6 +187,18 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from tinyconv.export import export_model, format_export  # imports TensorFlow: only for this subcommand
+
+    report = export_model(args.model, args.format, out=args.out, quantize=args.quantize, data_dir=_data_dir(args),
+                          val_accuracy=True if args.val_accuracy else None)
+    if args.json:
+        _print_json(report)
+    else:
+        print(format_export(report))
+    return 0
+
+
 def cmd_notebooks(args) -> int:
     run_notebooks(profile=args.profile, out=Path(args.out), data_dir=_data_dir(args), only=args.only)
     return 0
@@ -298,9 +310,20 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir_arg(p)
 
     p = add("predict", cmd_predict, "top-5 classes with names for JPEG or PNG images of any size")
-    p.add_argument("model", help="a .keras file or a run folder")
+    p.add_argument("model", help="a .keras file, a run folder, or an export (.onnx, .tflite, SavedModel folder)")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    data_dir_arg(p)
+
+    p = add("export", cmd_export, "export a model as a SavedModel, TFLite or ONNX file taking raw uint8 pixels, "
+            "checked against the Keras model on val images (docs/deploy.md)")
+    p.add_argument("model", help="a .keras file or a run folder")
+    p.add_argument("--format", required=True, metavar="FORMAT", help="savedmodel, tflite or onnx")
+    p.add_argument("--out", help="output file (a folder for savedmodel; default: beside the model, e.g. best.onnx)")
+    p.add_argument("--quantize", metavar="KIND", help="tflite only: float16 or int8 (post-training; the val "
+                   "accuracy drop is measured and printed)")
+    p.add_argument("--val-accuracy", action="store_true", help="measure val top-1 of both models for any format")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     data_dir_arg(p)
 

@@ -166,6 +166,121 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
+# ------------------------------------------------------------------------------------------ exported models
+# Files written by tinyconv.export: the same interface in each format (uint8 pixels in, logits out, the class
+# list carried inside). Loading and running them lives here, beside the Keras path, so that predict serves both.
+
+EXPORT_FORMATS = ("savedmodel", "tflite", "onnx")
+EXPORT_METADATA_KEY = "tinyconv"  # the ONNX metadata_props key that holds the export's JSON
+
+
+def exported_format(path) -> str | None:
+    """"onnx", "tflite" or "savedmodel" for an exported model's path (by suffix; a folder with saved_model.pb),
+    None for anything else (a .keras file, a run folder)."""
+    path = Path(path)
+    if path.suffix in (".onnx", ".tflite"):
+        return path.suffix[1:]
+    if path.is_dir() and (path / "saved_model.pb").exists():
+        return "savedmodel"
+    return None
+
+
+def read_exported_metadata(path, fmt: str | None = None) -> dict | None:
+    """The JSON (interface and class list) an exported model carries, or None."""
+    path, fmt = Path(path), fmt or exported_format(path)
+    try:
+        if fmt == "savedmodel":
+            return json.loads((path / fileio.MODEL_METADATA_NAME).read_text())
+        if fmt == "tflite":
+            return fileio.read_model_metadata(path)  # the zip appended to the flatbuffer
+        if fmt == "onnx":
+            import onnx
+
+            proto = onnx.load(str(path), load_external_data=False)
+            entries = {entry.key: entry.value for entry in proto.metadata_props}
+            return json.loads(entries[EXPORT_METADATA_KEY]) if EXPORT_METADATA_KEY in entries else None
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # a damaged file: protobuf, JSON and zip readers each raise their own kind
+        raise TinyconvError(f"{path}: unreadable {fmt} model ({type(exc).__name__})") from None
+    return None
+
+
+class ExportedModel:
+    """An exported model run by its own runtime: TensorFlow (SavedModel), the TFLite interpreter or ONNX Runtime.
+
+    `logits(images)`: uint8 [N, 64, 64, 3] -> float32 [N, K], in batches of `batch_size`.
+    Attributes: `path`, `format`, `metadata` (the carried JSON or None), `num_classes`.
+    """
+
+    def __init__(self, path, fmt: str, batch_size: int = 64):
+        self.path, self.format, self.batch_size = Path(path), fmt, int(batch_size)
+        self.metadata = read_exported_metadata(self.path, fmt)
+        try:
+            self._run = {"savedmodel": self._savedmodel, "tflite": self._tflite, "onnx": self._onnx}[fmt]()
+        except TinyconvError:
+            raise
+        except Exception as exc:  # a damaged or foreign file: one line, whatever the runtime raised
+            message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise TinyconvError(f"{self.path}: cannot load the {fmt} model ({type(exc).__name__}: {message})") from None
+        self.num_classes = int(self.logits(np.zeros((1, 64, 64, 3), np.uint8)).shape[-1])
+
+    def _savedmodel(self):
+        import tensorflow as tf
+
+        serve = tf.saved_model.load(str(self.path)).signatures["serving_default"]
+        name = list(serve.structured_input_signature[1])[0]
+        return lambda x: next(iter(serve(**{name: tf.constant(x)}).values())).numpy()
+
+    def _tflite(self):
+        try:  # LiteRT, TFLite's runtime since tf.lite.Interpreter was deprecated (tinyconv[deploy] installs it)
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            from tensorflow.lite import Interpreter
+
+        interpreter = Interpreter(model_path=str(self.path), num_threads=os.cpu_count())
+        source, target = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+        shape = [None]
+
+        def run(x):
+            if shape[0] != x.shape:  # resize only when the batch changes: it reallocates every tensor
+                interpreter.resize_tensor_input(source, x.shape)
+                interpreter.allocate_tensors()
+                shape[0] = x.shape
+            interpreter.set_tensor(source, x)
+            interpreter.invoke()
+            return interpreter.get_tensor(target).copy()
+
+        return run
+
+    def _onnx(self):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # warnings about unused initializers are not the user's business
+        session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x})[0]
+
+    def logits(self, images) -> np.ndarray:
+        batches = [
+            np.asarray(self._run(np.ascontiguousarray(images[i : i + self.batch_size], dtype=np.uint8)), np.float32)
+            for i in range(0, len(images), self.batch_size)
+        ]
+        return np.concatenate(batches) if batches else np.zeros((0, self.num_classes), np.float32)
+
+
+def load_exported(path, fmt: str | None = None, batch_size: int = 64) -> ExportedModel:
+    """An exported model (tinyconv.export) ready to run; fmt defaults to `exported_format(path)`."""
+    path = Path(path)
+    if not path.exists():
+        raise TinyconvError(f"{path}: no such model file")
+    fmt = fmt or exported_format(path)
+    if fmt not in EXPORT_FORMATS:
+        raise TinyconvError(f"{path}: not an exported model (.onnx, .tflite or a SavedModel folder)")
+    return ExportedModel(path, fmt, batch_size)
+
+
 # ------------------------------------------------------------------------------------------ accuracy
 
 
@@ -337,7 +452,8 @@ def predict(model_or_path, images, data_dir=None, top: int = 5) -> list[dict]:
     """The `top` most likely classes, with names, for each image.
 
     Args:
-        model_or_path: a keras.Model, a .keras file or a run folder.
+        model_or_path: a keras.Model, a .keras file, a run folder, or a model written by `tinyconv export`
+            (.onnx, .tflite, SavedModel folder; run by ONNX Runtime, the TFLite interpreter, TensorFlow).
         images: a path or a list of paths to JPEG/PNG files of any size (resized to 64x64 RGB), or an array
             [N, 64, 64, 3] of uint8 or of floats in [0, 1].
         data_dir: only needed for a model without a run config.json (names come from words.txt).
@@ -355,11 +471,16 @@ def predict(model_or_path, images, data_dir=None, top: int = 5) -> list[dict]:
             raise TinyconvError("no images given")
         pixels = np.stack([load_image(p) for p in paths])  # [N, 64, 64, 3]
         labels = [str(p) for p in paths]
-    model, run, path = load_run_model(model_or_path)
-    check_input_shape(model, path)
-    classes = model_classes(model, run, data_dir)
+    if not isinstance(model_or_path, keras.Model) and exported_format(model_or_path):
+        exported = load_exported(model_or_path)  # an .onnx, .tflite or SavedModel from tinyconv export
+        classes = model_classes(_ClassCount(exported), exported.metadata, data_dir)
+        probs = softmax(exported.logits(pixels))  # [N, K]
+    else:
+        model, run, path = load_run_model(model_or_path)
+        check_input_shape(model, path)
+        classes = model_classes(model, run, data_dir)
+        probs = softmax(predict_logits(model, pixels, batch_size=64))  # [N, K]
     wnids, names, words = classes.wnids, classes.names, classes.words
-    probs = softmax(predict_logits(model, pixels, batch_size=64))  # [N, K]
     results = []
     for label, row in zip(labels, probs):
         ranked = np.argsort(-row)[: min(top, len(wnids))]
@@ -379,6 +500,14 @@ def predict(model_or_path, images, data_dir=None, top: int = 5) -> list[dict]:
             }
         )
     return results
+
+
+class _ClassCount:
+    """What model_classes reads of a model (its name and output width), for an exported model."""
+
+    def __init__(self, exported: ExportedModel):
+        self.name = str(exported.path)
+        self.output_shape = (None, exported.num_classes)
 
 
 def format_predictions(result: list[dict]) -> str:

@@ -5,6 +5,7 @@ they stand in for, measured faster for training on CPU (docs/performance.md).
     FFTGradDepthwiseConv2D   keras.layers.DepthwiseConv2D whose kernel gradient is computed by FFT on CPU
     gelu                     exact GELU whose gradient reuses the forward's normal CDF
     gelu_exact, gelu_tanh    GELU as serializable activations for keras.layers.Activation
+    inference_graph          a context: trace an inference-only graph (export) with converter-friendly ops
 
 Each falls back to the plain Keras computation on other backends or inputs. Models saved before these classes
 were renamed load through the two legacy classes at the end of this module.
@@ -15,16 +16,43 @@ plain Keras ones and must not pay TensorFlow's import (about 3 s).
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 from keras import ops
 
 from tinyconv.runtime import has_gpu
 
 
+GELU_FORMS = ("tensorflow", "erf")
+_INFERENCE_GRAPH: list[str] = []  # the GELU form of the active inference_graph() contexts (innermost last)
+
+
+@contextlib.contextmanager
+def inference_graph(gelu_form: str = "tensorflow"):
+    """Trace the layers for an inference-only graph (tinyconv.export): exact GELU without the custom gradient,
+    in the form the target converter recognises:
+        "tensorflow"  tf.nn.gelu (0.5 x erfc(-x / sqrt 2)): the TFLite converter fuses it into its builtin GELU
+        "erf"         x * 0.5 * (1 + erf(x / sqrt 2)): tf2onnx knows Erf (not Erfc), ONNX Runtime fuses it into Gelu
+    The training graph is untouched: nothing changes outside this context.
+    """
+    if gelu_form not in GELU_FORMS:
+        raise ValueError(f"gelu_form must be one of {GELU_FORMS}, got {gelu_form!r}")
+    _INFERENCE_GRAPH.append(gelu_form)
+    try:
+        yield
+    finally:
+        _INFERENCE_GRAPH.pop()
+
+
 def gelu(x, approximate: bool = False):
     """GELU; exact (erf) by default, as PyTorch's nn.GELU()."""
     if approximate or keras.config.backend() != "tensorflow":
         return ops.gelu(x, approximate=approximate)
+    if _INFERENCE_GRAPH:
+        if _INFERENCE_GRAPH[-1] == "erf":
+            return x * 0.5 * (1.0 + ops.erf(x / 1.4142135623730951))
+        return ops.gelu(x, approximate=False)
     return _gelu_exact_tf(x)
 
 

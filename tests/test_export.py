@@ -1,0 +1,136 @@
+"""tinyconv export (issue 14): each format round-trips with its own runtime, carries its classes, takes raw
+pixels; predict serves exported files with the same output; bad input is one line; the inference-only graph
+(folded BatchNorms) computes what the model computes."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from tinyconv import cli
+from tinyconv.dataset import load_split, selected_classes
+from tinyconv.errors import TinyconvError
+from tinyconv.export import FLOAT32_TOLERANCE, check_images, export_model, format_export, relative_difference
+from tinyconv.fileio import save_model
+from tinyconv.inference import exported_format, load_exported, predict, predict_logits, read_exported_metadata
+from tinyconv.models import build_model
+
+CLASSES = 4
+
+
+def _randomize_batchnorm(model, seed: int = 0) -> None:
+    """Trained-looking BatchNorm statistics and affine weights (fresh ones are identities, which hide bugs)."""
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.5, c).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.3, 2.0, c).astype("float32"))
+            layer.gamma.assign(rng.uniform(0.5, 1.5, c).astype("float32"))
+            layer.beta.assign(rng.normal(0, 0.3, c).astype("float32"))
+
+
+@pytest.fixture(scope="module")
+def small_model_file(tmp_path_factory, synthetic_data_dir):
+    """A small `tiny` model of the synthetic dataset's first 4 classes, saved with its class list."""
+    folder = tmp_path_factory.mktemp("export")
+    keras.utils.set_random_seed(0)
+    model = build_model("tiny", widths=(16, 32, 64), depths=(1, 1, 1), num_classes=CLASSES)
+    _randomize_batchnorm(model)
+    wnids, names, words = selected_classes(synthetic_data_dir, CLASSES)
+    path = folder / "small.keras"
+    save_model(model, path, {"wnids": wnids, "names": names, "words": [words[w] for w in wnids]})
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["savedmodel", "tflite", "onnx"])
+def test_each_format_round_trips_with_its_runtime_and_carries_its_classes(fmt, small_model_file,
+                                                                          synthetic_data_dir, tmp_path):
+    out = tmp_path / ("small_savedmodel" if fmt == "savedmodel" else f"small.{fmt}")
+    report = export_model(small_model_file, fmt, out=out, data_dir=synthetic_data_dir)
+    assert report["check"]["passed"] and report["check"]["max_relative_difference"] <= FLOAT32_TOLERANCE
+    assert "max relative difference" in format_export(report)
+    assert exported_format(out) == fmt and not list(tmp_path.glob(".*tmp*"))  # no temporaries left
+
+    # reloaded here with the format's runtime, on raw uint8 pixels, it computes the Keras model's logits
+    model = keras.saving.load_model(small_model_file)
+    images = load_split(synthetic_data_dir, "val").images[:9]  # a batch size the check did not use
+    exported = load_exported(out)
+    got, want = exported.logits(images), predict_logits(model, images)
+    assert got.shape == (9, CLASSES) and got.dtype == np.float32
+    assert relative_difference(got, want) <= FLOAT32_TOLERANCE
+    metadata = read_exported_metadata(out)
+    assert metadata["wnids"] == selected_classes(synthetic_data_dir, CLASSES)[0]
+    assert metadata["input"]["dtype"] == "uint8" and metadata["output"]["name"] == "logits"
+
+    # predict gives the same answer from the exported file as from the .keras file
+    from_keras, from_export = predict(small_model_file, images, top=3), predict(out, images, top=3)
+    assert [[g["wnid"] for g in r["top"]] for r in from_export] == [[g["wnid"] for g in r["top"]] for r in from_keras]
+    for a, b in zip(from_export, from_keras):
+        assert np.allclose([g["probability"] for g in a["top"]], [g["probability"] for g in b["top"]], atol=1e-5)
+
+
+def test_quantized_tflite_reports_agreement_and_val_accuracy(small_model_file, synthetic_data_dir, tmp_path):
+    report = export_model(small_model_file, "tflite", out=tmp_path / "small.float16.tflite", quantize="float16",
+                          data_dir=synthetic_data_dir)
+    assert report["check"]["criterion"] == "top-1 agreement 100%"
+    assert report["check"]["images"] == len(check_images(synthetic_data_dir, read_exported_metadata(
+        tmp_path / "small.float16.tflite")["wnids"]))
+    val = report["val"]
+    assert val["images"] == CLASSES * 6 and 0.0 <= val["exported_top1"] <= 1.0
+    assert val["drop"] == pytest.approx(val["keras_top1"] - val["exported_top1"])
+    assert "val top-1 on 24 images" in format_export(report)
+
+
+def test_cli_export_and_predict_an_exported_file(small_model_file, synthetic_data_dir, tmp_path, capsys):
+    image = tmp_path / "cat.png"
+    from PIL import Image
+
+    Image.fromarray(load_split(synthetic_data_dir, "val").images[0]).save(image)
+    out = tmp_path / "small.onnx"
+    assert cli.main(["export", str(small_model_file), "--format", "onnx", "--out", str(out),
+                     "--data-dir", str(synthetic_data_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "check on" in printed and "passed" in printed
+    assert cli.main(["predict", str(out), str(image), "--json"]) == 0
+    from_onnx = json.loads(capsys.readouterr().out)
+    assert cli.main(["predict", str(small_model_file), str(image), "--json"]) == 0
+    from_keras = json.loads(capsys.readouterr().out)
+    assert [g["wnid"] for g in from_onnx[0]["top"]] == [g["wnid"] for g in from_keras[0]["top"]]
+
+
+def _one_line_error(capsys, argv, pattern):
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("tinyconv: error: "), err
+    assert pattern in err, err
+
+
+def test_bad_input_is_one_line(small_model_file, synthetic_data_dir, tmp_path, capsys):
+    data = ["--data-dir", str(synthetic_data_dir)]
+    _one_line_error(capsys, ["export", str(small_model_file), "--format", "pt", *data], "unknown export format 'pt'")
+    not_a_model = tmp_path / "notes.keras"
+    not_a_model.write_text("not a model")
+    _one_line_error(capsys, ["export", str(not_a_model), "--format", "onnx", *data], "cannot load the model")
+    _one_line_error(capsys, ["export", str(tmp_path / "missing.keras"), "--format", "onnx", *data], "no such model")
+    _one_line_error(capsys, ["export", str(small_model_file), "--format", "onnx", "--out",
+                             str(tmp_path / "no" / "such" / "x.onnx"), *data], "does not exist")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    _one_line_error(capsys, ["export", str(small_model_file), "--format", "tflite", "--out",
+                             str(a_file / "x.tflite"), *data], "is a file, not a folder")
+    _one_line_error(capsys, ["export", str(small_model_file), "--format", "savedmodel", "--out", str(a_file), *data],
+                    "a SavedModel export is a folder")
+    _one_line_error(capsys, ["export", str(small_model_file), "--format", "onnx", "--quantize", "int8", *data],
+                    "tflite format only")
+    fake = tmp_path / "fake.onnx"
+    fake.write_bytes(b"\x00garbage")
+    _one_line_error(capsys, ["predict", str(fake), str(tmp_path / "none.png")], "no such image")
+    image = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(image)
+    _one_line_error(capsys, ["predict", str(fake), str(image)], "fake.onnx")

@@ -1,0 +1,355 @@
+"""Export a trained model for deployment: TensorFlow SavedModel, TFLite (optionally quantized) or ONNX, each
+checked against the Keras model on the spot.
+
+    report = export_model("runs/seed-full/best.keras", "onnx")     # writes runs/seed-full/best.onnx
+    print(format_export(report))                                    # the parity check, and accuracy if quantized
+
+Every exported model has the same interface (docs/deploy.md):
+    input   `pixels`: uint8 [B, 64, 64, 3], RGB, 0..255, channels last; any batch size. The preprocessing
+            (x / 255, then (x - ImageNet mean) / std) is inside the graph, so a deployer feeds raw pixels.
+    output  `logits`: float32 [B, K], no softmax (apply one for probabilities; the order of the classes is the
+            order of the class list the file carries).
+    classes the model's class list and this interface as JSON (`tinyconv.json`): inside the SavedModel folder,
+            in the ONNX file's metadata_props (key `tinyconv`), and for TFLite in a zip appended to the
+            flatbuffer, the way TFLite model metadata packs associated files (the interpreter ignores it).
+            `tinyconv.inference.read_exported_metadata` reads all three.
+
+The check runs the exported file with its own runtime (TensorFlow, the TFLite interpreter, ONNX Runtime) on a
+fixed batch of real val images (CHECK_IMAGES, evenly spaced over the model's val set) and compares its logits
+with the Keras model's: max |exported - keras| / max |keras| must stay within FLOAT32_TOLERANCE for float32
+exports, and a quantized TFLite must agree on every top-1 class; its val accuracy beside the Keras model's is
+measured and reported. A float32 export that fails its check is not written.
+
+Converters: Keras 3's own `model.export` for the SavedModel and ONNX (which runs tf2onnx on TensorFlow), and
+TensorFlow's TFLiteConverter on that SavedModel (its post-training float16 and int8 quantization; Jacob et al.,
+"Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference", CVPR 2018).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from tinyconv import fileio
+from tinyconv.augment import IMAGENET_MEAN, IMAGENET_STD, normalize
+from tinyconv.dataset import default_data_dir, load_split
+from tinyconv.errors import TinyconvError
+from tinyconv.kernels import inference_graph
+from tinyconv.inference import (
+    EXPORT_FORMATS,
+    EXPORT_METADATA_KEY,
+    accuracy_report,
+    check_input_shape,
+    exported_format,
+    load_exported,
+    load_run_model,
+    model_classes,
+    predict_logits,
+    softmax,
+)
+
+FORMATS = EXPORT_FORMATS  # ("savedmodel", "tflite", "onnx")
+QUANTIZATIONS = ("float16", "int8")  # TFLite post-training quantization
+FLOAT32_TOLERANCE = 1e-4  # max |exported - keras| / max |keras| on the check batch
+CHECK_IMAGES = 64  # the fixed batch of val images of the parity check
+CALIBRATION_IMAGES = 256  # train images (never val) that calibrate int8 activation ranges
+INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
+
+
+@keras.saving.register_keras_serializable(package="tinyconv")
+class PixelNormalization(keras.layers.Layer):
+    """uint8 (or float 0..255) RGB pixels -> float32 normalised with the ImageNet mean/std, the arithmetic of
+    training and `predict` (tinyconv.augment.normalize), so an exported model takes raw pixels.
+
+    Shapes: [B, H, W, 3] -> [B, H, W, 3] float32.
+    """
+
+    def call(self, inputs):
+        return normalize(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor(inputs.shape, dtype="float32")
+
+
+def deploy_model(model: keras.Model) -> keras.Model:
+    """`model` behind a uint8 pixel input: [B, 64, 64, 3] uint8 -> logits [B, K] float32 (inference only)."""
+    pixels = keras.Input(tuple(model.input_shape[1:]), dtype="uint8", name=INPUT_NAME)
+    logits = model(PixelNormalization(name="normalize")(pixels), training=False)
+    logits = keras.layers.Identity(name=OUTPUT_NAME, dtype="float32")(logits)
+    return keras.Model(pixels, logits, name=f"{model.name}_deploy")
+
+
+def export_metadata(classes, source, fmt: str, quantize: str | None) -> dict:
+    """The JSON an exported file carries: its interface and class list (see the module docstring)."""
+    return {
+        "format": fmt,
+        "quantize": quantize,
+        "source": str(source),
+        "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": [None, 64, 64, 3], "layout": "NHWC, RGB, 0..255",
+                  "preprocessing": "inside the graph: x / 255, then (x - mean) / std",
+                  "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [None, len(classes.wnids)],
+                   "meaning": "logits (no softmax), one per class in the order of wnids"},
+        "wnids": classes.wnids,
+        "names": classes.names,
+        "words": classes.words,
+    }
+
+
+def default_output(model_path, fmt: str, quantize: str | None = None) -> Path:
+    """Beside the model file: best.keras -> best.onnx, best.tflite, best.float16.tflite, best_savedmodel/."""
+    model_path = Path(model_path)
+    stem = model_path.stem if model_path.suffix == ".keras" else model_path.name
+    folder = model_path.parent
+    if fmt == "savedmodel":
+        return folder / f"{stem}_savedmodel"
+    return folder / (f"{stem}.{quantize}.{fmt}" if quantize else f"{stem}.{fmt}")
+
+
+def check_writable(out: Path, fmt: str) -> None:
+    """One line, before minutes of conversion, when `out` cannot be written."""
+    parent = out.parent
+    if parent.exists() and not parent.is_dir():
+        raise TinyconvError(f"{out}: cannot write the export: {parent} is a file, not a folder")
+    if not parent.is_dir():
+        raise TinyconvError(f"{out}: cannot write the export: folder {parent} does not exist")
+    probe = fileio.temporary_path(out, ".probe")
+    try:  # a real write, not os.access: permissions, read-only mounts and full disks all show here
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise TinyconvError(f"{out}: cannot write the export: {exc.strerror or exc} in {parent}") from None
+    if out.is_dir() and fmt != "savedmodel":
+        raise TinyconvError(f"{out}: is a folder; a {fmt} export is one file")
+    if out.exists() and not out.is_dir() and fmt == "savedmodel":
+        raise TinyconvError(f"{out}: is a file; a SavedModel export is a folder")
+
+
+# ----------------------------------------------------------------------------------------- converters
+
+
+def write_savedmodel(deploy: keras.Model, folder: Path) -> None:
+    """Keras' SavedModel export: the `serve` endpoint (also `serving_default`) maps pixels to logits."""
+    deploy.export(str(folder), format="tf_saved_model", verbose=False)
+
+
+def write_tflite(deploy: keras.Model, path: Path, quantize: str | None = None, calibration=None) -> None:
+    """TFLiteConverter on the SavedModel: float32, float16 weights, or int8 weights and activations with float
+    fallback for ops without an int8 kernel (calibrated on `calibration`, uint8 [N, 64, 64, 3])."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
+        write_savedmodel(deploy, Path(tmp) / "savedmodel")
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(Path(tmp) / "savedmodel"), signature_keys=["serve"])
+        if quantize == "float16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantize == "int8":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([image[None]] for image in calibration)
+        flatbuffer = converter.convert()
+    path.write_bytes(flatbuffer)
+
+
+def write_onnx(deploy: keras.Model, path: Path) -> None:
+    """Keras' ONNX export (tf2onnx on TensorFlow)."""
+    import tensorflow as tf
+
+    signature = [tf.TensorSpec([None, *deploy.input_shape[1:]], tf.uint8, name=INPUT_NAME)]
+    deploy.export(str(path), format="onnx", verbose=False, input_signature=signature)
+
+
+def attach_metadata(path: Path, fmt: str, metadata: dict) -> None:
+    """Store `metadata` in the exported artifact, as each format allows (see the module docstring)."""
+    text = json.dumps(metadata, default=fileio.json_default)
+    if fmt == "savedmodel":
+        (path / fileio.MODEL_METADATA_NAME).write_text(text)
+    elif fmt == "tflite":
+        with zipfile.ZipFile(path, "a") as archive:  # appended after the flatbuffer
+            archive.writestr(fileio.MODEL_METADATA_NAME, text)
+    else:
+        import onnx
+
+        proto = onnx.load(str(path))
+        del proto.metadata_props[:]
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = EXPORT_METADATA_KEY, text
+        onnx.save(proto, str(path))
+
+
+def replace_path(tmp: Path, out: Path) -> None:
+    """Move the finished export `tmp` onto `out` (a file or a folder); an old folder is moved aside first and
+    removed only once the new one is in place, so a failure leaves the old one or the new one."""
+    if tmp.is_dir() and out.exists():
+        aside = fileio.temporary_path(out, ".old")
+        os.replace(out, aside)
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            os.replace(aside, out)
+            raise
+        shutil.rmtree(aside, ignore_errors=True) if aside.is_dir() else aside.unlink(missing_ok=True)
+    else:
+        os.replace(tmp, out)
+
+
+# --------------------------------------------------------------------------------------------- checks
+
+
+def check_images(data_dir, wnids) -> np.ndarray:
+    """The fixed check batch: CHECK_IMAGES val images of the model's classes, evenly spaced (uint8)."""
+    val = load_split(data_dir, "val", classes=wnids)
+    index = np.linspace(0, len(val.images) - 1, min(CHECK_IMAGES, len(val.images))).astype(int)
+    return np.ascontiguousarray(val.images[index])
+
+
+def calibration_images(data_dir, wnids) -> np.ndarray:
+    """CALIBRATION_IMAGES train images of the model's classes, evenly spaced: int8 calibration never sees val."""
+    train = load_split(data_dir, "train", classes=wnids)
+    index = np.linspace(0, len(train.images) - 1, min(CALIBRATION_IMAGES, len(train.images))).astype(int)
+    return np.ascontiguousarray(train.images[index])
+
+
+def relative_difference(exported: np.ndarray, reference: np.ndarray) -> float:
+    """max |exported - reference| / max |reference|: the largest error on the scale of the logits."""
+    return float(np.max(np.abs(exported - reference)) / max(float(np.max(np.abs(reference))), 1e-12))
+
+
+def parity(exported: np.ndarray, reference: np.ndarray) -> dict:
+    """Max relative difference and top-1 agreement of two logit arrays [N, K]."""
+    return {
+        "images": int(len(reference)),
+        "max_relative_difference": relative_difference(exported, reference),
+        "top1_agreement": float(np.mean(exported.argmax(-1) == reference.argmax(-1))),
+    }
+
+
+# --------------------------------------------------------------------------------------------- export
+
+
+def export_model(model_or_path, fmt: str, out=None, quantize: str | None = None, data_dir=None,
+                 val_accuracy: bool | None = None) -> dict:
+    """Export a model (a .keras file, a run folder or a keras.Model) and check the result on the spot.
+
+    Args:
+        model_or_path: what `tinyconv.inference.load_run_model` takes.
+        fmt: "savedmodel", "tflite" or "onnx".
+        out: the file (a folder for "savedmodel"); default: beside the model (`default_output`).
+        quantize: None, or "float16" / "int8" (TFLite only).
+        data_dir: the folder holding tiny-imagenet-200/ (the check's val images; int8 calibration images).
+        val_accuracy: also measure val top-1 of the Keras model and the export (default: when quantized).
+    Returns:
+        {"format", "quantize", "out", "bytes", "check": {"images", "max_relative_difference", "top1_agreement",
+         "passed", "criterion"}, "val": None or {"images", "keras_top1", "exported_top1", "drop"}}
+    Raises TinyconvError (nothing written) for a bad format, an unwritable `out`, or a float32 export whose
+    check fails.
+    """
+    if fmt not in FORMATS:
+        raise TinyconvError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise TinyconvError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANTIZATIONS)}")
+    if quantize is not None and fmt != "tflite":
+        raise TinyconvError(f"--quantize applies to the tflite format only, not {fmt}")
+    model, run, path = load_run_model(model_or_path)
+    check_input_shape(model, path)
+    if out is None:
+        if path is None:
+            raise TinyconvError("exporting a keras.Model needs an output path (out=...)")
+        out = default_output(path, fmt, quantize)
+    out = Path(out)
+    check_writable(out, fmt)
+    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    classes = model_classes(model, run, data_dir)
+    metadata = export_metadata(classes, path or model.name, fmt, quantize)
+    images = check_images(data_dir, classes.wnids)
+    calibration = calibration_images(data_dir, classes.wnids) if quantize == "int8" else None
+
+    deploy = deploy_model(model)
+    tmp = fileio.temporary_path(out, f".{fmt}" if fmt != "savedmodel" else "")
+    try:
+        # traced with ops the converter knows (kernels.inference_graph): Erfc is no ONNX op, Erf no TFLite builtin
+        with _os_errors(out), inference_graph("erf" if fmt == "onnx" else "tensorflow"):
+            if fmt == "savedmodel":
+                write_savedmodel(deploy, tmp)
+            elif fmt == "tflite":
+                write_tflite(deploy, tmp, quantize, calibration)
+            else:
+                write_onnx(deploy, tmp)
+            attach_metadata(tmp, fmt, metadata)
+        exported = load_exported(tmp, fmt)
+        check = parity(exported.logits(images), predict_logits(model, images))
+        if quantize:
+            check["criterion"] = "top-1 agreement 100%"
+            check["passed"] = check["top1_agreement"] == 1.0
+        else:
+            check["criterion"] = f"max relative difference <= {FLOAT32_TOLERANCE:g}"
+            check["passed"] = check["max_relative_difference"] <= FLOAT32_TOLERANCE
+            if not check["passed"]:
+                raise TinyconvError(
+                    f"{out}: the {fmt} export differs from the Keras model by {check['max_relative_difference']:.2e} "
+                    f"(relative, on {check['images']} val images), more than {FLOAT32_TOLERANCE:g}; not written")
+        val = None
+        if val_accuracy if val_accuracy is not None else quantize is not None:
+            val = val_accuracies(model, exported, data_dir, classes)
+        with _os_errors(out):
+            replace_path(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) if out.is_dir() else out.stat().st_size
+    return {"format": fmt, "quantize": quantize, "out": str(out), "bytes": int(size), "classes": len(classes.wnids),
+            "check": check, "val": val}
+
+
+class _os_errors:
+    """An OS failure while writing an export (disk full, permissions) as one line naming the target."""
+
+    def __init__(self, out: Path):
+        self.out = out
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if kind is not None and issubclass(kind, OSError):
+            raise TinyconvError(f"writing {self.out} failed: {exc.strerror or exc}") from None
+        return False
+
+
+def val_accuracies(model, exported, data_dir, classes) -> dict:
+    """Val top-1 of the Keras model and of the exported one, on every val image of the model's classes."""
+    val = load_split(data_dir, "val", classes=classes.wnids)
+    labels = np.asarray(val.labels, dtype=np.int64)
+    keras_top1 = accuracy_report(softmax(predict_logits(model, val.images)), labels, classes)["top1"]
+    exported_top1 = accuracy_report(softmax(exported.logits(val.images)), labels, classes)["top1"]
+    return {"images": int(len(labels)), "keras_top1": keras_top1, "exported_top1": exported_top1,
+            "drop": keras_top1 - exported_top1}
+
+
+def format_export(report: dict) -> str:
+    """What was written and the check's result, as a few lines."""
+    check = report["check"]
+    kind = report["format"] + (f" ({report['quantize']})" if report["quantize"] else "")
+    lines = [
+        f"exported {kind}: {report['out']} ({report['bytes'] / 1e6:.1f} MB, {report['classes']} classes)",
+        "input: pixels uint8 [B, 64, 64, 3] RGB 0..255 (preprocessing inside); output: logits float32 "
+        f"[B, {report['classes']}] (no softmax); the class list is carried in the file",
+        f"check on {check['images']} val images: max relative difference {check['max_relative_difference']:.2e}, "
+        f"top-1 agreement {check['top1_agreement']:.1%} ({check['criterion']}: "
+        f"{'passed' if check['passed'] else 'NOT MET'})",
+    ]
+    val = report.get("val")
+    if val:
+        lines.append(f"val top-1 on {val['images']} images: keras {val['keras_top1']:.2%}, exported "
+                     f"{val['exported_top1']:.2%} (drop {val['drop'] * 100:+.2f} points)")
+    return "\n".join(lines)
