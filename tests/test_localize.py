@@ -22,7 +22,9 @@ from tinyconv.localize import (
     choose_thresholds,
     class_activation_maps,
     evaluate_localization,
+    case_titles,
     format_localization,
+    format_metrics,
     good_and_bad,
     grad_cam,
     held_out_train,
@@ -33,6 +35,9 @@ from tinyconv.localize import (
     normalize_maps,
     score_maps,
     score_stages,
+    stage_kernel_size,
+    train_kernel_variants,
+    trained_seed_model,
     upsample,
     val_with_boxes,
 )
@@ -245,6 +250,42 @@ def test_held_out_train_and_val_subsets(synthetic_data_dir):
     assert len(val) == 10 and np.bincount(val.labels).tolist() == [2] * 5
     assert len(val_with_boxes(synthetic_data_dir, wnids)) == 30
     assert val.labels_for(list(reversed(wnids))).tolist() == [4 - k for k in val.labels]
+
+
+def test_format_metrics_and_case_titles():
+    model = square_model(num_classes=2)
+    val = _squares(3, ["b"], names=["bee"])
+    scored = score_maps(model, ["a", "b"], _squares(2, ["b"]), val)  # top-1 is "a": every image is wrong
+    text = format_metrics({"CAM": scored}, baseline_metrics(val.boxes))
+    lines = text.splitlines()
+    assert lines[0].split() == ["maps", "top-1", "GT-known", "loc", "top-1", "loc", "MaxBoxAcc", "threshold"]
+    assert lines[2].split()[:2] == ["CAM", "0.0"] and lines[3].split()[:3] == ["centre", "box", "-"]
+    titles = case_titles(scored, val, ["ant", "bee"], [2, 0])
+    assert titles[0] == f"bee\nIoU {scored.ious[2]:.2f} | ant?"
+
+
+def test_trained_seed_model_prefers_the_most_trained(tmp_path):
+    assert trained_seed_model(tmp_path) is None
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "seed-reference-e15.keras").write_bytes(b"")
+    assert trained_seed_model(tmp_path)[0].name == "seed-reference-e15.keras"
+    (tmp_path / "models" / "seed-reference.keras").write_bytes(b"")
+    path, what = trained_seed_model(tmp_path)
+    assert path.name == "seed-reference.keras" and "100 epochs" in what
+
+
+def test_train_kernel_variants_changes_one_stage_and_reuses_finished_runs(synthetic_data_dir, tmp_path, capsys):
+    runs = train_kernel_variants("ci", synthetic_data_dir, tmp_path, kernel_sizes=(5,))
+    assert runs == {5: tmp_path / "stage1-k5"}
+    config = json.loads((runs[5] / "config.json").read_text())
+    assert stage_kernel_size(config) == 5 and config["model"]["kernel_sizes"][1:] == [3, 3]
+    assert (runs[5] / "best.keras").is_file()
+    capsys.readouterr()
+    train_kernel_variants("ci", synthetic_data_dir, tmp_path, kernel_sizes=(5,))
+    assert "already holds this run" in capsys.readouterr().out
+    assert stage_kernel_size(None) is None
+    with pytest.raises(TinyconvError, match="stage 3 of preset tiny has no square depthwise kernel"):
+        train_kernel_variants("ci", synthetic_data_dir, tmp_path, kernel_sizes=(5,), stage=3)
 
 
 # ------------------------------------------------------------------------------------------- figures

@@ -664,7 +664,7 @@ def plot_localization_metrics(groups: dict, baseline: dict | None = None, title:
         baseline: tinyconv.localize.baseline_metrics of the same val boxes: its centre-box MaxBoxAcc and
             GT-known loc drawn as dashed lines (the whole-image box's MaxBoxAcc dotted).
     """
-    fig = Figure(figsize=(max(4.5, 1.2 + 1.15 * max(len(g) for g in groups.values())) * len(groups), 3.6),
+    fig = Figure(figsize=(max(3.8, 1.2 + 1.15 * max(len(g) for g in groups.values())) * len(groups), 3.6),
                  layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(groups), squeeze=False)).ravel()
     width = 0.8 / len(LOCALIZATION_KEYS)

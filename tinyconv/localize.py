@@ -4,6 +4,12 @@
     box = box_from_map(upsample(maps)[0], 0.2)                             # (x0, y0, x1, y1), inclusive
     result = evaluate_localization("models/seed-reference-e15.keras", data_dir)
 
+The study of notebook 07 compares ways of drawing maps on the same images:
+
+    train, val = held_out_train(data_dir, wnids), val_with_boxes(data_dir, wnids)   # images with boxes
+    scored = score_maps(model, model_wnids, train, val, layer=None)   # CAM; a layer: Grad-CAM of it
+    per_stage = score_stages(model, model_wnids, train, val)          # "stage 1".."stage 3", "CAM"
+
 Conventions:
 - A box is (x0, y0, x1, y1) in pixels with both corners *inclusive*, as Tiny ImageNet's boxes are (a box
   covering the whole 64x64 image is (0, 0, 63, 63)); `iou` counts pixels, so its width is x1 - x0 + 1.
@@ -74,9 +80,11 @@ def class_activation_maps(model, images_normalized, classes=None, batch_size: in
     maps, logits = [], []
     for start in range(0, len(images_normalized), batch_size):
         x = np.asarray(images_normalized[start : start + batch_size], dtype=np.float32)
-        features, out = probe.predict_on_batch(x)
-        features = np.asarray(features, dtype=np.float32)  # [B, h, w, C]
-        out = np.asarray(out, dtype=np.float32)  # [B, K]
+        # a direct call, not predict_on_batch: each new probe would compile (and retrace) a predict function,
+        # which costs more than these few batches and warns after five probes (one per stage and model)
+        features, out = probe(x, training=False)
+        features = np.asarray(ops.convert_to_numpy(features), dtype=np.float32)  # [B, h, w, C]
+        out = np.asarray(ops.convert_to_numpy(out), dtype=np.float32)  # [B, K]
         chosen = out.argmax(-1) if classes is None else np.asarray(classes[start : start + batch_size])
         maps.append(np.einsum("bhwc,cb->bhw", features, kernel[:, chosen]))
         logits.append(out)
@@ -437,6 +445,88 @@ def metrics_table(results: dict, baseline: dict | None = None) -> list[dict]:
             rows.append({"maps": name, "top-1": None, "GT-known loc": 100 * entry["gt_known_loc"], "top-1 loc": None,
                          "MaxBoxAcc": 100 * entry["max_box_acc"], "threshold": None})
     return rows
+
+
+def format_metrics(results: dict, baseline: dict | None = None) -> str:
+    """metrics_table as aligned text: percentages with one decimal, "-" where a row has no value."""
+    from tinyconv.analysis import format_table
+
+    def text(key, value):
+        if key == "maps":
+            return value
+        return "-" if value is None else f"{value:.2f}" if key == "threshold" else f"{value:.1f}"
+
+    shown = [{key: text(key, value) for key, value in row.items()} for row in metrics_table(results, baseline)]
+    return format_table(shown, columns=["maps", "top-1", "GT-known loc", "top-1 loc", "MaxBoxAcc", "threshold"])
+
+
+def case_titles(scored: ScoredMaps, images: BoxedImages, model_names, indices) -> list[str]:
+    """Two-line titles for good/bad case grids: the true class, the box's IoU, and the top-1 class when wrong."""
+    titles = []
+    for i in indices:
+        verdict = "" if scored.correct[i] else f" | {model_names[int(scored.predicted[i])]}?"
+        titles.append(f"{images.names[int(images.labels[i])]}\nIoU {scored.ious[i]:.2f}{verdict}")
+    return titles
+
+
+def trained_seed_model(repo_root) -> tuple[Path, str] | None:
+    """(path, what it is) of the most trained seed model in the repository's models/ (the order of
+    tinyconv.analysis.TRAINED_MODELS: 100 epochs first, the 15-epoch snapshot last), None when there is none."""
+    from tinyconv.analysis import TRAINED_MODELS
+
+    for relative, what in TRAINED_MODELS:
+        if (Path(repo_root) / relative).is_file():
+            return Path(repo_root) / relative, what
+    return None
+
+
+def load_localizable(model_or_path, data_dir=None):
+    """(model, its ClassList, its run config or None) for a model, .keras file or run folder whose head CAM
+    can read (see cam_layers); TinyconvError (one line) for a missing file or another head."""
+    from tinyconv.inference import load_run_model, model_classes  # inference imports the layers (Keras)
+
+    model, run, _ = load_run_model(model_or_path)
+    cam_layers(model)
+    return model, model_classes(model, run, data_dir), run
+
+
+def stage_kernel_size(run: dict | None, stage: int = 1) -> int | None:
+    """The square depthwise kernel size of a stage from a run config (its "model" entry), None when unknown."""
+    sizes = ((run or {}).get("model") or {}).get("kernel_sizes")
+    return int(sizes[stage - 1]) if sizes and len(sizes) >= stage else None
+
+
+def train_kernel_variants(profile: str, data_dir, out_root, kernel_sizes=(3, 13), stage: int = 1,
+                          preset: str | None = None) -> dict[int, Path]:
+    """Train the profile's model once per kernel size of one stage, everything else equal (recipe, seed,
+    data), to ask whether large kernels localize better: large depthwise kernels widen the effective
+    receptive field (Ding et al., 2022, RepLKNet), which may spread a map over more of the object.
+
+    Each run goes to out_root/stage<stage>-k<size>; a finished run is reused and an interrupted one resumed
+    (tinyconv.train.train).
+
+    Returns:
+        {kernel size: run folder}.
+    Raises:
+        TinyconvError: when that stage's blocks have no square kernel (axial mode).
+    """
+    from tinyconv.models import get_config
+    from tinyconv.recipe import make_config
+    from tinyconv.train import train
+
+    config = make_config(profile, preset=preset)
+    base = get_config(config.preset, **config.model_overrides)
+    if not 1 <= stage <= len(base.kernel_sizes) or base.modes[stage - 1] == "axial":
+        raise TinyconvError(f"stage {stage} of preset {config.preset} has no square depthwise kernel to vary")
+    runs = {}
+    for size in kernel_sizes:
+        sizes = [int(k) for k in base.kernel_sizes]
+        sizes[stage - 1] = int(size)
+        out = Path(out_root) / f"stage{stage}-k{int(size)}"
+        train(preset=preset, profile=profile, data_dir=data_dir, out=out,
+              overrides={"model_overrides": {"kernel_sizes": sizes}})
+        runs[int(size)] = out
+    return runs
 
 
 def evaluate_localization(model_or_path, data_dir=None, *, classes=None, per_class: int = 10,
