@@ -661,8 +661,8 @@ def plot_localization_metrics(groups: dict, baseline: dict | None = None, title:
 
     Args:
         groups: panel title -> {bar group name -> localization metrics dict (tinyconv.localize.score_maps)}.
-        baseline: tinyconv.localize.baseline_metrics of the same val boxes: its centre-box MaxBoxAcc and
-            GT-known loc drawn as dashed lines (the whole-image box's MaxBoxAcc dotted).
+        baseline: tinyconv.localize.baseline_metrics of the same val boxes: the centre box's MaxBoxAcc drawn
+            dashed across each panel, the whole-image box's dotted.
     """
     fig = Figure(figsize=(max(3.8, 1.2 + 1.15 * max(len(g) for g in groups.values())) * len(groups), 3.6),
                  layout="constrained")
