@@ -245,13 +245,23 @@ def test_untrained_twin_is_the_runs_initialisation(tmp_path):
     initial = build_model(config)
     trained = build_model(config)
     trained.set_weights([w + 0.5 for w in initial.get_weights()])  # "training" moved every weight
-    loaded = analysis.TrainedModel(model=trained, path=tmp_path / "m.keras", run={"model": config.to_dict(), "seed": 7}, val=None)
+    loaded = analysis.TrainedModel(model=trained, path=tmp_path / "m.keras", run={"model": config.to_dict(), "train": {"seed": 7}}, val=None)
     twin = analysis.untrained_twin(loaded)
     for a, b in zip(twin.get_weights(), initial.get_weights()):
         np.testing.assert_array_equal(a, b)
     other = build_model(get_config("tiny", num_classes=10))
     with pytest.raises(TinyconvError, match="cannot rebuild it untrained"):
         analysis.untrained_twin(analysis.TrainedModel(model=other, path="x.keras", run={"model": config.to_dict()}, val=None))
+
+
+def test_profile_model_config_and_seed():
+    quick = analysis.profile_model_config("quick")
+    assert (quick.name, quick.num_classes) == ("tiny", 10)
+    ci = analysis.profile_model_config("ci")
+    assert ci.widths == (16, 32, 64) and ci.num_classes == 4
+    assert analysis.profile_model_config("reference").name == "seed"
+    assert analysis.profile_model_config("full").num_classes == 200
+    assert analysis.profile_seed("quick") == 0 and analysis.profile_seed(None) == 42
 
 
 def test_default_model_prefers_the_most_trained_seed(tmp_path):

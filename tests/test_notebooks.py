@@ -197,7 +197,7 @@ def test_committed_outputs_come_from_the_committed_code(name):
 def test_commit_mode_stamps_outputs_and_stale_outputs_detects_changes(tmp_path, monkeypatch):
     book = tmp_path / "notebooks"
     book.mkdir()
-    source = _write_notebook(book / "01_one.ipynb", "print('profile', profile)")
+    source = _write_notebook(book / "01_one.ipynb", "print('profile', profile, 'reads', data_dir)")
     package = tmp_path / "package"
     package.mkdir()
     (package / "mod.py").write_text("x = 1\n")
@@ -211,7 +211,7 @@ def test_commit_mode_stamps_outputs_and_stale_outputs_detects_changes(tmp_path, 
     written = notebooks.run_notebooks("ci", book, data_dir=tmp_path / "data", progress=False)
     assert written == [source]
     nb = nbformat.read(source, as_version=4)
-    assert "profile ci" in json.dumps(nb)  # the outputs landed in the committed file
+    assert "profile ci reads <data_dir>" in json.dumps(nb)  # the outputs landed, raw paths hidden
     assert "injected-parameters" not in json.dumps(nb)
     assert nb.metadata["tinyconv"]["profile"] == "ci"
     assert notebooks.stale_outputs(source) is None

@@ -499,12 +499,19 @@ class TrainedModel:
     def stage_receptive_fields(self) -> dict[int, int]:
         """Stage number -> theoretical receptive field (pixels) at its end, from the run's model config.
 
-        Read from the analytic stage plan behind tinyconv.models.model_info: no second model is built.
+        Read from the analytic stage plan behind tinyconv.models.model_info: no second model is built. A bare
+        model file without a run config is taken to be its named preset (`tinyconv_<preset>`), if one exists.
         """
-        if not self.run or "model" not in self.run:
+        from tinyconv.models import PRESETS, get_config
+
+        if self.run and "model" in self.run:
+            config = ModelConfig.from_dict(self.run["model"])
+        elif self.model.name.removeprefix("tinyconv_") in PRESETS:
+            config = get_config(self.model.name.removeprefix("tinyconv_"))
+        else:
             return {}
         fields = {}
-        for stage in stage_plan(ModelConfig.from_dict(self.run["model"])):
+        for stage in stage_plan(config):
             named = re.fullmatch(r"stage(\d+)", stage["name"])
             if named:
                 fields[int(named.group(1))] = int(stage["receptive_field"])
@@ -555,14 +562,14 @@ def untrained_twin(loaded: TrainedModel):
     """The same preset, built and initialised as its training run started: same config, same seed, no
     training. Comparing with it separates what training changed from what initialisation put there.
 
-    The config and seed come from the run's config.json (or the metadata the model file carries); a bare
-    file without either is taken to be its named preset (`tinyconv_<preset>`) with the recipe's default seed.
+    The config and seed come from the run's config.json (or the metadata the model file carries: preset and
+    profile); a bare file without either is taken to be its named preset (`tinyconv_<preset>`) with the
+    recipe's default seed.
 
     Raises:
         TinyconvError: when the twin's parameter count differs from the model's (another architecture).
     """
     from tinyconv.models import build_model, get_config
-    from tinyconv.recipe import TrainConfig
 
     run = loaded.run or {}
     model = loaded.model
@@ -571,7 +578,7 @@ def untrained_twin(loaded: TrainedModel):
     else:
         preset = run.get("preset") or model.name.removeprefix("tinyconv_")
         config = get_config(preset, num_classes=int(model.output_shape[-1]))
-    seed = int(run.get("seed", TrainConfig().seed))
+    seed = int((run.get("train") or {}).get("seed", profile_seed(run.get("profile"))))
     keras.utils.set_random_seed(seed)
     twin = build_model(config)
     if twin.count_params() != model.count_params():
@@ -580,6 +587,25 @@ def untrained_twin(loaded: TrainedModel):
             f"the model {model.count_params():,})"
         )
     return twin
+
+
+def profile_seed(profile: str | None) -> int:
+    """The seed a profile trains with (the recipe's default, the reference's 42, for an unknown profile)."""
+    from tinyconv.recipe import PROFILES, TrainConfig, make_config
+
+    return make_config(profile).seed if profile in PROFILES else TrainConfig().seed
+
+
+def profile_model_config(profile: str, preset: str | None = None) -> ModelConfig:
+    """The model config a profile trains (its preset, model overrides and number of classes), without
+    reading the dataset: what notebook 03 builds so that it explains the model 04 trains."""
+    from tinyconv.models import get_config
+    from tinyconv.recipe import make_config
+
+    config = make_config(profile, preset)
+    classes = config.classes
+    count = 200 if not classes else classes if isinstance(classes, int) else len(classes)
+    return get_config(config.preset, **{**config.model_overrides, "num_classes": count})
 
 
 # ---------------------------------------------------------------------------------- predictions
@@ -662,6 +688,50 @@ def confident_mistakes(labels, logits, count: int = 8) -> tuple[np.ndarray, np.n
     confidence = 1.0 / np.exp(shifted).sum(axis=1)  # softmax of the arg-max class
     order = np.argsort(-confidence, kind="stable")[:count]
     return wrong[order], confidence[order]
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def reference_curve_for(profile: str, num_classes: int) -> list[dict] | None:
+    """The reference's published curve for a run it is comparable with (the `reference` and `full` profiles
+    on all 200 classes: same data, schedule length and score), else None (as tinyconv.train decides)."""
+    from tinyconv.reference import read_reference_curve
+
+    return read_reference_curve() if profile in ("reference", "full") and num_classes == 200 else None
+
+
+def training_summary(metrics: dict, evaluation: dict) -> str:
+    """The result of a run in a few markdown lines, every number from the run (notebook 04 displays it).
+
+    Args:
+        metrics: what tinyconv.train.train returned (metrics.json).
+        evaluation: tinyconv.inference.evaluate of the run's best.keras (with tta=True).
+    Returns:
+        markdown: top-1 with its standard error and chance, top-5 with its chance, flip TTA, the best and
+        last epoch, the train/val gap and the cost, with the caveat that best.keras is picked on val.
+    """
+    classes, images = evaluation["classes"], evaluation["images"]
+    k5 = min(5, classes)
+    se = float(standard_error(evaluation["top1"], images))
+    lines = [
+        f"- **val top-1 {evaluation['top1']:.1%} ± {se:.1%}** (one standard error over {images:,} val images of "
+        f"{classes} classes; chance {1 / classes:.1%}); top-{k5} {evaluation['top5']:.1%} (chance {k5 / classes:.0%})",
+    ]
+    if evaluation.get("tta"):
+        lines.append(f"- with flip test-time augmentation: top-1 {evaluation['tta']['top1']:.1%}, "
+                     f"top-{k5} {evaluation['tta']['top5']:.1%}")
+    lines += [
+        f"- best checkpoint at epoch {metrics['best_epoch']} of {metrics['epochs']}; the last epoch scores "
+        f"{metrics['top1']:.1%}. best.keras is chosen on these same val images, so its score is slightly "
+        "optimistic; the last epoch's is not",
+        f"- train top-1 {metrics['train_top1']:.1%} against val {metrics['top1']:.1%} at the last epoch"
+        " (train top-1 is averaged over the epoch, on augmented images, while the weights still change)",
+        f"- {metrics['wall_s'] / 60:.1f} min on {metrics['device']}, a median {metrics['images_per_s']:.0f} "
+        f"train images/s, {metrics['params']:,} parameters" if metrics.get("params") else
+        f"- {metrics['wall_s'] / 60:.1f} min on {metrics['device']}, a median {metrics['images_per_s']:.0f} train images/s",
+    ]
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------ tables

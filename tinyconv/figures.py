@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch, Rectangle
-from matplotlib.ticker import FormatStrFormatter
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
 from tinyconv import analysis
 
@@ -158,15 +158,17 @@ def plot_augmentations(examples: dict[str, np.ndarray], size: float = 1.4,
     """Rows = images, columns = augmentations (from augmentation_examples or augmentation_by_profile)."""
     names = list(examples)
     count = len(examples[names[0]])
-    fig, axes = plt.subplots(count, len(names), figsize=(len(names) * size, count * size + 0.6), squeeze=False)
+    lines = max(name.count(", ") + name.count(": ") + 1 for name in names)
+    fig, axes = plt.subplots(count, len(names), figsize=(max(len(names) * size, 5.0), count * size + 0.4 + 0.15 * lines),
+                             squeeze=False)
     for column, name in enumerate(names):
         for row in range(count):
             ax = axes[row, column]
             ax.imshow(examples[name][row], interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            if row == 0:
-                ax.set_title(name, fontsize=9)
+            if row == 0:  # profile descriptions are long: one op per line
+                ax.set_title(name.replace(": ", ":\n").replace(", ", "\n"), fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -250,8 +252,9 @@ def plot_receptive_fields(infos: dict[str, dict]):
     return fig
 
 
-def plot_stem_filters(kernel, columns: int = 16):
-    """Stem filters [k, k, 3, C] as RGB tiles (each filter scaled by its own max |w|; grey = 0)."""
+def plot_stem_filters(kernel, columns: int = 16, title: str = ""):
+    """Stem filters [k, k, 3, C] as RGB tiles (each filter scaled by its own max |w|; grey = 0); `title`
+    goes before the default description."""
     tiles = analysis.filters_as_rgb(kernel)
     count = len(tiles)
     rows = -(-count // columns)
@@ -261,7 +264,7 @@ def plot_stem_filters(kernel, columns: int = 16):
         if i < count:
             ax.imshow(tiles[i], interpolation="nearest")
     k = kernel.shape[0]
-    fig.suptitle(f"Stem: {count} filters of {k}x{k}x3 as RGB (grey = 0, per-filter scale)")
+    fig.suptitle(f"{title + ': ' if title else ''}stem, {count} filters of {k}x{k}x3 as RGB (grey = 0, per-filter scale)")
     return fig
 
 
@@ -314,15 +317,16 @@ def plot_energy_profiles(profiles: dict[str, np.ndarray], untrained: dict[str, n
         untrained: the same for the untrained model, or None for one panel.
     """
     panels = [("trained", profiles)] + ([("untrained (same seed)", untrained)] if untrained else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 3.6), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 3.6), squeeze=False, sharey=True)
     for ax, (name, group) in zip(axes[0], panels):
         for label, profile in group.items():
             relative = profile / analysis.ring_area_share(2 * len(profile) - 1)
             ax.plot(np.arange(len(profile)), np.maximum(relative, 1e-3), marker="o", ms=3, label=label)
         ax.axhline(1.0, color="k", ls="--", lw=1, label="uniform kernel")
         ax.set_yscale("log")  # a peaked center tap can hold 10x+ the uniform share while the rim holds 0.1x
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks crowd the axis
         ax.set_xticks(np.arange(max(len(p) for p in group.values())))
         ax.set_xlabel("distance from the kernel center (ring, pixels)")
         ax.set_title(f"Where the spatial kernels put their weight: {name}" if untrained else
@@ -473,7 +477,7 @@ def plot_top_predictions(images, labels, classes, probabilities, names, columns:
     """
     count, k = classes.shape
     rows = -(-count // columns)
-    fig, axes = plt.subplots(rows, 2 * columns, figsize=(3.4 * columns, 1.55 * rows + 0.5), squeeze=False,
+    fig, axes = plt.subplots(rows, 2 * columns, figsize=(3.1 * columns, 1.55 * rows + 0.5), squeeze=False,
                              gridspec_kw=dict(width_ratios=[1, 1.25] * columns))
     for i in range(rows * columns):
         ax_img, ax_bar = axes[i // columns, 2 * (i % columns)], axes[i // columns, 2 * (i % columns) + 1]

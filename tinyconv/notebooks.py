@@ -385,7 +385,10 @@ def run_notebooks(profile: str, out, data_dir=None, only=None, progress: bool | 
     for notebook in select_notebooks(only):
         executed.append(run_notebook(notebook, run_dir, parameters, progress=progress))
     if commit:
-        executed = [strip_for_commit(path, Path(NOTEBOOK_DIR) / path.name, profile=profile) for path in executed]
+        # paths a library call printed raw are shown as the notebooks show them (params.show)
+        hidden = {parameters["data_dir"]: "<data_dir>", str(run_dir): "<run_dir>"}
+        executed = [strip_for_commit(path, Path(NOTEBOOK_DIR) / path.name, replacements=hidden, profile=profile)
+                    for path in executed]
         print(f"committed outputs of {len(executed)} notebook(s) written to {display_path(out)} "
               f"(profile {profile}, source {source_hash()[:12]})", flush=True)
     else:
