@@ -11,6 +11,13 @@ own dtype policy, so the whole model runs under `mixed_float16`. Tensors are cha
     LayerScale            learnable per-channel residual scale (gamma)
     DropPath              stochastic depth on the residual branch
     ConvMixerBlock        spatial mixer (depthwise | axial | mixed) + residual, then the 1x1 channel mixer
+    SpaceToDepth          lossless b x b pixel unshuffle (the space_to_depth / unfold stems and down-sampling)
+    SpatialShuffle        the reference repository's parity shuffle + channel shuffle (the shuffle stem)
+    HaarDWT               fixed orthonormal Haar wavelet transform, 4 sub-bands at half resolution (haar down)
+    ResidualBlock         ResNet's basic block (the pooling-based CNN baseline)
+
+The parameter-free ones are also plain functions with exact inverses: space_to_depth / depth_to_space,
+spatial_shuffle / spatial_unshuffle, channel_shuffle, haar_dwt / haar_idwt.
 
 The depthwise convolutions and BatchNorms inside the blocks are tinyconv.kernels' FFTGradDepthwiseConv2D and
 FusedBatchNormalization: the Keras layers with faster TensorFlow training paths, same weights and configs.
@@ -482,6 +489,251 @@ class ConvMixerBlock(keras.layers.Layer):
             drop_path=self.drop_path_rate,
             layer_scale_init=self.layer_scale_init,
             gelu_approximate=self.gelu_approximate,
+            bn_momentum=self.bn_momentum,
+            bn_epsilon=self.bn_epsilon,
+        )
+        return config
+
+
+# ------------------------------------------------------------------ stems and down-sampling variants
+# Parameter-free rearrangements and transforms (issue 18's variants), as functions on [B, H, W, C] tensors
+# (keras.ops: any backend) with their exact inverses, and the layers wrapping them. H and W must be
+# multiples of the block size; the batch axis stays dynamic (-1), so each image is rearranged on its own.
+
+
+def space_to_depth(x, block_size: int = 2):
+    """[B, H, W, C] -> [B, H/b, W/b, b*b*C]: each b x b block's pixels become channels, lossless.
+
+    Channel order as tf.nn.space_to_depth: out[..., (dy * b + dx) * C + c] = x[b*i + dy, b*j + dx, c].
+    Pixel (un)shuffle: Shi et al., "Real-Time Single Image and Video Super-Resolution Using an Efficient
+    Sub-Pixel Convolutional Neural Network", CVPR 2016; as a stem: Ridnik et al., "TResNet", WACV 2021.
+    """
+    b = int(block_size)
+    _, h, w, c = x.shape
+    x = ops.reshape(x, (-1, h // b, b, w // b, b, c))  # [B, i, dy, j, dx, C]
+    x = ops.transpose(x, (0, 1, 3, 2, 4, 5))  # [B, i, j, dy, dx, C]
+    return ops.reshape(x, (-1, h // b, w // b, b * b * c))
+
+
+def depth_to_space(x, block_size: int = 2):
+    """The inverse of space_to_depth: [B, h, w, b*b*C] -> [B, h*b, w*b, C]."""
+    b = int(block_size)
+    _, h, w, bbc = x.shape
+    c = bbc // (b * b)
+    x = ops.reshape(x, (-1, h, w, b, b, c))  # [B, i, j, dy, dx, C]
+    x = ops.transpose(x, (0, 1, 3, 2, 4, 5))  # [B, i, dy, j, dx, C]
+    return ops.reshape(x, (-1, h * b, w * b, c))
+
+
+def spatial_shuffle(x):
+    """The reference's parity shuffle of one image, [B, H, W, C] -> [B, H, W, C], a pixel permutation.
+
+    peterniederl/ConvMixer-TinyImageNet, utils.py `spatial_shuffle`: view the image as
+    [H/2, row parity, W/2, col parity], move the parities first and read the result back as H x W. The four
+    parity sub-images (even/odd rows x even/odd cols, each H/2 x W/2) are laid out one after another in
+    row-major order, so pixels 2 or more apart in the image become neighbours.
+    """
+    _, h, w, c = x.shape
+    x = ops.reshape(x, (-1, h // 2, 2, w // 2, 2, c))  # [B, row_block, row_parity, col_block, col_parity, C]
+    x = ops.transpose(x, (0, 2, 4, 1, 3, 5))  # [B, row_parity, col_parity, row_block, col_block, C]
+    return ops.reshape(x, (-1, h, w, c))
+
+
+def spatial_unshuffle(x):
+    """The inverse permutation of spatial_shuffle."""
+    _, h, w, c = x.shape
+    x = ops.reshape(x, (-1, 2, 2, h // 2, w // 2, c))  # [B, row_parity, col_parity, row_block, col_block, C]
+    x = ops.transpose(x, (0, 3, 1, 4, 2, 5))  # [B, row_block, row_parity, col_block, col_parity, C]
+    return ops.reshape(x, (-1, h, w, c))
+
+
+def channel_shuffle(x, groups: int):
+    """Interleave `groups` channel groups: out[..., j * G + g] = x[..., g * C/G + j] (ShuffleNet's channel
+    shuffle, Zhang et al., CVPR 2018; the reference's `channel_shuffle`)."""
+    _, h, w, c = x.shape
+    x = ops.reshape(x, (-1, h, w, groups, c // groups))
+    x = ops.transpose(x, (0, 1, 2, 4, 3))
+    return ops.reshape(x, (-1, h, w, c))
+
+
+# The orthonormal 2-D Haar analysis matrix: rows LL, LH, HL, HH; columns the 2x2 block's pixels in
+# space_to_depth order (top-left, top-right, bottom-left, bottom-right). Orthonormal, so its transpose inverts it.
+HAAR_MATRIX = 0.5 * np.array(
+    [
+        [1.0, 1.0, 1.0, 1.0],  # LL: the block average (x2)
+        [1.0, 1.0, -1.0, -1.0],  # LH: top minus bottom (horizontal edges)
+        [1.0, -1.0, 1.0, -1.0],  # HL: left minus right (vertical edges)
+        [1.0, -1.0, -1.0, 1.0],  # HH: diagonal
+    ],
+    dtype="float32",
+)
+
+
+def _apply_block_matrix(x, matrix, compute_dtype):
+    """[B, h, w, 4*C] (4 taps of C channels) -> [B, h, w, 4*C], each pixel's 4 taps mixed by the 4x4 matrix."""
+    _, h, w, c4 = x.shape
+    taps = ops.reshape(x, (-1, h, w, 4, c4 // 4))
+    bands = ops.einsum("bt,nhwtc->nhwbc", ops.cast(matrix, compute_dtype), taps)
+    return ops.reshape(bands, (-1, h, w, c4))
+
+
+def haar_dwt(x):
+    """One level of the orthonormal 2-D Haar wavelet transform, [B, H, W, C] -> [B, H/2, W/2, 4C]: the
+    sub-bands LL, LH, HL, HH, each C channels, in that order. Lossless (haar_idwt inverts it) and
+    energy-preserving. Haar, 1910; Mallat, "A theory for multiresolution signal decomposition", TPAMI 1989;
+    as down-sampling in a CNN: Liu et al., "Multi-level Wavelet-CNN for Image Restoration", CVPRW 2018.
+    """
+    return _apply_block_matrix(space_to_depth(x, 2), HAAR_MATRIX, x.dtype)
+
+
+def haar_idwt(x):
+    """The inverse of haar_dwt: [B, h, w, 4C] sub-bands -> [B, 2h, 2w, C]."""
+    return depth_to_space(_apply_block_matrix(x, HAAR_MATRIX.T, x.dtype), 2)
+
+
+@keras.saving.register_keras_serializable(package="tinyconv")
+class SpaceToDepth(keras.layers.Layer):
+    """Lossless b x b pixel unshuffle (tinyconv.layers.space_to_depth); no weights.
+
+    As the `space_to_depth` stem (b = 2, then a conv) and down-sampling (then a 1x1 conv), and as the
+    `unfold` stem: with b = p and a 1x1 conv after it, it is ConvMixer's patch embedding (non-overlapping
+    p x p patches flattened and linearly projected; Trockman & Kolter, "Patches Are All You Need?", TMLR 2022).
+
+    Args:
+        block_size: b; H and W must be multiples of it.
+
+    Shapes: [B, H, W, C] -> [B, H/b, W/b, b*b*C].
+    """
+
+    def __init__(self, block_size: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        if int(block_size) < 1:
+            raise ValueError(f"SpaceToDepth block_size must be >= 1, got {block_size}")
+        self.block_size = int(block_size)
+
+    def call(self, inputs):
+        return space_to_depth(inputs, self.block_size)
+
+    def inverse(self, outputs):
+        """The input back from an output, exactly (depth_to_space)."""
+        return depth_to_space(outputs, self.block_size)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        b = self.block_size
+        return (batch, height // b, width // b, channels * b * b)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(block_size=self.block_size)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tinyconv")
+class SpatialShuffle(keras.layers.Layer):
+    """The reference repository's `SpatialShuffle` (peterniederl/ConvMixer-TinyImageNet, utils.py), the
+    "lossless spatial shuffling" its notebook names as an extension: concatenate x with its parity-shuffled
+    copy (spatial_shuffle) and interleave the two with a 2-group channel shuffle, so channel 2c is x's
+    channel c and channel 2c + 1 the shuffled copy's. A conv after it sees, under one kernel, each pixel's
+    neighbourhood and pixels of the other parity sub-images from across the image. No weights.
+
+    Shapes: [B, H, W, C] -> [B, H, W, 2C]; H and W even.
+    """
+
+    def call(self, inputs):
+        return channel_shuffle(ops.concatenate([inputs, spatial_shuffle(inputs)], axis=-1), 2)
+
+    def inverse(self, outputs):
+        """(x from the unshuffled channels, x recovered from the shuffled copy); both equal the input exactly."""
+        _, h, w, c2 = outputs.shape
+        pairs = ops.reshape(outputs, (-1, h, w, c2 // 2, 2))
+        return pairs[..., 0], spatial_unshuffle(pairs[..., 1])
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 2 * input_shape[-1])
+
+
+@keras.saving.register_keras_serializable(package="tinyconv")
+class HaarDWT(keras.layers.Layer):
+    """One level of the fixed orthonormal 2-D Haar wavelet transform (tinyconv.layers.haar_dwt): half the
+    resolution, the LL, LH, HL, HH sub-bands as 4x the channels, lossless. With a 1x1 conv after it, the
+    `haar` down-sampling ("wavelet mixing", the reference's suggested extension). No weights.
+
+    Shapes: [B, H, W, C] -> [B, H/2, W/2, 4C]; H and W even.
+    """
+
+    def call(self, inputs):
+        return haar_dwt(inputs)
+
+    def inverse(self, outputs):
+        """The input back from the sub-bands (haar_idwt)."""
+        return haar_idwt(outputs)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        return (batch, height // 2, width // 2, 4 * channels)
+
+
+@keras.saving.register_keras_serializable(package="tinyconv")
+class ResidualBlock(keras.layers.Layer):
+    """ResNet's basic block: relu(x + BN(conv(relu(BN(conv(x)))))) with two k x k convs (no bias) at the
+    input width (He et al., "Deep Residual Learning for Image Recognition", CVPR 2016), for the pooling-based
+    CNN baseline; optional stochastic depth on the residual branch.
+
+    Args:
+        kernel_size: odd k of both convs.
+        drop_path: stochastic-depth rate of the residual branch.
+        bn_momentum, bn_epsilon: BatchNormalization settings.
+
+    Shapes: [B, H, W, C] -> [B, H, W, C].
+    Sub-layers: `conv1`, `bn1`, `conv2`, `bn2` (Conv2D, FusedBatchNormalization), `drop_path`.
+    """
+
+    def __init__(
+        self,
+        kernel_size: int = 3,
+        drop_path: float = 0.0,
+        bn_momentum: float = BN_MOMENTUM,
+        bn_epsilon: float = BN_EPSILON,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"ResidualBlock needs an odd kernel_size, got {kernel_size}")
+        self.kernel_size = int(kernel_size)
+        self.drop_path_rate = float(drop_path)
+        self.bn_momentum = float(bn_momentum)
+        self.bn_epsilon = float(bn_epsilon)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        shape = tuple(input_shape)
+        policy = self.dtype_policy
+        bn = dict(momentum=self.bn_momentum, epsilon=self.bn_epsilon, dtype=policy)
+        conv = dict(kernel_size=self.kernel_size, padding="same", use_bias=False, dtype=policy)
+        self.conv1 = keras.layers.Conv2D(channels, name="conv1", **conv)
+        self.conv1.build(shape)
+        self.bn1 = FusedBatchNormalization(name="bn1", **bn)
+        self.bn1.build(shape)
+        self.conv2 = keras.layers.Conv2D(channels, name="conv2", **conv)
+        self.conv2.build(shape)
+        self.bn2 = FusedBatchNormalization(name="bn2", **bn)
+        self.bn2.build(shape)
+        self.drop_path = DropPath(self.drop_path_rate, name="drop_path", dtype=policy)
+
+    def call(self, inputs, training=None):
+        y = ops.relu(self.bn1(self.conv1(inputs), training=training))
+        y = self.bn2(self.conv2(y), training=training)
+        return ops.relu(inputs + self.drop_path(y, training=training))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            kernel_size=self.kernel_size,
+            drop_path=self.drop_path_rate,
             bn_momentum=self.bn_momentum,
             bn_epsilon=self.bn_epsilon,
         )

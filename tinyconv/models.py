@@ -7,6 +7,11 @@
 The design: a conv stem (stride 2), then stages of ConvMixerBlocks separated by grouped stride-2 "down"
 convs, then global average pooling and a float32 Dense head. Layer names are stable: `stem_conv`,
 `stem_bn`, `stage{s}_block{b}`, `down{s}_conv`, `down{s}_bn`, `head_pool`, `head` (stages count from 1).
+
+The variants (fields `stem`, `down`, `block`; presets tiny-stem-*, tiny-down-*, resnet-small, resnet-tiny)
+add a parameter-free layer before the stem or down conv, named after it: `stem_space_to_depth`,
+`stem_unfold`, `stem_shuffle`, `down{s}_haar`, `down{s}_maxpool`, `down{s}_space_to_depth`; the basic
+block's stem and down convs are followed by `*_bn`, `*_relu`. The defaults build today's models unchanged.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ from tinyconv.errors import TinyconvError
 # Per-stage fields: a tuple with one entry per stage. An override may give a single value for all stages.
 # The spatial mixers a ConvMixerBlock knows (tinyconv.layers.ConvMixerBlock checks the same tuple).
 BLOCK_MODES = ("depthwise", "axial", "mixed")
+# The variants of issue 18 (the reference notebook's "possible extensions"); the first of each is the default.
+STEMS = ("conv", "space_to_depth", "shuffle", "unfold")
+DOWNS = ("grouped_conv", "haar", "maxpool", "space_to_depth")
+BLOCKS = ("convmixer", "basic")
 STAGE_FIELDS = ("widths", "depths", "modes", "kernel_sizes", "axial_kernel_sizes", "se_reductions")
 DOWN_INITS = ("per_group", "whole")
 
@@ -32,7 +41,11 @@ class ModelConfig:
     name: str = "seed"  # preset name, recorded in run configs
     num_classes: int = 200  # Tiny ImageNet classes; the quick profile trains on a 10-class subset
     image_size: int = 64  # input is [B, image_size, image_size, 3], float32, already normalized
-    # stem: conv (no bias), GELU, BN, to widths[0] channels
+    # stem, to widths[0] channels, then GELU, BN: conv = a stem_kernel conv at stem_stride (no bias) |
+    # space_to_depth = a lossless stem_stride x stem_stride pixel unshuffle, then a stem_kernel conv at stride 1 |
+    # shuffle = the reference repository's SpatialShuffle (x and its parity-shuffled copy), then the conv stem |
+    # unfold = ConvMixer's patch embedding: stem_stride x stem_stride patches flattened, a 1x1 projection
+    stem: str = "conv"
     stem_kernel: int = 5
     stem_stride: int = 2
     # stages (one entry each); between stages a grouped stride-2 conv (no bias), GELU, BN to the next width
@@ -42,11 +55,19 @@ class ModelConfig:
     kernel_sizes: tuple = (9, 3, 3)  # square depthwise kernel (depthwise mode; mixed mode's local conv)
     axial_kernel_sizes: tuple = (7, 7, 5)  # 1xa then ax1 kernels (axial and mixed modes)
     se_reductions: tuple = (0, 8, 8)  # squeeze-excite reduction per stage, 0 = no SE
+    # down-sampling between stages, to the next width, then GELU, BN: grouped_conv = a down_kernel grouped conv
+    # at stride 2 (down_groups groups) | haar = Haar wavelet sub-bands (4x channels, lossless), a 1x1 conv |
+    # maxpool = 2x2 max-pool, a 1x1 conv | space_to_depth = 2x2 pixel unshuffle (lossless), a 1x1 conv
+    down: str = "grouped_conv"
     down_kernel: int = 5
     down_groups: int = 8
     # init of the down convs' kernels: per_group = glorot-uniform over each group's own fans, as G separate
     # convs (the reference; tinyconv.layers.GroupedGlorotUniform) | whole = Keras' glorot over the whole kernel
     down_init: str = "per_group"
+    # the blocks: convmixer = ConvMixerBlock (the fields above) | basic = ResNet's basic block, two
+    # kernel_sizes[s] convs with BN and ReLU (modes, axial/SE, layer scale unused), and ReLU after the stem and
+    # down convs in the order conv, BN, ReLU: the pooling-based CNN baseline
+    block: str = "convmixer"
     # regularisation and residual scaling
     drop_path: float = 0.0  # stochastic depth of the last block; rises linearly from 0 over the blocks
     layer_scale_init: float | None = 1.0  # per-channel gamma on the residual branch; None = plain residual
@@ -97,7 +118,43 @@ PRESETS: dict[str, ModelConfig] = {
         bn_epsilon=1e-5,
         down_init="whole",
     ),
+    # The pooling-based CNN baseline at the seed's parameter count (2,609,800 vs 2,644,712): ResNet basic
+    # blocks (He et al., CVPR 2016) on the same 32/16/8 grids, 3x3 stem at stride 2, 2x2 max-pool + 1x1 conv
+    # between stages, ResNet's widths 64/128/256 with the depth placed where the parameters come out matched.
+    "resnet-small": ModelConfig(
+        name="resnet-small",
+        block="basic",
+        stem_kernel=3,
+        down="maxpool",
+        widths=(64, 128, 256),
+        depths=(2, 4, 1),
+        modes=("depthwise",) * 3,
+        kernel_sizes=(3, 3, 3),
+        axial_kernel_sizes=(3, 3, 3),
+        se_reductions=(0, 0, 0),
+        layer_scale_init=None,
+        bn_momentum=0.9,
+        bn_epsilon=1e-5,
+        down_init="whole",
+    ),
 }
+# The same baseline at the tiny preset's parameter count (426,664 vs 422,612), for the quick-scale sweeps.
+PRESETS["resnet-tiny"] = dataclasses.replace(PRESETS["resnet-small"], name="resnet-tiny", widths=(32, 64, 128),
+                                             depths=(1, 1, 1))
+# The stem and down-sampling variants on the tiny preset, one field (or two) changed each, named
+# tiny-stem-VARIANT and tiny-down-VARIANT (s2d = space_to_depth) so that a sweep can list them.
+VARIANTS = {
+    "stem-s2d": dict(stem="space_to_depth", stem_kernel=3),  # a 3x3 conv on the 32x32x12 unshuffled grid
+    "stem-shuffle": dict(stem="shuffle"),
+    "stem-unfold": dict(stem="unfold"),
+    "down-haar": dict(down="haar"),
+    "down-maxpool": dict(down="maxpool"),
+    "down-s2d": dict(down="space_to_depth"),
+}
+PRESETS.update(
+    {f"tiny-{variant}": dataclasses.replace(PRESETS["tiny"], name=f"tiny-{variant}", **fields)
+     for variant, fields in VARIANTS.items()}
+)
 
 
 def get_config(name_or_config="seed", **overrides) -> ModelConfig:
@@ -149,9 +206,30 @@ def _validate(config: ModelConfig) -> None:
         for k in getattr(config, key):
             if int(k) < 1 or int(k) % 2 == 0:
                 raise TinyconvError(f"model config field {key!r}: kernel sizes must be odd and positive, got {k}")
-    for width in config.widths if config.num_stages > 1 else ():
+    for key, choices in (("stem", STEMS), ("down", DOWNS), ("block", BLOCKS)):
+        if getattr(config, key) not in choices:
+            raise TinyconvError(
+                f"model config field {key!r} must be one of {choices}, got {getattr(config, key)!r}"
+            )
+    if config.stem in ("space_to_depth", "unfold") and config.image_size % config.stem_stride:
+        raise TinyconvError(
+            f"model config: the {config.stem} stem needs image_size {config.image_size} to be a multiple of "
+            f"stem_stride={config.stem_stride}"
+        )
+    if config.stem == "shuffle" and config.image_size % 2:
+        raise TinyconvError(f"model config: the shuffle stem needs an even image_size, got {config.image_size}")
+    size = -(-config.image_size // config.stem_stride)
+    for _ in range(config.num_stages - 1):
+        if config.down in ("haar", "space_to_depth") and size % 2:
+            raise TinyconvError(
+                f"model config: the {config.down} down-sampling needs even feature maps, got {size}x{size}"
+            )
+        size = -(-size // 2)
+    for width in config.widths if config.num_stages > 1 and config.down == "grouped_conv" else ():
         if width % config.down_groups:
             raise TinyconvError(f"model config: width {width} is not a multiple of down_groups={config.down_groups}")
+    if config.block == "basic" and any(config.se_reductions):
+        raise TinyconvError("model config field 'se_reductions': the basic block has no squeeze-excite; use 0")
     if config.down_init not in DOWN_INITS:
         raise TinyconvError(f"model config field 'down_init' must be one of {DOWN_INITS}, got {config.down_init!r}")
     if not 0.0 <= config.drop_path < 1.0:
@@ -170,34 +248,64 @@ def build_model(name_or_config="seed", **overrides):
     import keras
 
     from tinyconv.kernels import FusedBatchNormalization, gelu_exact, gelu_tanh
-    from tinyconv.layers import ConvMixerBlock, GroupedConv2D, GroupedGlorotUniform
+    from tinyconv import layers as tl
 
     config = get_config(name_or_config, **overrides)
     activation = gelu_tanh if config.gelu_approximate else gelu_exact
-    act = lambda name: keras.layers.Activation(activation, name=name)  # noqa: E731
     bn = lambda name: FusedBatchNormalization(  # noqa: E731
         momentum=config.bn_momentum, epsilon=config.bn_epsilon, name=name
     )
+
+    def conv_norm_act(x, name):
+        """After a stem or down conv: GELU then BN (the reference's order), or BN then ReLU (ResNet's)."""
+        if config.block == "basic":
+            return keras.layers.Activation("relu", name=f"{name}_relu")(bn(f"{name}_bn")(x))
+        return bn(f"{name}_bn")(keras.layers.Activation(activation, name=f"{name}_gelu")(x))
+
+    rearrange_layers = {
+        "space_to_depth": lambda entry, name: tl.SpaceToDepth(entry["stride"], name=name),
+        "unfold": lambda entry, name: tl.SpaceToDepth(entry["stride"], name=name),
+        "shuffle": lambda entry, name: tl.SpatialShuffle(name=name),
+        "haar": lambda entry, name: tl.HaarDWT(name=name),
+        "maxpool": lambda entry, name: keras.layers.MaxPooling2D(2, 2, padding="same", name=name),
+    }
     inputs = keras.Input((config.image_size, config.image_size, 3), name="image")
     x = inputs
     for entry in stage_plan(config):
         name = entry["name"]
+        if entry["kind"] in ("stem", "down") and entry["rearrange"]:
+            # the parameter-free part: [B, H, W, C] -> [B, H/2, W/2, 4C] (haar, space_to_depth), [B, H/2, W/2, C]
+            # (maxpool), [B, H/p, W/p, p*p*3] (unfold) or [B, H, W, 6] (shuffle)
+            x = rearrange_layers[entry["rearrange"]](entry, f"{name}_{entry['rearrange']}")(x)
         if entry["kind"] == "stem":
             x = keras.layers.Conv2D(
-                entry["width"], entry["kernel"], strides=entry["stride"], padding="same", use_bias=False,
+                entry["width"], entry["kernel"], strides=entry["conv_stride"], padding="same", use_bias=False,
                 name="stem_conv",
             )(x)  # [B, 32, 32, C1]
-            x = bn("stem_bn")(act("stem_gelu")(x))
+            x = conv_norm_act(x, "stem")
         elif entry["kind"] == "down":
-            init = GroupedGlorotUniform(entry["groups"]) if config.down_init == "per_group" else "glorot_uniform"
-            x = GroupedConv2D(
-                entry["width"], entry["kernel"], strides=entry["stride"], groups=entry["groups"], use_bias=False,
-                implementation=config.grouped_conv, kernel_initializer=init, name=f"{name}_conv",
-            )(x)  # [B, H/2, W/2, C_{s+1}]
-            x = bn(f"{name}_bn")(act(f"{name}_gelu")(x))
+            if entry["down"] == "grouped_conv":
+                init = (tl.GroupedGlorotUniform(entry["groups"]) if config.down_init == "per_group"
+                        else "glorot_uniform")
+                x = tl.GroupedConv2D(
+                    entry["width"], entry["kernel"], strides=2, groups=entry["groups"], use_bias=False,
+                    implementation=config.grouped_conv, kernel_initializer=init, name=f"{name}_conv",
+                )(x)  # [B, H/2, W/2, C_{s+1}]
+            else:
+                x = keras.layers.Conv2D(entry["width"], 1, use_bias=False, name=f"{name}_conv")(x)
+            x = conv_norm_act(x, name)
         elif entry["kind"] == "stage":
             for b, rate in enumerate(entry["drop_path"]):
-                x = ConvMixerBlock(
+                if config.block == "basic":
+                    x = tl.ResidualBlock(
+                        kernel_size=entry["kernel_size"],
+                        drop_path=rate,
+                        bn_momentum=config.bn_momentum,
+                        bn_epsilon=config.bn_epsilon,
+                        name=f"{name}_block{b + 1}",
+                    )(x)
+                    continue
+                x = tl.ConvMixerBlock(
                     mode=entry["mode"],
                     kernel_size=entry["kernel_size"],
                     axial_kernel_size=entry["axial_kernel_size"],
@@ -225,9 +333,11 @@ def _conv_field(rf: int, jump: int, k: int, stride: int = 1) -> tuple[int, int]:
 
 
 def _block_macs(config: ModelConfig, s: int, size: int, c: int) -> int:
-    """MACs of one ConvMixerBlock of stage s at size x size x c."""
+    """MACs of one block (ConvMixerBlock or basic) of stage s at size x size x c."""
     mode, k, a = config.modes[s], config.kernel_sizes[s], config.axial_kernel_sizes[s]
     hw = size * size
+    if config.block == "basic":
+        return 2 * hw * k * k * c * c  # two k x k convs at c -> c
     macs = hw * c * c  # pointwise
     if mode in ("depthwise", "mixed"):
         macs += hw * c * k * k
@@ -238,46 +348,127 @@ def _block_macs(config: ModelConfig, s: int, size: int, c: int) -> int:
     return macs
 
 
+def shuffle_stem_field(image_size: int, kernel: int, stride: int) -> int:
+    """The receptive field of the shuffle stem: the largest extent (rows or cols, input pixels) over its
+    output units of the pixels one unit sees, through x and through the parity-shuffled copy.
+
+    The shuffled copy is a global permutation (tinyconv.layers.spatial_shuffle), so a k x k window of it holds
+    pixels from across the image: at 64x64 with the 5x5 stride-2 stem the field is the whole image. Computed
+    from the permutation itself ("same" padding as Keras: pad (k - 1 + ...) // 2 before).
+    """
+    h = image_size
+    # perm[r, c] = the flat index of the original pixel the shuffled image holds at (r, c)
+    perm = np.arange(h * h).reshape(h // 2, 2, h // 2, 2).transpose(1, 3, 0, 2).reshape(h, h)
+    out = -(-h // stride)
+    pad_before = max((out - 1) * stride + kernel - h, 0) // 2
+    widest = 0
+    for i in range(out):
+        rows = np.arange(i * stride - pad_before, i * stride - pad_before + kernel)
+        rows = rows[(rows >= 0) & (rows < h)]
+        for j in range(out):
+            cols = np.arange(j * stride - pad_before, j * stride - pad_before + kernel)
+            cols = cols[(cols >= 0) & (cols < h)]
+            seen = perm[np.ix_(rows, cols)].ravel()  # the shuffled copy's pixels, as original flat indices
+            seen_rows = np.concatenate([seen // h, rows])
+            seen_cols = np.concatenate([seen % h, cols])
+            widest = max(widest, int(np.ptp(seen_rows)) + 1, int(np.ptp(seen_cols)) + 1)
+    return widest
+
+
+def _stem_entry(config: ModelConfig) -> dict:
+    """The stem's plan entry; `rearrange` names its parameter-free layer (None for the conv stem), `kernel`
+    and `conv_stride` its conv, `stride` the whole stem's."""
+    k, stride, c = config.stem_kernel, config.stem_stride, config.widths[0]
+    size = -(-config.image_size // stride)
+    entry = dict(name="stem", kind="stem", stem=config.stem, prefixes=("stem_",), width=c, stride=stride,
+                 output_shape=[size, size, c])
+    if config.stem in ("space_to_depth", "unfold"):
+        # stride x stride pixels to channels (rf stride, jump stride), then the conv at stride 1 on that grid
+        kernel = k if config.stem == "space_to_depth" else 1
+        rf, jump = _conv_field(*_conv_field(1, 1, stride, stride), kernel)
+        macs = size * size * kernel**2 * 3 * stride**2 * c
+        return dict(entry, rearrange=config.stem, kernel=kernel, conv_stride=1, macs=macs, receptive_field=rf)
+    rf, jump = _conv_field(1, 1, k, stride)
+    channels = 3
+    if config.stem == "shuffle":
+        channels = 6  # x and its shuffled copy
+        rf = max(rf, shuffle_stem_field(config.image_size, k, stride))
+    return dict(entry, rearrange="shuffle" if config.stem == "shuffle" else None, kernel=k, conv_stride=stride,
+                macs=size * size * k**2 * channels * c, receptive_field=rf)
+
+
+def _down_entry(config: ModelConfig, s: int, size: int, c_in: int, rf: int, jump: int) -> dict:
+    """The plan entry of the down-sampling before stage s + 1 (size: its output side); `rearrange` names its
+    parameter-free layer (None for the grouped conv), `kernel` and `groups` its conv."""
+    c = config.widths[s]
+    entry = dict(name=f"down{s}", kind="down", down=config.down, prefixes=(f"down{s}_",), width=c, stride=2,
+                 output_shape=[size, size, c])
+    hw = size * size
+    if config.down == "grouped_conv":
+        k, groups = config.down_kernel, config.down_groups
+        return dict(entry, rearrange=None, kernel=k, groups=groups, macs=hw * k**2 * (c_in // groups) * c,
+                    receptive_field=_conv_field(rf, jump, k, 2)[0])
+    # a 2x2 stride-2 window (max-pool, pixel unshuffle or the Haar filters) then a 1x1 conv
+    c_mid = c_in if config.down == "maxpool" else 4 * c_in
+    macs = hw * c_mid * c  # the 1x1 conv; max-pool and the pixel unshuffle do no multiply-adds
+    if config.down == "haar":
+        macs += hw * 4 * c_mid  # each sub-band value is a 4-tap filter of its 2x2 block
+    return dict(entry, rearrange=config.down, kernel=1, groups=1, macs=macs,
+                receptive_field=_conv_field(rf, jump, 2, 2)[0])
+
+
+def _block_field(config: ModelConfig, s: int, rf: int, jump: int) -> int:
+    """The receptive field after one block of stage s."""
+    if config.block == "basic":
+        return _conv_field(*_conv_field(rf, jump, config.kernel_sizes[s]), config.kernel_sizes[s])[0]
+    mode, k, a = config.modes[s], config.kernel_sizes[s], config.axial_kernel_sizes[s]
+    if mode in ("axial", "mixed"):
+        rf, jump = _conv_field(rf, jump, a)
+    if mode in ("depthwise", "mixed"):
+        rf, jump = _conv_field(rf, jump, k)
+    return rf
+
+
 def stage_plan(config: ModelConfig) -> list[dict]:
-    """The model as a list of entries, stem, stages (with the down convs between them), head; build_model
+    """The model as a list of entries, stem, stages (with the down-samplings between them), head; build_model
     builds exactly this list and model_info / the analysis read its numbers, so the two cannot drift.
 
     Every entry: name, kind ("stem" | "down" | "stage" | "head"), prefixes (of its layer names), width (output
     channels or classes), output_shape, macs (per image) and receptive_field (theoretical, input pixels).
-    stem/down add kernel, stride (and groups); a stage adds mode, kernel_size, axial_kernel_size,
-    se_reduction and drop_path (the rate of each of its blocks, rising linearly over the whole model).
+    stem/down add stem/down (the variant), rearrange (the parameter-free layer's variant, or None), kernel
+    (of the conv), stride, and conv_stride (stem) or groups (down); a stage adds block, mode, kernel_size,
+    axial_kernel_size, se_reduction and drop_path (the rate of each of its blocks, rising linearly over the
+    whole model).
     """
-    size, c = -(-config.image_size // config.stem_stride), config.widths[0]
-    rf, jump = _conv_field(1, 1, config.stem_kernel, config.stem_stride)
-    plan = [dict(name="stem", kind="stem", prefixes=("stem_",), width=c, kernel=config.stem_kernel,
-                 stride=config.stem_stride, output_shape=[size, size, c],
-                 macs=size * size * config.stem_kernel**2 * 3 * c, receptive_field=rf)]
+    stem = _stem_entry(config)
+    plan = [stem]
+    size, c = stem["output_shape"][0], config.widths[0]
+    # The shuffle stem's field already spans (up to) the image; later layers cannot see less than it.
+    floor = stem["receptive_field"] if config.stem == "shuffle" else 0
+    rf = _conv_field(1, 1, config.stem_kernel, config.stem_stride)[0] if config.stem == "shuffle" else stem[
+        "receptive_field"]
+    jump = config.stem_stride
     total_blocks, first_block = sum(config.depths), 0
     for s in range(config.num_stages):
         if s > 0:
             c_in, c = c, config.widths[s]
             size = -(-size // 2)
-            rf, jump = _conv_field(rf, jump, config.down_kernel, 2)
-            plan.append(dict(name=f"down{s}", kind="down", prefixes=(f"down{s}_",), width=c,
-                             kernel=config.down_kernel, stride=2, groups=config.down_groups,
-                             output_shape=[size, size, c],
-                             macs=size * size * config.down_kernel**2 * (c_in // config.down_groups) * c,
-                             receptive_field=rf))
-        mode, k, a = config.modes[s], config.kernel_sizes[s], config.axial_kernel_sizes[s]
+            entry = _down_entry(config, s, size, c_in, rf, jump)
+            rf, jump = entry["receptive_field"], jump * 2
+            plan.append(dict(entry, receptive_field=max(rf, floor)))
         for _ in range(config.depths[s]):
-            if mode in ("axial", "mixed"):
-                rf, jump = _conv_field(rf, jump, a)
-            if mode in ("depthwise", "mixed"):
-                rf, jump = _conv_field(rf, jump, k)
+            rf = _block_field(config, s, rf, jump)
         blocks = range(first_block, first_block + config.depths[s])
         first_block += config.depths[s]
-        plan.append(dict(name=f"stage{s + 1}", kind="stage", prefixes=(f"stage{s + 1}_",), width=c, mode=mode,
-                         kernel_size=k, axial_kernel_size=a, se_reduction=config.se_reductions[s],
+        plan.append(dict(name=f"stage{s + 1}", kind="stage", prefixes=(f"stage{s + 1}_",), width=c,
+                         block=config.block, mode=config.modes[s], kernel_size=config.kernel_sizes[s],
+                         axial_kernel_size=config.axial_kernel_sizes[s], se_reduction=config.se_reductions[s],
                          drop_path=[config.drop_path * i / max(1, total_blocks - 1) for i in blocks],
                          output_shape=[size, size, c], macs=_block_macs(config, s, size, c) * config.depths[s],
-                         receptive_field=rf))
+                         receptive_field=max(rf, floor)))
     plan.append(dict(name="head", kind="head", prefixes=("head",), width=config.num_classes,
-                     output_shape=[config.num_classes], macs=c * config.num_classes, receptive_field=rf))
+                     output_shape=[config.num_classes], macs=c * config.num_classes,
+                     receptive_field=max(rf, floor)))
     return plan
 
 
