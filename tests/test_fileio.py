@@ -1,4 +1,5 @@
-"""The one atomic write (tinyconv.fileio), the runs-root variable's deprecated name, and runtime.has_gpu off TensorFlow."""
+"""The one atomic write (tinyconv.fileio), the cache's own writes failing (disk full) and a damaged cache manifest,
+the runs-root variable's deprecated name, and runtime.has_gpu off TensorFlow."""
 
 from __future__ import annotations
 
@@ -50,3 +51,58 @@ def test_has_gpu_on_another_backend_does_not_import_tensorflow():
     env = {**os.environ, "KERAS_BACKEND": "numpy"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["False", "False"], out.stderr[-2000:]
+
+
+# ------------------------------------------------------------- the cache: memory-mapped writes, the manifest
+
+
+def _copy_dataset(synthetic_data_dir, tmp_path) -> Path:
+    import shutil
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(synthetic_data_dir / "tiny-imagenet-200", data_dir / "tiny-imagenet-200")
+    return data_dir
+
+
+def test_a_full_disk_during_prepare_is_one_line_before_any_decoding(synthetic_data_dir, tmp_path, monkeypatch, capsys):
+    """The arrays are filled through memory maps, where a full disk is a SIGBUS, not an error: prepare must
+    allocate their blocks first, so the disk-full error comes as one line (the fault is injected there)."""
+    import errno
+
+    from tinyconv import dataset
+    from tinyconv.cli import main
+
+    data_dir = _copy_dataset(synthetic_data_dir, tmp_path)
+    calls = []
+
+    def full_disk(fd, offset, length):
+        calls.append(length)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dataset.os, "posix_fallocate", full_disk)
+    monkeypatch.setattr(dataset, "_decode_all", lambda *args, **kwargs: pytest.fail("decoding before the space is there"))
+    assert main(["prepare", "--data-dir", str(data_dir)]) == 1
+    cache = data_dir / "cache"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"tinyconv: error: writing the cache in {cache} failed (train_images.npy): No space left on device; the "
+        "dataset is untouched, run `tinyconv prepare` again once that is fixed; free some space")
+    assert calls == [100 * 64 * 64 * 3 + 128]  # the whole train array (5 classes x 20 images) and its header
+    assert sorted(p.name for p in cache.iterdir()) == [".prepare.lock"]  # no temporaries, no manifest
+
+
+def test_a_damaged_manifest_is_one_line_for_load_split_and_rebuilt_by_prepare(synthetic_data_dir, tmp_path, capsys):
+    from tinyconv.dataset import load_split, prepare
+    from tinyconv.errors import TinyconvError
+
+    data_dir = _copy_dataset(synthetic_data_dir, tmp_path)
+    manifest = prepare(data_dir, progress=False)
+    path = data_dir / "cache" / "manifest.json"
+    for damaged in ('{"version": 1, "splits": {}}', "[1, 2]", '{"version": 1, "spl'):
+        path.write_text(damaged)
+        with pytest.raises(TinyconvError, match=r"manifest\.json is (not a tinyconv cache manifest|unreadable).*"
+                                                r"run `tinyconv prepare --force`"):
+            load_split(data_dir, "val")
+    rebuilt = prepare(data_dir, progress=False)  # prepare is the way out: it rebuilds, with a note
+    assert "manifest.json is unreadable (JSONDecodeError); rebuilding the cache" in capsys.readouterr().err
+    assert rebuilt["splits"]["train"]["source_sha256"] == manifest["splits"]["train"]["source_sha256"]
+    assert len(load_split(data_dir, "val")) == 30

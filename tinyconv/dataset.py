@@ -21,11 +21,13 @@ the layout; split apart, those helpers would have to become a public API of thei
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import multiprocessing
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from tinyconv.errors import TinyconvError
-from tinyconv.fileio import remove_temporaries, temporary_path, write_json
+from tinyconv.fileio import os_error_advice, os_error_reason, remove_temporaries, temporary_path, write_json
 from tinyconv.locks import folder_lock
 
 DATASET_DIRNAME = "tiny-imagenet-200"
@@ -477,14 +479,34 @@ def _source_fingerprint(root: Path, relative: list[str], labels: np.ndarray) -> 
 
 
 def _read_manifest(cache: Path) -> dict | None:
+    """The cache's manifest, None when there is none; TinyconvError when it is unreadable or not a manifest."""
     path = cache / MANIFEST_NAME
     if not path.is_file():
         return None
     try:
         manifest = json.loads(path.read_text())
-    except ValueError:
-        raise TinyconvError(f"{path} is not valid JSON; run `tinyconv prepare --force`") from None
+    except (OSError, ValueError) as exc:
+        raise TinyconvError(f"{path} is unreadable ({type(exc).__name__}); run `tinyconv prepare --force`") from None
+    if not _manifest_shape_ok(manifest):
+        raise TinyconvError(f"{path} is not a tinyconv cache manifest (damaged?); run `tinyconv prepare --force`")
     return manifest
+
+
+def _manifest_shape_ok(manifest) -> bool:
+    """Whether `manifest` has the fields the cache checks read (another version's is judged by its version alone)."""
+    if not isinstance(manifest, dict):
+        return False
+    if manifest.get("version") != CACHE_VERSION:
+        return True  # _stale_reason reports the version
+    try:
+        splits = manifest["splits"]
+        fields_ok = all(
+            isinstance(splits[split][key], str) for split in SPLITS for key in ("images", "labels", "files")
+        ) and all(isinstance(splits[split]["count"], int) for split in SPLITS)
+        return fields_ok and isinstance(manifest["source"]["wnids_sha256"], str) and isinstance(
+            manifest["wnids"], list) and isinstance(manifest["names"], list)
+    except (KeyError, TypeError):
+        return False
 
 
 def _stale_reason(root: Path, manifest: dict, splits=SPLITS) -> str | None:
@@ -553,7 +575,11 @@ def prepare(data_dir: Path, force: bool = False, *, workers: int | None = None, 
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise TinyconvError(f"cannot create cache dir {cache}: {exc.strerror or exc}") from None
-    old = _read_manifest(cache) if not force else None
+    try:
+        old = _read_manifest(cache) if not force else None
+    except TinyconvError as exc:  # prepare is the way out of a damaged manifest: rebuild rather than refuse
+        print(f"note: {exc.args[0].split('; run')[0]}; rebuilding the cache", file=sys.stderr, flush=True)
+        old = None
     if old is not None and _stale_reason(root, old) is None and all(
         _check_cache_files(cache, old, split) is None for split in SPLITS
     ):
@@ -561,6 +587,28 @@ def prepare(data_dir: Path, force: bool = False, *, workers: int | None = None, 
     with folder_lock(cache / ".prepare.lock", "dataset cache"):  # a second prepare of this cache fails at once
         remove_temporaries(cache)  # under the lock, every temporary is a dead process's (a killed prepare: ~1.2 GB)
         return _write_cache(root, cache, workers=workers, progress=progress, start=start)
+
+
+def reserve_space(path: Path, name: Path | None = None) -> None:
+    """Allocate every block of a (sparse) file now.
+
+    The image arrays are written through memory maps by the decoding workers. On a full disk a write into a
+    sparse mapped page cannot be refused with an error: the kernel kills the writer with SIGBUS, which takes
+    down a worker (and with it the pool) or the whole process. With the blocks allocated up front a full disk
+    is an ordinary OSError (ENOSPC) here, before any decoding, which prepare reports as one line. `name`: the
+    file to name in that error (the final name of a temporary file).
+    """
+    if not hasattr(os, "posix_fallocate"):  # macOS: no posix_fallocate; the risk stays there
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # file systems that cannot preallocate
+            return
+        raise OSError(exc.errno, exc.strerror, str(name or path)) from None
+    finally:
+        os.close(fd)
 
 
 def _write_cache(root: Path, cache: Path, *, workers: int | None, progress: bool, start: float) -> dict:
@@ -582,6 +630,7 @@ def _write_cache(root: Path, cache: Path, *, workers: int | None, progress: bool
                 images_tmp, mode="w+", dtype=np.uint8, shape=(len(paths), IMAGE_SIZE, IMAGE_SIZE, 3)
             )  # [N, 64, 64, 3], filled by the workers
             del images
+            reserve_space(images_tmp, images_path)
             grayscale = _decode_all(paths, images_tmp, workers=workers, desc=f"prepare {split}", progress=progress)
             with open(temporary_path(labels_path), "wb") as handle:
                 np.save(handle, labels.astype(np.int32))  # a handle: np.save would append .npy to the name
@@ -598,7 +647,9 @@ def _write_cache(root: Path, cache: Path, *, workers: int | None, progress: bool
                 "source_sha256": _source_fingerprint(root, relative, labels),
             }
     except OSError as exc:  # disk full, no permission: the old cache is already invalid, say where
-        raise TinyconvError(f"writing the cache in {cache} failed: {exc}") from None
+        where = f" ({Path(exc.filename).name})" if exc.filename else ""
+        raise TinyconvError(f"writing the cache in {cache} failed{where}: {os_error_reason(exc)}; the dataset is "
+                            f"untouched, run `tinyconv prepare` again once that is fixed{os_error_advice(exc)}") from None
     finally:
         remove_temporaries(cache, os.getpid())
     manifest = {
