@@ -15,7 +15,11 @@ from tinyconv.layers import (  # noqa: E402
     ConvMixerBlock,
     DropPath,
     GroupedConv2D,
+    HaarDWT,
     LayerScale,
+    ResidualBlock,
+    SpaceToDepth,
+    SpatialShuffle,
     SqueezeExcite,
 )
 
@@ -159,6 +163,11 @@ LAYER_CASES = [
         dict(mode="mixed", kernel_size=3, axial_kernel_size=5, se_reduction=2, drop_path=0.1,
              layer_scale_init=0.5, gelu_approximate=True, bn_momentum=0.8, bn_epsilon=1e-3),
     ),
+    # issue 18's variants (their numerics and inverses: tests/test_variants.py)
+    (SpaceToDepth, dict(block_size=3)),
+    (SpatialShuffle, dict()),
+    (HaarDWT, dict()),
+    (ResidualBlock, dict(kernel_size=5, drop_path=0.1, bn_momentum=0.8, bn_epsilon=1e-3)),
 ]
 
 

@@ -253,6 +253,22 @@ def test_grouped_down_fields_only_constrain_the_grouped_conv():
         get_config("tiny", widths=(12, 20, 40))
 
 
+def test_variants_through_the_cli_overrides_and_run_configs(capsys):
+    import json
+
+    from tinyconv.cli import main
+    from tinyconv.models import ModelConfig
+    from tinyconv.overrides import parse_overrides
+
+    assert main(["info", "tiny-down-haar", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["config"]["down"] == "haar" and info["params_total"] == PARAMS["tiny-down-haar"]
+    overrides = parse_overrides(["model.stem=shuffle", "model.down=maxpool"])["model_overrides"]
+    config = get_config("tiny", **overrides)
+    assert (config.stem, config.down) == ("shuffle", "maxpool")
+    assert ModelConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config  # a run's config.json
+
+
 def test_presets_are_regularly_named():
     assert {name for name in PRESETS if name.startswith("tiny-")} == {f"tiny-{v}" for v in VARIANTS}
     for name in NEW_PRESETS:
@@ -270,28 +286,27 @@ import numpy as np
 
 assert keras.backend.backend() == "jax"
 import tinyconv.layers  # noqa: F401  (registers tinyconv's layers for loading)
-from tinyconv.models import build_model
 
 folder = Path(sys.argv[1])
 x = np.load(folder / "x.npy")
 for path in sorted(folder.glob("*.keras")):
     model = keras.saving.load_model(path, safe_mode=True)
     np.save(folder / f"{path.stem}.jax.npy", np.asarray(model(x, training=False)))
-assert build_model("tiny-down-s2d", widths=(8, 16, 32), depths=(1, 1, 1))(x, training=False).shape == (len(x), 200)
 print("ok")
 """
 
 
 def test_variants_give_the_same_logits_under_jax(tmp_path):
     """A .keras file of each new layer saved under TensorFlow loads and predicts the same under JAX (in a
-    process where TensorFlow cannot be imported); two models hold all five new layers between them."""
+    process where TensorFlow cannot be imported); two small ResNets hold the four new layers between them
+    (building a model under JAX on a shared 2-core CPU takes ~20 s, so only these two)."""
     pytest.importorskip("jax")
     x = np.random.default_rng(0).standard_normal((2, 64, 64, 3)).astype("float32")
     np.save(tmp_path / "x.npy", x)
     expected = {}
     models = {
         "shuffle-haar-basic": build_model("resnet-tiny", stem="shuffle", down="haar", **SMALL),
-        "unfold-maxpool": build_model("tiny-stem-unfold", down="maxpool", **SMALL),
+        "unfold-s2d-basic": build_model("resnet-tiny", stem="unfold", down="space_to_depth", **SMALL),
     }
     for name, model in models.items():
         model(x, training=True)  # BN statistics away from their initial values
