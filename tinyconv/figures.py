@@ -145,7 +145,9 @@ def plot_image_grid(images, titles=None, columns: int = 8, title: str = "", size
             ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, color="lime", lw=1.5))
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title above the top row
+    else:
+        fig.tight_layout()
     return fig
 
 
