@@ -281,3 +281,22 @@ def test_block_source_and_labels(tiny_model):
     assert "self.layer_scale(y)" in source
     labels = {analysis.describe_block(b.layer) for b in analysis.find_blocks(tiny_model)}
     assert labels == {"depthwise 9x9", "mixed 1x7+7x1, 3x3", "axial 1x5+5x1"}
+
+
+def test_training_summary_states_chance_error_and_the_selection_caveat():
+    metrics = dict(best_epoch=11, epochs=12, top1=0.664, train_top1=0.805, wall_s=246.0, device="CPU (2 cores)",
+                   images_per_s=268.0, params=385_942)
+    evaluation = dict(classes=10, images=500, top1=0.676, top5=0.972, tta=dict(top1=0.70, top5=0.966))
+    text = analysis.training_summary(metrics, evaluation)
+    assert "val top-1 67.6% ± 2.1%" in text  # sqrt(0.676 * 0.324 / 500)
+    assert "chance 10.0%" in text and "top-5 97.2% (chance 50%)" in text
+    assert "flip test-time augmentation: top-1 70.0%" in text
+    assert "epoch 11 of 12" in text and "optimistic" in text and "4.1 min" in text and "385,942" in text
+    text = analysis.training_summary({**metrics, "params": None}, {**evaluation, "classes": 4, "tta": None})
+    assert "top-4" in text and "test-time" not in text
+
+
+def test_reference_curve_only_for_comparable_runs():
+    assert len(analysis.reference_curve_for("full", 200)) == 100
+    assert analysis.reference_curve_for("reference", 200)[0]["epoch"] == 0
+    assert analysis.reference_curve_for("quick", 10) is None and analysis.reference_curve_for("full", 10) is None

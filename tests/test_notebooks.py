@@ -139,7 +139,7 @@ def test_series_runs_on_real_data_with_the_ci_profile(real_data_dir, tmp_path):
     for name in ("best.keras", "model.keras", "history.csv", "metrics.json", "config.json"):
         assert (train / name).is_file(), name
     figures = {p.stem for p in (out / "figures").glob("*.png")}
-    for expected in ("02_train_samples", "02_val_boxes", "03_stage_costs", "04_history", "05_stem_filters", "05_erf"):
+    for expected in ("02_train_samples", "02_val_boxes", "03_block_diagram", "04_training", "05_stem_filters", "05_erf"):
         assert expected in figures, (expected, sorted(figures))
     assert all(p.stat().st_size > 2000 for p in (out / "figures").glob("*.png"))
 

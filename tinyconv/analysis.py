@@ -562,6 +562,10 @@ def untrained_twin(loaded: TrainedModel):
     """The same preset, built and initialised as its training run started: same config, same seed, no
     training. Comparing with it separates what training changed from what initialisation put there.
 
+    The weights equal the run's starting weights when the backend is the one it trained with (Keras draws
+    initial weights with the backend's random generator); across backends (a JAX-trained model analysed with
+    TensorFlow) they are another draw from the same initialisation, which is what per-block statistics compare.
+
     The config and seed come from the run's config.json (or the metadata the model file carries: preset and
     profile); a bare file without either is taken to be its named preset (`tinyconv_<preset>`) with the
     recipe's default seed.
