@@ -241,3 +241,20 @@ def test_a_failing_commit_run_leaves_the_committed_notebooks_alone(tmp_path, mon
     with pytest.raises(TinyconvError, match="02_bad.ipynb cell 3"):
         notebooks.run_notebooks("ci", book, data_dir=tmp_path / "data", progress=False)
     assert first.read_bytes() == before
+
+
+def test_source_hash_counts_only_files_git_tracks(tmp_path):
+    import subprocess
+
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "a.py").write_text("a = 1\n")
+    (package / "data.csv").write_text("x\n1\n")
+    before = notebooks.source_hash(package)  # not a checkout: every file there
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "add", "pkg/a.py", "pkg/data.csv"], cwd=tmp_path, check=True)
+    (package / "work_in_progress.py").write_text("b = 2\n")  # someone's module, not added yet
+    assert [p.name for p in notebooks.package_files(package)] == ["a.py", "data.csv"]
+    assert notebooks.source_hash(package) == before
+    (package / "a.py").write_text("a = 2\n")  # a tracked file's edit counts
+    assert notebooks.source_hash(package) != before

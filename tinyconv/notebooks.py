@@ -407,17 +407,32 @@ def source_hash(package_dir: Path | None = None) -> str:
     """sha256 of the package source (every `*.py` and the package data `*.csv` of `package_dir`).
 
     Each file contributes its name and its bytes with line endings normalized to LF, so a checkout with
-    CRLF line endings hashes the same. A change to any module changes the hash, so committed outputs made
+    CRLF line endings hashes the same. In a git checkout only files git knows count (package_files), so a
+    module someone has not added yet does not make the stamp differ from a clean checkout's. A change to any module changes the hash, so committed outputs made
     by other code are detected (`stale_outputs`).
     """
     import hashlib
 
     digest = hashlib.sha256()
-    files = sorted(p for pattern in ("*.py", "*.csv") for p in Path(package_dir or PACKAGE_DIR).glob(pattern))
-    for path in files:
+    for path in package_files(Path(package_dir or PACKAGE_DIR)):
         digest.update(path.name.encode() + b"\0")
         digest.update(path.read_bytes().replace(b"\r\n", b"\n") + b"\0")
     return digest.hexdigest()
+
+
+def package_files(package_dir: Path) -> list[Path]:
+    """The `*.py` and `*.csv` files of the package folder, sorted: those git tracks (or has staged) when the
+    folder is in a git checkout, else every one there (an installed copy)."""
+    import subprocess
+
+    on_disk = sorted(p for pattern in ("*.py", "*.csv") for p in package_dir.glob(pattern))
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "--", "*.py", "*.csv"], cwd=package_dir, capture_output=True,
+                                timeout=30, check=True).stdout.decode().split("\0")
+    except (OSError, subprocess.SubprocessError):  # no git, or not a checkout: the folder as it is
+        return on_disk
+    tracked = {Path(name).name for name in listed if name and "/" not in name}
+    return [path for path in on_disk if path.name in tracked] if tracked else on_disk
 
 
 def code_cells_hash(nb) -> str:
