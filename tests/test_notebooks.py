@@ -256,5 +256,8 @@ def test_source_hash_counts_only_files_git_tracks(tmp_path):
     (package / "work_in_progress.py").write_text("b = 2\n")  # someone's module, not added yet
     assert [p.name for p in notebooks.package_files(package)] == ["a.py", "data.csv"]
     assert notebooks.source_hash(package) == before
-    (package / "a.py").write_text("a = 2\n")  # a tracked file's edit counts
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "pkg"], cwd=tmp_path, check=True)
+    assert notebooks.uncommitted_package_changes(package) == []
+    (package / "a.py").write_text("a = 2\n")  # a tracked file's edit counts, and is reported as uncommitted
     assert notebooks.source_hash(package) != before
+    assert notebooks.uncommitted_package_changes(package) == ["a.py"]

@@ -375,6 +375,10 @@ def run_notebooks(profile: str, out, data_dir=None, only=None, progress: bool | 
         # Committed outputs come from a fresh run of the current code: a training run folder left by an
         # earlier commit run would be reused as "complete" instead of trained again.
         run_dir = Path(REPO_ROOT) / "runs" / f"notebooks-{profile}-commit"
+        changed = uncommitted_package_changes()
+        if changed:
+            print(f"note: tinyconv/ differs from the last commit ({', '.join(changed[:5])}): commit those changes with "
+                  "the notebooks, or their stamp will not match a clean checkout", flush=True)
         if run_dir.exists():
             print(f"removing the previous commit run {display_path(run_dir)}", flush=True)
             shutil.rmtree(run_dir)
@@ -433,6 +437,18 @@ def package_files(package_dir: Path) -> list[Path]:
         return on_disk
     tracked = {Path(name).name for name in listed if name and "/" not in name}
     return [path for path in on_disk if path.name in tracked] if tracked else on_disk
+
+
+def uncommitted_package_changes(package_dir: Path | None = None) -> list[str]:
+    """Names of tracked package files whose working copy differs from the last commit (empty outside git)."""
+    import subprocess
+
+    try:
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
+                                cwd=Path(package_dir or PACKAGE_DIR), capture_output=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line[3:].rsplit("/", 1)[-1] for line in status.stdout.decode().splitlines() if line.strip()]
 
 
 def code_cells_hash(nb) -> str:
