@@ -209,7 +209,7 @@ def read_exported_metadata(path, fmt: str | None = None) -> dict | None:
 class ExportedModel:
     """An exported model run by its own runtime: TensorFlow (SavedModel), the TFLite interpreter or ONNX Runtime.
 
-    `logits(images)`: uint8 [N, 64, 64, 3] -> float32 [N, K], in batches of `batch_size`.
+    `logits(images)`: uint8 [N, 64, 64, 3] -> float32 [N, K], in batches of `batch_size`; `run(batch)`: one call.
     Attributes: `path`, `format`, `metadata` (the carried JSON or None), `num_classes`.
     """
 
@@ -261,6 +261,10 @@ class ExportedModel:
         session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         return lambda x: session.run(None, {name: x})[0]
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits of one batch (uint8 [B, 64, 64, 3], C-contiguous) in a single call of the runtime."""
+        return self._run(batch)
 
     def logits(self, images) -> np.ndarray:
         batches = [
