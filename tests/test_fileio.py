@@ -106,3 +106,36 @@ def test_a_damaged_manifest_is_one_line_for_load_split_and_rebuilt_by_prepare(sy
     assert "manifest.json is unreadable (JSONDecodeError); rebuilding the cache" in capsys.readouterr().err
     assert rebuilt["splits"]["train"]["source_sha256"] == manifest["splits"]["train"]["source_sha256"]
     assert len(load_split(data_dir, "val")) == 30
+
+
+def test_weights_that_cannot_fit_are_refused_before_hdf5_starts(tmp_path, monkeypatch):
+    """HDF5 on a full disk floods stderr and crashes at exit (seen on a full tmpfs): save_weights checks the room."""
+    import shutil
+    from collections import namedtuple
+
+    import keras
+
+    from tinyconv.errors import TinyconvError
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    target = tmp_path / "epoch-0001.weights.h5"
+    fileio.save_weights(model, target)  # room enough: saved
+    before = target.read_bytes()
+    assert fileio.weights_file_bytes(model) >= len(before)  # the estimate is an upper bound
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr(model, "save_weights", lambda path: pytest.fail("HDF5 started on a full disk"))
+    with pytest.raises(TinyconvError) as failure:
+        fileio.save_weights(model, target)
+    assert str(failure.value).startswith(f"writing {target} failed: No space left on device (about 0.1 MB needed, "
+                                         "0.0 MB free); the previous version is intact; free some space")
+    assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+
+
+def test_a_library_error_of_many_lines_becomes_one_line():
+    import errno
+
+    hdf5 = OSError(errno.ENOSPC, "Can't close file (file write failed: time = Thu Nov 26 08:21:20 2026\n, "
+                                 "errno = 28, error message = 'No space left on device')")
+    assert fileio.os_error_reason(hdf5) == "No space left on device"
+    assert fileio.os_error_reason(OSError(errno.EACCES, "Permission denied")) == "Permission denied"

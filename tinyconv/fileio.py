@@ -14,6 +14,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -42,8 +43,14 @@ _ADVICE = {errno.ENOSPC: "free some space", errno.EROFS: "the file system is rea
 
 
 def os_error_reason(exc: OSError) -> str:
-    """The OS's words for a failed write ("No space left on device"), without the errno number."""
-    return exc.strerror or str(exc)
+    """The OS's words for a failed write ("No space left on device"), without the errno number, on one line.
+
+    Some libraries put pages into strerror (HDF5: the whole error stack, newlines included); then the errno's
+    own words stand for it."""
+    reason = exc.strerror or str(exc)
+    if "\n" in reason and exc.errno:
+        return os.strerror(exc.errno)
+    return " ".join(reason.split())
 
 
 def os_error_advice(exc: OSError) -> str:
@@ -130,9 +137,36 @@ def read_model_metadata(path) -> dict | None:
 
 
 def save_weights(model, path) -> None:
-    """`model.save_weights` atomically (Keras needs the `.weights.h5` suffix on the temporary name too)."""
+    """`model.save_weights` atomically (Keras needs the `.weights.h5` suffix on the temporary name too).
+
+    The free space is checked first: HDF5 does not fail cleanly on a full disk (a flood of errors from its
+    object destructors, then a segmentation fault at exit, seen on a full tmpfs), so it must not start a file
+    that cannot fit.
+    """
     with atomic_path(path, ".weights.h5") as tmp:
+        need = weights_file_bytes(model)
+        free = shutil.disk_usage(tmp.parent).free
+        if free < need:
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (about {need / 1e6:.1f} MB needed, "
+                                        f"{free / 1e6:.1f} MB free)")
         model.save_weights(tmp)
+
+
+def weights_file_bytes(model) -> int:
+    """An upper estimate of the size of `model.save_weights`' file: the model's and its optimizer's variables,
+    plus HDF5's bookkeeping (measured: under 1 kB per variable; 2 kB is counted) and 64 kB for the file."""
+    variables = list(model.weights)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and getattr(optimizer, "built", False):
+        variables += list(optimizer.variables)
+    total = 64 * 1024
+    for variable in variables:
+        try:
+            itemsize = np.dtype(str(variable.dtype)).itemsize
+        except TypeError:  # bfloat16 and other types numpy does not name: count 4 bytes
+            itemsize = 4
+        total += int(np.prod(variable.shape)) * itemsize + 2048
+    return total
 
 
 def save_figure(fig, path, **savefig_kwargs) -> None:
