@@ -1,6 +1,6 @@
 """The JAX backend, on CPU, in subprocesses with KERAS_BACKEND=jax where `import tensorflow` fails
 (tests/no_tensorflow.py): the `ci` profile end to end (train, evaluate, predict, bench) on the synthetic and
-the real dataset, resume after a real SIGKILL, the same logits from the same weights on both backends with
+the real dataset, resume after a real SIGKILL, data parallel over two forced host devices, the same logits from the same weights on both backends with
 .keras files crossing between them, and the on-device augmentation making the tf.data pipeline's batches.
 
 Each JAX process costs ~10 s to start and ~25 s to compile on a CPU, so the checks share few processes:
@@ -165,6 +165,94 @@ def test_resume_after_sigkill_under_jax_ends_with_each_epoch_once(synthetic_data
     model = keras.saving.load_model(run_dir / "model.keras")  # saved under JAX, loaded here under TensorFlow
     steps = json.loads((run_dir / "config.json").read_text())["steps_per_epoch"]
     assert int(model.optimizer.iterations.numpy()) == epochs * steps  # schedule position carried over
+
+
+# ------------------------------------------------------- data parallel over two (forced) host devices
+
+TWO_DEVICES = "--xla_force_host_platform_device_count=2"  # XLA's CPU client shows two devices, as two GPUs would
+
+
+def test_data_parallel_on_two_devices_matches_one_device_and_resumes(jax_ci_run, synthetic_data_dir, tmp_path):
+    """keras.distribution.DataParallel over 2 devices: the same global batches give the one-device run's
+    history (each epoch's loss is the mean over its 4 steps, the first step's among them, so a first step
+    that differed would show), and a run SIGKILLed after its first epoch resumes to the end."""
+    from tinyconv.callbacks import read_history
+
+    one_dir, _, _ = jax_ci_run  # 2 ci epochs on one device, same recipe
+    run_dir = tmp_path / "two-devices"
+    command = ["train", "--profile", "ci", "--epochs", 2, "--data-dir", synthetic_data_dir, "--out", run_dir]
+    env = {**_jax_env(tmp_path), "XLA_FLAGS": TWO_DEVICES}
+    killed_at = kill_after_first_backup([sys.executable, BLOCKER, "sleepy_cli", *command], run_dir, cwd=REPO,
+                                        env=env, timeout=400)
+    assert killed_at == 1
+    resumed = subprocess.run([sys.executable, str(BLOCKER), "tinyconv", *map(str, command)], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=400)
+    assert f"resuming {run_dir} from epoch 2 of 2" in _ok(resumed).stdout
+
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["backend"] == "jax" and config["devices"] == 2 and config["global_batch"] == 16
+    assert config["dtype_policy"] == "float32" and config["jit_compile"] is True
+    assert config["device"].startswith("2 JAX CPU devices")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["devices"] == 2 and metrics["epochs"] == 2 and not (run_dir / "backup").exists()
+
+    two, one = read_history(run_dir / "history.csv"), read_history(one_dir / "history.csv")
+    assert [row["epoch"] for row in two] == [0, 1]
+    for name in ("loss", "val_loss", "top1", "val_top1"):  # sums over two devices instead of one: rounding only
+        assert [row[name] for row in two] == pytest.approx([row[name] for row in one], rel=1e-5, abs=1e-6), name
+    assert two[1]["loss"] < two[0]["loss"]  # it learned: the comparison is between runs that moved
+
+
+_SPLIT_BATCHES = """
+import json, sys
+
+import jax
+import keras
+import numpy as np
+
+from tinyconv.device_input import DeviceEvalBatches, DeviceTrainBatches
+from tinyconv.recipe import AugmentConfig
+
+assert jax.device_count() == 2
+distribution = keras.distribution.DataParallel(devices=jax.devices())
+rng = np.random.default_rng(0)
+images, labels = rng.integers(0, 256, (40, 64, 64, 3), dtype=np.uint8), rng.integers(0, 5, 40).astype(np.int32)
+for values in json.loads(sys.argv[1]).values():
+    augment = AugmentConfig.from_dict(values)
+    one = DeviceTrainBatches(images, labels, 5, 8, augment, seed=11, start_epoch=3)
+    two = DeviceTrainBatches(images, labels, 5, 8, augment, seed=11, start_epoch=3, distribution=distribution)
+    for step in range(4):
+        for single, split in zip(one[step], two[step]):
+            assert np.array_equal(np.asarray(single), np.asarray(split))  # the same batch, bit for bit
+            layout = distribution.get_data_layout(split.shape).backend_layout
+            assert split.sharding == layout and len(split.addressable_shards) == 2
+            assert split.addressable_shards[0].data.shape[0] == 4  # each device made its half
+            # what Keras does with each batch under a distribution: here it returns the array as it is (no copy)
+            assert jax.make_array_from_process_local_data(layout, split) is split
+evaluation = DeviceEvalBatches(images, labels, 5, 16, distribution)
+assert [int(x.shape[0]) for x, _ in (evaluation[i] for i in range(len(evaluation)))] == [16, 16, 8]
+print("split batches equal")
+"""
+
+
+def test_data_parallel_batches_are_the_one_device_batches_made_in_halves(tmp_path):
+    (tmp_path / "split_batches.py").write_text(_SPLIT_BATCHES)
+    completed = subprocess.run(
+        [sys.executable, str(BLOCKER), "split_batches", json.dumps(AUGMENTS)], cwd=REPO,
+        env={**_jax_env(tmp_path), "XLA_FLAGS": TWO_DEVICES}, capture_output=True, text=True, timeout=300,
+    )
+    assert "split batches equal" in _ok(completed).stdout
+
+
+def test_data_parallel_refuses_a_batch_that_does_not_split(synthetic_data_dir, tmp_path):
+    completed = subprocess.run(
+        [sys.executable, str(BLOCKER), "tinyconv", "train", "--profile", "ci", "--set", "batch_size=15",
+         "--data-dir", str(synthetic_data_dir), "--out", str(tmp_path / "odd")],
+        cwd=REPO, env={**_jax_env(), "XLA_FLAGS": TWO_DEVICES}, capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 1, completed.stderr[-2000:]
+    assert "tinyconv: error: the global batch_size of 15 does not split evenly over 2 devices" in completed.stderr
+    assert "Traceback" not in completed.stderr
 
 
 # ------------------------------------------------- one JAX script: cross-backend logits, augmentation

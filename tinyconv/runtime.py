@@ -8,7 +8,8 @@ process's stderr pointed at /dev/null; Python exceptions are unaffected. Set TIN
 
 Every question about the backend and the device goes through this module: `backend()`, `has_gpu()` (the
 layers' fast-path choice, the notebooks' `auto` profile, XLA), `precision_policy`, `use_jit` /
-`default_jit_compile`, `device_count`, `distribution_scope` and `describe_device`, for TensorFlow and JAX.
+`default_jit_compile`, `device_count`, `data_parallel`, `distribution_scope`, `fit_scope` and `describe_device`,
+for TensorFlow and JAX.
 
 Keras and TensorFlow are imported inside the functions, not at the top: this module must load before
 TensorFlow so that `quiet_tensorflow` can hide its start-up, and `tinyconv --help` imports it.
@@ -121,6 +122,8 @@ def describe_device() -> str:
     if gpus:
         names = sorted({name for name, _ in gpus})
         return f"{len(gpus)}x {', '.join(names)}"
+    if backend() == "jax" and len(_jax_devices()) > 1:  # forced host devices (XLA_FLAGS), as in the tests
+        return f"{len(_jax_devices())} JAX CPU devices on {os.cpu_count()} cores"
     return f"CPU ({os.cpu_count()} cores)"
 
 
@@ -147,48 +150,101 @@ def use_mixed_precision(setting: str) -> bool:
 
 
 def default_jit_compile() -> bool:
-    """The XLA setting for `model.compile(jit_compile=...)`: False on CPU, True on GPU.
+    """The XLA setting for `model.compile(jit_compile=...)`: on JAX always True; on TensorFlow False on a CPU,
+    True on a GPU.
 
-    On CPU XLA compiles depthwise and grouped convolutions into slow generic loops: the seed model trained
-    at 3.3 img/s with XLA against 50 img/s without (docs/performance.md). On GPU XLA is the usual win for
-    these element-wise-heavy blocks. JAX always compiles with XLA (Keras ignores the setting there).
+    TensorFlow on a CPU: XLA compiles depthwise and grouped convolutions into slow generic loops: the seed
+    model trained at 3.3 img/s with XLA against 50 img/s without (docs/performance.md). On a GPU XLA is the
+    usual win for these element-wise-heavy blocks. JAX: see use_jit.
     """
-    return has_gpu()
+    return True if backend() == "jax" else has_gpu()
 
 
 def use_jit(setting: str) -> bool:
-    """The recipe's jit_compile setting ("auto" | "on" | "off") for this machine."""
+    """The recipe's jit_compile setting ("auto" | "on" | "off") for this machine; always True on JAX.
+
+    JAX has no compiler but XLA, so Keras' `jit_compile=False` there does not mean "without XLA": it means
+    the train step runs op by op, each op dispatched as its own small XLA program. That is several times
+    slower even on one device, and with several devices it hangs: every op on a sharded array is its own
+    multi-device program, and with asynchronous dispatch on XLA's CPU client the two participants of an
+    all-reduce never met (2 forced host devices, the `ci` profile; benchmarks/jax_eager_data_parallel.py,
+    docs/gpu.md). So on JAX the step is always one jitted program, whatever the recipe says.
+    """
+    if backend() == "jax":
+        return True
     return default_jit_compile() if setting == "auto" else setting == "on"
 
 
+def _jax_devices() -> list:
+    import jax
+
+    return jax.devices()  # every process's devices: the accelerators if there are any, else the CPU's
+
+
 def device_count() -> int:
-    """The accelerators data-parallel training spreads the batch over (1 on a CPU, and 1 on JAX, see below)."""
+    """The devices data-parallel training spreads the global batch over.
+
+    JAX: every device JAX sees (its GPUs, or its CPU devices: one, unless XLA_FLAGS asks for more with
+    --xla_force_host_platform_device_count, as the tests do). TensorFlow: its GPUs (MirroredStrategy), else 1.
+    """
     if backend() == "jax":
-        return 1
+        return len(_jax_devices())
     if _tensorflow_backend():
         return max(1, len(quiet_tensorflow().config.list_physical_devices("GPU")))
     return 1
 
 
-def distribution_scope():
-    """The context in which to build and compile a model for data-parallel training over every GPU.
+_data_parallel = None  # one DataParallel per process: the model's variables and each batch share its mesh
 
-    TensorFlow: a MirroredStrategy's scope over several GPUs (one host). JAX: one device for now. The
-    intended engine is keras.distribution.DataParallel, but with the on-device input (the cache and each
-    batch on the first device) a 2-device run hung in an all-gather when tried on forced host devices
-    (XLA_FLAGS=--xla_force_host_platform_device_count=2); until that is solved and tested, a JAX run uses
-    its first device and says so. TensorFlow's MultiWorkerMirroredStrategy is broken under Keras 3
-    (keras-team/keras#20585).
+
+def data_parallel():
+    """On JAX with several devices, the `keras.distribution.DataParallel` over all of them; else None.
+
+    Each device holds a replica of the variables and 1/n of every global batch; XLA sums the gradients
+    (and BatchNorm's batch statistics) over the devices inside the compiled step, so a step computes what
+    one device computes on the same global batch. One process only: several hosts would each have to feed
+    their slice of the global batch (docs/gpu.md says what is missing); that is refused in one line.
+    """
+    global _data_parallel
+    if backend() != "jax":
+        return None
+    devices = _jax_devices()
+    if len(devices) < 2:
+        return None
+    import jax
+
+    if jax.process_count() > 1:
+        raise TinyconvError(f"training over {jax.process_count()} JAX processes is not supported yet: the "
+                            "on-device input feeds one process's devices (docs/gpu.md, several hosts)")
+    if _data_parallel is None or list(_data_parallel.device_mesh.devices.flat) != devices:
+        import keras
+
+        _data_parallel = keras.distribution.DataParallel(devices=devices)
+    return _data_parallel
+
+
+def distribution_scope():
+    """The context in which to build and compile a model for data-parallel training over every device.
+
+    TensorFlow: a MirroredStrategy's scope over several GPUs (one host); its MultiWorkerMirroredStrategy
+    is broken under Keras 3 (keras-team/keras#20585). JAX: the scope of `data_parallel()` when there are
+    several devices (the variables are created replicated on each), else nothing.
     """
     if backend() == "jax":
-        gpus = _jax_gpus()
-        if len(gpus) > 1:
-            print(f"note: training on 1 of {len(gpus)} GPUs: data-parallel training on JAX is not verified yet "
-                  "(docs/gpu.md)", flush=True)
-        return contextlib.nullcontext()
+        distribution = data_parallel()
+        return distribution.scope() if distribution is not None else contextlib.nullcontext()
     if not _tensorflow_backend():
         return contextlib.nullcontext()
     tf = quiet_tensorflow()
     if len(tf.config.list_physical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy().scope()
     return tf.distribute.get_strategy().scope()
+
+
+def fit_scope():
+    """The context in which to run `model.fit`: on JAX the same distribution as distribution_scope(), since
+    Keras reads it when it places each batch and compiles the step; elsewhere nothing (a TensorFlow model
+    carries its strategy)."""
+    if backend() == "jax":
+        return distribution_scope()
+    return contextlib.nullcontext()

@@ -318,9 +318,10 @@ def input_data(plan: RunPlan, data: RunData, start_epoch: int) -> tuple:
         return train, val, []
     from tinyconv.device_input import DeviceEvalBatches, DeviceTrainBatches
 
+    distribution = runtime.data_parallel()  # None on one device; else each batch is split over the devices
     train = DeviceTrainBatches(data.train_images, data.train_labels, num_classes, config.batch_size,
-                               config.augment, config.seed, start_epoch=start_epoch)
-    val = DeviceEvalBatches(data.val_images, data.val_labels, num_classes, config.batch_size)
+                               config.augment, config.seed, start_epoch=start_epoch, distribution=distribution)
+    val = DeviceEvalBatches(data.val_images, data.val_labels, num_classes, config.batch_size, distribution)
     return train, val, [train.epoch_callback()]
 
 
@@ -334,14 +335,15 @@ def fit(model, plan: RunPlan, data: RunData, backup: ResumableBackup, callbacks:
         print(f"resuming {run_dir}: no completed epoch was backed up, starting at epoch 1", flush=True)
     start = time.perf_counter()
     try:
-        model.fit(
-            train_data,
-            validation_data=val_data,
-            epochs=config.epochs,
-            callbacks=input_callbacks + callbacks,
-            verbose=1 if sys.stdout.isatty() else 2,
-            shuffle=False,  # the inputs reshuffle every epoch themselves
-        )
+        with runtime.fit_scope():  # JAX: Keras places each batch and compiles the step for the distribution
+            model.fit(
+                train_data,
+                validation_data=val_data,
+                epochs=config.epochs,
+                callbacks=input_callbacks + callbacks,
+                verbose=1 if sys.stdout.isatty() else 2,
+                shuffle=False,  # the inputs reshuffle every epoch themselves
+            )
     except KeyboardInterrupt:
         done = len(read_history(run_dir / "history.csv"))
         print(f"\ninterrupted after {done} completed epoch(s); run the same command again to resume {run_dir}",
