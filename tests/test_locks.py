@@ -142,3 +142,21 @@ def test_a_resumed_run_removes_the_temporaries_a_killed_one_left(tmp_path, synth
     metrics = train(profile="ci", data_dir=synthetic_data_dir, out=run_dir, overrides={"epochs": 2})
     assert metrics["epochs"] == 2
     assert not any(path.exists() for path in stale)
+
+
+_HOLD_ON_A_FULL_DISK = """
+import resource, signal, sys
+from tinyconv.locks import folder_lock
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)       # a write past the limit fails with EFBIG instead of a signal
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))   # no file may grow: every write fails for real, as on a full disk
+with folder_lock(sys.argv[1], "test"):
+    print("held", flush=True)
+print("released", flush=True)
+"""
+
+
+def test_a_lock_is_taken_and_released_when_its_holder_details_cannot_be_written(tmp_path):
+    result = subprocess.run([sys.executable, "-c", _HOLD_ON_A_FULL_DISK, str(tmp_path / "x.lock")], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["held", "released"] and (tmp_path / "x.lock").read_text() == ""

@@ -39,7 +39,7 @@ def remove_temporaries(folder, pid: int | None = None) -> None:
 
 _ADVICE = {errno.ENOSPC: "free some space", errno.EROFS: "the file system is read-only",
            errno.EACCES: "check its permissions", errno.EPERM: "check its permissions",
-           errno.EDQUOT: "the disk quota is full"}
+           errno.EDQUOT: "the disk quota is full", errno.EFBIG: "the file size limit (ulimit -f) is reached"}
 
 
 def os_error_reason(exc: OSError) -> str:

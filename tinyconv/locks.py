@@ -69,14 +69,19 @@ def folder_lock(path, what: str):
         if previous.get("pid") and previous.get("pid") != os.getpid():
             print(f"note: taking over the {what} lock {path} left by {_describe(previous)}, which is no longer running",
                   file=sys.stderr, flush=True)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}))
-        handle.flush()
+        # the holder's details go straight to the file descriptor: a buffered write that fails (disk full) would
+        # fail again when the file is closed
+        fd = handle.fileno()
+        holder = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder.encode("utf-8"), 0)
+        except OSError:
+            # A full disk (or quota): the flock holds all the same, only a refused process could not name this
+            # one; the writes the work itself makes report the disk, as one line naming their file.
+            pass
         try:
             yield
         finally:
-            handle.seek(0)
-            handle.truncate()  # an empty lock file: released normally, nothing to take over
-            handle.flush()
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            os.ftruncate(fd, 0)  # an empty lock file: released normally, nothing to take over
+            fcntl.flock(fd, fcntl.LOCK_UN)
