@@ -17,6 +17,7 @@ block's stem and down convs are followed by `*_bn`, `*_relu`. The defaults build
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -348,13 +349,14 @@ def _block_macs(config: ModelConfig, s: int, size: int, c: int) -> int:
     return macs
 
 
+@functools.lru_cache(maxsize=16)  # ~0.3 s of numpy per call; stage_plan runs on every build and info
 def shuffle_stem_field(image_size: int, kernel: int, stride: int) -> int:
     """The receptive field of the shuffle stem: the largest extent (rows or cols, input pixels) over its
     output units of the pixels one unit sees, through x and through the parity-shuffled copy.
 
     The shuffled copy is a global permutation (tinyconv.layers.spatial_shuffle), so a k x k window of it holds
     pixels from across the image: at 64x64 with the 5x5 stride-2 stem the field is the whole image. Computed
-    from the permutation itself ("same" padding as Keras: pad (k - 1 + ...) // 2 before).
+    from the permutation itself, with Keras' "same" padding (max((out - 1) * stride + k - H, 0) // 2 before).
     """
     h = image_size
     # perm[r, c] = the flat index of the original pixel the shuffled image holds at (r, c)
@@ -377,7 +379,8 @@ def shuffle_stem_field(image_size: int, kernel: int, stride: int) -> int:
 
 def _stem_entry(config: ModelConfig) -> dict:
     """The stem's plan entry; `rearrange` names its parameter-free layer (None for the conv stem), `kernel`
-    and `conv_stride` its conv, `stride` the whole stem's."""
+    and `conv_stride` its conv, `stride` the whole stem's; `local_field` is the receptive field through the
+    unshuffled pixels alone (the receptive field except for the shuffle stem)."""
     k, stride, c = config.stem_kernel, config.stem_stride, config.widths[0]
     size = -(-config.image_size // stride)
     entry = dict(name="stem", kind="stem", stem=config.stem, prefixes=("stem_",), width=c, stride=stride,
@@ -385,16 +388,16 @@ def _stem_entry(config: ModelConfig) -> dict:
     if config.stem in ("space_to_depth", "unfold"):
         # stride x stride pixels to channels (rf stride, jump stride), then the conv at stride 1 on that grid
         kernel = k if config.stem == "space_to_depth" else 1
-        rf, jump = _conv_field(*_conv_field(1, 1, stride, stride), kernel)
+        rf, _ = _conv_field(*_conv_field(1, 1, stride, stride), kernel)
         macs = size * size * kernel**2 * 3 * stride**2 * c
-        return dict(entry, rearrange=config.stem, kernel=kernel, conv_stride=1, macs=macs, receptive_field=rf)
-    rf, jump = _conv_field(1, 1, k, stride)
-    channels = 3
-    if config.stem == "shuffle":
-        channels = 6  # x and its shuffled copy
-        rf = max(rf, shuffle_stem_field(config.image_size, k, stride))
-    return dict(entry, rearrange="shuffle" if config.stem == "shuffle" else None, kernel=k, conv_stride=stride,
-                macs=size * size * k**2 * channels * c, receptive_field=rf)
+        return dict(entry, rearrange=config.stem, kernel=kernel, conv_stride=1, macs=macs, receptive_field=rf,
+                    local_field=rf)
+    local, _ = _conv_field(1, 1, k, stride)
+    if config.stem == "shuffle":  # x and its shuffled copy: 6 channels
+        return dict(entry, rearrange="shuffle", kernel=k, conv_stride=stride, macs=size * size * k**2 * 6 * c,
+                    receptive_field=max(local, shuffle_stem_field(config.image_size, k, stride)), local_field=local)
+    return dict(entry, rearrange=None, kernel=k, conv_stride=stride, macs=size * size * k**2 * 3 * c,
+                receptive_field=local, local_field=local)
 
 
 def _down_entry(config: ModelConfig, s: int, size: int, c_in: int, rf: int, jump: int) -> dict:
@@ -436,17 +439,16 @@ def stage_plan(config: ModelConfig) -> list[dict]:
     Every entry: name, kind ("stem" | "down" | "stage" | "head"), prefixes (of its layer names), width (output
     channels or classes), output_shape, macs (per image) and receptive_field (theoretical, input pixels).
     stem/down add stem/down (the variant), rearrange (the parameter-free layer's variant, or None), kernel
-    (of the conv), stride, and conv_stride (stem) or groups (down); a stage adds block, mode, kernel_size,
-    axial_kernel_size, se_reduction and drop_path (the rate of each of its blocks, rising linearly over the
-    whole model).
+    (of the conv), stride, and conv_stride and local_field (stem) or groups (down); a stage adds block, mode,
+    kernel_size, axial_kernel_size, se_reduction and drop_path (the rate of each of its blocks, rising
+    linearly over the whole model).
     """
     stem = _stem_entry(config)
     plan = [stem]
     size, c = stem["output_shape"][0], config.widths[0]
-    # The shuffle stem's field already spans (up to) the image; later layers cannot see less than it.
-    floor = stem["receptive_field"] if config.stem == "shuffle" else 0
-    rf = _conv_field(1, 1, config.stem_kernel, config.stem_stride)[0] if config.stem == "shuffle" else stem[
-        "receptive_field"]
+    # rf grows through the local (unshuffled) path; the shuffle stem's field already spans (up to) the image,
+    # and no later unit sees less than the stem units under it.
+    rf, floor = stem["local_field"], stem["receptive_field"]
     jump = config.stem_stride
     total_blocks, first_block = sum(config.depths), 0
     for s in range(config.num_stages):
