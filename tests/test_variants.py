@@ -231,6 +231,24 @@ def test_variant_backpropagates_and_round_trips(name, tmp_path):
     assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
 
 
+def test_variants_under_mixed_float16():
+    """The Haar filters are cast to the compute dtype; float16 sub-bands and blocks give finite float32 logits."""
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = build_model("resnet-tiny", stem="shuffle", down="haar", **SMALL)
+        assert model.get_layer("down1_haar").compute_dtype == "float16"
+        x = np.random.default_rng(0).standard_normal((2, 64, 64, 3)).astype("float32")
+        logits = model(x, training=False)
+        assert keras.backend.standardize_dtype(logits.dtype) == "float32"
+        assert np.all(np.isfinite(np.asarray(logits)))
+        bands = HaarDWT(dtype="mixed_float16")(x)
+        assert keras.backend.standardize_dtype(bands.dtype) == "float16"
+        np.testing.assert_allclose(np.asarray(bands, "float32"), np.asarray(haar_dwt(x)), atol=1e-2)
+    finally:
+        keras.config.set_dtype_policy(policy)
+
+
 @pytest.mark.parametrize(
     "overrides,needle",
     [
