@@ -172,3 +172,11 @@ def test_plot_augmentations_by_profile_titles_each_profile():
     titles = [ax.get_title() for ax in fig.axes[:3]]
     assert titles[:2] == ["original", "quick:\ncrop+flip"]  # one op per line
     assert titles[2].split("\n") == ["full:", "crop+flip", "jitter p=0.8", "cutout p=0.7", "mix p=1"]
+
+
+def test_plot_block_diagram_names_variant_parts():
+    text = _texts(tinyfigures.plot_block_diagram("resnet-small"))
+    assert "maxpool" in text and "ResNet basic" in text and "grouped conv" not in text
+    assert "ResNet basic block (He et al., 2016)" in text and "gamma" not in text
+    text = _texts(tinyfigures.plot_block_diagram("tiny-down-haar"))
+    assert "haar" in text and "mixed, SE/8" in text

@@ -407,10 +407,18 @@ def plot_block_diagram(config):
     texts, colors = [f"input\n{config.image_size}x{config.image_size}x3"], [_KIND_COLORS["input"]]
     for entry in plan:
         shape = "x".join(str(n) for n in entry["output_shape"])
-        if entry["kind"] == "stem":
+        # variant presets (tinyconv.models: stem, down and block fields) name their parts instead
+        if entry["kind"] == "stem" and entry.get("stem", "conv") != "conv":
+            text = f"stem\n{entry['stem'].replace('_', ' ')}\n/{entry['stride']}\n{shape}"
+        elif entry["kind"] == "stem":
             text = f"stem\nconv {entry['kernel']}x{entry['kernel']}/{entry['stride']}\nGELU, BN\n{shape}"
+        elif entry["kind"] == "down" and entry.get("down", "grouped_conv") != "grouped_conv":
+            text = f"{entry['name']}\n{entry['down'].replace('_', ' ')}\n/2\n{shape}"
         elif entry["kind"] == "down":
             text = f"{entry['name']}\ngrouped conv\n{entry['kernel']}x{entry['kernel']}/2, g={entry['groups']}\n{shape}"
+        elif entry["kind"] == "stage" and entry.get("block", "convmixer") == "basic":
+            depth = config.depths[int(entry["name"].removeprefix("stage")) - 1]
+            text = f"{entry['name']}: {depth} x\nResNet basic\nblock\n{shape}"
         elif entry["kind"] == "stage":
             k, a, mode = entry["kernel_size"], entry["axial_kernel_size"], entry["mode"]
             mixer = {"depthwise": f"{k}x{k}", "axial": f"1x{a}+{a}x1", "mixed": f"1x{a}+{a}x1\n+ {k}x{k}"}[mode]
@@ -421,8 +429,13 @@ def plot_block_diagram(config):
             text = f"head\navg pool\n+ dense\n{entry['width']} logits"
         texts.append(text)
         colors.append(_KIND_COLORS[entry["kind"]])
+    basic = all(entry.get("block", "convmixer") == "basic" for entry in plan if entry["kind"] == "stage")
     block = ["x", "spatial mix\n(per stage)\nGELU, BN", "squeeze-\nexcite\n(if SE)", "x gamma\n(layer\nscale)",
              "+ x\n(residual)", "1x1 conv\nGELU, BN", "next\nblock"]
+    if basic:
+        block = ["x", "kxk conv\nBN, ReLU", "kxk conv\nBN", "+ x\n(residual)", "ReLU", "next\nblock"]
+    add = next(i for i, text in enumerate(block) if text.startswith("+ x"))
+    block_colors = ["0.92"] + ["#d9ead3"] * (add - 1) + ["#fff2cc"] + ["#d9ead3"] * (len(block) - add - 2) + ["0.92"]
     width = max(len(texts), len(block))
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(1.35 * width, 8), 4.6),
                                       gridspec_kw=dict(height_ratios=[1.15, 1]))
@@ -433,12 +446,13 @@ def plot_block_diagram(config):
     _box_row(top, 0.0, texts, colors, height=1.05)
     top.set_title(f"{config.name}: the stage plan build_model builds (output shape under each box)", fontsize=10)
     bottom.set_ylim(-0.75, 1.0)
-    _box_row(bottom, -0.1, block, ["0.92"] + ["#d9ead3"] * 3 + ["#fff2cc", "#d9ead3", "0.92"], height=0.85)
+    _box_row(bottom, -0.1, block, block_colors, height=0.85)
     # the residual path: x skips the spatial branch and is added back before the channel mixer
-    bottom.annotate("", (4.5, 0.33), (0.5, 0.33), arrowprops=dict(arrowstyle="->", color="tab:blue", lw=1.2,
-                                                                   connectionstyle="bar,fraction=-0.12"))
-    bottom.text(2.5, 0.5, "residual: x is added back unchanged", ha="center", fontsize=8, color="tab:blue")
-    bottom.set_title("one ConvMixerBlock (Trockman & Kolter, 2022): spatial mixing, then channel mixing", fontsize=10)
+    bottom.annotate("", (add + 0.5, 0.33), (0.5, 0.33), arrowprops=dict(arrowstyle="->", color="tab:blue", lw=1.2,
+                                                                         connectionstyle="bar,fraction=-0.12"))
+    bottom.text(add / 2 + 0.5, 0.5, "residual: x is added back unchanged", ha="center", fontsize=8, color="tab:blue")
+    bottom.set_title("one ResNet basic block (He et al., 2016)" if basic else
+                     "one ConvMixerBlock (Trockman & Kolter, 2022): spatial mixing, then channel mixing", fontsize=10)
     fig.tight_layout()
     return fig
 
