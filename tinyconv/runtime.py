@@ -165,9 +165,9 @@ def use_jit(setting: str) -> bool:
 
     JAX has no compiler but XLA, so Keras' `jit_compile=False` there does not mean "without XLA": it means
     the train step runs op by op, each op dispatched as its own small XLA program. That is several times
-    slower even on one device, and with several devices it hangs: every op on a sharded array is its own
-    multi-device program, and with asynchronous dispatch on XLA's CPU client the two participants of an
-    all-reduce never met (2 forced host devices, the `ci` profile; benchmarks/jax_eager_data_parallel.py,
+    slower even on one device, and with several devices it hung: every op on a sharded array is its own
+    multi-device program, and on XLA's CPU client the two participants of an all-reduce never met (5 of 6
+    runs on 2 forced host devices; jitted, 5 of 5 completed; benchmarks/jax_eager_data_parallel.py,
     docs/gpu.md). So on JAX the step is always one jitted program, whatever the recipe says.
     """
     if backend() == "jax":
