@@ -140,6 +140,15 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from tinyconv.sweep import load_spec, run_sweep  # Ray is imported only once trials run
+
+    spec = load_spec(args.spec)
+    out = Path(args.out) if args.out else Path("runs") / "sweeps" / Path(args.spec).stem
+    run_sweep(spec, out, data_dir=_data_dir(args), address=args.address, num_cpus=args.num_cpus)
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from tinyconv.inference import evaluate, format_evaluation  # imports TensorFlow: only for this subcommand
 
@@ -300,6 +309,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data_dir_arg(p)
 
+    p = add("sweep", cmd_sweep, "train every trial of a sweep file on Ray Tune (resumable); writes "
+            "DIR/<trial>/ run folders, DIR/results.csv and DIR/results.md")
+    p.add_argument("spec", help="a sweep file (TOML: profile, seeds, [budget], [base], [grid] and/or "
+                                "[[trials]]; docs/experiments.md)")
+    p.add_argument("--out", metavar="DIR", help="the sweep folder (default: runs/sweeps/<spec name>)")
+    p.add_argument("--address", help="an existing Ray cluster (e.g. 10.0.0.5:6379 or auto); default: start "
+                                     "Ray on this machine for the sweep and stop it at the end")
+    p.add_argument("--num-cpus", type=int, metavar="N",
+                   help="CPUs Ray may use on this machine (default: all); a CPU-only machine runs one trial "
+                        "at a time on them")
+    data_dir_arg(p)
+
     p = add("evaluate", cmd_evaluate, "top-1, top-5 and per-class accuracy of a saved model on val")
     p.add_argument("model", help="a .keras file or a run folder")
     p.add_argument("--no-tta", action="store_true", help="skip the horizontal-flip test-time augmentation")
@@ -345,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # These never import TensorFlow, so they start in a fraction of a second.
-_COMMANDS_WITHOUT_TENSORFLOW = {"download", "verify", "prepare", "notebooks"}
+_COMMANDS_WITHOUT_TENSORFLOW = {"download", "verify", "prepare", "notebooks", "sweep"}  # sweep: in Ray's workers
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -708,3 +708,100 @@ def plot_localization_metrics(groups: dict, baseline: dict | None = None, title:
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
+
+
+# --------------------------------------------------------------------------------------------- sweeps (06)
+
+
+SWEEP_COSTS = (("params", "parameters", False), ("macs", "MACs per image", False),
+               ("train_img_s", "train images/s", True))
+
+
+def plot_sweep_costs(summary: list[dict], baseline: str | None = None):
+    """Mean val top-1 of each sweep variant (tinyconv.sweep.variant_summary) against its parameters, MACs and
+    train images/s, error bars one seed sd, the Pareto front (no variant both cheaper and more accurate;
+    for images/s, faster) joined by a line and labelled."""
+    from tinyconv.sweep import pareto_front
+
+    fig = Figure(figsize=(13, 4.2), layout="constrained")
+    axes = fig.subplots(1, len(SWEEP_COSTS), sharey=True)
+    for ax, (key, label, higher_better) in zip(axes, SWEEP_COSTS):
+        entries = [s for s in summary if isinstance(s.get(key), (int, float))]
+        xs = np.array([s[key] for s in entries], dtype=float)
+        ys = np.array([100 * s["top1"] for s in entries])
+        errors = [100 * s["sd"] if s["sd"] is not None else 0.0 for s in entries]
+        ax.errorbar(xs, ys, yerr=errors, fmt="o", color="0.55", ms=4, capsize=2, lw=0.8, label="variant (± sd)")
+        front = pareto_front([(-x if higher_better else x, y) for x, y in zip(xs, ys)])
+        front.sort(key=lambda i: xs[i])
+        ax.plot(xs[front], ys[front], "o-", color="C3", ms=6, lw=1.2, label="Pareto front")
+        for i in front:
+            ax.annotate(_shorten(entries[i]["variant"], 22), (xs[i], ys[i]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+        for i, s in enumerate(entries):
+            if s["variant"] == baseline:
+                ax.plot(xs[i], ys[i], "s", mfc="none", mec="C0", ms=10, label=f"baseline ({_shorten(baseline, 18)})")
+        if len(xs) and xs.min() > 0 and xs.max() / xs.min() > 8:  # a log axis only where costs span decades
+            ax.set_xscale("log")
+        ax.set_xlabel(label + (" (higher is better)" if higher_better else " (lower is better)"))
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("val top-1 % (mean over seeds)")
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle("Accuracy against cost, one point per variant")
+    return fig
+
+
+def plot_accuracy_vs_setting(series: list[tuple], base_rows: list[dict], xlabel: str, title: str = ""):
+    """Val top-1 of each trial against one model setting (tinyconv.sweep.setting_series: (value, row)
+    pairs), each seed a dot and the mean a line; the base variant (with its own setting) as a grey band of
+    mean ± sd when `base_rows` is not empty."""
+    fig = Figure(figsize=(6.2, 3.8), layout="constrained")
+    ax = fig.subplots()
+    values = sorted({value for value, _ in series})
+    for value, row in series:
+        ax.plot(value, 100 * row["top1"], "o", color="C0", alpha=0.6, ms=5)
+    means = [100 * np.mean([row["top1"] for v, row in series if v == value]) for value in values]
+    ax.plot(values, means, "-", color="C0", lw=1.5, label="mean over seeds (dots: seeds)")
+    if base_rows:
+        top1 = 100 * np.array([row["top1"] for row in base_rows])
+        spread = top1.std(ddof=1) if len(top1) > 1 else 0.0
+        ax.axhspan(top1.mean() - spread, top1.mean() + spread, color="0.85", zorder=0)
+        ax.axhline(top1.mean(), color="0.5", lw=1, ls="--", label="base variant (mean ± sd)")
+    ax.set_xticks(values)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("val top-1 %")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_variant_spread(rows: list[dict], comparisons: list[dict], variants: list[str] | None = None):
+    """Each variant's trials (one dot per seed) and mean (bar), sorted by mean, against the baseline's mean
+    and the ± 2 x noise band of a difference (tinyconv.sweep.compare_to_baseline); variants whose difference
+    exceeds it are drawn in colour."""
+    compared = {c["variant"]: c for c in comparisons if variants is None or c["variant"] in variants}
+    by_variant: dict[str, list[float]] = {}
+    for row in rows:
+        if row["variant"] in compared and row.get("top1") is not None:
+            by_variant.setdefault(row["variant"], []).append(100 * row["top1"])
+    order = sorted(by_variant, key=lambda name: np.mean(by_variant[name]))
+    fig = Figure(figsize=(7.5, 0.9 + 0.32 * len(order)), layout="constrained")
+    ax = fig.subplots()
+    baseline = next(iter(compared.values()))["baseline"] if compared else None
+    if baseline in by_variant:
+        base_mean = np.mean(by_variant[baseline])
+        noise = compared[baseline]["noise"]
+        if noise is not None:
+            ax.axvspan(base_mean - 200 * noise, base_mean + 200 * noise, color="0.9", zorder=0,
+                       label="baseline ± 2 x noise of a difference")
+        ax.axvline(base_mean, color="0.4", ls="--", lw=1, label=f"baseline ({_shorten(baseline, 20)})")
+    for y, name in enumerate(order):
+        colour = "C3" if compared[name]["exceeds"] else "C0" if name != baseline else "0.3"
+        ax.plot(by_variant[name], [y] * len(by_variant[name]), "o", color=colour, alpha=0.7, ms=5)
+        ax.plot([np.mean(by_variant[name])] * 2, [y - 0.3, y + 0.3], "-", color=colour, lw=2)
+    ax.set_yticks(range(len(order)), [_shorten(name, 28) for name in order], fontsize=8)
+    ax.set_xlabel("val top-1 % (dots: seeds, bar: mean; red: beyond the noise)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    return fig

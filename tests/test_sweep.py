@@ -1,0 +1,249 @@
+"""tinyconv sweep: the spec file and its one-line errors, the results helpers, a real sweep on Ray Tune that is
+SIGKILLed and resumed without rerunning its finished trial and leaves no Ray process behind, and notebook 06."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tinyconv import sweep
+from tinyconv.cli import main
+from tinyconv.errors import TinyconvError
+
+REPO = Path(__file__).resolve().parents[1]
+CI_SPEC = REPO / "experiments" / "ci.toml"
+
+
+def _spec(tmp_path, text: str, name: str = "spec.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- spec
+
+
+GOOD = """
+profile = "ci"
+seeds = [0, 1]
+[budget]
+epochs = 2
+[base]
+lr = 2e-3
+[[trials]]
+name = "base"
+[[trials]]
+preset = "seed"
+[grid]
+"model.kernel_sizes" = [[5, 3, 3], [7, 3, 3]]
+model.se_reductions = [0]
+"""
+
+
+def test_spec_expands_trials_with_typed_overrides_seed_by_seed(tmp_path):
+    spec = sweep.load_spec(_spec(tmp_path, GOOD))
+    names = [trial.name for trial in spec.trials]
+    assert names == [
+        "base-s0", "seed-s0", "kernel_sizes-5.3.3_se_reductions-0-s0", "kernel_sizes-7.3.3_se_reductions-0-s0",
+        "base-s1", "seed-s1", "kernel_sizes-5.3.3_se_reductions-0-s1", "kernel_sizes-7.3.3_se_reductions-0-s1",
+    ]
+    trial = spec.trials[2]
+    assert trial.overrides == {"lr": 2e-3, "epochs": 2, "seed": 0,
+                               "model_overrides": {"kernel_sizes": [5, 3, 3], "se_reductions": 0}}
+    assert trial.point == {"model.kernel_sizes": [5, 3, 3], "model.se_reductions": 0}
+    assert spec.trials[1].overrides["preset"] == "seed"
+    assert (spec.epochs, spec.seconds, spec.variants()[0]) == (2, None, "base")
+    seconds = sweep.load_spec(_spec(tmp_path, GOOD.replace("epochs = 2", "seconds = 90"), "s.toml"))
+    assert (seconds.seconds, seconds.epochs) == (90.0, 1)  # the schedule stays the profile's (ci: 1 epoch)
+
+
+BAD = [
+    ("unknown model field", '[grid]\n"model.stemm" = ["conv"]', "grid.model.stemm", "unknown model field 'stemm'"),
+    ("unknown recipe field", "[base]\nlearning_rate = 1e-3", "base.learning_rate", "unknown recipe field"),
+    ("unknown top-level field", "[grid]\nlr = [1e-3]", "sed", "unknown sweep field", {"profile": "sed = [0]\nprofile"}),
+    ("unknown preset", '[[trials]]\npreset = "resnet-huge"', "trials[0].preset", "unknown preset 'resnet-huge'"),
+    ("wrong value type", '[grid]\nlr = ["fast"]', "grid.lr", "expected a number"),
+    ("inconsistent model", '[grid]\n"model.widths" = [[8, 16]]', "grid (widths-8.16)", "stage"),
+    ("empty grid", "[grid]", "grid", "the grid is empty"),
+    ("empty grid list", '[grid]\n"model.kernel_sizes" = []', "grid.model.kernel_sizes", "non-empty list"),
+    ("no trials", "", "grid", "no trials"),
+    ("zero epochs", "[grid]\nlr = [1e-3]", "budget.epochs", "positive integer", {"epochs = 1": "epochs = 0"}),
+    ("negative seconds", "[grid]\nlr = [1e-3]", "budget.seconds", "positive number", {"epochs = 1": "seconds = -5"}),
+    ("unknown budget field", "[grid]\nlr = [1e-3]", "budget.minutes", "unknown budget field", {"epochs = 1": "minutes = 5"}),
+    ("missing budget", "[grid]\nlr = [1e-3]", "budget", "missing", {"[budget]\nepochs = 1\n": ""}),
+    ("seed per trial", "[grid]\nseed = [1, 2]", "grid.seed", "list it in seeds"),
+    ("duplicate name", '[[trials]]\nname = "a"\n[[trials]]\nname = "a"', "trials[1]", "a second trial named 'a'"),
+]
+
+
+@pytest.mark.parametrize("case", BAD, ids=[case[0] for case in BAD])
+def test_bad_spec_is_one_line_naming_file_and_field(tmp_path, case):
+    _, body, where, message, *edits = case
+    text = 'profile = "ci"\n[budget]\nepochs = 1\n' + body + "\n"
+    for old, new in (edits[0] if edits else {}).items():
+        text = text.replace(old, new)
+    path = _spec(tmp_path, text)
+    with pytest.raises(TinyconvError) as caught:
+        sweep.load_spec(path)
+    text = str(caught.value)
+    assert text.startswith(f"{path}: {where}: ") and message in text and "\n" not in text, text
+
+
+def test_bad_spec_on_the_command_line_exits_1_without_traceback(tmp_path, capsys):
+    path = _spec(tmp_path, 'profile = "ci"\n[budget]\nepochs = 1\n[grid]\n"model.nope" = [1]\n')
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"tinyconv: error: {path}: grid.model.nope: ") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()  # nothing written for a spec that does not load
+
+
+# ------------------------------------------------------------------------------------------- results
+
+
+def test_pareto_front_noise_and_results_round_trip(tmp_path):
+    assert sorted(sweep.pareto_front([(1, 0.5), (2, 0.6), (3, 0.55), (2, 0.6), (0.5, 0.4)])) == [0, 1, 3, 4]
+    rows = []
+    for seed, noise in ((0, -0.01), (1, 0.01)):
+        for variant, top1 in (("base", 0.50), ("close", 0.505), ("far", 0.60)):
+            row = {column: "" for column in sweep.RESULT_COLUMNS}
+            row.update(trial=f"{variant}-s{seed}", variant=variant, seed=seed, status="done", top1=top1 + noise,
+                       params=1000, macs=2000, train_img_s=100.0, preset="tiny",
+                       overrides="" if variant == "base" else f"model.kernel_sizes=[{len(variant)}, 3, 3]")
+            rows.append(row)
+    rows.append({**rows[0], "trial": "late-s0", "variant": "late", "status": "pending", "top1": ""})
+    sweep.write_results(rows, tmp_path)
+    back = sweep.read_results(tmp_path / "results.csv")
+    assert [r["trial"] for r in back] == [r["trial"] for r in rows]
+    assert back[2]["top1"] == pytest.approx(0.59) and back[-1]["top1"] is None and back[0]["params"] == 1000
+    summary = sweep.variant_summary(back)
+    assert [s["variant"] for s in summary] == ["base", "close", "far"]
+    assert sweep.pooled_sd(summary) == pytest.approx(0.02 ** 0.5 * 0.1, rel=1e-6)  # sd of (x-0.01, x+0.01)
+    verdicts = {c["variant"]: c["exceeds"] for c in sweep.compare_to_baseline(summary)}
+    assert verdicts == {"base": False, "close": False, "far": True}
+    report = sweep.format_noise_report(back)
+    assert "`far`: +10.00 points" in report and "Within the noise** (1): `close`" in report
+    assert [value for value, _ in sweep.setting_series(back, "model.kernel_sizes")] == [5, 3, 5, 3]
+    md = (tmp_path / "results.md").read_text()
+    assert md.count("| far-s") == 2 and "| late-s0 | tiny |" in md and "pending" in md
+
+
+# ---------------------------------------------------------------------------------------- Ray sweep
+
+
+def _ray_leftovers(session: dict) -> list[str]:
+    """Processes of the sweep's Ray instance still alive, found without tinyconv.sweep's own scan: any process
+    whose command line holds its temp dir (gcs_server, raylet, log monitor, ...), any process carrying its
+    marker, and Ray's agents (ray::*) of its raylets."""
+    found = []
+    marker = f"{sweep.MARKER_VAR}={session['marker']}".encode()
+    raylets = {f"RAY_RAYLET_PID={pid}".encode() for pid in session["raylets"]}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state == "Z":
+            continue
+        if session["temp_dir"].encode() in cmdline or marker in environ or raylets.intersection(environ):
+            command = cmdline.replace(b"\0", b" ")[:80].decode(errors="replace")
+            found.append(f"{proc.name} {command}")
+    return found
+
+
+def _wait_for_no_leftovers(session: dict, seconds: float = 60) -> list[str]:
+    deadline = time.monotonic() + seconds
+    while (left := _ray_leftovers(session)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds Ray's processes through /proc (Linux)")
+def test_sweep_on_ray_resumes_after_sigkill_without_rerunning_and_leaves_no_ray(synthetic_data_dir, tmp_path):
+    pytest.importorskip("ray", reason="the sweep extra (tinyconv[sweep]) is installed by make test")
+    out = tmp_path / "sweep"
+    argv = [sys.executable, "-m", "tinyconv", "sweep", str(CI_SPEC), "--out", str(out),
+            "--data-dir", str(synthetic_data_dir)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    first = sweep.trial_file(out, "base-s0")
+
+    # 1. SIGKILL the sweep (its Ray driver) as soon as its first trial is done
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while process.poll() is None and time.monotonic() < deadline and sweep.trial_status(out, "base-s0") != "done":
+            time.sleep(0.2)
+        assert process.poll() is None, f"the sweep ended before it could be killed:\n{process.stdout.read()}"
+        assert sweep.trial_status(out, "base-s0") == "done", "no trial finished in 300 s"
+        session = json.loads((out / sweep.SESSION_FILE).read_text())
+        assert session["raylets"] and _ray_leftovers(session), "the session file names no live Ray process"
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == -signal.SIGKILL
+    assert _wait_for_no_leftovers(session) == [], "Ray processes outlived the killed sweep"
+    assert not Path(session["temp_dir"]).exists()
+    done_metrics = (out / "base-s0" / "metrics.json").read_bytes()
+    done_mtime = (out / "base-s0" / "metrics.json").stat().st_mtime_ns
+    assert not (out / "results.csv").exists()
+
+    # 2. the same command again: the two other trials run (a killed one resumes), the finished one does not
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=420)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 trials (3 variants x 1 seeds), 1 already done" in result.stdout
+    assert "base-s0: training" not in result.stdout
+    assert (out / "base-s0" / "metrics.json").read_bytes() == done_metrics
+    assert (out / "base-s0" / "metrics.json").stat().st_mtime_ns == done_mtime
+    assert (out / "logs" / "base-s0.log").read_text().count("--- ") == 1  # one session of that trial, ever
+    rows = sweep.read_results(out / "results.csv")
+    assert [row["trial"] for row in rows] == ["base-s0", "kernel_sizes-5.3.3-s0", "axial_kernel_sizes-3-s0"]
+    for row in rows:
+        assert row["status"] == "done" and 0.0 <= row["top1"] <= 1.0 and row["params"] > 0 and row["macs"] > 0
+        assert row["train_img_s"] > 0 and row["wall_s"] > 0 and row["device"] and row["preset"] == "tiny"
+        assert (out / row["run_dir"] / "metrics.json").is_file()
+    assert rows[1]["k1"] == 5 and rows[2]["axial"] == "3,3,3" and rows[0]["k1"] == 9
+    assert rows[1]["macs"] < rows[0]["macs"]  # a 5x5 stage-1 kernel costs fewer MACs than 9x9
+    md = (out / "results.md").read_text()
+    assert sum(line.startswith("| ") and "-s0 |" in line for line in md.splitlines()) == 3
+    second = json.loads(first.read_text())
+    assert second["status"] == "done"
+    assert _wait_for_no_leftovers(session, 5) == [] and not (out / sweep.SESSION_FILE).exists()
+    assert not list(Path("/tmp").glob("tcray-*")) or all(
+        p.name != Path(session["temp_dir"]).name for p in Path("/tmp").glob("tcray-*"))
+
+    # 3. once more: every trial is done, Ray is not even started
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "3 already done" in result.stdout and "starting Ray" not in result.stdout
+
+
+# ------------------------------------------------------------------------------------------ notebook
+
+
+@pytest.mark.slow
+def test_notebook_06_runs_on_a_small_results_file(tmp_path):
+    import nbformat
+
+    from tinyconv import notebooks
+
+    results = sweep.example_results(tmp_path / "sweep")
+    executed = notebooks.run_notebook(notebooks.NOTEBOOK_DIR / "06_compare.ipynb", tmp_path / "out",
+                                      {"profile": "ci", "run_dir": str(tmp_path / "run"), "results": str(results)},
+                                      progress=False)
+    nb = nbformat.read(executed, as_version=4)
+    text = json.dumps([cell.get("outputs", []) for cell in nb.cells])
+    assert "Beyond the noise" in text and "kernel_sizes-3.3.3" in text and "NO SWEEP RESULTS" not in text
+    figures = {path.stem for path in (tmp_path / "run" / "figures").glob("06_*.png")}
+    assert figures == {"06_accuracy_vs_cost", "06_kernel_size", "06_axial_kernel_size", "06_variant_spread"}
