@@ -143,6 +143,13 @@ def test_a_resumed_run_removes_the_temporaries_a_killed_one_left(tmp_path, synth
     assert metrics["epochs"] == 2
     assert not any(path.exists() for path in stale)
 
+    # a kill while the finished run removed its backup/: the next call (nothing to train) clears the rest
+    (run_dir / "backup").mkdir()
+    (run_dir / "backup" / "epoch-0002.weights.h5").write_bytes(b"resume state of a finished run")
+    (run_dir / ".metrics.json.99999.tmp").write_text("{")
+    assert train(profile="ci", data_dir=synthetic_data_dir, out=run_dir, overrides={"epochs": 2}) == metrics
+    assert not (run_dir / "backup").exists() and not (run_dir / ".metrics.json.99999.tmp").exists()
+
 
 _HOLD_ON_A_FULL_DISK = """
 import resource, signal, sys

@@ -470,6 +470,10 @@ def train(
         except (OSError, ValueError) as exc:
             raise TinyconvError(f"{plan.run_dir / 'metrics.json'} is unreadable ({type(exc).__name__}) though the run "
                                 "finished; run the same command with --restart to train it again") from None
+        with folder_lock(plan.run_dir / LOCK_NAME, "training run"):  # what a kill during finalize left behind
+            _remove_backup(plan.run_dir / "backup")
+            for folder in (plan.run_dir, plan.run_dir / "figures"):
+                remove_temporaries(folder)
         print(
             f"{plan.run_dir} already holds this run, complete ({metrics.get('epochs')} epochs, "
             f"val top-1 {metrics.get('top1', float('nan')):.2%}); returning its metrics without training"
