@@ -80,7 +80,8 @@ def test_a_full_disk_during_prepare_is_one_line_before_any_decoding(synthetic_da
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(dataset.os, "posix_fallocate", full_disk)
-    monkeypatch.setattr(dataset, "_decode_all", lambda *args, **kwargs: pytest.fail("decoding before the space is there"))
+    monkeypatch.setattr(dataset, "_decode_all",
+                        lambda *args, **kwargs: pytest.fail("decoding before the space is there"))
     assert main(["prepare", "--data-dir", str(data_dir)]) == 1
     cache = data_dir / "cache"
     assert capsys.readouterr().err.strip().splitlines()[-1] == (

@@ -135,7 +135,8 @@ def test_a_resumed_run_removes_the_temporaries_a_killed_one_left(tmp_path, synth
 
     run_dir = tmp_path / "run"
     train(profile="ci", data_dir=synthetic_data_dir, out=run_dir, overrides={"epochs": 2}, time_limit=1e-4)
-    stale = [run_dir / ".best.keras.99999.tmp.keras", run_dir / "backup" / ".epoch-0002.weights.h5.99999.tmp.weights.h5",
+    stale = [run_dir / ".best.keras.99999.tmp.keras",
+             run_dir / "backup" / ".epoch-0002.weights.h5.99999.tmp.weights.h5",
              run_dir / "figures" / ".curves.png.99999.tmp"]
     for path in stale:
         path.write_bytes(b"half a file")  # what a kill during a save leaves

@@ -256,7 +256,8 @@ def test_a_backup_keeps_two_checkpoints_and_falls_back_past_damage(tmp_path, cap
 def test_a_damaged_history_is_one_line_offering_restart(tmp_path):
     path = tmp_path / "history.csv"
     path.write_text("epoch,loss,top1\n0,1.5,0.25\n1,1.2,0.3\n2,1.")  # cut mid-row
-    with pytest.raises(TinyconvError, match=r"history.csv is damaged or unreadable \(line 4: too few cells\); .*--restart"):
+    with pytest.raises(TinyconvError,
+                       match=r"history.csv is damaged or unreadable \(line 4: too few cells\); .*--restart"):
         read_history(path)
     path.write_text("epoch,loss\n0,1.5\nzero,1.2\n")
     with pytest.raises(TinyconvError, match=r"line 3: invalid literal"):

@@ -347,8 +347,8 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
                 chosen = {key: candidate.get(key) for key in ("epoch", "weights", "sha256")}
                 chosen["epoch"] = int(chosen["epoch"])
                 if problems:
-                    print(f"note: {'; '.join(problems)}; resuming from the intact checkpoint of epoch {chosen['epoch']} "
-                          f"({self.backup_path / chosen['weights']})", file=sys.stderr, flush=True)
+                    print(f"note: {'; '.join(problems)}; resuming from the intact checkpoint of epoch "
+                          f"{chosen['epoch']} ({self.backup_path / chosen['weights']})", file=sys.stderr, flush=True)
                 return chosen
             problems.append(damage)
         raise TinyconvError(self._damaged(meta_path.parent, "; ".join(problems) or "no checkpoint file"))

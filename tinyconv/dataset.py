@@ -648,8 +648,9 @@ def _write_cache(root: Path, cache: Path, *, workers: int | None, progress: bool
             }
     except OSError as exc:  # disk full, no permission: the old cache is already invalid, say where
         where = f" ({Path(exc.filename).name})" if exc.filename else ""
-        raise TinyconvError(f"writing the cache in {cache} failed{where}: {os_error_reason(exc)}; the dataset is "
-                            f"untouched, run `tinyconv prepare` again once that is fixed{os_error_advice(exc)}") from None
+        raise TinyconvError(f"writing the cache in {cache} failed{where}: {os_error_reason(exc)}; the dataset "
+                            f"is untouched, run `tinyconv prepare` again once that is fixed{os_error_advice(exc)}"
+                            ) from None
     finally:
         remove_temporaries(cache, os.getpid())
     manifest = {

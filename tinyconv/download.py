@@ -6,9 +6,11 @@ request when interrupted. Beside it, `tiny-imagenet-200.zip.part.json` records w
 (URL, total size, the server's ETag and Last-Modified, the expected checksum), so a resume never joins the
 bytes of two different files: a `.part` of another URL or checksum is discarded with a message, the resume
 asks with `If-Range` (RFC 9110, section 13.1.5: the server sends the whole new file when its copy changed),
-and a server that ignores If-Range is caught by comparing its validators with the recorded ones. The zip is checked (md5 for the official URL, or the sha256/md5 you give), its
-entries are checked to stay inside the target, and it is extracted into a temporary folder beside the
-target that is moved into place only when complete. A downloaded zip is deleted once its contents are in
+and a server that ignores If-Range is caught by comparing its validators with the recorded ones.
+
+The zip is checked (md5 for the official URL, or the sha256/md5 you give), its entries are checked to stay
+inside the target, and it is extracted into a temporary folder beside the target that is moved into place
+only when complete. A downloaded zip is deleted once its contents are in
 place (the dataset is what you need, not a second 240 MB copy); a local zip you point at is never touched.
 
 A marker file `tiny-imagenet-200/.tinyconv-download.json` records the verified checksums, so running again
