@@ -134,3 +134,29 @@ def test_bad_input_is_one_line(small_model_file, synthetic_data_dir, tmp_path, c
 
     Image.new("RGB", (64, 64)).save(image)
     _one_line_error(capsys, ["predict", str(fake), str(image)], "fake.onnx")
+
+
+def test_the_inference_gelu_computes_what_training_computes(monkeypatch):
+    """kernels.gelu at inference (one XLA-fused kernel) and for export equals the training graph's GELU."""
+    import tensorflow as tf
+
+    from tinyconv import kernels
+
+    x = tf.constant(np.linspace(-8.0, 8.0, 4001, dtype=np.float32).reshape(1, 1, -1, 1))
+    want = keras.ops.gelu(x, approximate=False).numpy()
+    assert np.abs(kernels.gelu_exact_fused(x).numpy() - want).max() <= 1e-6
+    for form in kernels.GELU_FORMS:
+        with kernels.inference_graph(form):
+            assert np.abs(kernels.gelu(x).numpy() - want).max() <= 1e-6
+
+    keras.utils.set_random_seed(1)
+    model = build_model("tiny", widths=(16, 32, 64), depths=(1, 1, 1), num_classes=CLASSES)
+    _randomize_batchnorm(model, seed=1)
+    images = np.random.default_rng(1).normal(size=(8, 64, 64, 3)).astype("float32")
+    calls, fused = [], kernels.gelu_exact_fused
+    monkeypatch.setattr(kernels, "gelu_exact_fused", lambda v: calls.append(1) or fused(v))
+    fast = model.predict_on_batch(images)  # predict: training=False, the fused GELU
+    assert calls  # the inference path was taken
+    monkeypatch.setattr(kernels, "keras_training_phase", lambda: None)  # as in training: the custom-gradient GELU
+    model.make_predict_function(force=True)
+    assert np.abs(model.predict_on_batch(images) - fast).max() <= 1e-5 * np.abs(fast).max()

@@ -3,7 +3,8 @@ they stand in for, measured faster for training on CPU (docs/performance.md).
 
     FusedBatchNormalization  keras.layers.BatchNormalization trained on TensorFlow's fused kernel
     FFTGradDepthwiseConv2D   keras.layers.DepthwiseConv2D whose kernel gradient is computed by FFT on CPU
-    gelu                     exact GELU whose gradient reuses the forward's normal CDF
+    gelu                     exact GELU whose gradient reuses the forward's normal CDF; one XLA-fused kernel at
+                             inference on CPU
     gelu_exact, gelu_tanh    GELU as serializable activations for keras.layers.Activation
     inference_graph          a context: trace an inference-only graph (export) with converter-friendly ops
 
@@ -46,14 +47,59 @@ def inference_graph(gelu_form: str = "tensorflow"):
 
 
 def gelu(x, approximate: bool = False):
-    """GELU; exact (erf) by default, as PyTorch's nn.GELU()."""
+    """GELU; exact (erf) by default, as PyTorch's nn.GELU().
+
+    On TensorFlow: in training, the closed-form gradient (`_gelu_exact_tf`); in an inference call on a CPU
+    (a Keras call whose resolved `training` is False: predict, evaluate), one XLA-fused elementwise kernel
+    (`gelu_exact_fused`); for export, the forms `inference_graph` names.
+    """
     if approximate or keras.config.backend() != "tensorflow":
         return ops.gelu(x, approximate=approximate)
     if _INFERENCE_GRAPH:
         if _INFERENCE_GRAPH[-1] == "erf":
             return x * 0.5 * (1.0 + ops.erf(x / 1.4142135623730951))
         return ops.gelu(x, approximate=False)
+    if keras_training_phase() is False and not has_gpu():
+        return gelu_exact_fused(x)
     return _gelu_exact_tf(x)
+
+
+def keras_training_phase():
+    """The `training` value Keras resolved for the layer call in progress (True, False), or None outside one.
+
+    Read from Keras' call context (keras.src, pinned Keras 3.15): an inference path may differ from training
+    only where Keras itself says the call is for inference; anything unexpected keeps the training path.
+    """
+    try:
+        from keras.src.backend.common import global_state
+
+        context = global_state.get_global_attribute("current_call_ctx")
+        return None if context is None else context.get_value("training")
+    except Exception:  # another Keras layout: no fast inference path, nothing else changes
+        return None
+
+
+_FUSED_GELU = []  # the XLA-compiled function, made on first use (TensorFlow is imported lazily)
+
+
+def gelu_exact_fused(x):
+    """Exact GELU as one XLA-compiled elementwise kernel (TensorFlow): x * (0.5 + 0.5 * erf(x / sqrt 2)).
+
+    Without XLA, TensorFlow runs GELU as five passes over the tensor (multiply, erf, add, two multiplies);
+    elementwise work was a third of the seed's CPU inference time (docs/performance.md). XLA is kept off the
+    whole model on CPU (its depthwise convolutions are slow), so only this elementwise cluster is compiled,
+    once per input shape. Differentiable (TensorFlow differentiates the function), outputs equal to float32
+    rounding.
+    """
+    if not _FUSED_GELU:
+        import tensorflow as tf
+
+        @tf.function(jit_compile=True, reduce_retracing=True)
+        def fused(v):
+            return v * (0.5 + 0.5 * tf.math.erf(v * 0.7071067811865476))
+
+        _FUSED_GELU.append(fused)
+    return _FUSED_GELU[0](x)
 
 
 def _gelu_exact_tf(x):
