@@ -209,12 +209,13 @@ def test_sweep_on_ray_resumes_after_sigkill_without_rerunning_and_leaves_no_ray(
     assert (out / "base-s0" / "metrics.json").stat().st_mtime_ns == done_mtime
     assert (out / "logs" / "base-s0.log").read_text().count("--- ") == 1  # one session of that trial, ever
     rows = sweep.read_results(out / "results.csv")
-    assert [row["trial"] for row in rows] == ["base-s0", "kernel_sizes-5.3.3-s0", "axial_kernel_sizes-3-s0"]
+    assert [row["trial"] for row in rows] == ["base-s0", "kernel_sizes-5.3.3-s0", "tiny-down-haar-s0"]
     for row in rows:
         assert row["status"] == "done" and 0.0 <= row["top1"] <= 1.0 and row["params"] > 0 and row["macs"] > 0
-        assert row["train_img_s"] > 0 and row["wall_s"] > 0 and row["device"] and row["preset"] == "tiny"
+        assert row["train_img_s"] > 0 and row["wall_s"] > 0 and row["device"]
         assert (out / row["run_dir"] / "metrics.json").is_file()
-    assert rows[1]["k1"] == 5 and rows[2]["axial"] == "3,3,3" and rows[0]["k1"] == 9
+    assert [row["preset"] for row in rows] == ["tiny", "tiny", "tiny-down-haar"]
+    assert rows[1]["k1"] == 5 and rows[0]["k1"] == 9 and (rows[0]["down"], rows[2]["down"]) == ("grouped_conv", "haar")
     assert rows[1]["macs"] < rows[0]["macs"]  # a 5x5 stage-1 kernel costs fewer MACs than 9x9
     md = (out / "results.md").read_text()
     assert sum(line.startswith("| ") and "-s0 |" in line for line in md.splitlines()) == 3

@@ -347,8 +347,9 @@ def run_trial(job: dict) -> dict:
         if spent:
             metrics = {"complete": False}
         else:
-            metrics = train(profile=job["profile"], data_dir=job["data_dir"], out=run_dir,
-                            overrides=job["overrides"], time_limit=time_limit)
+            overrides = dict(job["overrides"])
+            metrics = train(preset=overrides.pop("preset", None), profile=job["profile"], data_dir=job["data_dir"],
+                            out=run_dir, overrides=overrides, time_limit=time_limit)
         config = json.loads((run_dir / "config.json").read_text())
         info = model_info(ModelConfig.from_dict(config["model"]))
         status = {"status": "done", "name": job["name"], "complete": metrics.get("complete", True),
