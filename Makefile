@@ -1,5 +1,5 @@
 # The two commands of the README. Both set up .venv on a fresh machine first.
-#   make run   download the dataset when missing, then run notebooks 01-05 headless (profile auto)
+#   make run   download the dataset when missing, then run the numbered notebooks headless (profile auto)
 #   make test  the whole test suite (unit, real data, notebooks with papermill and nbval)
 PYTHON ?= python3
 VENV   ?= .venv

@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="box = largest region where the map >= THRESHOLD * its max (default: 0.2)")
     data_dir_arg(p)
 
-    p = add("notebooks", cmd_notebooks, "run notebooks 01-05 headless with papermill")
+    p = add("notebooks", cmd_notebooks, "run the numbered notebooks (01_download ..) headless with papermill")
     p.add_argument("--profile", default="auto", choices=["auto", *PROFILES])
     p.add_argument("--out", default="runs/notebooks", help="folder for the executed notebooks")
     p.add_argument("--only", nargs="*", help="run only these notebooks (prefixes such as 01 03)")
