@@ -160,3 +160,14 @@ def test_the_inference_gelu_computes_what_training_computes(monkeypatch):
     monkeypatch.setattr(kernels, "keras_training_phase", lambda: None)  # as in training: the custom-gradient GELU
     model.make_predict_function(force=True)
     assert np.abs(model.predict_on_batch(images) - fast).max() <= 1e-5 * np.abs(fast).max()
+
+
+def test_a_float_export_that_fails_its_check_is_not_written(small_model_file, synthetic_data_dir, tmp_path,
+                                                             monkeypatch):
+    from tinyconv import export
+
+    monkeypatch.setattr(export, "FLOAT32_TOLERANCE", -1.0)  # no export can meet it
+    out = tmp_path / "small_savedmodel"
+    with pytest.raises(TinyconvError, match=r"differs from the Keras model by .* not written"):
+        export_model(small_model_file, "savedmodel", out=out, data_dir=synthetic_data_dir)
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor a temporary

@@ -198,9 +198,17 @@ def replace_path(tmp: Path, out: Path) -> None:
         except OSError:
             os.replace(aside, out)
             raise
-        shutil.rmtree(aside, ignore_errors=True) if aside.is_dir() else aside.unlink(missing_ok=True)
+        remove_path(aside)
     else:
         os.replace(tmp, out)
+
+
+def remove_path(path: Path) -> None:
+    """Delete a file or a folder, if there."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------- checks
@@ -304,8 +312,7 @@ def export_model(model_or_path, fmt: str, out=None, quantize: str | None = None,
         with _os_errors(out):
             replace_path(tmp, out)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        remove_path(tmp)  # a failed or refused export leaves nothing behind
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) if out.is_dir() else out.stat().st_size
     return {"format": fmt, "quantize": quantize, "out": str(out), "bytes": int(size), "classes": len(classes.wnids),
             "check": check, "val": val}
