@@ -23,14 +23,9 @@ from tinyconv import analysis
 # ------------------------------------------------------------------------------------------ training
 
 
-def plot_history(rows: list[dict], title: str = "", reference: list[dict] | None = None):
-    """A matplotlib Figure with loss and top-1 curves (train and val) per epoch.
-
-    `reference`: rows of the same shape (tinyconv.reference.read_reference_curve) whose val loss and val
-    top-1 are drawn as a dashed grey line labelled "reference (val)" on each panel; None draws nothing more.
-    """
-    fig = Figure(figsize=(10, 3.6), layout="constrained")
-    ax_loss, ax_acc = fig.subplots(1, 2)
+def draw_loss_and_top1(ax_loss, ax_acc, rows: list[dict], reference: list[dict] | None = None) -> None:
+    """Train and val loss on ax_loss, train and val top-1 on ax_acc, per epoch (1-based); the reference's
+    val curves dashed grey when given. Shared by plot_history (live curves) and plot_training."""
     epochs = [row["epoch"] + 1 for row in rows]
     for ax, key, label in ((ax_loss, "loss", "loss"), (ax_acc, "top1", "top-1 accuracy")):
         ax.plot(epochs, [row.get(key) for row in rows], marker="o", markersize=3, label="train")
@@ -41,7 +36,19 @@ def plot_history(rows: list[dict], title: str = "", reference: list[dict] | None
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-        ax.legend()
+
+
+def plot_history(rows: list[dict], title: str = "", reference: list[dict] | None = None):
+    """A matplotlib Figure with loss and top-1 curves (train and val) per epoch.
+
+    `reference`: rows of the same shape (tinyconv.reference.read_reference_curve) whose val loss and val
+    top-1 are drawn as a dashed grey line labelled "reference (val)" on each panel; None draws nothing more.
+    """
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    draw_loss_and_top1(ax_loss, ax_acc, rows, reference)
+    ax_loss.legend()
+    ax_acc.legend()
     if title:
         fig.suptitle(title)
     return fig
@@ -63,15 +70,7 @@ def plot_training(rows: list[dict], num_classes: int, title: str = "", reference
     fig = Figure(figsize=(13, 3.6), layout="constrained")
     ax_loss, ax_acc, ax_lr = fig.subplots(1, 3, gridspec_kw=dict(width_ratios=[1, 1, 0.75]))
     epochs = np.array([row["epoch"] + 1 for row in rows])
-    for ax, key, label in ((ax_loss, "loss", "loss"), (ax_acc, "top1", "top-1 accuracy")):
-        ax.plot(epochs, [row.get(key) for row in rows], marker="o", markersize=3, label="train")
-        ax.plot(epochs, [row.get(f"val_{key}") for row in rows], marker="o", markersize=3, label="val")
-        if reference:
-            ax.plot([row["epoch"] + 1 for row in reference], [row.get(f"val_{key}") for row in reference],
-                    linestyle="--", color="0.45", linewidth=1.2, label="reference (val)")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
+    draw_loss_and_top1(ax_loss, ax_acc, rows, reference)
     val_top1 = np.array([row.get("val_top1", np.nan) for row in rows], dtype=np.float64)
     if len(rows) and np.isfinite(val_top1).any():
         best = int(np.nanargmax(val_top1))
