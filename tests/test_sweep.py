@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tinyconv import sweep
+from tinyconv import sweep, sweep_results
 from tinyconv.cli import main
 from tinyconv.errors import TinyconvError
 
@@ -108,28 +108,28 @@ def test_bad_spec_on_the_command_line_exits_1_without_traceback(tmp_path, capsys
 
 
 def test_pareto_front_noise_and_results_round_trip(tmp_path):
-    assert sorted(sweep.pareto_front([(1, 0.5), (2, 0.6), (3, 0.55), (2, 0.6), (0.5, 0.4)])) == [0, 1, 3, 4]
+    assert sorted(sweep_results.pareto_front([(1, 0.5), (2, 0.6), (3, 0.55), (2, 0.6), (0.5, 0.4)])) == [0, 1, 3, 4]
     rows = []
     for seed, noise in ((0, -0.01), (1, 0.01)):
         for variant, top1 in (("base", 0.50), ("close", 0.505), ("far", 0.60)):
-            row = {column: "" for column in sweep.RESULT_COLUMNS}
+            row = {column: "" for column in sweep_results.RESULT_COLUMNS}
             row.update(trial=f"{variant}-s{seed}", variant=variant, seed=seed, status="done", top1=top1 + noise,
                        params=1000, macs=2000, train_img_s=100.0, preset="tiny",
                        overrides="" if variant == "base" else f"model.kernel_sizes=[{len(variant)}, 3, 3]")
             rows.append(row)
     rows.append({**rows[0], "trial": "late-s0", "variant": "late", "status": "pending", "top1": ""})
-    sweep.write_results(rows, tmp_path)
-    back = sweep.read_results(tmp_path / "results.csv")
+    sweep_results.write_results(rows, tmp_path)
+    back = sweep_results.read_results(tmp_path / "results.csv")
     assert [r["trial"] for r in back] == [r["trial"] for r in rows]
     assert back[2]["top1"] == pytest.approx(0.59) and back[-1]["top1"] is None and back[0]["params"] == 1000
-    summary = sweep.variant_summary(back)
+    summary = sweep_results.variant_summary(back)
     assert [s["variant"] for s in summary] == ["base", "close", "far"]
-    assert sweep.pooled_sd(summary) == pytest.approx(0.02 ** 0.5 * 0.1, rel=1e-6)  # sd of (x-0.01, x+0.01)
-    verdicts = {c["variant"]: c["exceeds"] for c in sweep.compare_to_baseline(summary)}
+    assert sweep_results.pooled_sd(summary) == pytest.approx(0.02 ** 0.5 * 0.1, rel=1e-6)  # sd of (x-0.01, x+0.01)
+    verdicts = {c["variant"]: c["exceeds"] for c in sweep_results.compare_to_baseline(summary)}
     assert verdicts == {"base": False, "close": False, "far": True}
-    report = sweep.format_noise_report(back)
+    report = sweep_results.format_noise_report(back)
     assert "`far`: +10.00 points" in report and "Within the noise** (1): `close`" in report
-    assert [value for value, _ in sweep.setting_series(back, "model.kernel_sizes")] == [5, 3, 5, 3]
+    assert [value for value, _ in sweep_results.setting_series(back, "model.kernel_sizes")] == [5, 3, 5, 3]
     md = (tmp_path / "results.md").read_text()
     assert md.count("| far-s") == 2 and "| late-s0 | tiny |" in md and "pending" in md
 
@@ -208,7 +208,7 @@ def test_sweep_on_ray_resumes_after_sigkill_without_rerunning_and_leaves_no_ray(
     assert (out / "base-s0" / "metrics.json").read_bytes() == done_metrics
     assert (out / "base-s0" / "metrics.json").stat().st_mtime_ns == done_mtime
     assert (out / "logs" / "base-s0.log").read_text().count("--- ") == 1  # one session of that trial, ever
-    rows = sweep.read_results(out / "results.csv")
+    rows = sweep_results.read_results(out / "results.csv")
     assert [row["trial"] for row in rows] == ["base-s0", "kernel_sizes-5.3.3-s0", "tiny-down-haar-s0"]
     for row in rows:
         assert row["status"] == "done" and 0.0 <= row["top1"] <= 1.0 and row["params"] > 0 and row["macs"] > 0
@@ -239,7 +239,7 @@ def test_notebook_06_runs_on_a_small_results_file(tmp_path):
 
     from tinyconv import notebooks
 
-    results = sweep.example_results(tmp_path / "sweep")
+    results = sweep_results.example_results(tmp_path / "sweep")
     executed = notebooks.run_notebook(notebooks.NOTEBOOK_DIR / "06_compare.ipynb", tmp_path / "out",
                                       {"profile": "ci", "run_dir": str(tmp_path / "run"), "results": str(results)},
                                       progress=False)

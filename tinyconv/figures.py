@@ -717,10 +717,10 @@ SWEEP_COSTS = (("params", "parameters", False), ("macs", "MACs per image", False
 
 
 def plot_sweep_costs(summary: list[dict], baseline: str | None = None):
-    """Mean val top-1 of each sweep variant (tinyconv.sweep.variant_summary) against its parameters, MACs and
+    """Mean val top-1 of each sweep variant (tinyconv.sweep_results.variant_summary) against its parameters, MACs and
     train images/s, error bars one seed sd, the Pareto front (no variant both cheaper and more accurate;
     for images/s, faster) joined by a line and labelled."""
-    from tinyconv.sweep import pareto_front
+    from tinyconv.sweep_results import pareto_front
 
     fig = Figure(figsize=(13, 4.2), layout="constrained")
     axes = fig.subplots(1, len(SWEEP_COSTS), sharey=True)
@@ -750,7 +750,7 @@ def plot_sweep_costs(summary: list[dict], baseline: str | None = None):
 
 
 def plot_accuracy_vs_setting(series: list[tuple], base_rows: list[dict], xlabel: str, title: str = ""):
-    """Val top-1 of each trial against one model setting (tinyconv.sweep.setting_series: (value, row)
+    """Val top-1 of each trial against one model setting (tinyconv.sweep_results.setting_series: (value, row)
     pairs), each seed a dot and the mean a line; the base variant (with its own setting) as a grey band of
     mean ± sd when `base_rows` is not empty."""
     fig = Figure(figsize=(6.2, 3.8), layout="constrained")
@@ -777,7 +777,7 @@ def plot_accuracy_vs_setting(series: list[tuple], base_rows: list[dict], xlabel:
 
 def plot_variant_spread(rows: list[dict], comparisons: list[dict], variants: list[str] | None = None):
     """Each variant's trials (one dot per seed) and mean (bar), sorted by mean, against the baseline's mean
-    and the ± 2 x noise band of a difference (tinyconv.sweep.compare_to_baseline); variants whose difference
+    and the ± 2 x noise band of a difference (tinyconv.sweep_results.compare_to_baseline); variants whose difference
     exceeds it are drawn in colour."""
     compared = {c["variant"]: c for c in comparisons if variants is None or c["variant"] in variants}
     by_variant: dict[str, list[float]] = {}

@@ -19,6 +19,7 @@ time with every core on a CPU-only machine, one per GPU where there are GPUs), o
 fails or is interrupted, and a small reaper process stops them if the sweep itself is killed (SIGKILL):
 Ray's dashboard and runtime-env agents outlive a killed driver otherwise (Ray 2.60, Linux).
 
+The results tables, the noise and what notebook 06 reads are tinyconv.sweep_results.
 Ray is an optional extra (`pip install tinyconv[sweep]`), imported only when trials run. No TensorFlow in
 the driver: it is imported by the trials, in Ray's workers.
 """
@@ -27,12 +28,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io
 import itertools
 import json
 import math
 import os
-import random
 import re
 import shutil
 import signal
@@ -45,10 +44,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tinyconv.errors import TinyconvError
-from tinyconv.fileio import write_json, write_text
+from tinyconv.fileio import write_json
 from tinyconv.models import PRESETS, get_config
 from tinyconv.overrides import parse_overrides
 from tinyconv.recipe import PROFILES, make_config
+from tinyconv.sweep_results import RESULT_COLUMNS, write_results
 
 try:  # Python 3.11+; the `sweep` extra brings tomli on 3.10
     import tomllib
@@ -65,10 +65,6 @@ SESSION_FILE = ".ray-session.json"  # in DIR: the Ray processes of the sweep now
 RAYLET_START_S = 180.0  # how long the raylet may take to start (Ray: 30 s; a loaded 2-core machine needs more)
 START_ATTEMPTS = 3
 MARKER_VAR = "TINYCONV_SWEEP_MARKER"  # in the environment of every Ray process the sweep starts
-RESULT_COLUMNS = (
-    "trial", "variant", "preset", "overrides", "seed", "params", "macs", "top1", "top5", "best_top1",
-    "train_img_s", "wall_s", "epochs", "device", "run_dir", "status", "stem", "down", "k1", "axial",
-)
 
 
 # ---------------------------------------------------------------------------------------------- spec
@@ -782,264 +778,3 @@ def collect_results(spec: SweepSpec, out: Path) -> list[dict]:
             row.update(trial_row(out, trial.name))
         rows.append(row)
     return rows
-
-
-def write_results(rows: list[dict], out: Path, spec: SweepSpec | None = None) -> None:
-    """DIR/results.csv (every column) and DIR/results.md (the table, then each variant over its seeds)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({key: _csv_value(row.get(key, "")) for key in RESULT_COLUMNS})
-    write_text(Path(out) / "results.csv", buffer.getvalue())
-    write_text(Path(out) / "results.md", format_results_md(rows, spec))
-
-
-def _csv_value(value):
-    return f"{value:.6g}" if isinstance(value, float) else value
-
-
-def read_results(path) -> list[dict]:
-    """results.csv -> rows with numbers as numbers (None where empty)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise TinyconvError(f"{path}: cannot read sweep results ({exc.strerror or exc})") from None
-    reader = csv.DictReader(io.StringIO(text))
-    missing = [c for c in ("trial", "variant", "seed", "top1", "params", "status") if c not in (reader.fieldnames or [])]
-    if missing:
-        raise TinyconvError(f"{path}: not a sweep results file (no column {', '.join(missing)})")
-    rows = []
-    for row in reader:
-        for key in ("seed", "params", "macs", "epochs", "k1"):
-            row[key] = int(float(row[key])) if row.get(key) not in (None, "") else None
-        for key in ("top1", "top5", "best_top1", "train_img_s", "wall_s"):
-            row[key] = float(row[key]) if row.get(key) not in (None, "") else None
-        rows.append(row)
-    return rows
-
-
-def variant_summary(rows: list[dict]) -> list[dict]:
-    """Per variant (in order of appearance): seeds done, mean, sd and range of val top-1, params, MACs, img/s."""
-    groups: dict[str, list[dict]] = {}
-    for row in rows:
-        if row.get("status") == "done" and row.get("top1") is not None:
-            groups.setdefault(row["variant"], []).append(row)
-    summary = []
-    for variant, members in groups.items():
-        top1 = [m["top1"] for m in members]
-        summary.append({
-            "variant": variant, "n": len(members), "top1": statistics.fmean(top1),
-            "sd": statistics.stdev(top1) if len(top1) > 1 else None, "min": min(top1), "max": max(top1),
-            "params": members[0]["params"], "macs": members[0]["macs"],
-            "train_img_s": statistics.fmean(m["train_img_s"] for m in members),
-            "overrides": members[0].get("overrides", ""),
-        })
-    return summary
-
-
-def pooled_sd(summary: list[dict]) -> float | None:
-    """The seed-to-seed standard deviation of val top-1 pooled over every variant with 2+ seeds (the noise:
-    each variant's spread comes from its seeds alone, so pooling gives the estimate many degrees of freedom)."""
-    num = sum((s["n"] - 1) * s["sd"] ** 2 for s in summary if s["sd"] is not None)
-    dof = sum(s["n"] - 1 for s in summary if s["sd"] is not None)
-    return math.sqrt(num / dof) if dof else None
-
-
-def compare_to_baseline(summary: list[dict], baseline: str | None = None, z: float = 2.0) -> list[dict]:
-    """Each variant's mean top-1 minus the baseline's, with the noise of that difference (the pooled seed sd
-    times sqrt(1/n1 + 1/n2)) and whether |difference| exceeds `z` times it (about 95 % for z = 2).
-
-    The baseline is `baseline` (a variant name) or the first variant. Rows: variant, diff, noise, exceeds.
-    """
-    if not summary:
-        return []
-    base = next((s for s in summary if s["variant"] == baseline), summary[0])
-    sd = pooled_sd(summary)
-    out = []
-    for s in summary:
-        diff = s["top1"] - base["top1"]
-        noise = sd * math.sqrt(1 / s["n"] + 1 / base["n"]) if sd is not None else None
-        out.append({"variant": s["variant"], "baseline": base["variant"], "diff": diff, "noise": noise,
-                    "exceeds": noise is not None and s is not base and abs(diff) > z * noise})
-    return out
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats: lower cost (x) and higher accuracy (y), ties kept."""
-    front = []
-    for i, (x, y) in enumerate(points):
-        if not any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i):
-            front.append(i)
-    return front
-
-
-def _pct(value) -> str:
-    return f"{value * 100:.2f}" if isinstance(value, (int, float)) else ""
-
-
-def format_results_md(rows: list[dict], spec: SweepSpec | None = None) -> str:
-    """results.md: what the sweep was, one line per trial, then each variant over its seeds vs the baseline."""
-    lines = ["# Sweep results", ""]
-    if spec is not None:
-        budget = f"{spec.epochs} epochs" + (f", at most {spec.seconds:g} s" if spec.seconds else "")
-        lines += [f"`tinyconv sweep {spec.path.name}`: profile `{spec.profile}`, seeds {spec.seeds}, {budget} per "
-                  "trial." + (f" {spec.description}" if spec.description else ""), ""]
-    lines += ["| trial | preset | overrides | seed | params | MMACs | val top-1 % | top-5 % | train img/s | wall s "
-              "| device | run folder |", "|" + " --- |" * 12]
-    for r in rows:
-        macs = f"{r['macs'] / 1e6:.1f}" if isinstance(r.get("macs"), (int, float)) else ""
-        params = f"{r['params']:,}" if isinstance(r.get("params"), int) else ""
-        img_s = f"{r['train_img_s']:.0f}" if isinstance(r.get("train_img_s"), float) else ""
-        wall = f"{r['wall_s']:.0f}" if isinstance(r.get("wall_s"), float) else ""
-        top1 = _pct(r.get("top1")) if r.get("status") == "done" else r.get("status", "")
-        lines.append(f"| {r['trial']} | {r['preset']} | {r['overrides'] or '(base)'} | {r['seed']} | {params} | {macs} "
-                     f"| {top1} | {_pct(r.get('top5'))} | {img_s} | {wall} | {r.get('device', '')} | {r['run_dir']} |")
-    variants = format_variants_md(rows, spec.baseline if spec else None)
-    if variants:
-        lines += ["", "## Variants over their seeds", "", variants]
-    return "\n".join(lines) + "\n"
-
-
-def format_variants_md(rows: list[dict], baseline: str | None = None) -> str:
-    """A markdown table of each variant over its seeds: mean, sd, range, difference from the baseline and
-    whether it exceeds the noise (compare_to_baseline); "" when no trial is done."""
-    summary = variant_summary(rows)
-    lines = []
-    if summary:
-        compared = {c["variant"]: c for c in compare_to_baseline(summary, baseline)}
-        sd = pooled_sd(summary)
-        if sd is not None:
-            lines += [f"Noise: the seed-to-seed sd of val top-1, pooled over the variants, is {sd * 100:.2f} points; "
-                      "a difference from the baseline counts as real when it exceeds twice its standard error.", ""]
-        lines += ["| variant | seeds | mean val top-1 % | sd | range | vs baseline (points) | beyond noise |",
-                  "|" + " --- |" * 7]
-        for s in summary:
-            c = compared[s["variant"]]
-            sd_text = f"{s['sd'] * 100:.2f}" if s["sd"] is not None else ""
-            vs = "baseline" if c["variant"] == c["baseline"] else f"{c['diff'] * 100:+.2f}"
-            verdict = "" if c["variant"] == c["baseline"] or c["noise"] is None else ("yes" if c["exceeds"] else "no")
-            lines.append(f"| {s['variant']} | {s['n']} | {s['top1'] * 100:.2f} | {sd_text} | "
-                         f"{s['min'] * 100:.1f}-{s['max'] * 100:.1f} | {vs} | {verdict} |")
-    return "\n".join(lines)
-
-
-# -------------------------------------------------------------------------------------- notebook 06
-
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-COMMITTED_RESULTS = Path("results/sweeps/cpu_quick/results.csv")  # the CPU sweep of docs/experiments.md
-
-
-def resolve_results(results, example_dir) -> tuple[Path, bool]:
-    """(results.csv to read, whether it is a made-up example) for notebook 06.
-
-    `results`: a results.csv or its sweep folder (relative paths from the repository root); None: the
-    committed CPU sweep, or, where it is absent, a made-up example written into `example_dir`.
-    """
-    if results is not None:
-        path = Path(results)
-        path = path if path.is_absolute() else REPO_ROOT / path
-        path = path / "results.csv" if path.is_dir() else path
-        if not path.is_file():
-            raise TinyconvError(f"{path}: no sweep results there; run tinyconv sweep SPEC --out DIR first")
-        return path, False
-    if (REPO_ROOT / COMMITTED_RESULTS).is_file():
-        return REPO_ROOT / COMMITTED_RESULTS, False
-    return example_results(Path(example_dir) / "example-sweep"), True
-
-
-def read_manifest(results_path) -> dict:
-    """The sweep.json beside a results.csv (its spec, budget, baseline), or {} when there is none."""
-    try:
-        return json.loads((Path(results_path).parent / "sweep.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _override_values(row: dict) -> dict:
-    """{"model.kernel_sizes": [5, 3, 3]} from a row's "model.kernel_sizes=[5, 3, 3]; ..." text."""
-    values = {}
-    for item in filter(None, (part.strip() for part in str(row.get("overrides") or "").split(";"))):
-        key, _, text = item.partition("=")
-        try:
-            values[key] = json.loads(text)
-        except ValueError:
-            values[key] = text
-    return values
-
-
-def base_rows(rows: list[dict]) -> list[dict]:
-    """The done trials of the variant with no overrides of its own (the spec's [base] alone)."""
-    return [row for row in rows if row.get("status") == "done" and not _override_values(row)]
-
-
-def setting_series(rows: list[dict], key: str) -> list[tuple]:
-    """(value, row) for the done trials whose only own override is `key` (e.g. "model.kernel_sizes"); a
-    per-stage value counts by its first stage (the stage-1 kernel), a single value as it is."""
-    series = []
-    for row in rows:
-        values = _override_values(row)
-        if row.get("status") == "done" and list(values) == [key]:
-            value = values[key]
-            series.append((value[0] if isinstance(value, list) else value, row))
-    return series
-
-
-def format_noise_report(rows: list[dict], baseline: str | None = None, z: float = 2.0) -> str:
-    """Markdown: the noise (pooled seed sd), then which variants differ from the baseline by more than `z`
-    times the noise of a difference, and which do not; computed from the rows, never typed in."""
-    summary = variant_summary(rows)
-    if not summary:
-        return "No finished trials in these results."
-    comparisons = compare_to_baseline(summary, baseline, z)
-    sd = pooled_sd(summary)
-    base = comparisons[0]["baseline"]
-    base_top1 = next(s["top1"] for s in summary if s["variant"] == base)
-    if sd is None:
-        return (f"Every variant has a single seed, so the seed-to-seed noise cannot be estimated and no difference "
-                f"from the baseline `{base}` ({base_top1:.2%}) can be called real. Run at least two seeds.")
-    seeds = sorted({s["n"] for s in summary})
-    lines = [f"**Noise.** Across seeds, val top-1 of one variant varies with a standard deviation of "
-             f"**{sd * 100:.2f} points** (pooled over {len(summary)} variants with {'/'.join(map(str, seeds))} "
-             f"seeds each). A difference of two means of n seeds each has about {sd * 100:.2f} x sqrt(2/n) points "
-             f"of noise; a difference counts as real here when it exceeds {z:g} times that (about 95 %).", "",
-             f"**Baseline** `{base}`: {base_top1:.2%}.", ""]
-    beyond = [c for c in comparisons if c["exceeds"]]
-    within = [c for c in comparisons if not c["exceeds"] and c["variant"] != base]
-    if beyond:
-        lines.append("**Beyond the noise:**")
-        lines += [f"- `{c['variant']}`: {c['diff'] * 100:+.2f} points (noise {c['noise'] * 100:.2f}, "
-                  f"{abs(c['diff']) / c['noise']:.1f}x)" for c in sorted(beyond, key=lambda c: -c["diff"])]
-    else:
-        lines.append("**No variant differs from the baseline by more than the noise.**")
-    if within:
-        lines += ["", f"**Within the noise** ({len(within)}): " + ", ".join(
-            f"`{c['variant']}` ({c['diff'] * 100:+.1f})" for c in sorted(within, key=lambda c: -c["diff"]))]
-    return "\n".join(lines)
-
-
-def example_results(folder) -> Path:
-    """Write a small made-up folder/results.csv (device "synthetic example") and return its path: what
-    notebook 06 shows when no sweep has been run yet. Its numbers are invented and mean nothing."""
-    rng = random.Random(0)
-    variants = [("base", "", 0.60), ("stem-space_to_depth", "model.stem=space_to_depth", 0.61),
-                ("down-haar", "model.down=haar", 0.58), ("kernel_sizes-3.3.3", "model.kernel_sizes=[3, 3, 3]", 0.55),
-                ("kernel_sizes-13.3.3", "model.kernel_sizes=[13, 3, 3]", 0.61),
-                ("axial_kernel_sizes-3", "model.axial_kernel_sizes=3", 0.59),
-                ("axial_kernel_sizes-9", "model.axial_kernel_sizes=9", 0.60)]
-    rows = []
-    for seed in (0, 1):
-        for index, (variant, overrides, top1) in enumerate(variants):
-            k1 = json.loads(overrides.split("=")[1])[0] if "kernel_sizes=" in overrides and "axial" not in overrides else 9
-            row = {column: "" for column in RESULT_COLUMNS}
-            row.update(trial=f"{variant}-s{seed}", variant=variant, preset="tiny", overrides=overrides, seed=seed,
-                       params=300_000 + 7_000 * index, macs=40_000_000 + 2_000_000 * k1, top1=top1 + rng.gauss(0, 0.01),
-                       top5=0.9, best_top1=top1, train_img_s=200.0 - 5 * k1, wall_s=60.0, epochs=2,
-                       device="synthetic example", run_dir=f"{variant}-s{seed}", status="done", k1=k1)
-            rows.append(row)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_results(rows, folder)
-    return folder / "results.csv"
