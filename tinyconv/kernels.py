@@ -59,9 +59,21 @@ def gelu(x, approximate: bool = False):
         if _INFERENCE_GRAPH[-1] == "erf":
             return x * 0.5 * (1.0 + ops.erf(x / 1.4142135623730951))
         return ops.gelu(x, approximate=False)
-    if keras_training_phase() is False and not has_gpu():
+    if cpu_inference():
         return gelu_exact_fused(x)
     return _gelu_exact_tf(x)
+
+
+def cpu_inference() -> bool:
+    """Whether the layer call in progress may take an inference-only fast path: TensorFlow on a CPU, a Keras
+    call resolved as `training=False` (predict, evaluate, validation), and no export being traced (converters
+    need plain ops, `inference_graph`)."""
+    return (
+        keras.config.backend() == "tensorflow"
+        and not _INFERENCE_GRAPH
+        and keras_training_phase() is False
+        and not has_gpu()
+    )
 
 
 def keras_training_phase():
@@ -100,6 +112,148 @@ def gelu_exact_fused(x):
 
         _FUSED_GELU.append(fused)
     return _FUSED_GELU[0](x)
+
+
+def depthwise_shift_sum(x, kernel):
+    """Stride-1 "same" depthwise conv [B, H, W, C] * [kh, kw, C, 1] as a sum of kh * kw shifted copies of the
+    zero-padded input, each times its tap's per-channel weight (padding as TensorFlow's "SAME").
+
+    Inside an XLA-compiled function this is one loop over the output, vectorised along C, into which XLA
+    fuses what follows (GELU, BN's multiply-add, the residual sum): measured faster on CPU than TensorFlow's
+    depthwise op alone (9x9 at 32x32x128: 80 vs 97 ms; 3x3 at 16x16x256: 6-7 vs 10 ms; docs/performance.md).
+    Only used in XLA functions at inference: its gradient would be kh * kw elementwise passes.
+    """
+    import tensorflow as tf
+
+    kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
+    height, width = tf.shape(x)[1], tf.shape(x)[2]  # traced shapes may be None; XLA compiles per concrete shape
+    top, left = (kh - 1) // 2, (kw - 1) // 2
+    padded = tf.pad(x, [[0, 0], [top, kh - 1 - top], [left, kw - 1 - left], [0, 0]])
+    return tf.add_n([
+        padded[:, i:i + height, j:j + width, :] * kernel[i, j, :, 0] for i in range(kh) for j in range(kw)
+    ])
+
+
+def batchnorm_affine(layer):
+    """A BatchNormalization layer at inference as (scale, shift) [C]: y = x * scale + shift."""
+    import tensorflow as tf
+
+    scale = tf.math.rsqrt(tf.convert_to_tensor(layer.moving_variance) + layer.epsilon)
+    if layer.scale:
+        scale = scale * layer.gamma
+    shift = -tf.convert_to_tensor(layer.moving_mean) * scale
+    if layer.center:
+        shift = shift + layer.beta
+    return scale, shift
+
+
+def _gelu_tf(x, approximate: bool):
+    """GELU in plain TensorFlow ops, for XLA functions (XLA fuses it; no custom gradient needed)."""
+    import tensorflow as tf
+
+    if approximate:
+        return tf.nn.gelu(x, approximate=True)
+    return x * (0.5 + 0.5 * tf.math.erf(x * 0.7071067811865476))
+
+
+_FUSED_BLOCK: dict = {}  # XLA-compiled block pieces, one per structure (TensorFlow is imported lazily)
+
+
+def _fused(key, make):
+    if key not in _FUSED_BLOCK:
+        _FUSED_BLOCK[key] = make()
+    return _FUSED_BLOCK[key]
+
+
+def residual_branch_fused(inputs, branch, kernel, scale, shift, se=None, gamma=None, post_gelu=True,
+                          approximate=False):
+    """x + gamma * SE(BN(GELU(dwconv(branch)))) as one XLA-compiled function (inference only):
+
+        y = depthwise_shift_sum(branch, kernel)   when a kernel is given (else y = branch)
+        y = GELU(y)                               when post_gelu
+        y = y * scale + shift                     BN at inference
+        y = y * sigmoid(W2 GELU(W1 mean_hw(y) + b1) + b2)   squeeze-excite, when se = (W1, b1, W2, b2)
+        return inputs + gamma * y                 layer scale, when gamma is given
+
+    Shapes: inputs, branch [B, H, W, C]; kernel [k, k, C, 1]; scale, shift, gamma, b2 [C]; W1 [C, C/r];
+    b1 [C/r]; W2 [C/r, C] -> [B, H, W, C].
+    """
+    import tensorflow as tf
+
+    # one function per kernel size: the taps unroll, and a function retraced for several shapes would
+    # otherwise see the kernel's size as unknown
+    kernel_size = None if kernel is None else tuple(int(n) for n in kernel.shape[:2])
+    key = ("branch", kernel_size, post_gelu, se is not None, gamma is not None, approximate)
+
+    def make():
+        @tf.function(jit_compile=True, reduce_retracing=True)
+        def fused(inputs, branch, kernel, scale, shift, se, gamma):
+            y = branch if kernel is None else depthwise_shift_sum(branch, kernel)
+            if post_gelu:
+                y = _gelu_tf(y, approximate)
+            y = y * scale + shift
+            if se is not None:
+                w1, b1, w2, b2 = se
+                context = tf.reduce_mean(y, axis=(1, 2))  # [B, C]
+                gate = tf.sigmoid(_gelu_tf(context @ w1 + b1, approximate) @ w2 + b2)  # [B, C]
+                y = y * gate[:, None, None, :]
+            if gamma is not None:
+                y = y * gamma
+            return inputs + y
+
+        return fused
+
+    return _fused(key, make)(inputs, branch, kernel, scale, shift, se, gamma)
+
+
+def gelu_affine_fused(x, scale, shift, approximate: bool = False):
+    """GELU(x) * scale + shift (a GELU, then BN at inference) as one XLA-compiled elementwise kernel.
+    Measured 44 -> 28 CPU ms at 64x32x32x128 against the GELU kernel and Keras' BN (docs/performance.md)."""
+    import tensorflow as tf
+
+    def make():
+        @tf.function(jit_compile=True, reduce_retracing=True)
+        def fused(x, scale, shift):
+            return _gelu_tf(x, approximate) * scale + shift
+
+        return fused
+
+    return _fused(("gelu_affine", approximate), make)(x, scale, shift)
+
+
+def convmixer_block_inference(block, inputs):
+    """`ConvMixerBlock.call` at inference on a CPU (TensorFlow): the same arithmetic in three or four kernels
+    instead of ~15 ops, each of which passes over the whole [B, H, W, C] tensor:
+
+        depthwise mode:  XLA[x + gamma * BN(GELU(dw_kxk(x)))]              -> 1x1 conv -> XLA[BN(GELU(.))]
+        mixed mode:      axial convs -> XLA[GELU] -> XLA[x + gamma * SE(BN(dw_kxk(.)))] -> 1x1 conv -> XLA[..]
+        axial mode:      axial convs -> XLA[x + gamma * SE(BN(GELU(.)))]   -> 1x1 conv -> XLA[BN(GELU(.))]
+
+    Equal to the layer's own call to float32 rounding (tests/test_kernels.py); elementwise passes and
+    TensorFlow's depthwise convolutions were most of the seed's CPU inference time (docs/performance.md).
+    Shapes: [B, H, W, C] -> [B, H, W, C].
+    """
+    import tensorflow as tf
+
+    approximate = block.gelu_approximate
+    scale, shift = batchnorm_affine(block.spatial_bn)
+    se = None
+    if block.se is not None:
+        reduce, expand = block.se.reduce, block.se.expand
+        se = tuple(tf.convert_to_tensor(w) for w in (reduce.kernel[0, 0], reduce.bias, expand.kernel[0, 0], expand.bias))
+    gamma = None if block.layer_scale is None else tf.convert_to_tensor(block.layer_scale.gamma)
+    if block.mode == "depthwise":
+        branch, kernel, post_gelu = inputs, block.depthwise.kernel, True
+    elif block.mode == "mixed":
+        axial = block.axial(inputs)
+        branch = gelu_exact_fused(axial) if not approximate else tf.nn.gelu(axial, approximate=True)
+        kernel, post_gelu = block.local_depthwise.kernel, False
+    else:  # axial
+        branch, kernel, post_gelu = block.axial(inputs), None, True
+    kernel = None if kernel is None else tf.convert_to_tensor(kernel)  # tf.function traces tensors, not Keras variables
+    x = residual_branch_fused(inputs, branch, kernel, scale, shift, se, gamma, post_gelu, approximate)
+    channel_scale, channel_shift = batchnorm_affine(block.channel_bn)
+    return gelu_affine_fused(block.pointwise(x), channel_scale, channel_shift, approximate)
 
 
 def _gelu_exact_tf(x):

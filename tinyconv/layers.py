@@ -29,7 +29,13 @@ import keras
 import numpy as np
 from keras import ops
 
-from tinyconv.kernels import FFTGradDepthwiseConv2D, FusedBatchNormalization, gelu
+from tinyconv.kernels import (
+    FFTGradDepthwiseConv2D,
+    FusedBatchNormalization,
+    convmixer_block_inference,
+    cpu_inference,
+    gelu,
+)
 from tinyconv.models import BLOCK_MODES
 from tinyconv.runtime import has_gpu
 
@@ -467,6 +473,8 @@ class ConvMixerBlock(keras.layers.Layer):
         return self.spatial_bn(y, training=training)
 
     def call(self, inputs, training=None):
+        if self.compute_dtype == "float32" and cpu_inference():
+            return convmixer_block_inference(self, inputs)  # the same arithmetic, fused (kernels.py)
         y = self.spatial_mix(inputs, training=training)
         if self.se is not None:
             y = self.se(y)

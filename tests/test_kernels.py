@@ -1,0 +1,125 @@
+"""The fused CPU inference path of ConvMixerBlock (tinyconv.kernels.convmixer_block_inference): it must compute
+what the block's own call computes, be taken only where it is meant to (TensorFlow on a CPU, a Keras call for
+inference, no export being traced), and leave training alone."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tinyconv.layers as tl
+from tinyconv import kernels
+from tinyconv.models import build_model
+
+
+def randomize_statistics(layer_or_model, seed=0):
+    """BN statistics, beta and layer-scale gamma away from their initial values, so that a fused kernel that
+    dropped or reordered any of them would show."""
+    rng = np.random.default_rng(seed)
+    for weight in layer_or_model.weights:
+        path = weight.path
+        if "moving_variance" in path:
+            weight.assign(rng.uniform(0.3, 3.0, weight.shape).astype("float32"))
+        elif "moving_mean" in path or path.endswith("beta") or path.endswith("bias"):
+            weight.assign(rng.normal(0.0, 0.5, weight.shape).astype("float32"))
+        elif "gamma" in path:
+            weight.assign(rng.uniform(0.2, 1.8, weight.shape).astype("float32"))
+
+
+def plain_and_fused(layer, x, monkeypatch):
+    """(output of the layer's plain call, output of the fused path, number of fused block calls) at inference."""
+    calls = []
+    fused = kernels.convmixer_block_inference
+    monkeypatch.setattr(tl, "convmixer_block_inference", lambda block, v: calls.append(1) or fused(block, v))
+    want = tf.function(lambda v: layer(v, training=False))
+    monkeypatch.setattr(tl, "cpu_inference", lambda: False)
+    plain = want(x).numpy()
+    monkeypatch.setattr(tl, "cpu_inference", kernels.cpu_inference)
+    got = tf.function(lambda v: layer(v, training=False))(x).numpy()
+    return plain, got, len(calls)
+
+
+@pytest.mark.parametrize("kernel", [(1, 1), (3, 3), (4, 4), (9, 9), (1, 7), (5, 2)])
+def test_depthwise_shift_sum_equals_tensorflows_same_depthwise_conv(kernel):
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.normal(size=(2, 11, 12, 5)).astype("float32"))
+    w = tf.constant(rng.normal(size=(*kernel, 5, 1)).astype("float32"))
+    want = tf.nn.depthwise_conv2d(x, w, [1, 1, 1, 1], "SAME").numpy()
+    got = tf.function(kernels.depthwise_shift_sum, jit_compile=True)(x, w).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(mode="depthwise", kernel_size=9),
+        dict(mode="depthwise", kernel_size=3, layer_scale_init=None),
+        dict(mode="mixed", kernel_size=3, axial_kernel_size=7, se_reduction=8),
+        dict(mode="mixed", kernel_size=5, axial_kernel_size=3),
+        dict(mode="axial", axial_kernel_size=5, se_reduction=4),
+        dict(mode="axial", axial_kernel_size=5, se_reduction=4, gelu_approximate=True, drop_path=0.3),
+    ],
+    ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()),
+)
+def test_fused_block_computes_what_the_block_computes(config, monkeypatch):
+    block = tl.ConvMixerBlock(**config)
+    x = tf.constant(np.random.default_rng(2).normal(size=(3, 10, 10, 16)).astype("float32"))
+    block.build(x.shape)
+    randomize_statistics(block)
+    plain, got, calls = plain_and_fused(block, x, monkeypatch)
+    assert calls == 1  # the fused path was taken
+    np.testing.assert_allclose(got, plain, rtol=1e-5, atol=1e-5 * np.abs(plain).max())
+
+
+def test_fused_model_logits_equal_the_plain_model(monkeypatch):
+    model = build_model("tiny", num_classes=7)
+    randomize_statistics(model)
+    x = tf.constant(np.random.default_rng(3).normal(size=(4, 64, 64, 3)).astype("float32"))
+    plain, got, calls = plain_and_fused(model, x, monkeypatch)
+    assert calls == sum(isinstance(layer, tl.ConvMixerBlock) for layer in model.layers) > 0
+    np.testing.assert_allclose(got, plain, rtol=1e-5, atol=1e-5 * np.abs(plain).max())
+    assert (got.argmax(1) == plain.argmax(1)).all()
+
+
+def test_fused_path_only_at_inference_outside_export_and_not_in_training(monkeypatch):
+    block = tl.ConvMixerBlock(mode="mixed", kernel_size=3, axial_kernel_size=3, se_reduction=4)
+    x = tf.constant(np.random.default_rng(4).normal(size=(2, 8, 8, 8)).astype("float32"))
+    block.build(x.shape)
+    calls = []
+    fused = kernels.convmixer_block_inference
+    monkeypatch.setattr(tl, "convmixer_block_inference", lambda b, v: calls.append(1) or fused(b, v))
+
+    with tf.GradientTape() as tape:  # training: the plain path, whose gradients reach every weight
+        loss = tf.reduce_sum(block(x, training=True) ** 2)
+    grads = tape.gradient(loss, block.trainable_weights)
+    assert calls == [] and all(g is not None for g in grads)
+
+    with kernels.inference_graph("erf"):  # an export traces plain ops for the converters
+        block(x, training=False)
+    assert calls == []
+
+    block(x, training=False)
+    assert calls == [1]
+
+
+def test_fused_path_keeps_training_statistics_untouched():
+    """Inference must not update BN's moving statistics (the fused path reads them, never writes)."""
+    block = tl.ConvMixerBlock(mode="axial", axial_kernel_size=3, se_reduction=4)
+    x = tf.constant(np.random.default_rng(5).normal(size=(2, 8, 8, 8)).astype("float32"))
+    block.build(x.shape)
+    before = [w.numpy().copy() for w in block.non_trainable_weights]
+    block(x, training=False)
+    after = [w.numpy() for w in block.non_trainable_weights]
+    assert all((a == b).all() for a, b in zip(after, before))
+
+
+def test_fused_functions_serve_many_shapes_and_kernel_sizes(monkeypatch):
+    """The compiled functions are shared by all blocks of one structure; after a few shapes TensorFlow traces
+    them with unknown dimensions, and the kernel's size must stay known (it unrolls the taps)."""
+    rng = np.random.default_rng(6)
+    for size, channels, kernel_size in [(8, 8, 3), (6, 4, 5), (10, 12, 3), (7, 6, 7), (9, 5, 5), (5, 3, 3)]:
+        block = tl.ConvMixerBlock(mode="depthwise", kernel_size=kernel_size)
+        x = tf.constant(rng.normal(size=(2, size, size, channels)).astype("float32"))
+        block.build(x.shape)
+        randomize_statistics(block)
+        plain, got, calls = plain_and_fused(block, x, monkeypatch)
+        assert calls == 1
+        np.testing.assert_allclose(got, plain, rtol=1e-5, atol=1e-5 * np.abs(plain).max())
