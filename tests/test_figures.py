@@ -117,6 +117,21 @@ def test_plot_class_accuracy_sorts_with_error_bars_and_chance():
     # 200 classes: no names on the axis, chance at 1/200
     fig = tinyfigures.plot_class_accuracy(np.linspace(0, 1, 200), np.full(200, 50), [str(i) for i in range(200)])
     assert 1 / 200 in _hlines(fig.axes[0]) and not fig.axes[0].get_xticklabels()
+    # classes without val images (a subset of val) are left out and said to be, not drawn as zero accuracy
+    accuracy, counts = np.full(200, np.nan), np.zeros(200, int)
+    accuracy[:60], counts[:60] = np.linspace(0, 1, 60), np.arange(60) % 3 + 1
+    ax = tinyfigures.plot_class_accuracy(accuracy, counts, [str(i) for i in range(200)]).axes[0]
+    assert len(ax.patches) == 60 and "60 classes of 200 with val images" in ax.get_xlabel()
+    assert "1-3 val images per class" in ax.get_title() and 1 / 200 in _hlines(ax)
+
+
+def test_training_figure_has_whole_epoch_ticks():
+    rows = [dict(epoch=0, loss=1.4, val_loss=1.5, top1=0.3, val_top1=0.25, lr=1e-3)]
+    for ax in tinyfigures.plot_training(rows, num_classes=4).axes:
+        assert list(ax.get_xticks()) == [1]
+    rows = [dict(rows[0], epoch=e) for e in range(30)]
+    for ax in tinyfigures.plot_training(rows, num_classes=4).axes:
+        assert all(float(t).is_integer() for t in ax.get_xticks())
 
 
 def test_plot_block_compare_draws_both_models():

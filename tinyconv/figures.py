@@ -16,11 +16,19 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch, Rectangle
-from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from tinyconv import analysis
 
 # ------------------------------------------------------------------------------------------ training
+
+
+def epoch_axis(ax, epochs) -> None:
+    """Whole epochs on the x axis: a short run gets a tick per epoch (not 0.96, 0.98, ...), a long one a few."""
+    if 0 < len(epochs) <= 10:
+        ax.set_xticks(list(epochs))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def draw_loss_and_top1(ax_loss, ax_acc, rows: list[dict], reference: list[dict] | None = None) -> None:
@@ -34,6 +42,7 @@ def draw_loss_and_top1(ax_loss, ax_acc, rows: list[dict], reference: list[dict] 
             ax.plot([row["epoch"] + 1 for row in reference], [row.get(f"val_{key}") for row in reference],
                     linestyle="--", color="0.45", linewidth=1.2, label="reference (val)")
         ax.set_xlabel("epoch")
+        epoch_axis(ax, epochs)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
 
@@ -82,6 +91,7 @@ def plot_training(rows: list[dict], num_classes: int, title: str = "", reference
     ax_acc.legend(fontsize=8, loc="lower right")
     ax_lr.plot(epochs, [row.get("lr") for row in rows], marker="o", markersize=3, color="tab:purple")
     ax_lr.set_xlabel("epoch")
+    epoch_axis(ax_lr, epochs)
     ax_lr.set_ylabel("learning rate (end of epoch)")
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     ax_lr.grid(alpha=0.3)
@@ -528,9 +538,10 @@ def plot_class_accuracy(accuracy, counts, names, num_classes: int | None = None,
     accuracy = np.asarray(accuracy, dtype=np.float64)
     counts = np.asarray(counts)
     num_classes = num_classes or len(names)
-    order = np.argsort(-np.nan_to_num(accuracy, nan=-1.0), kind="stable")
+    scored = np.flatnonzero(counts > 0)  # a class without val images has no accuracy to draw
+    order = scored[np.argsort(-accuracy[scored], kind="stable")]
     errors = analysis.standard_error(accuracy[order], counts[order])
-    many = len(names) > 40
+    many = len(order) > 40
     fig, ax = plt.subplots(figsize=(13 if many else max(6.0, 0.55 * len(names) + 2.0), 3.8))
     positions = np.arange(len(order))
     ax.bar(positions, accuracy[order], yerr=errors, width=1.0 if many else 0.7, color="tab:blue",
@@ -540,14 +551,17 @@ def plot_class_accuracy(accuracy, counts, names, num_classes: int | None = None,
     ax.axhline(mean, color="k", ls="--", lw=1, label=f"mean over classes ({mean:.1%})")
     if many:
         ax.set_xticks([])
-        ax.set_xlabel(f"{len(names)} classes, sorted by accuracy (error bars: +-1 standard error)")
+        of = f" of {len(names)}" if len(order) < len(names) else ""
+        ax.set_xlabel(f"{len(order)} classes{of} with val images, sorted by accuracy (error bars: +-1 standard error)")
     else:
         ax.set_xticks(positions, [_shorten(names[i], 16) for i in order], rotation=45, ha="right", fontsize=8)
         ax.set_xlabel("class, sorted by accuracy (error bars: +-1 standard error)")
     ax.set_xlim(-0.6, len(order) - 0.4)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("top-1 accuracy on val")
-    ax.set_title(title or f"Per-class top-1 ({int(np.median(counts))} val images per class)", fontsize=10)
+    low, high = (int(counts[order].min()), int(counts[order].max())) if len(order) else (0, 0)
+    per_class = f"{low}" if low == high else f"{low}-{high}"
+    ax.set_title(title or f"Per-class top-1 ({per_class} val images per class)", fontsize=10)
     ax.legend(fontsize=8, loc="upper right")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
