@@ -334,6 +334,11 @@ def test_plot_localization_metrics_bars_and_baselines():
     assert ax.get_title() == "quick" and ax.get_ylabel() == "% of val images"
     assert sorted(t.get_text() for t in fig.legends[0].get_texts()) == sorted(
         ["GT-known loc", "top-1 loc", "MaxBoxAcc", "centre box MaxBoxAcc", "whole image MaxBoxAcc"])
+    # three or four panels wrap into rows of two (not a 1,900 px wide strip); an unused slot is hidden
+    fig = tinyfigures.plot_localization_metrics({f"p{i}": metrics for i in range(3)}, baseline)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["p0", "p1", "p2"] and len(fig.axes) == 4
+    assert fig.get_figwidth() < 10
 
 
 # ----------------------------------------------------------------------------------------------- CLI

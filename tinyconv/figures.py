@@ -697,9 +697,14 @@ def plot_localization_metrics(groups: dict, baseline: dict | None = None, title:
         baseline: tinyconv.localize.baseline_metrics of the same val boxes: the centre box's MaxBoxAcc drawn
             dashed across each panel, the whole-image box's dotted.
     """
-    fig = Figure(figsize=(max(3.8, 1.2 + 1.15 * max(len(g) for g in groups.values())) * len(groups), 3.6),
-                 layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(groups), squeeze=False)).ravel()
+    # at most two panels a row: four side by side came out ~1900 px wide, scaled down to unreadable in a notebook
+    columns = min(2, len(groups))
+    rows = -(-len(groups) // columns)
+    panel_width = max(3.8, 1.2 + 1.15 * max(len(g) for g in groups.values()))
+    fig = Figure(figsize=(panel_width * columns, 3.2 * rows + 0.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
+    for ax in axes[len(groups):]:
+        ax.set_visible(False)
     width = 0.8 / len(LOCALIZATION_KEYS)
     for ax, (panel, entries) in zip(axes, groups.items()):
         positions = np.arange(len(entries))
