@@ -203,6 +203,9 @@ def test_figures_and_preset_rows(tmp_path, tiny_model):
     }
     assert len(figures["costs"].axes) == 4  # a params and a MACs chart per preset
     assert "seed" in figures["costs"].axes[0].get_title()
+    assert "(total 2.64 M)" in figures["costs"].axes[0].get_title()
+    small = tinyfigures.plot_stage_costs({"tiny": model_info("tiny", num_classes=4)}).axes[0]
+    assert "k)" in small.get_title() and small.get_ylabel() == "parameters (k)"  # not 0.00 M per stage
     for name, fig in figures.items():
         path = tmp_path / f"{name}.png"
         fig.savefig(path)

@@ -210,16 +210,17 @@ def plot_stage_costs(infos: dict[str, dict]):
     for row, (preset, info) in enumerate(infos.items()):
         names = [stage["name"] for stage in info["stages"]]
         positions = np.arange(len(names))
-        for ax, key, unit, color in (
-            (axes[row, 0], "params", "parameters (M)", "tab:blue"),
-            (axes[row, 1], "macs", "MACs per image (M)", "tab:orange"),
+        for ax, key, what, color in (
+            (axes[row, 0], "params", "parameters", "tab:blue"),
+            (axes[row, 1], "macs", "MACs per image", "tab:orange"),
         ):
-            values = [stage[key] / 1e6 for stage in info["stages"]]
+            total = info["params_total"] if key == "params" else info["macs_per_image"]
+            scale, unit = (1e6, "M") if total >= 1e6 else (1e3, "k")  # a small model's stages in M read 0.00
+            values = [stage[key] / scale for stage in info["stages"]]
             ax.bar(positions, values, color=color)
             ax.set_xticks(positions, names, fontsize=8)
-            ax.set_ylabel(unit)
-            total = info["params_total"] if key == "params" else info["macs_per_image"]
-            ax.set_title(f"{preset}: {unit.split(' (')[0]} per stage (total {total / 1e6:.2f} M)", fontsize=10)
+            ax.set_ylabel(f"{what} ({unit})")
+            ax.set_title(f"{preset}: {what} per stage (total {total / scale:.2f} {unit})", fontsize=10)
             for x, value in zip(positions, values):
                 ax.annotate(f"{value:.2f}", (x, value), ha="center", va="bottom", fontsize=7)
             ax.margins(y=0.15)  # room for the value labels above the tallest bar
