@@ -34,11 +34,16 @@ REPO = HERE.parent
 TORCH_MODEL = REPO.parent / "shared" / "reference" / "torch_seed_model.py"
 
 
+# A fresh PyTorch process ran its first batches at ~95 img/s and reached ~160 only after about ten (oneDNN
+# builds its kernels per shape on first use); two warm-up calls under-stated it, so every runtime gets ten.
+WARMUP_BATCHES = 10
+
+
 def time_runner(run, images, batch_size: int, steps: int, single: int) -> dict:
-    """images/s of `run` on batches of `batch_size` (after 2 warm-up calls) and the latency of `single` calls on
-    one image each (after 5 warm-up calls)."""
+    """images/s of `run` on batches of `batch_size` (after WARMUP_BATCHES warm-up calls) and the latency of
+    `single` calls on one image each (after 5 warm-up calls)."""
     batch = images[:batch_size]
-    for _ in range(2):
+    for _ in range(WARMUP_BATCHES):
         run(batch)
     start = time.perf_counter()
     for _ in range(steps):

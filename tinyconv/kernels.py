@@ -1,5 +1,5 @@
 """TensorFlow fast paths behind the layers: same weights, same configs, same results as the Keras layers
-they stand in for, measured faster for training on CPU (docs/performance.md).
+they stand in for, measured faster on CPU for training and inference (docs/performance.md).
 
     FusedBatchNormalization  keras.layers.BatchNormalization trained on TensorFlow's fused kernel
     FFTGradDepthwiseConv2D   keras.layers.DepthwiseConv2D whose kernel gradient is computed by FFT on CPU
@@ -7,6 +7,8 @@ they stand in for, measured faster for training on CPU (docs/performance.md).
                              inference on CPU
     gelu_exact, gelu_tanh    GELU as serializable activations for keras.layers.Activation
     inference_graph          a context: trace an inference-only graph (export) with converter-friendly ops
+    convmixer_block_inference  ConvMixerBlock's call at inference on a CPU: the depthwise conv as shifted sums
+                             with GELU, BN, SE, layer scale and the residual sum in one XLA kernel
 
 Each falls back to the plain Keras computation on other backends or inputs. Models saved before these classes
 were renamed load through the two legacy classes at the end of this module.
