@@ -1,4 +1,5 @@
-"""Kill a training process for real (SIGKILL) right after its first backed-up epoch: the resume tests' set-up."""
+"""Kill a process for real (SIGKILL) at a chosen moment: the resume tests' set-up (a training run after its first
+backed-up epoch, a sweep after its first trial)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,31 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tinyconv.callbacks import read_history
+
+
+def kill_when(process: subprocess.Popen, ready: Callable[[], bool], timeout: float, what: str = "the moment") -> None:
+    """Poll `ready()` while `process` runs, SIGKILL it as soon as it returns true, and reap it. Asserts that
+    `ready` came within `timeout` seconds and that the process was still running then (really killed mid-run);
+    the process is killed in any case. On failure the message carries its output when it was piped."""
+    try:
+        deadline = time.monotonic() + timeout
+        while process.poll() is None and time.monotonic() < deadline and not ready():
+            time.sleep(0.05)
+        if process.poll() is not None:
+            output = process.stdout.read() if process.stdout else ""
+            raise AssertionError(f"the process ended (exit {process.returncode}) before it could be killed\n{output}")
+        assert ready(), f"{what} did not come within {timeout:.0f} s"
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
 
 
 def kill_after_first_backup(argv: list, run_dir: Path, *, cwd, env: dict, timeout: float) -> int:
@@ -18,18 +41,10 @@ def kill_after_first_backup(argv: list, run_dir: Path, *, cwd, env: dict, timeou
     process = subprocess.Popen([str(arg) for arg in argv], cwd=cwd, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     history, meta = run_dir / "history.csv", run_dir / "backup" / "training_metadata.json"
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and process.poll() is None:
-            if history.exists() and len(read_history(history)) >= 1 and meta.exists():
-                break
-            time.sleep(0.05)
-        assert process.poll() is None, "the run ended before it could be killed"
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == -signal.SIGKILL
+
+    def backed_up() -> bool:
+        return history.exists() and len(read_history(history)) >= 1 and meta.exists()
+
+    kill_when(process, backed_up, timeout, "the first backed-up epoch")
     assert not (run_dir / "metrics.json").exists()
     return json.loads(meta.read_text())["epoch"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from killing import kill_when  # tests/ (conftest puts it on sys.path)
 from tinyconv import sweep, sweep_results
 from tinyconv.cli import main
 from tinyconv.errors import TinyconvError
@@ -180,20 +180,17 @@ def test_sweep_on_ray_resumes_after_sigkill_without_rerunning_and_leaves_no_ray(
 
     # 1. SIGKILL the sweep (its Ray driver) as soon as its first trial is done
     process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 300
-        while process.poll() is None and time.monotonic() < deadline and sweep.trial_status(out, "base-s0") != "done":
-            time.sleep(0.2)
-        assert process.poll() is None, f"the sweep ended before it could be killed:\n{process.stdout.read()}"
-        assert sweep.trial_status(out, "base-s0") == "done", "no trial finished in 300 s"
-        session = json.loads((out / sweep.SESSION_FILE).read_text())
-        assert session["raylets"] and _ray_leftovers(session), "the session file names no live Ray process"
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == -signal.SIGKILL
+    session, alive = {}, []
+
+    def first_trial_done() -> bool:  # and what of Ray is alive at that moment, before the kill
+        if sweep.trial_status(out, "base-s0") != "done":
+            return False
+        session.update(json.loads((out / sweep.SESSION_FILE).read_text()))
+        alive[:] = _ray_leftovers(session)
+        return True
+
+    kill_when(process, first_trial_done, 300, "the first trial's end")
+    assert session["raylets"] and alive, "the session file names no live Ray process"
     assert _wait_for_no_leftovers(session) == [], "Ray processes outlived the killed sweep"
     assert not Path(session["temp_dir"]).exists()
     done_metrics = (out / "base-s0" / "metrics.json").read_bytes()
