@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -225,6 +229,85 @@ def test_sweep_on_ray_resumes_after_sigkill_without_rerunning_and_leaves_no_ray(
     # 3. once more: every trial is done, Ray is not even started
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "3 already done" in result.stdout and "starting Ray" not in result.stdout
+
+
+# ---------------------------------------------------------------------------- trial resources, --address
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_address_where_nothing_listens_is_one_line_at_once(tmp_path, capsys):
+    pytest.importorskip("ray", reason="the sweep extra (tinyconv[sweep]) is installed by make test")
+    spec = _spec(tmp_path, 'profile = "ci"\n[budget]\nepochs = 1\n[[trials]]\nname = "base"\n')
+    address = f"127.0.0.1:{_free_port()}"  # ray.init would keep trying it for minutes
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "out"), "--address", address]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"tinyconv: error: cannot join the Ray cluster at {address}: nothing answers at ")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert sweep.trial_status(tmp_path / "out", "base-s0") == "pending"
+
+
+def _ray_pids(session: dict, name: str) -> list[int]:
+    return [int(line.split()[0]) for line in _ray_leftovers(session)
+            if Path(f"/proc/{line.split()[0]}/comm").read_text().strip() == name]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds Ray's processes through /proc (Linux)")
+def test_sweep_joins_an_existing_ray_cluster_and_leaves_it_running(synthetic_data_dir, tmp_path):
+    pytest.importorskip("ray", reason="the sweep extra (tinyconv[sweep]) is installed by make test")
+    port = _free_port()
+    # A one-CPU head of our own, found by a marker in its processes' environment (as the sweep marks its own).
+    # Token authentication, Ray's default for `ray start --head` where ~/.ray/auth_token exists, with a token
+    # of this test's (not written to ~/.ray): the sweep joins with RAY_AUTH_MODE=token and the same token.
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+           "RAY_USAGE_STATS_ENABLED": "0", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    session = {"marker": f"test-{os.getpid()}-{time.time_ns()}", "raylets": [],
+               "temp_dir": tempfile.mkdtemp(prefix="tcrayt-", dir="/tmp")}  # a short path: Ray's unix sockets
+    ray_cli = Path(sys.executable).with_name("ray")
+    try:
+        started = subprocess.run(
+            [ray_cli, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
+             "--disable-usage-stats", f"--temp-dir={session['temp_dir']}", "--object-store-memory=100000000"],
+            env={**env, sweep.MARKER_VAR: session["marker"]}, capture_output=True, text=True, timeout=240)
+        assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+        session["raylets"] = _ray_pids(session, "raylet")
+        head = session["raylets"] + _ray_pids(session, "gcs_server")
+        assert len(head) == 2, _ray_leftovers(session)
+
+        spec = _spec(tmp_path, 'profile = "ci"\nseeds = [0]\n[budget]\nepochs = 1\n[[trials]]\nname = "base"\n')
+        out = tmp_path / "sweep"
+        logs = Path(session["temp_dir"]) / "session_latest" / "logs"
+        assert logs.is_dir() and not list(logs.glob("python-core-driver-*"))
+        result = subprocess.run([sys.executable, "-m", "tinyconv", "sweep", str(spec), "--out", str(out),
+                                 "--data-dir", str(synthetic_data_dir), "--address", f"127.0.0.1:{port}"],
+                                env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+        assert f"starting Ray at 127.0.0.1:{port}" in result.stdout
+        assert "{'cpu': 1} per trial, 1 at a time" in result.stdout  # the cluster's one CPU, not this machine's
+        rows = sweep_results.read_results(out / "results.csv")
+        assert [(row["trial"], row["status"]) for row in rows] == [("base-s0", "done")]
+        assert 0.0 <= rows[0]["top1"] <= 1.0 and rows[0]["params"] > 0 and rows[0]["device"]
+        assert (out / "base-s0" / "metrics.json").is_file()
+        assert "| base-s0 |" in (out / "results.md").read_text()
+        # the sweep drove this head (its driver's log is in the head's session), not a Ray of its own
+        assert len(list(logs.glob("python-core-driver-*"))) == 1
+        assert not (out / sweep.SESSION_FILE).exists()
+
+        # the cluster is not the sweep's: it is still up, and still answers
+        assert all(sweep._alive(pid) for pid in head), "the sweep stopped the cluster it joined"
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    finally:
+        # `ray stop --force` would stop every Ray of this user on the machine (other tests', other sweeps'):
+        # stop only this head's processes
+        sweep.stop_processes(int(line.split()[0]) for line in _ray_leftovers(session))
+        left = _wait_for_no_leftovers(session, 30)
+        shutil.rmtree(session["temp_dir"], ignore_errors=True)
+    assert left == [], "Ray processes of the test's head are left"
 
 
 # ------------------------------------------------------------------------------------------ notebook

@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -65,6 +66,7 @@ SESSION_FILE = ".ray-session.json"  # in DIR: the Ray processes of the sweep now
 RAYLET_START_S = 180.0  # how long the raylet may take to start (Ray: 30 s; a loaded 2-core machine needs more)
 START_ATTEMPTS = 3
 MARKER_VAR = "TINYCONV_SWEEP_MARKER"  # in the environment of every Ray process the sweep starts
+ADDRESS_CHECK_S = 5.0  # how long `--address` may take to accept a TCP connection (ray.init itself waits for ever)
 
 
 # ---------------------------------------------------------------------------------------------- spec
@@ -534,13 +536,18 @@ def start_ray(out: Path, address: str | None = None, num_cpus: int | None = None
     marker = f"{os.getpid()}-{time.time_ns()}"
     session_file = out / SESSION_FILE
     if address:
+        check_address(address)
         env = {name: value for name, value in os.environ.items()
                if name.startswith("TINYCONV_") or name in ("KERAS_BACKEND",)}
         try:
             ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR,
                      runtime_env={"env_vars": env} if env else None)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise TinyconvError(f"cannot join the Ray cluster at {address}: {exc}".splitlines()[0]) from None
+            # Ray (2.5x+) turns on token authentication for `ray start --head` wherever ~/.ray/auth_token
+            # exists, but a driver given an explicit address sends no token unless RAY_AUTH_MODE=token.
+            hint = ("; if the cluster uses token authentication, set RAY_AUTH_MODE=token (the token: "
+                    "RAY_AUTH_TOKEN or ~/.ray/auth_token)" if "RAY_AUTH_MODE" not in os.environ else "")
+            raise TinyconvError(f"cannot join the Ray cluster at {address}: {exc}".splitlines()[0] + hint) from None
         return RaySession(marker, None, [], None, session_file)
     # Ray puts unix sockets under its temp dir: a short path, whatever $TMPDIR is.
     temp_dir = tempfile.mkdtemp(prefix="tcray-", dir="/tmp" if Path("/tmp").is_dir() else None)
@@ -579,6 +586,23 @@ def start_ray(out: Path, address: str | None = None, num_cpus: int | None = None
     finally:
         os.environ.pop(MARKER_VAR, None)
     return session
+
+
+def check_address(address: str, timeout: float = ADDRESS_CHECK_S) -> None:
+    """Fail in seconds, with one line, when nothing listens at a `HOST:PORT` (or `ray://HOST:PORT`) address:
+    ray.init keeps retrying such an address for minutes (Ray 2.60: still waiting after 5 min). Other forms
+    (`auto`) are left to Ray."""
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise TinyconvError(f"cannot join the Ray cluster at {address}: nothing answers at {host}:{port} "
+                            f"({reason}); start one there (`ray start --head --port={port}`) or check the address"
+                            ) from None
 
 
 def _raylet_failure(temp_dir: str) -> str:
@@ -714,9 +738,10 @@ def _run_with_tune(spec: SweepSpec, pending: list[Trial], out: Path, data_dir: P
             run_config=tune.RunConfig(name="sweep", storage_path=str(storage), verbose=0, callbacks=[progress],
                                       failure_config=tune.FailureConfig(max_failures=0)),
         )
-        grid = tuner.fit()
-        failed = [result.config["trial"] for result in grid if result.error is not None]
-        return sorted(failed, key=order.get)
+        tuner.fit()
+        # by the trials' own status files: a trial whose worker died before it started has no config in
+        # Tune's results (its result.config is None), yet it failed
+        return [t.name for t in pending if trial_status(out, t.name) != "done"]
     finally:
         session.close()
         signal.signal(signal.SIGTERM, previous_term if previous_term is not None else signal.SIG_DFL)
