@@ -234,6 +234,25 @@ def test_sweep_on_ray_resumes_after_sigkill_without_rerunning_and_leaves_no_ray(
 # ---------------------------------------------------------------------------- trial resources, --address
 
 
+def test_trial_resources_one_gpu_per_trial_else_one_whole_node_per_trial():
+    # one machine with 2 GPUs: a GPU and half the CPUs per trial, two at once
+    assert sweep.trial_resources({"CPU": 16, "GPU": 2}) == ({"cpu": 8, "gpu": 1}, 2)
+    assert sweep.trial_resources({"CPU": 16.0, "GPU": 2.0}, [{"CPU": 16.0, "GPU": 2.0}]) == ({"cpu": 8, "gpu": 1}, 2)
+    # a CPU-only machine: one trial at a time with every core
+    assert sweep.trial_resources({"CPU": 2}) == ({"cpu": 2}, 1)
+    assert sweep.trial_resources({"CPU": 2.0}, [{"CPU": 2.0, "memory": 1e9}]) == ({"cpu": 2}, 1)
+    # a cluster whose head has no GPU: the CPUs per GPU are a GPU node's (8), not the cluster's (40 / 2 = 20,
+    # which no node has: Ray would never place the trial)
+    head, workers = {"CPU": 8.0}, [{"CPU": 16.0, "GPU": 2.0}, {"CPU": 16.0, "GPU": 2.0}]
+    assert sweep.trial_resources({"CPU": 40.0, "GPU": 4.0}, [head, *workers]) == ({"cpu": 8, "gpu": 1}, 4)
+    # GPU nodes of different shapes: the CPUs that go with one GPU on the poorest
+    mixed = [{"CPU": 32.0, "GPU": 4.0}, {"CPU": 12.0, "GPU": 4.0}]
+    assert sweep.trial_resources({"CPU": 44.0, "GPU": 8.0}, mixed) == ({"cpu": 3, "gpu": 1}, 8)
+    # CPU-only nodes of different sizes: the smallest node's CPUs per trial, as many as fit on each node
+    assert sweep.trial_resources({"CPU": 8.0}, [{"CPU": 2.0}, {"CPU": 3.0}, {"CPU": 3.0}]) == ({"cpu": 2}, 3)
+    assert sweep.trial_resources({"CPU": 6.0}, [{"CPU": 2.0}, {"CPU": 4.0}, {"memory": 1e9}]) == ({"cpu": 2}, 3)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -625,15 +625,23 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def trial_resources(resources: dict, nodes_cpus: list[int] | None = None) -> tuple[dict, int]:
-    """(resources per trial, trials at once) from Ray's cluster resources: one GPU per trial where there are
-    GPUs; otherwise every CPU of the smallest node, so a CPU-only machine runs one trial at a time."""
+def trial_resources(resources: dict, nodes: list[dict] | None = None) -> tuple[dict, int]:
+    """(resources per trial, trials at once) from Ray's cluster resources and its alive nodes' resources.
+
+    Where there are GPUs: one GPU per trial, with the CPUs that go with one GPU on the GPU node poorest in
+    them (a head node without GPUs does not count: asking for the cluster's CPUs per GPU would ask for more
+    than a GPU node has, and Ray would never place the trial). Otherwise every CPU of the smallest node, so
+    a CPU-only machine runs one trial at a time with all its cores.
+    """
+    nodes = nodes or [resources]
     gpus = int(resources.get("GPU", 0))
     cpus = int(resources.get("CPU", 1))
     if gpus:
-        return {"cpu": max(1, cpus // gpus), "gpu": 1}, gpus
-    per_trial = max(1, min(nodes_cpus) if nodes_cpus else cpus)
-    return {"cpu": per_trial}, max(1, cpus // per_trial)
+        per_gpu = [int(n.get("CPU", 0)) // int(n["GPU"]) for n in nodes if int(n.get("GPU", 0)) >= 1]
+        return {"cpu": max(1, min(per_gpu) if per_gpu else cpus // gpus), "gpu": 1}, gpus
+    node_cpus = [int(n.get("CPU", 0)) for n in nodes if int(n.get("CPU", 0)) >= 1] or [cpus]
+    per_trial = max(1, min(node_cpus))
+    return {"cpu": per_trial}, max(1, sum(n // per_trial for n in node_cpus))
 
 
 # --------------------------------------------------------------------------------------------- sweep
@@ -724,8 +732,8 @@ def _run_with_tune(spec: SweepSpec, pending: list[Trial], out: Path, data_dir: P
 
         for name in ("ray.tune", "ray.train", "ray.air"):  # a failed trial is one line of ours, not a traceback
             logging.getLogger(name).setLevel(logging.CRITICAL)
-        nodes = [int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
-        resources, concurrent = trial_resources(ray.cluster_resources(), [n for n in nodes if n] or None)
+        nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+        resources, concurrent = trial_resources(ray.cluster_resources(), nodes)
         _print(f"Ray ready in {time.monotonic() - started:.0f} s: {resources} per trial, {concurrent} at a time")
         total = len(spec.trials)
         order = {t.name: i + 1 for i, t in enumerate(spec.trials)}
