@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tinyconv import fileio
+from tinyconv.errors import TinyconvError
 
 
 def test_atomic_writes_leave_only_the_target(tmp_path):
@@ -30,6 +31,54 @@ def test_a_failed_write_keeps_the_old_file_and_no_temporary(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("killed")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["c.txt"]
+
+
+def test_a_folder_is_written_atomically_and_replaces_the_old_one(tmp_path):
+    target = tmp_path / "export_savedmodel"
+    for version in ("old", "new"):
+        with fileio.atomic_path(target) as tmp:
+            tmp.mkdir()
+            (tmp / "saved_model.pb").write_text(version)
+            (tmp / "variables").mkdir()
+    assert (target / "saved_model.pb").read_text() == "new" and (target / "variables").is_dir()
+    assert [p.name for p in tmp_path.iterdir()] == ["export_savedmodel"]  # no temporary, no old folder aside
+
+    with pytest.raises(RuntimeError):  # a failed export (its check refused it) leaves the old folder alone
+        with fileio.atomic_path(target) as tmp:
+            tmp.mkdir()
+            (tmp / "saved_model.pb").write_text("refused")
+            raise RuntimeError("check failed")
+    assert (target / "saved_model.pb").read_text() == "new" and [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_a_failed_folder_swap_puts_the_old_folder_back(tmp_path, monkeypatch):
+    target = tmp_path / "export_savedmodel"
+    target.mkdir()
+    (target / "saved_model.pb").write_text("old")
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):  # the second rename (new folder into place) fails, as on a busy or full file system
+        calls.append((Path(src).name, Path(dst).name))
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(fileio.os, "replace", replace)
+    with pytest.raises(TinyconvError, match=r"writing .*export_savedmodel failed: No space left on device; "
+                                                   r"the previous version is intact; free some space"):
+        with fileio.atomic_path(target) as tmp:
+            tmp.mkdir()
+            (tmp / "saved_model.pb").write_text("new")
+    assert calls[0][1].endswith(".tmp.old")  # the old folder was moved aside under a temporary name first
+    assert (target / "saved_model.pb").read_text() == "old" and [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_remove_path_takes_files_folders_and_nothing(tmp_path):
+    (tmp_path / "f").write_text("x")
+    (tmp_path / "d" / "e").mkdir(parents=True)
+    for name in ("f", "d", "missing"):
+        fileio.remove_path(tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_runs_root_reads_the_new_name_and_the_deprecated_one(monkeypatch, tmp_path):

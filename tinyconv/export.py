@@ -28,8 +28,6 @@ TensorFlow's TFLiteConverter on that SavedModel (its post-training float16 and i
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -187,30 +185,6 @@ def attach_metadata(path: Path, fmt: str, metadata: dict) -> None:
         onnx.save(proto, str(path))
 
 
-def replace_path(tmp: Path, out: Path) -> None:
-    """Move the finished export `tmp` onto `out` (a file or a folder); an old folder is moved aside first and
-    removed only once the new one is in place, so a failure leaves the old one or the new one."""
-    if tmp.is_dir() and out.exists():
-        aside = fileio.temporary_path(out, ".old")
-        os.replace(out, aside)
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            os.replace(aside, out)
-            raise
-        remove_path(aside)
-    else:
-        os.replace(tmp, out)
-
-
-def remove_path(path: Path) -> None:
-    """Delete a file or a folder, if there."""
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
 # --------------------------------------------------------------------------------------------- checks
 
 
@@ -283,10 +257,11 @@ def export_model(model_or_path, fmt: str, out=None, quantize: str | None = None,
     calibration = calibration_images(data_dir, classes.wnids) if quantize == "int8" else None
 
     deploy = deploy_model(model)
-    tmp = fileio.temporary_path(out, f".{fmt}" if fmt != "savedmodel" else "")
-    try:
+    # written under a temporary name (a file, or a folder for a SavedModel) and moved onto `out` only once
+    # checked: a failed or refused export leaves nothing behind, and an OS failure is one line naming `out`
+    with fileio.atomic_path(out, f".{fmt}" if fmt != "savedmodel" else "") as tmp:
         # traced with ops the converter knows (kernels.inference_graph): Erfc is no ONNX op, Erf no TFLite builtin
-        with _os_errors(out), inference_graph("erf" if fmt == "onnx" else "tensorflow"):
+        with inference_graph("erf" if fmt == "onnx" else "tensorflow"):
             if fmt == "savedmodel":
                 write_savedmodel(deploy, tmp)
             elif fmt == "tflite":
@@ -309,28 +284,9 @@ def export_model(model_or_path, fmt: str, out=None, quantize: str | None = None,
         val = None
         if val_accuracy if val_accuracy is not None else quantize is not None:
             val = val_accuracies(model, exported, data_dir, classes)
-        with _os_errors(out):
-            replace_path(tmp, out)
-    finally:
-        remove_path(tmp)  # a failed or refused export leaves nothing behind
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) if out.is_dir() else out.stat().st_size
     return {"format": fmt, "quantize": quantize, "out": str(out), "bytes": int(size), "classes": len(classes.wnids),
             "check": check, "val": val}
-
-
-class _os_errors:
-    """An OS failure while writing an export (disk full, permissions) as one line naming the target."""
-
-    def __init__(self, out: Path):
-        self.out = out
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, exc, tb):
-        if kind is not None and issubclass(kind, OSError):
-            raise TinyconvError(f"writing {self.out} failed: {exc.strerror or exc}") from None
-        return False
 
 
 def val_accuracies(model, exported, data_dir, classes) -> dict:

@@ -3,7 +3,9 @@ into place, so a kill at any moment leaves either the old file or the new one, n
 
 One temporary-name scheme for the whole package: `.<name>.<pid>.tmp` in the target's folder, plus a suffix
 where the writer insists on one (Keras wants `.keras` / `.weights.h5`, papermill `.ipynb`).
-`remove_temporaries(folder)` clears what a killed process left behind.
+`remove_temporaries(folder)` clears what a killed process left behind. A folder (a SavedModel export) is
+written the same way: `atomic_path` yields a temporary name the caller fills with a file or a folder, and
+`replace_path` swaps it in (an old folder is moved aside first, since a rename cannot replace a non-empty one).
 
 No TensorFlow or Keras import here: `tinyconv download` writes through this module and must start fast.
 """
@@ -59,24 +61,57 @@ def os_error_advice(exc: OSError) -> str:
     return f"; {advice}" if advice else ""
 
 
+def remove_path(path) -> None:
+    """Delete a file or a folder (with what it holds), if there."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def replace_path(new, path, aside=None) -> None:
+    """Move the finished `new` (a file or a folder) onto `path`, atomically for a file.
+
+    A rename cannot replace a non-empty folder, so a folder at `path` is first moved `aside` (default: the
+    temporary name `temporary_path(path, ".old")`), the new one renamed into place, and the old one deleted only
+    then; if the second rename fails, the old one goes back. At every moment `path` is the old version or the
+    new one, or (between the two renames, for a folder) absent with the old one intact under `aside`.
+    Raises the OSError of a failed rename.
+    """
+    new, path = Path(new), Path(path)
+    if not (path.is_dir() and not path.is_symlink()):
+        os.replace(new, path)
+        return
+    aside = Path(aside) if aside is not None else temporary_path(path, ".old")
+    os.replace(path, aside)
+    try:
+        os.replace(new, path)
+    except OSError:
+        os.replace(aside, path)
+        raise
+    remove_path(aside)
+
+
 @contextlib.contextmanager
 def atomic_path(path, suffix: str = ""):
-    """Yield a temporary path to write; on success rename it onto `path`, on failure remove it.
+    """Yield a temporary path to write, a file or a folder; on success move it onto `path` (`replace_path`), on
+    failure remove it.
 
-    The file at `path` is never touched until the new one is complete. An OS failure (disk full, read-only
-    file system, no permission) becomes one TinyconvError naming the file, for every write site at once.
+    What is at `path` is never touched until the new one is complete. An OS failure (disk full, read-only
+    file system, no permission) becomes one TinyconvError naming the target, for every write site at once.
     """
     path = Path(path)
     tmp = temporary_path(path, suffix)
     try:
         yield tmp
-        os.replace(tmp, path)
+        replace_path(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        remove_path(tmp)
         kept = "the previous version is intact" if path.exists() else "nothing was written"
         raise TinyconvError(f"writing {path} failed: {os_error_reason(exc)}; {kept}{os_error_advice(exc)}") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        remove_path(tmp)
         raise
 
 
