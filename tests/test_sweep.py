@@ -347,3 +347,5 @@ def test_notebook_06_runs_on_a_small_results_file(tmp_path):
     assert "Beyond the noise" in text and "kernel_sizes-3.3.3" in text and "NO SWEEP RESULTS" not in text
     figures = {path.stem for path in (tmp_path / "run" / "figures").glob("06_*.png")}
     assert figures == {"06_accuracy_vs_cost", "06_kernel_size", "06_axial_kernel_size", "06_variant_spread"}
+    shown = sum("image/png" in output.get("data", {}) for cell in nb.cells for output in cell.get("outputs", []))
+    assert shown == 4  # each figure is also shown in the notebook, not only saved
