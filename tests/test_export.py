@@ -13,7 +13,8 @@ import pytest
 from tinyconv import cli
 from tinyconv.dataset import load_split, selected_classes
 from tinyconv.errors import TinyconvError
-from tinyconv.export import FLOAT32_TOLERANCE, check_images, export_model, format_export, relative_difference
+from tinyconv.export import (FLOAT32_TOLERANCE, QUANTIZATION_KINDS, QUANTIZATIONS, check_images, export_model,
+                             format_export, relative_difference)
 from tinyconv.fileio import save_model
 from tinyconv.inference import exported_format, load_exported, predict, predict_logits, read_exported_metadata
 from tinyconv.models import build_model
@@ -73,16 +74,50 @@ def test_each_format_round_trips_with_its_runtime_and_carries_its_classes(fmt, s
         assert np.allclose([g["probability"] for g in a["top"]], [g["probability"] for g in b["top"]], atol=1e-5)
 
 
-def test_quantized_tflite_reports_agreement_and_val_accuracy(small_model_file, synthetic_data_dir, tmp_path):
-    report = export_model(small_model_file, "tflite", out=tmp_path / "small.float16.tflite", quantize="float16",
-                          data_dir=synthetic_data_dir)
-    assert report["check"]["criterion"] == "top-1 agreement 100%"
-    assert report["check"]["images"] == len(check_images(synthetic_data_dir, read_exported_metadata(
-        tmp_path / "small.float16.tflite")["wnids"]))
+def _op_output_dtypes(path) -> set[str]:
+    """The dtypes of every op's outputs in a .tflite file: float32 only when the activations stay float."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    return {np.dtype(tensors[i]["dtype"]).name for op in interpreter._get_ops_details() for i in op["outputs"]}
+
+
+def _has_int8_weights(path) -> bool:
+    from ai_edge_litert.interpreter import Interpreter
+
+    return any(t["dtype"] == np.int8 for t in Interpreter(model_path=str(path)).get_tensor_details())
+
+
+@pytest.mark.parametrize("quantize", QUANTIZATIONS)
+def test_each_quantization_round_trips_and_reports_agreement_and_val_accuracy(quantize, small_model_file,
+                                                                              synthetic_data_dir, tmp_path):
+    out = tmp_path / f"small.{quantize}.tflite"
+    report = export_model(small_model_file, "tflite", out=out, quantize=quantize, data_dir=synthetic_data_dir)
+    assert report["quantize"] == quantize and report["check"]["criterion"] == "top-1 agreement 100%"
+    assert report["check"]["passed"] == (report["check"]["top1_agreement"] == 1.0)
+    assert report["check"]["images"] == len(check_images(synthetic_data_dir, read_exported_metadata(out)["wnids"]))
+    assert read_exported_metadata(out)["quantize"] == quantize
     val = report["val"]
     assert val["images"] == CLASSES * 6 and 0.0 <= val["exported_top1"] <= 1.0
     assert val["drop"] == pytest.approx(val["keras_top1"] - val["exported_top1"])
-    assert "val top-1 on 24 images" in format_export(report)
+    printed = format_export(report)
+    assert "val top-1 on 24 images" in printed and QUANTIZATION_KINDS[quantize] in printed
+
+    # reloaded, the file computes what the check saw, and quantizes what its name says
+    model = keras.saving.load_model(small_model_file)
+    images = check_images(synthetic_data_dir, read_exported_metadata(out)["wnids"])
+    got, want = load_exported(out).logits(images), predict_logits(model, images)
+    assert got.shape == want.shape and got.dtype == np.float32
+    assert relative_difference(got, want) == pytest.approx(report["check"]["max_relative_difference"], rel=1e-5)
+    assert relative_difference(got, want) < 0.5  # quantized, not broken
+    dtypes = _op_output_dtypes(out)
+    if quantize == "int8":  # weights int8, every activation float32
+        assert _has_int8_weights(out) and dtypes == {"float32"}
+    elif quantize == "int8-full":  # activations int8 between the input's cast and the output's dequantize
+        assert "int8" in dtypes
+    else:
+        assert "int8" not in dtypes and not _has_int8_weights(out)
 
 
 def test_cli_export_and_predict_an_exported_file(small_model_file, synthetic_data_dir, tmp_path, capsys):
