@@ -37,7 +37,7 @@ from pathlib import Path, PurePosixPath
 
 from tinyconv.errors import TinyconvError
 from tinyconv.locks import folder_lock
-from tinyconv.fileio import os_error_advice, os_error_reason, temporary_path, write_json
+from tinyconv.fileio import os_error_advice, os_error_reason, replace_path, temporary_path, write_json
 
 DATASET_DIRNAME = "tiny-imagenet-200"
 OFFICIAL_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
@@ -532,22 +532,13 @@ def _extract_into_place(zip_path: Path, root: Path, *, record: dict, progress: b
             raise _WriteFailed(str(exc)) from None
 
         # Swap in the new dataset; an old one is moved aside first and deleted only once the new one is in place.
-        previous = None
+        # Aside under the bare temporary name (.tiny-imagenet-200.<pid>.tmp): _remove_stale_temporaries puts a
+        # dataset left there by a kill back in place.
         try:
-            if root.exists():
-                previous = temporary_path(root)  # .tiny-imagenet-200.<pid>.tmp
-                os.replace(root, previous)
-            try:
-                os.replace(extracted, root)
-            except OSError:
-                if previous is not None:
-                    os.replace(previous, root)
-                raise
+            replace_path(extracted, root, aside=temporary_path(root))
         except OSError as exc:  # permissions on the data folder, a busy folder on some file systems
             raise _WriteFailed(f"moving the extracted dataset into {root} failed: {os_error_reason(exc)}"
-                               f"{'; the previous dataset is intact' if previous is not None else ''}"
+                               f"{'; the previous dataset is intact' if root.exists() else ''}"
                                f"{os_error_advice(exc)}") from None
-        if previous is not None:
-            shutil.rmtree(previous, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
