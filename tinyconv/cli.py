@@ -342,8 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a .keras file or a run folder")
     p.add_argument("--format", required=True, metavar="FORMAT", help="savedmodel, tflite or onnx")
     p.add_argument("--out", help="output file (a folder for savedmodel; default: beside the model, e.g. best.onnx)")
-    p.add_argument("--quantize", metavar="KIND", help="tflite only: float16 or int8 (post-training; the val "
-                   "accuracy drop is measured and printed)")
+    p.add_argument("--quantize", metavar="KIND", help="tflite only: float16, int8 (int8 weights, float "
+                   "activations) or int8-full (integer activations too); post-training, the val accuracy drop "
+                   "is measured and printed")
     p.add_argument("--val-accuracy", action="store_true", help="measure val top-1 of both models for any format")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     data_dir_arg(p)
