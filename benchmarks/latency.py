@@ -34,9 +34,7 @@ REPO = HERE.parent
 TORCH_MODEL = REPO.parent / "shared" / "reference" / "torch_seed_model.py"
 
 
-# A fresh PyTorch process ran its first batches at ~95 img/s and reached ~160 only after about ten (oneDNN
-# builds its kernels per shape on first use); two warm-up calls under-stated it, so every runtime gets ten.
-WARMUP_BATCHES = 10
+WARMUP_BATCHES = 10  # untimed batches per runtime before timing (kernel selection, allocator, XLA compiles)
 
 
 def time_runner(run, images, batch_size: int, steps: int, single: int) -> dict:
@@ -76,8 +74,14 @@ def worker(kind: str, path: str | None, args) -> dict:
         sys.path.insert(0, str(TORCH_MODEL.parent))
         from torch_seed_model import build
 
-        model = build().to(memory_format=torch.channels_last).eval()
+        model = build().to(memory_format=torch.channels_last)
         images = torch.rand(count, 3, 64, 64).to(memory_format=torch.channels_last)
+        # One backward pass first: in a process that has never run one, PyTorch 2.13's eval forward ran at
+        # ~95 img/s here, after it at ~158 (a train()/eval() toggle or a train-mode forward alone did not do
+        # it). compare_torch.py's PyTorch side trains before it infers, so both scripts time the fast state.
+        model(images[: args.batch_size]).sum().backward()
+        model.zero_grad(set_to_none=True)
+        model.eval()
 
         def run(x):
             with torch.no_grad():
@@ -132,6 +136,7 @@ def main() -> int:
     parser.add_argument("--savedmodel", help="a SavedModel folder from tinyconv export")
     parser.add_argument("--tflite", help="a .tflite file from tinyconv export")
     parser.add_argument("--onnx", help="an .onnx file from tinyconv export")
+    parser.add_argument("--tflite-int8", help="a .tflite file from tinyconv export --quantize int8 (timed as well)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=6, help="timed batches")
@@ -145,23 +150,24 @@ def main() -> int:
         print(json.dumps(worker(args.worker, args.path, args)))
         return 0
 
-    runtimes = {"torch": None}
-    for kind in ("keras", "savedmodel", "tflite", "onnx"):
-        if getattr(args, kind):
-            runtimes[kind] = getattr(args, kind)
-    results = {kind: [] for kind in runtimes}
+    runtimes = {"torch": ("torch", None)}  # label -> (worker kind, path)
+    for label, kind in (("keras", "keras"), ("savedmodel", "savedmodel"), ("tflite", "tflite"), ("onnx", "onnx"),
+                        ("tflite_int8", "tflite")):
+        if getattr(args, label):
+            runtimes[label.replace("_", "-")] = (kind, getattr(args, label))
+    results = {label: [] for label in runtimes}
     for r in range(args.rounds):
         load = os.getloadavg()[0]
-        for kind, path in runtimes.items():
-            result = measure(kind, path, args)
+        for kind, (worker_kind, path) in runtimes.items():
+            result = measure(worker_kind, path, args)
             results[kind].append(result)
-            print(f"round {r + 1} (load {load:.1f}) {kind:<10} batch {args.batch_size}: "
+            print(f"round {r + 1} (load {load:.1f}) {kind:<11} batch {args.batch_size}: "
                   f"{result['batch_images_per_s']:7.1f} img/s   batch 1: median {result['single_median_ms']:6.2f} ms, "
                   f"p95 {result['single_p95_ms']:6.2f} ms", flush=True)
     print(f"\nmedian over {args.rounds} rounds; ratio = img/s over PyTorch's in the same round")
     for kind, rows in results.items():
         ratios = [row["batch_images_per_s"] / torch["batch_images_per_s"] for row, torch in zip(rows, results["torch"])]
-        print(f"{kind:<10} {statistics.median(r['batch_images_per_s'] for r in rows):7.1f} img/s "
+        print(f"{kind:<11} {statistics.median(r['batch_images_per_s'] for r in rows):7.1f} img/s "
               f"(ratio {statistics.median(ratios):.2f}: {', '.join(f'{x:.2f}' for x in ratios)})   "
               f"batch 1 median {statistics.median(r['single_median_ms'] for r in rows):6.2f} ms, "
               f"p95 {statistics.median(r['single_p95_ms'] for r in rows):6.2f} ms")
