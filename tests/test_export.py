@@ -18,20 +18,9 @@ from tinyconv.export import (FLOAT32_TOLERANCE, QUANTIZATION_KINDS, QUANTIZATION
 from tinyconv.fileio import save_model
 from tinyconv.inference import exported_format, load_exported, predict, predict_logits, read_exported_metadata
 from tinyconv.models import build_model
+from weights import randomize_statistics
 
 CLASSES = 4
-
-
-def _randomize_batchnorm(model, seed: int = 0) -> None:
-    """Trained-looking BatchNorm statistics and affine weights (fresh ones are identities, which hide bugs)."""
-    rng = np.random.default_rng(seed)
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(rng.normal(0, 0.5, c).astype("float32"))
-            layer.moving_variance.assign(rng.uniform(0.3, 2.0, c).astype("float32"))
-            layer.gamma.assign(rng.uniform(0.5, 1.5, c).astype("float32"))
-            layer.beta.assign(rng.normal(0, 0.3, c).astype("float32"))
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +29,7 @@ def small_model_file(tmp_path_factory, synthetic_data_dir):
     folder = tmp_path_factory.mktemp("export")
     keras.utils.set_random_seed(0)
     model = build_model("tiny", widths=(16, 32, 64), depths=(1, 1, 1), num_classes=CLASSES)
-    _randomize_batchnorm(model)
+    randomize_statistics(model)
     wnids, names, words = selected_classes(synthetic_data_dir, CLASSES)
     path = folder / "small.keras"
     save_model(model, path, {"wnids": wnids, "names": names, "words": [words[w] for w in wnids]})
@@ -186,7 +175,7 @@ def test_the_inference_gelu_computes_what_training_computes(monkeypatch):
 
     keras.utils.set_random_seed(1)
     model = build_model("tiny", widths=(16, 32, 64), depths=(1, 1, 1), num_classes=CLASSES)
-    _randomize_batchnorm(model, seed=1)
+    randomize_statistics(model, seed=1)
     images = np.random.default_rng(1).normal(size=(8, 64, 64, 3)).astype("float32")
     calls, fused = [], kernels.gelu_exact_fused
     monkeypatch.setattr(kernels, "gelu_exact_fused", lambda v: calls.append(1) or fused(v))

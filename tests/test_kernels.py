@@ -9,19 +9,7 @@ import tinyconv.layers as tl
 from tinyconv import kernels
 from tinyconv.models import build_model
 
-
-def randomize_statistics(layer_or_model, seed=0):
-    """BN statistics, beta and layer-scale gamma away from their initial values, so that a fused kernel that
-    dropped or reordered any of them would show."""
-    rng = np.random.default_rng(seed)
-    for weight in layer_or_model.weights:
-        path = weight.path
-        if "moving_variance" in path:
-            weight.assign(rng.uniform(0.3, 3.0, weight.shape).astype("float32"))
-        elif "moving_mean" in path or path.endswith("beta") or path.endswith("bias"):
-            weight.assign(rng.normal(0.0, 0.5, weight.shape).astype("float32"))
-        elif "gamma" in path:
-            weight.assign(rng.uniform(0.2, 1.8, weight.shape).astype("float32"))
+from weights import randomize_statistics
 
 
 def plain_and_fused(layer, x, monkeypatch):
