@@ -150,11 +150,11 @@ def main() -> int:
         print(json.dumps(worker(args.worker, args.path, args)))
         return 0
 
-    runtimes = {"torch": ("torch", None)}  # label -> (worker kind, path)
-    for label, kind in (("keras", "keras"), ("savedmodel", "savedmodel"), ("tflite", "tflite"), ("onnx", "onnx"),
-                        ("tflite_int8", "tflite")):
-        if getattr(args, label):
-            runtimes[label.replace("_", "-")] = (kind, getattr(args, label))
+    given = {  # label -> (worker kind, path)
+        "keras": ("keras", args.keras), "savedmodel": ("savedmodel", args.savedmodel), "tflite": ("tflite", args.tflite),
+        "onnx": ("onnx", args.onnx), "tflite-int8": ("tflite", args.tflite_int8),
+    }
+    runtimes = {"torch": ("torch", None)} | {label: run for label, run in given.items() if run[1]}
     results = {label: [] for label in runtimes}
     for r in range(args.rounds):
         load = os.getloadavg()[0]
