@@ -151,8 +151,8 @@ def main() -> int:
         return 0
 
     given = {  # label -> (worker kind, path)
-        "keras": ("keras", args.keras), "savedmodel": ("savedmodel", args.savedmodel), "tflite": ("tflite", args.tflite),
-        "onnx": ("onnx", args.onnx), "tflite-int8": ("tflite", args.tflite_int8),
+        "keras": ("keras", args.keras), "savedmodel": ("savedmodel", args.savedmodel),
+        "tflite": ("tflite", args.tflite), "onnx": ("onnx", args.onnx), "tflite-int8": ("tflite", args.tflite_int8),
     }
     runtimes = {"torch": ("torch", None)} | {label: run for label, run in given.items() if run[1]}
     results = {label: [] for label in runtimes}
