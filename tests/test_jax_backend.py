@@ -321,6 +321,41 @@ randomize(model, seed=2)
 model.save(folder / "jax_model.keras")
 np.save(folder / "jax_logits.npy", np.asarray(model(x, training=False)))
 
+# the GPU forms (GroupedConv2D "dense", shifted axial convs), forced here on a CPU, with the same weights:
+# the same logits, and the same gradients in a training-mode step, as the forms a CPU runs
+import jax
+import tinyconv.layers
+
+tinyconv.layers.has_gpu = lambda: True
+gpu_model = build_model("seed")
+gpu_model.set_weights(model.get_weights())
+paths = [getattr(layer, "_path", None) for layer in gpu_model._flatten_layers()]
+assert paths.count("dense") == 2 and all(
+    layer._shifted for layer in gpu_model._flatten_layers() if hasattr(layer, "_shifted")
+)
+np.save(folder / "jax_gpu_forms_logits.npy", np.asarray(gpu_model(x, training=False)))
+
+
+def gradients(net):
+    trainable = [v.value for v in net.trainable_variables]
+    fixed = [v.value for v in net.non_trainable_variables]
+
+    def loss(weights):
+        logits, _ = net.stateless_call(weights, fixed, x, training=True)
+        return jax.numpy.mean(jax.nn.log_softmax(logits)[:, 0])
+
+    return [np.asarray(g) for g in jax.grad(loss)(trainable)]
+
+
+pairs = list(zip(gradients(gpu_model), gradients(model)))
+# |a - b| / |b| per weight, and over all weights at once. Weights with near-zero gradients (the betas of BNs that
+# another BN follows: their gradient cancels in exact arithmetic) carry float32 rounding of ~1e-4 of their tiny norm
+worst = max(float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30)) for a, b in pairs)
+total = float(np.sqrt(sum(np.sum((a - b) ** 2) for a, b in pairs) / sum(np.sum(b ** 2) for _, b in pairs)))
+(folder / "jax_gpu_forms_gradients.json").write_text(
+    json.dumps({{"worst_weight": worst, "all_weights": total, "weights": len(pairs)}})
+)
+
 # the on-device augmentation
 images, labels = np.load(folder / "images.npy"), np.load(folder / "labels.npy")
 args = json.loads((folder / "augment.json").read_text())
@@ -403,6 +438,17 @@ def test_same_weights_same_logits_on_both_backends_and_keras_files_cross(jax_sid
     moving = [v for v in model.variables if v.path.endswith("moving_variance")]
     assert moving and all(not np.allclose(np.asarray(v), 1.0) for v in moving)  # the statistics travelled
     assert not np.allclose(jax_logits, tf_logits, atol=1e-3)  # two different models: the comparison can fail
+
+
+def test_gpu_forms_compute_what_the_cpu_forms_compute(jax_side):
+    """GroupedConv2D's block-diagonal dense conv and the shifted axial convs, which a GPU takes, forced on a CPU:
+    the seed's logits and every weight's gradient match the grouped and depthwise convs."""
+    folder, _ = jax_side
+    jax_logits = np.load(folder / "jax_logits.npy")
+    assert _max_relative_difference(np.load(folder / "jax_gpu_forms_logits.npy"), jax_logits) <= 1e-4
+    gradients = json.loads((folder / "jax_gpu_forms_gradients.json").read_text())
+    assert gradients["weights"] > 100
+    assert gradients["all_weights"] <= 1e-5 and gradients["worst_weight"] <= 1e-3
 
 
 @pytest.mark.parametrize("name", sorted(AUGMENTS))

@@ -1,6 +1,7 @@
 """The fused CPU inference path of ConvMixerBlock (tinyconv.kernels.convmixer_block_inference): it must compute
 what the block's own call computes, be taken only where it is meant to (TensorFlow on a CPU, a Keras call for
 inference, no export being traced), and leave training alone."""
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -33,6 +34,20 @@ def test_depthwise_shift_sum_equals_tensorflows_same_depthwise_conv(kernel):
     want = tf.nn.depthwise_conv2d(x, w, [1, 1, 1, 1], "SAME").numpy()
     got = tf.function(kernels.depthwise_shift_sum, jit_compile=True)(x, w).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", [(1, 7), (7, 1), (3, 3), (1, 4), (5, 2)])
+def test_depthwise_conv_shifted_equals_keras_depthwise_conv(kernel):
+    """The keras.ops form the axial convs take on a GPU: Keras' "same" depthwise conv, float32 accumulation,
+    the input's dtype out."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2, 9, 10, 6)).astype("float32")
+    w = rng.normal(size=(*kernel, 6, 1)).astype("float32")
+    want = keras.ops.convert_to_numpy(keras.ops.depthwise_conv(x, w, strides=1, padding="same"))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(kernels.depthwise_conv_shifted(x, w)), want, rtol=1e-5, atol=1e-5)
+    half = kernels.depthwise_conv_shifted(keras.ops.cast(x, "bfloat16"), keras.ops.cast(w, "bfloat16"))
+    assert keras.backend.standardize_dtype(half.dtype) == "bfloat16"
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.cast(half, "float32")), want, rtol=0.05, atol=0.1)
 
 
 @pytest.mark.parametrize(

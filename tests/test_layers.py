@@ -68,7 +68,7 @@ def _reference_grouped_conv(x, kernel, strides, groups):
     return np.concatenate([o.numpy() for o in outputs], axis=-1)
 
 
-@pytest.mark.parametrize("implementation", ["split", "native", "auto"])
+@pytest.mark.parametrize("implementation", ["split", "native", "dense", "auto"])
 @pytest.mark.parametrize("strides", [1, 2])
 def test_grouped_conv_matches_reference(implementation, strides):
     x = _random((2, 9, 8, 8))
@@ -91,6 +91,60 @@ def test_grouped_conv_split_and_native_share_weights():
     _randomize_weights(split)
     native.set_weights(split.get_weights())
     np.testing.assert_allclose(np.asarray(split(x)), np.asarray(native(x)), rtol=1e-4, atol=1e-4)
+
+
+def test_grouped_conv_dense_has_the_grouped_gradients():
+    """The block-diagonal dense conv: the same input and kernel gradients as the per-group convs (the zero blocks'
+    gradient is dropped, not learned)."""
+    x = tf.constant(_random((2, 9, 9, 8)))
+    layers = {name: GroupedConv2D(12, 3, strides=2, groups=4, use_bias=True, implementation=name) for name in ("split", "dense")}
+    for layer in layers.values():
+        layer.build(x.shape)
+    _randomize_weights(layers["split"])
+    layers["dense"].set_weights(layers["split"].get_weights())
+    grads = {}
+    for name, layer in layers.items():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x) * tf.cos(tf.range(12, dtype=tf.float32)))
+        grads[name] = tape.gradient(loss, [x, layer.kernel, layer.bias])
+    assert layers["dense"].block_diagonal(layers["dense"].kernel).shape == (3, 3, 8, 12)
+    for got, want in zip(grads["dense"], grads["split"]):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_gpu_takes_the_dense_grouped_conv_and_shifted_axial_convs(monkeypatch):
+    import tinyconv.layers as layers_module
+
+    x = _random((1, 8, 8, 8))
+    for gpu, path, shifted in ((False, "split", False), (True, "dense", True)):
+        monkeypatch.setattr(layers_module, "has_gpu", lambda gpu=gpu: gpu)
+        grouped, axial = GroupedConv2D(8, 3, groups=4), AxialDepthwiseConv2D(5)
+        grouped.build(x.shape)
+        axial.build(x.shape)
+        assert (grouped._path, axial._shifted) == (path, shifted)
+        assert grouped.get_config()["implementation"] == "auto"  # the saved config is the same either way
+
+
+def test_axial_shifted_form_has_the_depthwise_outputs_and_gradients():
+    x = tf.constant(_random((2, 11, 13, 4)))
+    layers = [AxialDepthwiseConv2D(7) for _ in range(2)]
+    for layer in layers:
+        layer.build(x.shape)
+    _randomize_weights(layers[0])
+    layers[1].set_weights(layers[0].get_weights())
+    layers[1]._shifted = True
+    results = []
+    for layer in layers:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(y * tf.sin(y))
+        results.append([y, *tape.gradient(loss, [x, layer.kernel_row, layer.kernel_col])])
+    assert not layers[0]._shifted
+    for got, want in zip(results[1], results[0]):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_squeeze_excite_matches_numpy():

@@ -5,7 +5,7 @@ Every layer is registered for `.keras` saving (package "tinyconv"), returns ever
 own dtype policy, so the whole model runs under `mixed_float16`. Tensors are channels-last: [B, H, W, C].
 
     AxialDepthwiseConv2D  depthwise 1xk then kx1: a rank-1 kxk depthwise kernel for 2k weights per channel
-    GroupedConv2D         grouped convolution; split into per-group convs where native groups are slow (CPU)
+    GroupedConv2D         grouped convolution; per-group convs on CPU, one block-diagonal dense conv on GPU
     GroupedGlorotUniform  glorot-uniform over one group's fans (a grouped kernel initialised as G separate convs)
     SqueezeExcite         channel gating from global context
     LayerScale            learnable per-channel residual scale (gamma)
@@ -34,12 +34,13 @@ from tinyconv.kernels import (
     FusedBatchNormalization,
     convmixer_block_inference,
     cpu_inference,
+    depthwise_conv_shifted,
     gelu,
 )
 from tinyconv.models import BLOCK_MODES
 from tinyconv.runtime import has_gpu
 
-GROUPED_CONV_IMPLEMENTATIONS = ("auto", "split", "native")
+GROUPED_CONV_IMPLEMENTATIONS = ("auto", "split", "native", "dense")
 
 # The layers' defaults: PyTorch's BatchNorm2d epsilon; momentum 0.9 is Keras' convention (PyTorch momentum=0.1
 # means the same). The `seed` preset passes Keras' BatchNormalization defaults (0.99, 1e-3), the reference's.
@@ -98,6 +99,9 @@ class AxialDepthwiseConv2D(keras.layers.Layer):
         kernel_size: odd int k.
         kernel_initializer: initializer of both kernels.
 
+    On a GPU both convs run as k shifted multiply-adds (`kernels.depthwise_conv_shifted`, one fused kernel)
+    instead of cuDNN's grouped convolution, which is 3-4x slower for these 1-D kernels (docs/performance.md).
+
     Shapes: [B, H, W, C] -> [B, H, W, C].
     Weights: `kernel_row` [1, k, C, 1] (applied first, along W), `kernel_col` [k, 1, C, 1] (along H).
     """
@@ -118,10 +122,17 @@ class AxialDepthwiseConv2D(keras.layers.Layer):
         self.kernel_col = self.add_weight(
             name="kernel_col", shape=(k, 1, channels, 1), initializer=self.kernel_initializer
         )
+        # Decided at build time, as GroupedConv2D's implementation: the weights and config are the same either way.
+        self._shifted = has_gpu()
 
     def call(self, inputs):
-        x = ops.depthwise_conv(inputs, self.kernel_row, strides=1, padding="same")  # mixes along W
-        return ops.depthwise_conv(x, self.kernel_col, strides=1, padding="same")  # mixes along H
+        conv = depthwise_conv_shifted if self._shifted else self._depthwise_conv
+        x = conv(inputs, ops.cast(self.kernel_row, self.compute_dtype))  # mixes along W
+        return conv(x, ops.cast(self.kernel_col, self.compute_dtype))  # mixes along H
+
+    @staticmethod
+    def _depthwise_conv(x, kernel):
+        return ops.depthwise_conv(x, kernel, strides=1, padding="same")
 
     def axial_kernels(self) -> tuple[np.ndarray, np.ndarray]:
         """The two 1-D kernels as numpy: (row [k, C] applied along W, col [k, C] applied along H)."""
@@ -150,12 +161,20 @@ class AxialDepthwiseConv2D(keras.layers.Layer):
 class GroupedConv2D(keras.layers.Layer):
     """A grouped 2-D convolution with "same" padding, computed the fastest way on the device.
 
-    TensorFlow runs native grouped convolutions on CPU through XLA and they are ~50x slower than `groups`
-    separate convolutions concatenated (measured: 5x5 stride 2, 128->256 channels, 32x32, batch 64, groups 8:
-    ~4.1 s vs 0.08 s per forward+backward). On GPU the native op is fast. The weight layout is the same for
-    both (Keras Conv2D(groups=...) layout), so a model saved on one device loads on the other. The split
-    is a branch here rather than a kernel in tinyconv.kernels: it is plain keras.ops (any backend), and the
-    choice is recorded only at build time, so the saved config stays the same either way.
+    Three ways to compute the same thing, with the same weights (Keras Conv2D(groups=...) layout), so a model
+    saved with one loads into the others:
+        split   `groups` separate convolutions, concatenated. TensorFlow runs native grouped convolutions on
+                CPU through XLA ~50x slower than this (5x5 stride 2, 128->256 channels, 32x32, batch 64,
+                groups 8: ~4.1 s vs 0.08 s per forward+backward).
+        native  the backend's grouped convolution (cuDNN's grouped kernels on a GPU).
+        dense   one ordinary convolution whose kernel holds the G group kernels on its block diagonal and
+                zeros elsewhere: G times the multiply-adds, but on the GPU's matrix units. The zero blocks add
+                exact zeros, and the kernel gradient of the zero blocks is dropped, so outputs and gradients
+                are the grouped ones. On an H100 in bf16 cuDNN's grouped kernels (and the layout transforms
+                around them) took ~40% of the seed's train step (docs/performance.md).
+    "auto" is split on a CPU and dense on a GPU. The choice is a branch here rather than a kernel in
+    tinyconv.kernels: it is plain keras.ops (any backend), made at build time, and the saved config is the
+    same either way.
     Grouped convolutions: Krizhevsky et al., "ImageNet Classification with Deep CNNs", NeurIPS 2012.
 
     Args:
@@ -164,7 +183,7 @@ class GroupedConv2D(keras.layers.Layer):
         strides: int stride.
         groups: number of channel groups; input channels must be a multiple.
         use_bias: add a bias per output channel.
-        implementation: "auto" (native on GPU, split otherwise), "split" or "native".
+        implementation: "auto" (dense on GPU, split otherwise), "split", "native" or "dense".
         kernel_initializer, bias_initializer: initializers.
 
     Shapes: [B, H, W, C_in] -> [B, ceil(H / s), ceil(W / s), filters].
@@ -216,25 +235,37 @@ class GroupedConv2D(keras.layers.Layer):
             else None
         )
         # Decided when the graph is built, so a model built on CPU and loaded on GPU picks the right path.
+        self._path = self.implementation
         if self.implementation == "auto":
-            self._split = self.groups > 1 and not has_gpu()
-        else:
-            self._split = self.implementation == "split" and self.groups > 1
+            self._path = "dense" if has_gpu() else "split"
+        if self.groups == 1:
+            self._path = "native"
 
     def call(self, inputs):
         kernel = ops.cast(self.kernel, self.compute_dtype)
-        if self._split:
+        if self._path == "split":
             input_groups = ops.split(inputs, self.groups, axis=-1)  # G x [B, H, W, C_in/G]
             kernel_groups = ops.split(kernel, self.groups, axis=-1)  # G x [k, k, C_in/G, F/G]
             outputs = [
                 ops.conv(x, w, strides=self.strides, padding="same") for x, w in zip(input_groups, kernel_groups)
             ]
             y = ops.concatenate(outputs, axis=-1)  # [B, H/s, W/s, F]
+        elif self._path == "dense":
+            y = ops.conv(inputs, self.block_diagonal(kernel), strides=self.strides, padding="same")
         else:
             y = ops.conv(inputs, kernel, strides=self.strides, padding="same")
         if self.bias is not None:
             y = y + ops.cast(self.bias, self.compute_dtype)
         return y
+
+    def block_diagonal(self, kernel):
+        """[k, k, C_in/G, F] grouped kernel -> [k, k, C_in, F] dense kernel, zero outside the G diagonal blocks."""
+        channels_in = kernel.shape[2] * self.groups
+        tiled = ops.tile(kernel, (1, 1, self.groups, 1))  # input channel c reads group row c % (C_in/G)
+        group_in = np.arange(channels_in) // (channels_in // self.groups)
+        group_out = np.arange(self.filters) // (self.filters // self.groups)
+        mask = (group_in[:, None] == group_out[None, :]).astype(np.float32)  # [C_in, F], 1 where groups match
+        return tiled * ops.cast(mask, kernel.dtype)
 
     def compute_output_shape(self, input_shape):
         batch, height, width, _ = input_shape
