@@ -178,7 +178,7 @@ def test_the_inference_gelu_computes_what_training_computes(monkeypatch):
     randomize_statistics(model, seed=1)
     images = np.random.default_rng(1).normal(size=(8, 64, 64, 3)).astype("float32")
     calls, fused = [], kernels.gelu_exact_fused
-    monkeypatch.setattr(kernels, "gelu_exact_fused", lambda v: calls.append(1) or fused(v))
+    monkeypatch.setattr(kernels, "gelu_exact_fused", lambda v, *a: calls.append(1) or fused(v, *a))
     fast = model.predict_on_batch(images)  # predict: training=False, the fused GELU
     assert calls  # the inference path was taken
     monkeypatch.setattr(kernels, "keras_training_phase", lambda: None)  # as in training: the custom-gradient GELU

@@ -195,3 +195,24 @@ def test_plot_block_diagram_names_variant_parts():
     assert "ResNet basic block (He et al., 2016)" in text and "gamma" not in text
     text = _texts(tinyfigures.plot_block_diagram("tiny-down-haar"))
     assert "haar" in text and "mixed, SE/8" in text
+
+
+def test_sweep_costs_reads_as_short_tick_labels_and_separate_pareto_labels():
+    """Costs close together (parameters 340k-360k: a linear axis) get short engineering labels, not raw counts
+    that run into each other, and neighbouring Pareto labels do not overlap."""
+    summary = [dict(variant=f"tiny-stem-shuffle-unfold-{i}", params=340_000 + 5_000 * i, macs=45e6 + 1e6 * i,
+                    train_img_s=100.0 + 10 * i, top1=0.5 + 0.0005 * i, sd=0.01) for i in range(5)]
+    fig = tinyfigures.plot_sweep_costs(summary, baseline="tiny-stem-shuffle-unfold-0")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    for ax in fig.axes:
+        ticks = [t.get_text().replace("\u2212", "-") for t in ax.get_xticklabels() if t.get_text()]
+        assert ticks and all(len(t) <= 5 for t in ticks), ticks  # "345k", "47M": no "340000"
+        labels = [t.get_window_extent(renderer) for t in ax.texts]
+        for a, b in zip(labels, labels[1:]):
+            assert not a.overlaps(b)
+    assert fig.axes[0].get_xscale() == "linear"
+    assert len(fig.axes[0].texts) == 5  # cheaper is worse here: every variant is on the parameters' front

@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch, Rectangle
-from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
+from matplotlib.ticker import EngFormatter, FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from tinyconv import analysis
 
@@ -753,14 +753,18 @@ def plot_sweep_costs(summary: list[dict], baseline: str | None = None):
         front = pareto_front([(-x if higher_better else x, y) for x, y in zip(xs, ys)])
         front.sort(key=lambda i: xs[i])
         ax.plot(xs[front], ys[front], "o-", color="C3", ms=6, lw=1.2, label="Pareto front")
-        for i in front:
-            ax.annotate(_shorten(entries[i]["variant"], 22), (xs[i], ys[i]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
+        for rank, i in enumerate(front):  # labels alternately above and below: neighbours on the front are close
+            ax.annotate(_shorten(entries[i]["variant"], 22), (xs[i], ys[i]), fontsize=7,
+                        xytext=(3, 4 if rank % 2 == 0 else -10), textcoords="offset points")
         for i, s in enumerate(entries):
             if s["variant"] == baseline:
                 ax.plot(xs[i], ys[i], "s", mfc="none", mec="C0", ms=10, label=f"baseline ({_shorten(baseline, 18)})")
         if len(xs) and xs.min() > 0 and xs.max() / xs.min() > 8:  # a log axis only where costs span decades
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 340k, 2.6M: raw counts run into each other
         ax.set_xlabel(label + (" (higher is better)" if higher_better else " (lower is better)"))
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("val top-1 % (mean over seeds)")

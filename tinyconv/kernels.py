@@ -93,11 +93,9 @@ def keras_training_phase():
         return None
 
 
-_FUSED_GELU = []  # the XLA-compiled function, made on first use (TensorFlow is imported lazily)
-
-
-def gelu_exact_fused(x):
-    """Exact GELU as one XLA-compiled elementwise kernel (TensorFlow): x * (0.5 + 0.5 * erf(x / sqrt 2)).
+def gelu_exact_fused(x, approximate: bool = False):
+    """GELU (exact: x * (0.5 + 0.5 * erf(x / sqrt 2)); or the tanh form) as one XLA-compiled elementwise
+    kernel (TensorFlow).
 
     Without XLA, TensorFlow runs GELU as five passes over the tensor (multiply, erf, add, two multiplies);
     elementwise work was a third of the seed's CPU inference time (docs/performance.md). XLA is kept off the
@@ -105,15 +103,16 @@ def gelu_exact_fused(x):
     once per input shape. Differentiable (TensorFlow differentiates the function), outputs equal to float32
     rounding.
     """
-    if not _FUSED_GELU:
-        import tensorflow as tf
+    import tensorflow as tf
 
+    def make():
         @tf.function(jit_compile=True, reduce_retracing=True)
         def fused(v):
-            return v * (0.5 + 0.5 * tf.math.erf(v * 0.7071067811865476))
+            return _gelu_tf(v, approximate)
 
-        _FUSED_GELU.append(fused)
-    return _FUSED_GELU[0](x)
+        return fused
+
+    return _fused(("gelu", approximate), make)(x)
 
 
 def depthwise_shift_sum(x, kernel):
@@ -273,7 +272,7 @@ def convmixer_block_inference(block, inputs):
         branch, kernel, post_gelu = inputs, block.depthwise.kernel, True
     elif block.mode == "mixed":
         axial = block.axial(inputs)
-        branch = gelu_exact_fused(axial) if not approximate else tf.nn.gelu(axial, approximate=True)
+        branch = gelu_exact_fused(axial, approximate)
         kernel, post_gelu = block.local_depthwise.kernel, False
     else:  # axial
         branch, kernel, post_gelu = block.axial(inputs), None, True
