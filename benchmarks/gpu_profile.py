@@ -2,6 +2,9 @@
 
     KERAS_BACKEND=jax python benchmarks/gpu_profile.py --out DIR [--batch-size 128] [--steps 10]
 
+Next session's first call: `--skip convs --forms shift_barrier,grouped_shiftgrad,pallas --min-taps 25` (the 9x9
+alone in each form, the axial convs already shifted), after `python benchmarks/pallas_depthwise.py time`.
+
 1. The seed's train step (bf16, batch 128, AdamW, as `tinyconv bench`) under jax.profiler for --steps steps: the
    GPU kernels' time per step, summed by kernel name, and the GPU's idle share (launch gaps, host work).
    The perfetto trace and the table go to DIR.
@@ -73,6 +76,13 @@ def dw_shift(x, w):
     return acc.astype(x.dtype)
 
 
+def dw_shift_barrier(x, w):
+    """dw_shift with its output behind an optimization barrier: XLA must materialise it once instead of fusing
+    the kh*kw-tap sum into each consumer (GELU, BN's statistics and its normalisation) and recomputing it there,
+    the suspected reason the 9x9 shifted form is fast alone and slow in the train step (docs/performance.md)."""
+    return jax.lax.optimization_barrier(dw_shift(x, w))
+
+
 @jax.custom_vjp
 def dw_grouped_shiftgrad(x, w):
     """The grouped conv forward and input gradient; the kernel gradient as kh*kw reductions of shifted x * g."""
@@ -96,11 +106,20 @@ def _sg_bwd(res, g):
 
 dw_grouped_shiftgrad.defvjp(_sg_fwd, _sg_bwd)
 
+def dw_pallas(x, w):
+    """benchmarks/pallas_depthwise.py: a Pallas (Triton) stencil with its own two gradients."""
+    from pallas_depthwise import depthwise_pallas  # beside this file
+
+    return depthwise_pallas(x, w, (8, 32, 8, False))
+
+
 FORMS = {
     "grouped": dw_grouped,
     "grouped_f32": dw_grouped_f32,
     "shift": dw_shift,
+    "shift_barrier": dw_shift_barrier,
     "grouped_shiftgrad": dw_grouped_shiftgrad,
+    "pallas": dw_pallas,  # whole-step form only (--forms pallas): not in the per-conv table, it needs a GPU
 }
 
 # (name, [B-less input shape], kernel (kh, kw)): the seed's spatial convs (stage 1 depthwise 9x9; stage 2 axial 7
@@ -140,7 +159,7 @@ def bench_convs(batch: int, reps: int) -> list[dict]:
         for dtype in (jnp.bfloat16, jnp.float32):
             x, w, g = x32.astype(dtype), w32.astype(dtype), g32.astype(dtype)
             for form, fn in FORMS.items():
-                if form == "grouped_f32" and dtype == jnp.float32:
+                if form == "pallas" or (form == "grouped_f32" and dtype == jnp.float32):
                     continue
                 fwd = jax.jit(fn)
                 step = jax.jit(jax.grad(lambda a, b, fn=fn: jnp.sum((fn(a, b) * g).astype(jnp.float32)), argnums=(0, 1)))
@@ -233,14 +252,17 @@ def summarize_trace(trace_dir: str, steps: int, top: int = 40) -> dict:
             "processes": [names[p] for p in gpu_pids]}
 
 
-def patched_depthwise(form):
-    """Swap Keras' JAX depthwise conv (every depthwise and axial conv of the model) for one of FORMS."""
+def patched_depthwise(form, min_taps: int = 1):
+    """Swap Keras' JAX depthwise conv for one of FORMS in every depthwise conv with at least `min_taps` taps
+    (9x9 only: 25). On a GPU the axial convs no longer call it (they take kernels.depthwise_conv_shifted)."""
     from keras.src.backend.jax import nn as jax_nn
 
     original = jax_nn.depthwise_conv
 
     def depthwise_conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):
-        if strides not in (1, (1, 1)) or padding != "same" or kernel.shape[-1] != 1 or dilation_rate not in (1, (1, 1)):
+        taps = kernel.shape[0] * kernel.shape[1]
+        if (strides not in (1, (1, 1)) or padding != "same" or kernel.shape[-1] != 1
+                or dilation_rate not in (1, (1, 1)) or taps < min_taps):
             return original(inputs, kernel, strides, padding, data_format, dilation_rate)
         from keras.src.backend.jax.core import convert_to_tensor  # a Variable read under autocast
 
@@ -259,6 +281,8 @@ def main() -> int:
     parser.add_argument("--policy", default="mixed_bfloat16")
     parser.add_argument("--trace-dir", help="where jax.profiler writes (default OUT/trace); its perfetto file is copied to OUT")
     parser.add_argument("--forms", default="shift", help="comma-separated FORMS to time in the whole step")
+    parser.add_argument("--min-taps", type=int, default=1,
+                        help="swap only depthwise convs with at least this many taps (25: the 9x9 alone)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: profile, convs, forms")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -291,7 +315,7 @@ def main() -> int:
     if "forms" not in skip:
         result["forms"] = {}
         for form in filter(None, args.forms.split(",")):
-            original = patched_depthwise(form)
+            original = patched_depthwise(form, args.min_taps)
             try:
                 _, train_f, infer_f = make_step(args.batch_size, args.policy)
                 ms = 1e3 * seconds_per_call(train_f, 20)
