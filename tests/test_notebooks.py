@@ -127,12 +127,9 @@ def test_strip_for_commit_removes_injected_cell_and_rejects_paths(tmp_path):
 
 @pytest.mark.slow
 def test_series_runs_on_real_data_with_the_ci_profile(real_data_dir, tmp_path):
-    """The runner end to end on the notebooks that hand files to each other (04 trains, 05 reads its model).
-    Every notebook, these included, also runs under `pytest --nbval-lax notebooks/` at the same profile:
-    running the other four here too would only repeat that (about 3 minutes of CI)."""
     out = tmp_path / "notebooks"
-    executed = notebooks.run_notebooks("ci", out, data_dir=real_data_dir, only=["01", "04", "05"], progress=False)
-    assert [p.name for p in executed] == [n for n in notebooks.notebook_names() if n[:2] in ("01", "04", "05")]
+    executed = notebooks.run_notebooks("ci", out, data_dir=real_data_dir, progress=False)
+    assert [p.name for p in executed] == notebooks.notebook_names()
     for path in executed:
         nb = nbformat.read(path, as_version=4)
         errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
@@ -142,7 +139,7 @@ def test_series_runs_on_real_data_with_the_ci_profile(real_data_dir, tmp_path):
     for name in ("best.keras", "model.keras", "history.csv", "metrics.json", "config.json"):
         assert (train / name).is_file(), name
     figures = {p.stem for p in (out / "figures").glob("*.png")}
-    for expected in ("04_training", "05_stem_filters", "05_erf"):
+    for expected in ("02_train_samples", "02_val_boxes", "03_block_diagram", "04_training", "05_stem_filters", "05_erf"):
         assert expected in figures, (expected, sorted(figures))
     assert all(p.stat().st_size > 2000 for p in (out / "figures").glob("*.png"))
 
