@@ -18,16 +18,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from jax.experimental import pallas as pl  # noqa: E402
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
 
 
 def _pad(x, kh, kw):

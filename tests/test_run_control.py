@@ -265,8 +265,9 @@ def test_a_damaged_history_is_one_line_offering_restart(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_run_killed_at_ten_random_moments_ends_with_each_epoch_once(synthetic_data_dir, tmp_path):
-    """SIGKILL a ci run 10 times at random moments (start-up, steps, validation, saves), resume each time."""
+def test_a_run_killed_at_six_random_moments_ends_with_each_epoch_once(synthetic_data_dir, tmp_path):
+    """SIGKILL a ci run 6 times at random moments (start-up, steps, validation, saves), resume each time.
+    (Ten kills took 2.5 min of a CI that must stay under 30; the kills spread over the same window.)"""
     import os
     import random
     import signal
@@ -283,7 +284,7 @@ def test_a_run_killed_at_ten_random_moments_ends_with_each_epoch_once(synthetic_
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     rng = random.Random(0)
     kills = 0
-    for _ in range(10):
+    for _ in range(6):
         process = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         # start-up (imports, data, compile) takes several seconds, an epoch about one: spread the kills over both
         time.sleep(rng.uniform(3.0, 12.0))
@@ -294,7 +295,7 @@ def test_a_run_killed_at_ten_random_moments_ends_with_each_epoch_once(synthetic_
         assert process.returncode in (0, -signal.SIGKILL), err.decode()[-2000:]
         if (run_dir / "metrics.json").exists():
             break
-    assert kills == 10  # every attempt was really killed mid-run
+    assert kills == 6  # every attempt was really killed mid-run
     final = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr[-2000:]
     assert [row["epoch"] for row in read_history(run_dir / "history.csv")] == list(range(epochs))
