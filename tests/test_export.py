@@ -168,7 +168,7 @@ def test_the_inference_gelu_computes_what_training_computes(monkeypatch):
 
     x = tf.constant(np.linspace(-8.0, 8.0, 4001, dtype=np.float32).reshape(1, 1, -1, 1))
     want = keras.ops.gelu(x, approximate=False).numpy()
-    assert np.abs(kernels.gelu_exact_fused(x).numpy() - want).max() <= 1e-6
+    assert np.abs(kernels.gelu_fused(x).numpy() - want).max() <= 1e-6
     for form in kernels.GELU_FORMS:
         with kernels.inference_graph(form):
             assert np.abs(kernels.gelu(x).numpy() - want).max() <= 1e-6
@@ -177,8 +177,8 @@ def test_the_inference_gelu_computes_what_training_computes(monkeypatch):
     model = build_model("tiny", widths=(16, 32, 64), depths=(1, 1, 1), num_classes=CLASSES)
     randomize_statistics(model, seed=1)
     images = np.random.default_rng(1).normal(size=(8, 64, 64, 3)).astype("float32")
-    calls, fused = [], kernels.gelu_exact_fused
-    monkeypatch.setattr(kernels, "gelu_exact_fused", lambda v, *a: calls.append(1) or fused(v, *a))
+    calls, fused = [], kernels.gelu_fused
+    monkeypatch.setattr(kernels, "gelu_fused", lambda v, *a: calls.append(1) or fused(v, *a))
     fast = model.predict_on_batch(images)  # predict: training=False, the fused GELU
     assert calls  # the inference path was taken
     monkeypatch.setattr(kernels, "keras_training_phase", lambda: None)  # as in training: the custom-gradient GELU

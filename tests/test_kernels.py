@@ -1,6 +1,8 @@
 """The fused CPU inference path of ConvMixerBlock (tinyconv.kernels.convmixer_block_inference): it must compute
 what the block's own call computes, be taken only where it is meant to (TensorFlow on a CPU, a Keras call for
 inference, no export being traced), and leave training alone."""
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -24,16 +26,6 @@ def plain_and_fused(layer, x, monkeypatch):
     monkeypatch.setattr(tl, "cpu_inference", kernels.cpu_inference)
     got = tf.function(lambda v: layer(v, training=False))(x).numpy()
     return plain, got, len(calls)
-
-
-@pytest.mark.parametrize("kernel", [(1, 1), (3, 3), (4, 4), (9, 9), (1, 7), (5, 2)])
-def test_depthwise_shift_sum_equals_tensorflows_same_depthwise_conv(kernel):
-    rng = np.random.default_rng(1)
-    x = tf.constant(rng.normal(size=(2, 11, 12, 5)).astype("float32"))
-    w = tf.constant(rng.normal(size=(*kernel, 5, 1)).astype("float32"))
-    want = tf.nn.depthwise_conv2d(x, w, [1, 1, 1, 1], "SAME").numpy()
-    got = tf.function(kernels.depthwise_shift_sum, jit_compile=True)(x, w).numpy()
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kernel", [(1, 7), (7, 1), (3, 3), (1, 4), (5, 2)])
@@ -126,3 +118,25 @@ def test_fused_functions_serve_many_shapes_and_kernel_sizes(monkeypatch):
         plain, got, calls = plain_and_fused(block, x, monkeypatch)
         assert calls == 1
         np.testing.assert_allclose(got, plain, rtol=1e-5, atol=1e-5 * np.abs(plain).max())
+
+
+@pytest.mark.parametrize("setting", [None, "0"])
+def test_tensorflow_takes_onednn_convolutions_unless_the_environment_says_otherwise(setting):
+    """tinyconv asks TensorFlow for oneDNN's CPU kernels (runtime.prefer_onednn); on AVX2 machines TensorFlow
+    would otherwise run its convolutions on slower Eigen kernels. A user's TF_ENABLE_ONEDNN_OPTS=0 stands."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, tinyconv.layers, keras\n"
+        "conv = keras.layers.DepthwiseConv2D(3, padding='same')\n"
+        "print(float(keras.ops.sum(conv(np.ones((1, 8, 8, 4), 'float32')))))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    env.update(ONEDNN_VERBOSE="1", KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
+    if setting is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = setting
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    onednn_convolutions = [line for line in out.stdout.splitlines() if ",convolution," in line]
+    assert bool(onednn_convolutions) == (setting is None), out.stdout[-2000:]

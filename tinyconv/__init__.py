@@ -18,5 +18,8 @@ Modules, one concern each (import the one you need; importing this package does 
 __version__ = "0.1.0"
 
 from tinyconv.errors import TinyconvError  # noqa: E402
+from tinyconv.runtime import prefer_onednn  # noqa: E402  (stdlib only: no TensorFlow yet)
+
+prefer_onednn()  # before any tinyconv module imports Keras, which imports TensorFlow
 
 __all__ = ["TinyconvError", "__version__"]

@@ -7,8 +7,8 @@ they stand in for, measured faster on CPU for training and inference (docs/perfo
                              inference on CPU
     gelu_exact, gelu_tanh    GELU as serializable activations for keras.layers.Activation
     inference_graph          a context: trace an inference-only graph (export) with converter-friendly ops
-    convmixer_block_inference  ConvMixerBlock's call at inference on a CPU: the depthwise conv as shifted sums
-                             with GELU, BN, SE, layer scale and the residual sum in one XLA kernel
+    convmixer_block_inference  ConvMixerBlock's call at inference on a CPU: GELU, BN, SE, layer scale and the
+                             residual sum in one XLA kernel after TensorFlow's (oneDNN's) depthwise conv
 
 Each falls back to the plain Keras computation on other backends or inputs. Models saved before these classes
 were renamed load through the two legacy classes at the end of this module.
@@ -53,7 +53,7 @@ def gelu(x, approximate: bool = False):
 
     On TensorFlow: in training, the closed-form gradient (`_gelu_exact_tf`); in an inference call on a CPU
     (a Keras call whose resolved `training` is False: predict, evaluate), one XLA-fused elementwise kernel
-    (`gelu_exact_fused`); for export, the forms `inference_graph` names.
+    (`gelu_fused`); for export, the forms `inference_graph` names.
     """
     if approximate or keras.config.backend() != "tensorflow":
         return ops.gelu(x, approximate=approximate)
@@ -62,7 +62,7 @@ def gelu(x, approximate: bool = False):
             return x * 0.5 * (1.0 + ops.erf(x / 1.4142135623730951))
         return ops.gelu(x, approximate=False)
     if cpu_inference():
-        return gelu_exact_fused(x)
+        return gelu_fused(x)
     return _gelu_exact_tf(x)
 
 
@@ -93,7 +93,7 @@ def keras_training_phase():
         return None
 
 
-def gelu_exact_fused(x, approximate: bool = False):
+def gelu_fused(x, approximate: bool = False):
     """GELU (exact: x * (0.5 + 0.5 * erf(x / sqrt 2)); or the tanh form) as one XLA-compiled elementwise
     kernel (TensorFlow).
 
@@ -113,26 +113,6 @@ def gelu_exact_fused(x, approximate: bool = False):
         return fused
 
     return _fused(("gelu", approximate), make)(x)
-
-
-def depthwise_shift_sum(x, kernel):
-    """Stride-1 "same" depthwise conv [B, H, W, C] * [kh, kw, C, 1] as a sum of kh * kw shifted copies of the
-    zero-padded input, each times its tap's per-channel weight (padding as TensorFlow's "SAME").
-
-    Inside an XLA-compiled function this is one loop over the output, vectorised along C, into which XLA
-    fuses what follows (GELU, BN's multiply-add, the residual sum): measured faster on CPU than TensorFlow's
-    depthwise op alone (9x9 at 32x32x128: 80 vs 97 ms; 3x3 at 16x16x256: 6-7 vs 10 ms; docs/performance.md).
-    Only used in XLA functions at inference: its gradient would be kh * kw elementwise passes.
-    """
-    import tensorflow as tf
-
-    kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
-    height, width = tf.shape(x)[1], tf.shape(x)[2]  # traced shapes may be None; XLA compiles per concrete shape
-    top, left = (kh - 1) // 2, (kw - 1) // 2
-    padded = tf.pad(x, [[0, 0], [top, kh - 1 - top], [left, kw - 1 - left], [0, 0]])
-    return tf.add_n([
-        padded[:, i:i + height, j:j + width, :] * kernel[i, j, :, 0] for i in range(kh) for j in range(kw)
-    ])
 
 
 def depthwise_conv_shifted(x, kernel):
@@ -191,32 +171,27 @@ def _fused(key, make):
     return _FUSED_BLOCK[key]
 
 
-def residual_branch_fused(inputs, branch, kernel, scale, shift, se=None, gamma=None, post_gelu=True,
-                          approximate=False):
-    """x + gamma * SE(BN(GELU(dwconv(branch)))) as one XLA-compiled function (inference only):
+def residual_branch_fused(inputs, branch, scale, shift, se=None, gamma=None, post_gelu=True, approximate=False):
+    """x + gamma * SE(BN(GELU(branch))) as one XLA-compiled function (inference only):
 
-        y = depthwise_shift_sum(branch, kernel)   when a kernel is given (else y = branch)
-        y = GELU(y)                               when post_gelu
+        y = GELU(branch)                          when post_gelu (else y = branch)
         y = y * scale + shift                     BN at inference
         y = y * sigmoid(W2 GELU(W1 mean_hw(y) + b1) + b2)   squeeze-excite, when se = (W1, b1, W2, b2)
         return inputs + gamma * y                 layer scale, when gamma is given
 
-    Shapes: inputs, branch [B, H, W, C]; kernel [k, k, C, 1]; scale, shift, gamma, b2 [C]; W1 [C, C/r];
+    The depthwise conv that makes `branch` stays TensorFlow's op, outside XLA: with oneDNN on
+    (runtime.prefer_onednn) it is oneDNN's depthwise kernel, 3-4x faster on CPU than XLA's or a sum of shifted
+    copies (docs/performance.md). Shapes: inputs, branch [B, H, W, C]; scale, shift, gamma, b2 [C]; W1 [C, C/r];
     b1 [C/r]; W2 [C/r, C] -> [B, H, W, C].
     """
     import tensorflow as tf
 
-    # one function per kernel size: the taps unroll, and a function retraced for several shapes would
-    # otherwise see the kernel's size as unknown
-    kernel_size = None if kernel is None else tuple(int(n) for n in kernel.shape[:2])
-    key = ("branch", kernel_size, post_gelu, se is not None, gamma is not None, approximate)
+    key = ("branch", post_gelu, se is not None, gamma is not None, approximate)
 
     def make():
         @tf.function(jit_compile=True, reduce_retracing=True)
-        def fused(inputs, branch, kernel, scale, shift, se, gamma):
-            y = branch if kernel is None else depthwise_shift_sum(branch, kernel)
-            if post_gelu:
-                y = _gelu_tf(y, approximate)
+        def fused(inputs, branch, scale, shift, se, gamma):
+            y = _gelu_tf(branch, approximate) if post_gelu else branch
             y = y * scale + shift
             if se is not None:
                 w1, b1, w2, b2 = se
@@ -229,7 +204,7 @@ def residual_branch_fused(inputs, branch, kernel, scale, shift, se=None, gamma=N
 
         return fused
 
-    return _fused(key, make)(inputs, branch, kernel, scale, shift, se, gamma)
+    return _fused(key, make)(inputs, branch, scale, shift, se, gamma)
 
 
 def gelu_affine_fused(x, scale, shift, approximate: bool = False):
@@ -248,16 +223,16 @@ def gelu_affine_fused(x, scale, shift, approximate: bool = False):
 
 
 def convmixer_block_inference(block, inputs):
-    """`ConvMixerBlock.call` at inference on a CPU (TensorFlow): the same arithmetic in three or four kernels
-    instead of ~15 ops, each of which passes over the whole [B, H, W, C] tensor:
+    """`ConvMixerBlock.call` at inference on a CPU (TensorFlow): the same arithmetic in a few kernels instead of
+    ~15 ops, each of which passes over the whole [B, H, W, C] tensor:
 
-        depthwise mode:  XLA[x + gamma * BN(GELU(dw_kxk(x)))]              -> 1x1 conv -> XLA[BN(GELU(.))]
-        mixed mode:      axial convs -> XLA[GELU] -> XLA[x + gamma * SE(BN(dw_kxk(.)))] -> 1x1 conv -> XLA[..]
-        axial mode:      axial convs -> XLA[x + gamma * SE(BN(GELU(.)))]   -> 1x1 conv -> XLA[BN(GELU(.))]
+        depthwise mode:  dw_kxk -> XLA[x + gamma * BN(GELU(.))]                  -> 1x1 conv -> XLA[BN(GELU(.))]
+        mixed mode:      axial convs -> XLA[GELU] -> dw_kxk -> XLA[x + gamma * SE(BN(.))] -> 1x1 conv -> XLA[..]
+        axial mode:      axial convs -> XLA[x + gamma * SE(BN(GELU(.)))]         -> 1x1 conv -> XLA[BN(GELU(.))]
 
-    Equal to the layer's own call to float32 rounding (tests/test_kernels.py); elementwise passes and
-    TensorFlow's depthwise convolutions were most of the seed's CPU inference time (docs/performance.md).
-    Shapes: [B, H, W, C] -> [B, H, W, C].
+    The convolutions are the block's own layers (TensorFlow's ops: oneDNN's kernels when runtime.prefer_onednn
+    is in effect); what XLA fuses is the elementwise work between them. Equal to the layer's own call to
+    float32 rounding (tests/test_kernels.py). Shapes: [B, H, W, C] -> [B, H, W, C].
     """
     import tensorflow as tf
 
@@ -269,15 +244,12 @@ def convmixer_block_inference(block, inputs):
         se = tuple(tf.convert_to_tensor(w) for w in (reduce.kernel[0, 0], reduce.bias, expand.kernel[0, 0], expand.bias))
     gamma = None if block.layer_scale is None else tf.convert_to_tensor(block.layer_scale.gamma)
     if block.mode == "depthwise":
-        branch, kernel, post_gelu = inputs, block.depthwise.kernel, True
+        branch, post_gelu = block.depthwise(inputs), True
     elif block.mode == "mixed":
-        axial = block.axial(inputs)
-        branch = gelu_exact_fused(axial, approximate)
-        kernel, post_gelu = block.local_depthwise.kernel, False
+        branch, post_gelu = block.local_depthwise(gelu_fused(block.axial(inputs), approximate)), False
     else:  # axial
-        branch, kernel, post_gelu = block.axial(inputs), None, True
-    kernel = None if kernel is None else tf.convert_to_tensor(kernel)  # tf.function traces tensors, not Keras variables
-    x = residual_branch_fused(inputs, branch, kernel, scale, shift, se, gamma, post_gelu, approximate)
+        branch, post_gelu = block.axial(inputs), True
+    x = residual_branch_fused(inputs, branch, scale, shift, se, gamma, post_gelu, approximate)
     channel_scale, channel_shift = batchnorm_affine(block.channel_bn)
     return gelu_affine_fused(block.pointwise(x), channel_scale, channel_shift, approximate)
 
