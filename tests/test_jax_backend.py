@@ -4,16 +4,22 @@ the real dataset, resume after a real SIGKILL, data parallel over two forced hos
 .keras files crossing between them, and the on-device augmentation making the tf.data pipeline's batches.
 
 Each JAX process costs ~10 s to start and ~25 s to compile on a CPU, so the checks share few processes:
-one ci run serves the train/evaluate/predict test, one script serves the cross-backend and augmentation tests.
+one ci run serves the train/evaluate/predict test, one script serves the cross-backend and augmentation tests,
+and every JAX process of this module shares one persistent XLA compilation cache (a temporary folder, removed
+at exit): they compile the same ci-profile steps again and again (a ci run: 44 s without it, 16 s with it).
+What runs is the same compiled code, keyed by JAX on the computation, its devices and its flags.
 """
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -26,10 +32,13 @@ pytest.importorskip("jax")
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCKER = REPO / "tests" / "no_tensorflow.py"
+COMPILE_CACHE = tempfile.mkdtemp(prefix="tinyconv-jax-cache-")
+atexit.register(shutil.rmtree, COMPILE_CACHE, ignore_errors=True)
 
 
 def _jax_env(extra_path: Path | None = None) -> dict:
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2",
+           "JAX_COMPILATION_CACHE_DIR": COMPILE_CACHE, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     if extra_path is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(extra_path), *filter(None, [os.environ.get("PYTHONPATH")])])
     return env
