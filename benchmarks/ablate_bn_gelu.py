@@ -3,7 +3,7 @@
 Each variant runs in its own process (fresh thread pools): the seed model's train step at batch 64, after two
 warm-up steps, timed over `--steps` steps, `--reps` times. Variants swap tinyconv's layers back to Keras':
     base   Keras' BatchNormalization and autodiff GELU (tinyconv before these two changes)
-    bn     tinyconv.layers.BatchNormalization (fused kernel in training) only
+    bn     tinyconv.model.layers.BatchNormalization (fused kernel in training) only
     gelu   the closed-form GELU gradient only
     both   the default
 Usage: .venv/bin/python benchmarks/ablate_bn_gelu.py [--steps 5] [--reps 3] [VARIANT ...]
@@ -23,8 +23,8 @@ def run_variant(variant: str, steps: int, reps: int) -> list[float]:
     import keras
     from keras import ops
 
-    import tinyconv.layers as layers
-    from tinyconv.models import build_model
+    import tinyconv.model.layers as layers
+    from tinyconv.model.build import build_model
 
     if variant in ("base", "gelu"):
         layers.BatchNormalization = keras.layers.BatchNormalization  # what build_model and the blocks build

@@ -10,7 +10,7 @@ Usage:
 A variant is a set of keyword arguments of tinyconv.bench.bench_model, e.g.
     --variant 'fp32={}' --variant 'bf16={"mixed_precision": "mixed_bfloat16"}' --variant 'xla={"jit_compile": "on"}'
 (default: fp32 and bf16). Each measurement runs in a fresh process (no shared thread pools or caches).
-`infer` is Keras' predict_on_batch, which runs GELU as one XLA-fused kernel on a CPU (tinyconv.kernels.gelu);
+`infer` is Keras' predict_on_batch, which runs GELU as one XLA-fused kernel on a CPU (tinyconv.model.kernels.gelu);
 the exported SavedModel, TFLite and ONNX files and batch-1 latency: benchmarks/latency.py.
 """
 

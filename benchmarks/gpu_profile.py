@@ -38,7 +38,9 @@ import jax.numpy as jnp  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tinyconv.models import build_model, get_config  # noqa: E402
+from tinyconv.model.build import build_model
+
+from tinyconv.model.config import get_config  # noqa: E402
 
 # --------------------------------------------------------------------------- the forms of a depthwise conv
 
@@ -67,7 +69,7 @@ def _shifted(x, kh, kw):
 
 def dw_shift(x, w):
     """Shifted sums, accumulated in float32: the form the axial convs take on a GPU."""
-    from tinyconv.kernels import depthwise_conv_shifted
+    from tinyconv.model.kernels import depthwise_conv_shifted
 
     return depthwise_conv_shifted(x, w)
 

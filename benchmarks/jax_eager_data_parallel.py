@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     import keras
     import numpy as np
 
-    from tinyconv.models import build_model
+    from tinyconv.model.build import build_model
 
     if args.sync:
         jax.config.update("jax_cpu_enable_async_dispatch", False)

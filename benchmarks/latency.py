@@ -92,11 +92,11 @@ def worker(kind: str, path: str | None, args) -> dict:
         return result
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from tinyconv.inference import load_exported, load_run_model
+    from tinyconv.deploy.inference import load_exported, load_run_model
 
     images = None
     if args.data_dir:
-        from tinyconv.dataset import load_split
+        from tinyconv.data.dataset import load_split
 
         try:
             val = load_split(args.data_dir, "val")
@@ -106,7 +106,7 @@ def worker(kind: str, path: str | None, args) -> dict:
     if images is None:
         images = np.random.default_rng(0).integers(0, 256, (count, 64, 64, 3), dtype=np.uint8)
     if kind == "keras":
-        from tinyconv.augment import normalize
+        from tinyconv.data.augment import normalize
 
         model = load_run_model(path)[0]
         floats = np.asarray(normalize(images))

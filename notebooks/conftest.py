@@ -1,7 +1,7 @@
 """Settings for `pytest --nbval-lax notebooks/` (part of `make test`).
 
 Each notebook resolves its parameters from the environment when its `parameters` cell leaves them None
-(tinyconv.notebooks.resolve_params), and the kernels inherit this process's environment. So before the
+(tinyconv.study.params.resolve_params), and the kernels inherit this process's environment. So before the
 first notebook kernel starts (the first notebook cell's setup), point them at the real dataset
 (downloaded once per test process by tests/realdata.py), the seconds-long `ci` profile, and a temporary run dir.
 

@@ -4,7 +4,7 @@
     e.g. python scripts/plot_val_curves.py docs/figures/seed-reference-gpu.png \
         "H200, grouped convs=results/seed-reference-h200" "H100, GPU forms=results/seed-reference-h100"
 
-Each RUN_DIR needs a history.csv (tinyconv.callbacks.read_history); the x axis spans the reference's 100 epochs
+Each RUN_DIR needs a history.csv (tinyconv.training.callbacks.read_history); the x axis spans the reference's 100 epochs
 so that a run stopped early shows how far it got.
 """
 
@@ -15,8 +15,8 @@ import matplotlib
 matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 
-from tinyconv.callbacks import read_history  # noqa: E402
-from tinyconv.reference import read_reference_curve  # noqa: E402
+from tinyconv.training.callbacks import read_history  # noqa: E402
+from tinyconv.training.reference import read_reference_curve  # noqa: E402
 
 
 def main(out: str, runs: list[str]) -> int:

@@ -173,8 +173,8 @@ def ensure_real_data() -> Path:
     with _lock:
         if _real_data_dir is not None:
             return _real_data_dir
-        from tinyconv.dataset import prepare
-        from tinyconv.download import download_dataset
+        from tinyconv.data.dataset import prepare
+        from tinyconv.data.download import download_dataset
 
         zip_path = shared_zip_path()
         data_dir = Path(tempfile.mkdtemp(prefix="tinyconv-realdata-"))

@@ -9,7 +9,7 @@ import time
 
 import keras
 
-import tinyconv.train
+import tinyconv.training.train
 from tinyconv.cli import main
 
 
@@ -18,8 +18,8 @@ class EpochSleep(keras.callbacks.Callback):
         time.sleep(2)
 
 
-run_callbacks = tinyconv.train.run_callbacks
-tinyconv.train.run_callbacks = lambda *args: [*run_callbacks(*args), EpochSleep()]
+run_callbacks = tinyconv.training.train.run_callbacks
+tinyconv.training.train.run_callbacks = lambda *args: [*run_callbacks(*args), EpochSleep()]
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

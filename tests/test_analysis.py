@@ -1,12 +1,14 @@
-"""Unit tests of tinyconv.analysis on small built models and hand-made arrays (fast, no dataset)."""
+"""Unit tests of tinyconv.study.analysis on small built models and hand-made arrays (fast, no dataset)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from tinyconv import analysis, inference
-from tinyconv import figures as tinyfigures
+from tinyconv.study import analysis, measures
+
+from tinyconv.deploy import inference
+from tinyconv.study import figures as tinyfigures
 from tinyconv.errors import TinyconvError
 
 keras = pytest.importorskip("keras")
@@ -15,7 +17,7 @@ keras = pytest.importorskip("keras")
 @pytest.fixture(scope="module")
 def tiny_model():
     """The tiny preset with 10 classes and fixed weights (seeded), untrained."""
-    from tinyconv.models import build_model
+    from tinyconv.model.build import build_model
 
     keras.utils.set_random_seed(0)
     return build_model("tiny", num_classes=10)
@@ -27,7 +29,7 @@ def images_normalized():
 
 
 def test_find_blocks_reads_stages_from_the_model(tiny_model):
-    from tinyconv.models import get_config
+    from tinyconv.model.config import get_config
 
     config = get_config("tiny")
     blocks = analysis.find_blocks(tiny_model)
@@ -42,7 +44,7 @@ def test_find_blocks_reads_stages_from_the_model(tiny_model):
 def test_stem_kernel_and_rgb_tiles(tiny_model):
     kernel = analysis.stem_kernel(tiny_model)
     assert kernel.shape == (5, 5, 3, 48)
-    tiles = analysis.filters_as_rgb(kernel)
+    tiles = measures.filters_as_rgb(kernel)
     assert tiles.shape == (48, 5, 5, 3)
     assert tiles.min() >= 0.0 and tiles.max() <= 1.0
     # each filter is scaled by its own max |w|, so every tile touches 0 or 1
@@ -69,7 +71,7 @@ def test_axial_effective_kernel_is_rank_one_and_matches_the_layer(tiny_model):
 
 def test_axial_effective_kernel_equals_the_convolution():
     """Convolving with the composed kxk kernel gives the layer's own output (zero padding, odd k)."""
-    from tinyconv.layers import AxialDepthwiseConv2D
+    from tinyconv.model.layers import AxialDepthwiseConv2D
 
     layer = AxialDepthwiseConv2D(5)
     x = np.random.default_rng(1).normal(size=(2, 12, 12, 3)).astype(np.float32)
@@ -84,12 +86,12 @@ def test_energy_by_distance_sums_to_one_and_finds_the_ring():
     kernel[3, 3, 0] = 2.0  # center, energy 4
     kernel[0, 6, 1] = 2.0  # corner: ring 3, energy 4
     kernel[1, 3, 1] = 1.0  # ring 2, energy 1
-    profile = analysis.energy_by_distance(kernel)
+    profile = measures.energy_by_distance(kernel)
     np.testing.assert_allclose(profile, [4 / 9, 0, 1 / 9, 4 / 9])
-    uniform = analysis.ring_area_share(5)
+    uniform = measures.ring_area_share(5)
     np.testing.assert_allclose(uniform, [1 / 25, 8 / 25, 16 / 25])
     with pytest.raises(ValueError):
-        analysis.energy_by_distance(np.ones((4, 4)))
+        measures.energy_by_distance(np.ones((4, 4)))
 
 
 def test_layer_scale_and_squeeze_excite_stats(tiny_model, images_normalized):
@@ -106,7 +108,7 @@ def test_layer_scale_and_squeeze_excite_stats(tiny_model, images_normalized):
 
 def test_se_input_reproduces_the_block(tiny_model, images_normalized):
     """se_input + SE + layer scale + residual + channel mixer rebuild the block's output."""
-    from tinyconv.kernels import gelu
+    from tinyconv.model.kernels import gelu
 
     ref = [b for b in analysis.find_blocks(tiny_model) if b.layer.se is not None][0]
     block = ref.layer
@@ -129,16 +131,16 @@ def test_effective_receptive_field_shape_mass_and_center(tiny_model, images_norm
     rows, cols = np.nonzero(erf > 0)
     assert rows.min() >= 32 - 20 and rows.max() <= 32 + 20 and cols.min() >= 32 - 20
     deeper = analysis.effective_receptive_field(tiny_model, images_normalized, stages[3])
-    assert analysis.erf_radius(deeper, 0.9) > analysis.erf_radius(erf, 0.9)
+    assert measures.erf_radius(deeper, 0.9) > measures.erf_radius(erf, 0.9)
 
 
 def test_erf_radius_on_known_maps():
     erf = np.zeros((9, 9))
     erf[4, 4] = 1.0
-    assert analysis.erf_radius(erf, 0.5) == 0
+    assert measures.erf_radius(erf, 0.5) == 0
     erf = np.ones((9, 9)) / 81
-    assert analysis.erf_radius(erf, 0.99) == 4
-    assert analysis.erf_radius(erf, 0.1) == 1  # 9 of 81 center pixels hold 11 %
+    assert measures.erf_radius(erf, 0.99) == 4
+    assert measures.erf_radius(erf, 0.1) == 1  # 9 of 81 center pixels hold 11 %
 
 
 def test_accuracy_helpers():
@@ -188,7 +190,7 @@ def test_figures_and_preset_rows(tmp_path, tiny_model):
     import matplotlib
 
     matplotlib.use("Agg")
-    from tinyconv.models import model_info
+    from tinyconv.model.build import model_info
 
     infos = {name: model_info(name) for name in ("seed", "convmixer")}
     row = analysis.preset_summary("seed", infos["seed"])
@@ -233,7 +235,7 @@ def test_confusion_pairs_top_predictions_and_errors():
     classes, probabilities = analysis.top_predictions(np.log([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]]), k=2)
     assert classes.tolist() == [[1, 2], [0, 2]]
     np.testing.assert_allclose(probabilities, [[0.6, 0.3], [0.5, 0.3]])
-    np.testing.assert_allclose(analysis.standard_error([0.5, 0.0], [50, 50]), [np.sqrt(0.25 / 50), 0.0])
+    np.testing.assert_allclose(measures.standard_error([0.5, 0.0], [50, 50]), [np.sqrt(0.25 / 50), 0.0])
     logits = np.array([[0.0, 3.0], [2.0, 0.0], [0.0, 1.0]])
     wrong, confidence = analysis.confident_mistakes(np.array([0, 0, 0]), logits, count=5)
     assert wrong.tolist() == [0, 2] and confidence[0] > confidence[1] > 0.5
@@ -241,7 +243,8 @@ def test_confusion_pairs_top_predictions_and_errors():
 
 
 def test_untrained_twin_is_the_runs_initialisation(tmp_path):
-    from tinyconv.models import build_model, get_config
+    from tinyconv.model.build import build_model
+    from tinyconv.model.config import get_config
 
     config = get_config("tiny", num_classes=10, depths=(1, 1, 1))
     keras.utils.set_random_seed(7)

@@ -1,10 +1,10 @@
-"""The batch augmentation's semantics, op by op, as the reference notebook defines them (tinyconv.augment)."""
+"""The batch augmentation's semantics, op by op, as the reference notebook defines them (tinyconv.data.augment)."""
 
 import numpy as np
 import pytest
 from keras import ops
 
-from tinyconv.augment import (
+from tinyconv.data.augment import (
     CUTMIX,
     IMAGENET_MEAN,
     IMAGENET_STD,

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from synthetic import KNOWN_CLASSES, class_image, expected_grayscale, make_synthetic_dataset
-from tinyconv.dataset import (
+from tinyconv.data.dataset import (
     class_names,
     dataset_root,
     decode_image,
@@ -242,7 +242,7 @@ def test_load_split_prepares_a_missing_cache(tmp_path, synthetic_data_dir):
 
 
 def test_parallel_decode_matches_in_process(tmp_path, synthetic_data_dir, monkeypatch):
-    import tinyconv.dataset as dataset
+    import tinyconv.data.dataset as dataset
 
     data_dir = copy_data(synthetic_data_dir, tmp_path)
     serial = tmp_path / "serial-cache"

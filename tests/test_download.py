@@ -18,7 +18,7 @@ import pytest
 
 from realdata import serve_file
 from synthetic import make_synthetic_dataset, zip_dataset
-from tinyconv.download import MARKER_NAME, download_dataset
+from tinyconv.data.download import MARKER_NAME, download_dataset
 from tinyconv.errors import TinyconvError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -280,7 +280,7 @@ class FailingPart:
 
 
 def test_disk_full_while_downloading_is_one_line_and_the_part_is_kept_for_the_resume(tmp_path, small_zip, monkeypatch):
-    from tinyconv import download as download_module
+    from tinyconv.data import download as download_module
 
     data_dir = tmp_path / "data"
     room = small_zip.stat().st_size // 2 + 123
@@ -310,7 +310,7 @@ def test_disk_full_while_downloading_is_one_line_and_the_part_is_kept_for_the_re
 
 
 def test_an_unwritable_part_is_one_line_from_the_command(tmp_path, small_zip, monkeypatch, capsys):
-    from tinyconv import download as download_module
+    from tinyconv.data import download as download_module
     from tinyconv.cli import main
 
     data_dir = tmp_path / "data"

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from tinyconv import cli
-from tinyconv.dataset import load_split, selected_classes
+from tinyconv.data.dataset import load_split, selected_classes
 from tinyconv.errors import TinyconvError
-from tinyconv.export import (FLOAT32_TOLERANCE, QUANTIZATION_KINDS, QUANTIZATIONS, check_images, export_model,
+from tinyconv.deploy.export import (FLOAT32_TOLERANCE, QUANTIZATION_KINDS, QUANTIZATIONS, check_images, export_model,
                              format_export, relative_difference)
 from tinyconv.fileio import save_model
-from tinyconv.inference import exported_format, load_exported, predict, predict_logits, read_exported_metadata
-from tinyconv.models import build_model
+from tinyconv.deploy.inference import exported_format, load_exported, predict, predict_logits, read_exported_metadata
+from tinyconv.model.build import build_model
 from weights import randomize_statistics
 
 CLASSES = 4
@@ -164,7 +164,7 @@ def test_the_inference_gelu_computes_what_training_computes(monkeypatch):
     """kernels.gelu at inference (one XLA-fused kernel) and for export equals the training graph's GELU."""
     import tensorflow as tf
 
-    from tinyconv import kernels
+    from tinyconv.model import kernels
 
     x = tf.constant(np.linspace(-8.0, 8.0, 4001, dtype=np.float32).reshape(1, 1, -1, 1))
     want = keras.ops.gelu(x, approximate=False).numpy()
@@ -188,7 +188,7 @@ def test_the_inference_gelu_computes_what_training_computes(monkeypatch):
 
 def test_a_float_export_that_fails_its_check_is_not_written(small_model_file, synthetic_data_dir, tmp_path,
                                                              monkeypatch):
-    from tinyconv import export
+    from tinyconv.deploy import export
 
     monkeypatch.setattr(export, "FLOAT32_TOLERANCE", -1.0)  # no export can meet it
     out = tmp_path / "small_savedmodel"

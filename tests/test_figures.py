@@ -11,8 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tinyconv import analysis  # noqa: E402
-from tinyconv import figures as tinyfigures  # noqa: E402
+from tinyconv.study import analysis, measures  # noqa: E402
+from tinyconv.study import figures as tinyfigures  # noqa: E402
+from tinyconv.training import plots  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +43,7 @@ def _history(epochs=6):
 def test_plot_training_marks_chance_best_epoch_schedule_and_reference():
     rows = _history()
     reference = [dict(epoch=e, val_loss=1.9 - 0.1 * e, val_top1=0.2 + 0.04 * e) for e in range(10)]
-    fig = tinyfigures.plot_training(rows, num_classes=10, title="tiny, quick", reference=reference)
+    fig = plots.plot_training(rows, num_classes=10, title="tiny, quick", reference=reference)
     ax_loss, ax_acc, ax_lr = fig.axes
     assert ax_acc.get_ylabel() == "top-1 accuracy" and ax_lr.get_ylabel().startswith("learning rate")
     assert 1 / 10 in _hlines(ax_acc)  # chance
@@ -52,14 +53,14 @@ def test_plot_training_marks_chance_best_epoch_schedule_and_reference():
     assert best == ["best val: 35.0% (epoch 3)"]  # the max of val_top1, 1-based epoch
     np.testing.assert_allclose(ax_lr.get_lines()[0].get_ydata(), [row["lr"] for row in rows])
     # 200 classes: the chance line moves; no reference: no dashed line
-    fig = tinyfigures.plot_training(rows, num_classes=200)
+    fig = plots.plot_training(rows, num_classes=200)
     assert 1 / 200 in _hlines(fig.axes[1])
     assert "reference (val)" not in fig.axes[1].get_legend_handles_labels()[1]
 
 
 @pytest.mark.parametrize("preset", ["seed", "tiny", "convmixer"])
 def test_plot_block_diagram_follows_the_stage_plan(preset):
-    from tinyconv.models import get_config, stage_plan
+    from tinyconv.model.config import get_config, stage_plan
 
     config = get_config(preset)
     fig = tinyfigures.plot_block_diagram(config)
@@ -113,7 +114,7 @@ def test_plot_class_accuracy_sorts_with_error_bars_and_chance():
     # the error bars span +-1 binomial standard error
     segments = [c for c in ax.collections if hasattr(c, "get_segments")][0].get_segments()
     spans = sorted(abs(seg[1][1] - seg[0][1]) / 2 for seg in segments)
-    np.testing.assert_allclose(spans, sorted(analysis.standard_error(accuracy, counts)), atol=1e-9)
+    np.testing.assert_allclose(spans, sorted(measures.standard_error(accuracy, counts)), atol=1e-9)
     # 200 classes: no names on the axis, chance at 1/200
     fig = tinyfigures.plot_class_accuracy(np.linspace(0, 1, 200), np.full(200, 50), [str(i) for i in range(200)])
     assert 1 / 200 in _hlines(fig.axes[0]) and not fig.axes[0].get_xticklabels()
@@ -127,10 +128,10 @@ def test_plot_class_accuracy_sorts_with_error_bars_and_chance():
 
 def test_training_figure_has_whole_epoch_ticks():
     rows = [dict(epoch=0, loss=1.4, val_loss=1.5, top1=0.3, val_top1=0.25, lr=1e-3)]
-    for ax in tinyfigures.plot_training(rows, num_classes=4).axes:
+    for ax in plots.plot_training(rows, num_classes=4).axes:
         assert list(ax.get_xticks()) == [1]
     rows = [dict(rows[0], epoch=e) for e in range(30)]
-    for ax in tinyfigures.plot_training(rows, num_classes=4).axes:
+    for ax in plots.plot_training(rows, num_classes=4).axes:
         assert all(float(t).is_integer() for t in ax.get_xticks())
 
 
@@ -146,8 +147,8 @@ def test_plot_block_compare_draws_both_models():
 
 
 def test_energy_and_erf_figures_put_untrained_beside_trained():
-    trained = {"s1b1 depthwise 9x9": analysis.energy_by_distance(np.eye(9))}
-    untrained = {"s1b1 depthwise 9x9": analysis.ring_area_share(9)}
+    trained = {"s1b1 depthwise 9x9": measures.energy_by_distance(np.eye(9))}
+    untrained = {"s1b1 depthwise 9x9": measures.ring_area_share(9)}
     fig = tinyfigures.plot_energy_profiles(trained, untrained)
     assert len(fig.axes) == 2 and "untrained" in fig.axes[1].get_title()
     np.testing.assert_allclose(fig.axes[1].get_lines()[0].get_ydata(), 1.0)  # uniform stays at 1
@@ -159,11 +160,11 @@ def test_energy_and_erf_figures_put_untrained_beside_trained():
     fig = tinyfigures.plot_erfs({"stage 1": erf}, {"stage 1": wide})
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[0].startswith("trained, stage 1") and titles[1].startswith("untrained, stage 1")
-    assert "r=1px" in titles[0] and f"r={analysis.erf_radius(wide, 0.5)}px" in titles[1]
+    assert "r=1px" in titles[0] and f"r={measures.erf_radius(wide, 0.5)}px" in titles[1]
 
 
 def test_plot_receptive_fields_merges_equal_curves_and_uses_each_presets_depth():
-    from tinyconv.models import model_info
+    from tinyconv.model.build import model_info
 
     infos = {name: model_info(name) for name in ("seed", "tiny", "convmixer")}
     fig = tinyfigures.plot_receptive_fields(infos)

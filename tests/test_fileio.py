@@ -82,7 +82,7 @@ def test_remove_path_takes_files_folders_and_nothing(tmp_path):
 
 
 def test_runs_root_reads_the_new_name_and_the_deprecated_one(monkeypatch, tmp_path):
-    from tinyconv.train import default_runs_root
+    from tinyconv.training.train import default_runs_root
 
     monkeypatch.delenv("TINYCONV_RUNS_ROOT", raising=False)
     monkeypatch.setenv("TINYCONV_RUNS_DIR", str(tmp_path / "old"))
@@ -118,7 +118,7 @@ def test_a_full_disk_during_prepare_is_one_line_before_any_decoding(synthetic_da
     allocate their blocks first, so the disk-full error comes as one line (the fault is injected there)."""
     import errno
 
-    from tinyconv import dataset
+    from tinyconv.data import dataset
     from tinyconv.cli import main
 
     data_dir = _copy_dataset(synthetic_data_dir, tmp_path)
@@ -141,7 +141,7 @@ def test_a_full_disk_during_prepare_is_one_line_before_any_decoding(synthetic_da
 
 
 def test_a_damaged_manifest_is_one_line_for_load_split_and_rebuilt_by_prepare(synthetic_data_dir, tmp_path, capsys):
-    from tinyconv.dataset import load_split, prepare
+    from tinyconv.data.dataset import load_split, prepare
     from tinyconv.errors import TinyconvError
 
     data_dir = _copy_dataset(synthetic_data_dir, tmp_path)

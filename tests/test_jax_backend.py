@@ -79,8 +79,8 @@ def jax_ci_run(synthetic_data_dir, tmp_path_factory):
 def test_ci_train_evaluate_predict_under_jax_without_tensorflow(jax_ci_run, synthetic_data_dir, tmp_path):
     from PIL import Image
 
-    from tinyconv.callbacks import read_history
-    from tinyconv.inference import evaluate
+    from tinyconv.training.callbacks import read_history
+    from tinyconv.deploy.inference import evaluate
 
     run_dir, metrics, _ = jax_ci_run
     for name in ("config.json", "history.csv", "model.keras", "best.keras", "metrics.json"):
@@ -126,7 +126,7 @@ def test_bench_under_jax_without_tensorflow():
 
 @pytest.mark.slow
 def test_ci_profile_on_real_data_under_jax(real_data_dir, tmp_path):
-    from tinyconv.callbacks import read_history
+    from tinyconv.training.callbacks import read_history
 
     run_dir = tmp_path / "real-ci-jax"
     metrics = _json_out(_without_tf("tinyconv", "train", "--profile", "ci", "--data-dir", real_data_dir,
@@ -148,7 +148,7 @@ def test_ci_profile_on_real_data_under_jax(real_data_dir, tmp_path):
 
 
 def test_resume_after_sigkill_under_jax_ends_with_each_epoch_once(synthetic_data_dir, tmp_path):
-    from tinyconv.callbacks import read_history
+    from tinyconv.training.callbacks import read_history
 
     epochs = 3
     run_dir = tmp_path / "killed"
@@ -169,7 +169,7 @@ def test_resume_after_sigkill_under_jax_ends_with_each_epoch_once(synthetic_data
 
     import keras
 
-    import tinyconv.inference  # noqa: F401  (registers the custom objects)
+    import tinyconv.deploy.inference  # noqa: F401  (registers the custom objects)
 
     model = keras.saving.load_model(run_dir / "model.keras")  # saved under JAX, loaded here under TensorFlow
     steps = json.loads((run_dir / "config.json").read_text())["steps_per_epoch"]
@@ -185,7 +185,7 @@ def test_data_parallel_on_two_devices_matches_one_device_and_resumes(jax_ci_run,
     """keras.distribution.DataParallel over 2 devices: the same global batches give the one-device run's
     history (each epoch's loss is the mean over its 4 steps, the first step's among them, so a first step
     that differed would show), and a run SIGKILLed after its first epoch resumes to the end."""
-    from tinyconv.callbacks import read_history
+    from tinyconv.training.callbacks import read_history
 
     one_dir, _, _ = jax_ci_run  # 2 ci epochs on one device, same recipe
     run_dir = tmp_path / "two-devices"
@@ -219,8 +219,8 @@ import jax
 import keras
 import numpy as np
 
-from tinyconv.device_input import DeviceEvalBatches, DeviceTrainBatches
-from tinyconv.recipe import AugmentConfig
+from tinyconv.data.device_input import DeviceEvalBatches, DeviceTrainBatches
+from tinyconv.data.augment_config import AugmentConfig
 
 assert jax.device_count() == 2
 distribution = keras.distribution.DataParallel(devices=jax.devices())
@@ -308,10 +308,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-import tinyconv.inference  # noqa: F401  (registers the custom objects)
-from tinyconv.device_input import DeviceTrainBatches
-from tinyconv.models import build_model
-from tinyconv.recipe import AugmentConfig
+import tinyconv.deploy.inference  # noqa: F401  (registers the custom objects)
+from tinyconv.data.device_input import DeviceTrainBatches
+from tinyconv.model.build import build_model
+from tinyconv.data.augment_config import AugmentConfig
 
 assert keras.config.backend() == "jax"
 folder = Path(sys.argv[1])
@@ -333,9 +333,9 @@ np.save(folder / "jax_logits.npy", np.asarray(model(x, training=False)))
 # the GPU forms (GroupedConv2D "dense", shifted axial convs), forced here on a CPU, with the same weights:
 # the same logits, and the same gradients in a training-mode step, as the forms a CPU runs
 import jax
-import tinyconv.layers
+import tinyconv.model.layers
 
-tinyconv.layers.has_gpu = lambda: True
+tinyconv.model.layers.has_gpu = lambda: True
 gpu_model = build_model("seed")
 gpu_model.set_weights(model.get_weights())
 paths = [getattr(layer, "_path", None) for layer in gpu_model._flatten_layers()]
@@ -394,8 +394,8 @@ def jax_side(tmp_path_factory):
     """Inputs written here (TensorFlow), the JAX script run on them without TensorFlow: (folder, tf logits)."""
     import keras
 
-    import tinyconv.inference  # noqa: F401
-    from tinyconv.models import build_model
+    import tinyconv.deploy.inference  # noqa: F401
+    from tinyconv.model.build import build_model
 
     folder = tmp_path_factory.mktemp("cross-backend")
     rng = np.random.default_rng(0)
@@ -411,7 +411,7 @@ def jax_side(tmp_path_factory):
     labels = rng.integers(0, AUG_CLASSES, 40).astype(np.int32)
     np.save(folder / "images.npy", images)
     np.save(folder / "labels.npy", labels)
-    from tinyconv.recipe import AugmentConfig
+    from tinyconv.data.augment_config import AugmentConfig
 
     augments = {name: AugmentConfig.from_dict(values).to_dict() for name, values in AUGMENTS.items()}
     (folder / "augment.json").write_text(json.dumps({
@@ -428,7 +428,7 @@ def jax_side(tmp_path_factory):
 def test_same_weights_same_logits_on_both_backends_and_keras_files_cross(jax_side):
     import keras
 
-    import tinyconv.inference  # noqa: F401
+    import tinyconv.deploy.inference  # noqa: F401
 
     folder, tf_logits = jax_side
     x = np.load(folder / "x.npy")
@@ -462,9 +462,9 @@ def test_gpu_forms_compute_what_the_cpu_forms_compute(jax_side):
 
 @pytest.mark.parametrize("name", sorted(AUGMENTS))
 def test_device_augmentation_makes_the_tf_data_batches(jax_side, name):
-    from tinyconv.augment import normalize
-    from tinyconv.pipeline import train_dataset
-    from tinyconv.recipe import AugmentConfig
+    from tinyconv.data.augment import normalize
+    from tinyconv.data.pipeline import train_dataset
+    from tinyconv.data.augment_config import AugmentConfig
 
     folder, _ = jax_side
     images, labels = np.load(folder / "images.npy"), np.load(folder / "labels.npy")

@@ -1,4 +1,4 @@
-"""The fused CPU inference path of ConvMixerBlock (tinyconv.kernels.convmixer_block_inference): it must compute
+"""The fused CPU inference path of ConvMixerBlock (tinyconv.model.kernels.convmixer_block_inference): it must compute
 what the block's own call computes, be taken only where it is meant to (TensorFlow on a CPU, a Keras call for
 inference, no export being traced), and leave training alone."""
 import os
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import tinyconv.layers as tl
-from tinyconv import kernels
-from tinyconv.models import build_model
+import tinyconv.model.layers as tl
+from tinyconv.model import kernels
+from tinyconv.model.build import build_model
 
 from weights import randomize_statistics
 
@@ -128,7 +128,7 @@ def test_tensorflow_takes_onednn_convolutions_unless_the_environment_says_otherw
     import sys
 
     code = (
-        "import numpy as np, tinyconv.layers, keras\n"
+        "import numpy as np, tinyconv.model.layers, keras\n"
         "conv = keras.layers.DepthwiseConv2D(3, padding='same')\n"
         "print(float(keras.ops.sum(conv(np.ones((1, 8, 8, 4), 'float32')))))\n"
     )

@@ -8,9 +8,9 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from tinyconv.kernels import FusedBatchNormalization as BatchNormalization  # noqa: E402
-from tinyconv.kernels import gelu  # noqa: E402
-from tinyconv.layers import (  # noqa: E402
+from tinyconv.model.kernels import FusedBatchNormalization as BatchNormalization  # noqa: E402
+from tinyconv.model.kernels import gelu  # noqa: E402
+from tinyconv.model.layers import (  # noqa: E402
     AxialDepthwiseConv2D,
     ConvMixerBlock,
     DropPath,
@@ -115,7 +115,7 @@ def test_grouped_conv_dense_has_the_grouped_gradients():
 
 
 def test_gpu_takes_the_dense_grouped_conv_and_shifted_axial_convs(monkeypatch):
-    import tinyconv.layers as layers_module
+    import tinyconv.model.layers as layers_module
 
     x = _random((1, 8, 8, 8))
     for gpu, path, shifted in ((False, "split", False), (True, "dense", True)):
@@ -256,7 +256,7 @@ def test_block_runs_in_mixed_float16():
 
 def test_depthwise_fft_gradient_matches_keras():
     """tinyconv's DepthwiseConv2D (FFT kernel gradient on CPU) == keras.layers.DepthwiseConv2D, values and grads."""
-    from tinyconv.kernels import FFTGradDepthwiseConv2D as DepthwiseConv2D
+    from tinyconv.model.kernels import FFTGradDepthwiseConv2D as DepthwiseConv2D
 
     x = tf.constant(_random((3, 10, 12, 5)))
     fast = DepthwiseConv2D(7, padding="same", use_bias=False)

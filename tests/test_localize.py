@@ -1,4 +1,4 @@
-"""tinyconv.localize: CAM / Grad-CAM maps, boxes from maps, IoU, the WSOL metrics, and `tinyconv localize`."""
+"""tinyconv.study.localize: CAM / Grad-CAM maps, boxes from maps, IoU, the WSOL metrics, and `tinyconv localize`."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 
 from tinyconv import cli
-from tinyconv.augment import normalize
-from tinyconv.dataset import selected_classes
+from tinyconv.data.augment import normalize
+from tinyconv.data.dataset import selected_classes
 from tinyconv.errors import TinyconvError
-from tinyconv import figures as tinyfigures
-from tinyconv.localize import (
+from tinyconv.study import figures as tinyfigures
+from tinyconv.study.localize import (
     BoxedImages,
     baseline_metrics,
     box_from_map,
@@ -226,7 +226,7 @@ def test_good_and_bad_cases_are_ordered_by_iou():
 
 
 def test_score_stages_gives_grad_cam_per_stage_and_cam():
-    from tinyconv.models import build_model
+    from tinyconv.model.build import build_model
 
     keras.utils.set_random_seed(0)
     model = build_model("tiny", num_classes=3, widths=(8, 8, 8), depths=(1, 1, 1))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tinyconv import download as download_module
-from tinyconv.download import download_dataset
+from tinyconv.data import download as download_module
+from tinyconv.data.download import download_dataset
 from tinyconv.errors import TinyconvError
 from tinyconv.locks import folder_lock
 
@@ -76,7 +76,7 @@ def test_two_downloads_into_one_data_folder(tmp_path, held_lock, synthetic_data_
 
 
 def test_two_trainers_on_one_run_folder(tmp_path, held_lock, synthetic_data_dir):
-    from tinyconv.train import LOCK_NAME, train
+    from tinyconv.training.train import LOCK_NAME, train
 
     run_dir = tmp_path / "run"
     progress = train(profile="ci", data_dir=synthetic_data_dir, out=run_dir, overrides={"epochs": 2}, time_limit=1e-4)
@@ -91,7 +91,7 @@ def test_two_trainers_on_one_run_folder(tmp_path, held_lock, synthetic_data_dir)
 def test_two_prepares_of_one_cache(tmp_path, held_lock, synthetic_data_dir):
     import shutil
 
-    from tinyconv.dataset import prepare
+    from tinyconv.data.dataset import prepare
 
     data_dir = tmp_path / "data"
     shutil.copytree(synthetic_data_dir / "tiny-imagenet-200", data_dir / "tiny-imagenet-200")
@@ -131,7 +131,7 @@ def test_a_zip_declaring_too_much_in_all_is_refused(tmp_path, monkeypatch):
 
 
 def test_a_resumed_run_removes_the_temporaries_a_killed_one_left(tmp_path, synthetic_data_dir):
-    from tinyconv.train import train
+    from tinyconv.training.train import train
 
     run_dir = tmp_path / "run"
     train(profile="ci", data_dir=synthetic_data_dir, out=run_dir, overrides={"epochs": 2}, time_limit=1e-4)

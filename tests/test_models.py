@@ -10,14 +10,8 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from tinyconv.errors import TinyconvError  # noqa: E402
-from tinyconv.models import (  # noqa: E402
-    PRESETS,
-    ModelConfig,
-    build_model,
-    format_info,
-    get_config,
-    model_info,
-)
+from tinyconv.model.build import build_model, format_info, model_info  # noqa: E402
+from tinyconv.model.config import PRESETS, ModelConfig, get_config  # noqa: E402
 from tinyconv.runtime import default_jit_compile  # noqa: E402
 
 

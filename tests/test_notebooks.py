@@ -1,4 +1,4 @@
-"""The papermill runner (tinyconv.notebooks) and the notebook series end to end on the real data."""
+"""The papermill runner (tinyconv.study.runner) and the notebook series end to end on the real data."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tinyconv import notebooks
+from tinyconv.study import params as notebook_params
+from tinyconv.study import runner as notebooks
 from tinyconv.errors import TinyconvError
 
 
@@ -63,42 +64,42 @@ def test_every_numbered_notebook_is_discovered(tmp_path, monkeypatch):
 
 
 def test_resolve_profile(monkeypatch, capsys):
-    assert notebooks.resolve_profile("ci") == "ci"
+    assert notebook_params.resolve_profile("ci") == "ci"
     with pytest.raises(TinyconvError, match="unknown notebook profile 'fast'"):
-        notebooks.resolve_profile("fast")
+        notebook_params.resolve_profile("fast")
     # this machine has no GPU: auto must not start a days-long full run
-    if not notebooks.has_gpu():
-        assert notebooks.resolve_profile("auto") == "quick"
+    if not notebook_params.has_gpu():
+        assert notebook_params.resolve_profile("auto") == "quick"
         assert "no GPU" in capsys.readouterr().out
-    monkeypatch.setattr(notebooks, "has_gpu", lambda: True)
-    assert notebooks.resolve_profile("auto") == "full"
-    monkeypatch.setattr(notebooks, "has_gpu", lambda: False)
-    assert notebooks.resolve_profile("auto") == "quick"
+    monkeypatch.setattr(notebook_params, "has_gpu", lambda: True)
+    assert notebook_params.resolve_profile("auto") == "full"
+    monkeypatch.setattr(notebook_params, "has_gpu", lambda: False)
+    assert notebook_params.resolve_profile("auto") == "quick"
 
 
 def test_resolve_params_from_arguments_environment_and_defaults(tmp_path, monkeypatch):
     monkeypatch.delenv("TINYCONV_PROFILE", raising=False)
     monkeypatch.delenv("TINYCONV_RUN_DIR", raising=False)
     monkeypatch.setenv("TINYCONV_DATA_DIR", str(tmp_path / "data"))
-    params = notebooks.resolve_params(run_dir=tmp_path / "run")
+    params = notebook_params.resolve_params(run_dir=tmp_path / "run")
     assert params.profile == "quick"
     assert params.data_dir == tmp_path / "data"
     assert params.figures_dir.is_dir() and params.train_dir == tmp_path / "run" / "train"
 
     monkeypatch.setenv("TINYCONV_PROFILE", "ci")
     monkeypatch.setenv("TINYCONV_RUN_DIR", str(tmp_path / "env-run"))
-    params = notebooks.resolve_params()
+    params = notebook_params.resolve_params()
     assert (params.profile, params.run_dir) == ("ci", tmp_path / "env-run")
-    params = notebooks.resolve_params(profile="quick", data_dir="data")  # arguments win; relative = repo
-    assert params.profile == "quick" and params.data_dir == notebooks.REPO_ROOT / "data"
+    params = notebook_params.resolve_params(profile="quick", data_dir="data")  # arguments win; relative = repo
+    assert params.profile == "quick" and params.data_dir == notebook_params.REPO_ROOT / "data"
 
     monkeypatch.delenv("TINYCONV_RUN_DIR")
-    monkeypatch.setattr(notebooks, "REPO_ROOT", tmp_path / "repo")
-    assert notebooks.resolve_params(profile="ci").run_dir == tmp_path / "repo" / "runs" / "notebooks-ci"
+    monkeypatch.setattr(notebook_params, "REPO_ROOT", tmp_path / "repo")
+    assert notebook_params.resolve_params(profile="ci").run_dir == tmp_path / "repo" / "runs" / "notebooks-ci"
 
 
 def test_display_path_hides_machine_prefixes(tmp_path):
-    params = notebooks.NotebookParams(profile="ci", data_dir=tmp_path / "data", run_dir=tmp_path / "run")
+    params = notebook_params.NotebookParams(profile="ci", data_dir=tmp_path / "data", run_dir=tmp_path / "run")
     assert params.show(tmp_path / "run" / "train" / "best.keras") == "<run_dir>/train/best.keras"
     assert params.show(tmp_path / "data" / "tiny-imagenet-200") == "<data_dir>/tiny-imagenet-200"
     assert params.show(notebooks.REPO_ROOT / "notebooks" / "x.ipynb") == "notebooks/x.ipynb"

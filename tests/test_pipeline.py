@@ -1,4 +1,4 @@
-"""tinyconv.pipeline (tf.data) and tinyconv.device_input: shapes, normalization, order, determinism, coverage,
+"""tinyconv.data.pipeline (tf.data) and tinyconv.data.device_input: shapes, normalization, order, determinism, coverage,
 and that both inputs make the same batches. The ops themselves are tested in tests/test_augment.py.
 
 The datasets run on small in-memory arrays (and one np.memmap) with the compiled (XLA) augmentation they
@@ -13,8 +13,8 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from tinyconv.errors import TinyconvError  # noqa: E402
-from tinyconv.device_input import DeviceEvalBatches, DeviceTrainBatches  # noqa: E402
-from tinyconv.pipeline import (  # noqa: E402
+from tinyconv.data.device_input import DeviceEvalBatches, DeviceTrainBatches  # noqa: E402
+from tinyconv.data.pipeline import (  # noqa: E402
     IMAGENET_MEAN,
     IMAGENET_STD,
     AugmentConfig,
@@ -23,7 +23,7 @@ from tinyconv.pipeline import (  # noqa: E402
     normalize,
     train_dataset,
 )
-from tinyconv.recipe import REFERENCE_AUGMENT  # noqa: E402
+from tinyconv.data.augment_config import REFERENCE_AUGMENT  # noqa: E402
 
 FULL = REFERENCE_AUGMENT
 NO_AUGMENT = AugmentConfig(pad=0, flip=False)

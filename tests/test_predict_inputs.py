@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from tinyconv.errors import TinyconvError
-from tinyconv.inference import ALPHA_BACKGROUND, as_uint8_images, load_image, predict
+from tinyconv.deploy.inference import ALPHA_BACKGROUND, as_uint8_images, load_image, predict
 
 
 def _png_claiming(path, width: int, height: int):
@@ -76,7 +76,7 @@ def test_a_bare_model_file_carries_its_classes_and_an_older_one_is_refused(tmp_p
     import zipfile
 
     from tinyconv.fileio import read_model_metadata
-    from tinyconv.train import train
+    from tinyconv.training.train import train
 
     run_dir = tmp_path / "run"
     train(profile="ci", data_dir=synthetic_data_dir, out=run_dir)

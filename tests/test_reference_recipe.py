@@ -17,10 +17,12 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from tinyconv.models import PRESETS, ModelConfig, build_model, get_config  # noqa: E402
-from tinyconv.recipe import make_config  # noqa: E402
-from tinyconv.reference import REFERENCE_PARAMS, REFERENCE_TOP1, read_reference_curve  # noqa: E402
-from tinyconv.schedule import (  # noqa: E402
+from tinyconv.model.build import build_model
+
+from tinyconv.model.config import PRESETS, ModelConfig, get_config  # noqa: E402
+from tinyconv.training.recipe import make_config  # noqa: E402
+from tinyconv.training.reference import REFERENCE_PARAMS, REFERENCE_TOP1, read_reference_curve  # noqa: E402
+from tinyconv.training.schedule import (  # noqa: E402
     AdamWPerStepDecay,
     EpochWarmupCosine,
     WarmupCosine,
@@ -109,7 +111,7 @@ JAX_SCRIPT = textwrap.dedent(
     """
     import json, sys
     import numpy as np, keras
-    from tinyconv.schedule import AdamWPerStepDecay
+    from tinyconv.training.schedule import AdamWPerStepDecay
     w0 = np.asarray(json.loads(sys.argv[1]), "float32")
     out = {"backend": keras.backend.backend()}
     for name, cls in (("per_step", AdamWPerStepDecay), ("lr_scaled", keras.optimizers.AdamW)):
@@ -287,7 +289,7 @@ def test_reference_curve_reads_like_a_history():
 
 
 def test_plot_history_overlays_the_reference():
-    from tinyconv.figures import plot_history
+    from tinyconv.training.plots import plot_history
 
     rows = [dict(epoch=e, loss=3.0 - e, top1=0.1 * e, val_loss=3.1 - e, val_top1=0.1 * e) for e in range(3)]
     plain = plot_history(rows)

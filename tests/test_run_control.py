@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from tinyconv import runtime
-from tinyconv.callbacks import ResumableBackup, TimeLimit, read_history
+from tinyconv.training.callbacks import ResumableBackup, TimeLimit, read_history
 from tinyconv.errors import TinyconvError
 
 
 def test_time_limit_stops_at_an_epoch_end_and_the_same_command_finishes_the_run(synthetic_data_dir, tmp_path):
-    from tinyconv.train import train
+    from tinyconv.training.train import train
 
     run_dir = tmp_path / "limited"
     progress = train(profile="ci", data_dir=synthetic_data_dir, out=run_dir, overrides={"epochs": 3},
@@ -54,7 +54,7 @@ def test_backups_every_n_epochs_and_always_the_last_and_a_stopped_one(tmp_path, 
 def test_time_limit_estimates_the_next_epoch_by_the_latest(monkeypatch):
     # epoch 1 compiles (50 s), the others take 10 s; limit 115 s
     clock = iter([0.0, 50.0, 50.0, 60.0, 60.0, 70.0, 70.0, 80.0, 80.0, 90.0, 90.0, 100.0])
-    monkeypatch.setattr("tinyconv.callbacks.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("tinyconv.training.callbacks.time.perf_counter", lambda: next(clock))
     limit = TimeLimit(minutes=115 / 60)
     limit._model = _Model()
     for epoch in range(6):
@@ -68,7 +68,7 @@ def test_time_limit_estimates_the_next_epoch_by_the_latest(monkeypatch):
     limit = TimeLimit(minutes=105 / 60)
     limit._model = _Model()
     clock2 = iter([0.0, 50.0, 50.0, 60.0, 60.0, 70.0, 70.0, 80.0, 80.0, 90.0, 90.0, 100.0])
-    monkeypatch.setattr("tinyconv.callbacks.time.perf_counter", lambda: next(clock2))
+    monkeypatch.setattr("tinyconv.training.callbacks.time.perf_counter", lambda: next(clock2))
     for epoch in range(6):
         limit.on_epoch_begin(epoch)
         limit.on_epoch_end(epoch)
@@ -106,8 +106,8 @@ def test_precision_policy_picks_bfloat16_on_jax_and_float16_on_tensorflow(monkey
 
 
 def test_a_mixed_precision_model_gets_a_float32_copy_with_the_same_weights():
-    from tinyconv.inference import in_float32
-    from tinyconv.models import build_model
+    from tinyconv.deploy.inference import in_float32
+    from tinyconv.model.build import build_model
 
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16")
@@ -182,7 +182,7 @@ def test_a_damaged_backup_with_no_intact_checkpoint_is_one_line_offering_restart
 
 
 def test_a_damaged_newest_checkpoint_resumes_from_the_previous_one(synthetic_data_dir, tmp_path, capsys):
-    from tinyconv.train import train
+    from tinyconv.training.train import train
 
     run_dir = tmp_path / "run"
     for _ in range(2):  # two sessions of one epoch each: two checkpoints, the second the newest

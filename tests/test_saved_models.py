@@ -10,7 +10,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-import tinyconv.layers  # noqa: E402,F401  (registers the custom layers and activations)
+import tinyconv.model.layers  # noqa: E402,F401  (registers the custom layers and activations)
 
 DATA = Path(__file__).resolve().parent / "data"
 

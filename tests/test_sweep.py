@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from killing import kill_when  # tests/ (conftest puts it on sys.path)
-from tinyconv import sweep, sweep_results
+from tinyconv.experiments import ray_session, sweep
+from tinyconv.experiments import results as sweep_results
 from tinyconv.cli import main
 from tinyconv.errors import TinyconvError
 
@@ -142,11 +143,11 @@ def test_pareto_front_noise_and_results_round_trip(tmp_path):
 
 
 def _ray_leftovers(session: dict) -> list[str]:
-    """Processes of the sweep's Ray instance still alive, found without tinyconv.sweep's own scan: any process
+    """Processes of the sweep's Ray instance still alive, found without tinyconv.experiments.sweep's own scan: any process
     whose command line holds its temp dir (gcs_server, raylet, log monitor, ...), any process carrying its
     marker, and Ray's agents (ray::*) of its raylets."""
     found = []
-    marker = f"{sweep.MARKER_VAR}={session['marker']}".encode()
+    marker = f"{ray_session.MARKER_VAR}={session['marker']}".encode()
     raylets = {f"RAY_RAYLET_PID={pid}".encode() for pid in session["raylets"]}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -189,7 +190,7 @@ def test_sweep_on_ray_resumes_after_sigkill_without_rerunning_and_leaves_no_ray(
     def first_trial_done() -> bool:  # and what of Ray is alive at that moment, before the kill
         if sweep.trial_status(out, "base-s0") != "done":
             return False
-        session.update(json.loads((out / sweep.SESSION_FILE).read_text()))
+        session.update(json.loads((out / ray_session.SESSION_FILE).read_text()))
         alive[:] = _ray_leftovers(session)
         return True
 
@@ -222,7 +223,7 @@ def test_sweep_on_ray_resumes_after_sigkill_without_rerunning_and_leaves_no_ray(
     assert sum(line.startswith("| ") and "-s0 |" in line for line in md.splitlines()) == 3
     second = json.loads(first.read_text())
     assert second["status"] == "done"
-    assert _wait_for_no_leftovers(session, 5) == [] and not (out / sweep.SESSION_FILE).exists()
+    assert _wait_for_no_leftovers(session, 5) == [] and not (out / ray_session.SESSION_FILE).exists()
     assert not list(Path("/tmp").glob("tcray-*")) or all(
         p.name != Path(session["temp_dir"]).name for p in Path("/tmp").glob("tcray-*"))
 
@@ -236,21 +237,21 @@ def test_sweep_on_ray_resumes_after_sigkill_without_rerunning_and_leaves_no_ray(
 
 def test_trial_resources_one_gpu_per_trial_else_one_whole_node_per_trial():
     # one machine with 2 GPUs: a GPU and half the CPUs per trial, two at once
-    assert sweep.trial_resources({"CPU": 16, "GPU": 2}) == ({"cpu": 8, "gpu": 1}, 2)
-    assert sweep.trial_resources({"CPU": 16.0, "GPU": 2.0}, [{"CPU": 16.0, "GPU": 2.0}]) == ({"cpu": 8, "gpu": 1}, 2)
+    assert ray_session.trial_resources({"CPU": 16, "GPU": 2}) == ({"cpu": 8, "gpu": 1}, 2)
+    assert ray_session.trial_resources({"CPU": 16.0, "GPU": 2.0}, [{"CPU": 16.0, "GPU": 2.0}]) == ({"cpu": 8, "gpu": 1}, 2)
     # a CPU-only machine: one trial at a time with every core
-    assert sweep.trial_resources({"CPU": 2}) == ({"cpu": 2}, 1)
-    assert sweep.trial_resources({"CPU": 2.0}, [{"CPU": 2.0, "memory": 1e9}]) == ({"cpu": 2}, 1)
+    assert ray_session.trial_resources({"CPU": 2}) == ({"cpu": 2}, 1)
+    assert ray_session.trial_resources({"CPU": 2.0}, [{"CPU": 2.0, "memory": 1e9}]) == ({"cpu": 2}, 1)
     # a cluster whose head has no GPU: the CPUs per GPU are a GPU node's (8), not the cluster's (40 / 2 = 20,
     # which no node has: Ray would never place the trial)
     head, workers = {"CPU": 8.0}, [{"CPU": 16.0, "GPU": 2.0}, {"CPU": 16.0, "GPU": 2.0}]
-    assert sweep.trial_resources({"CPU": 40.0, "GPU": 4.0}, [head, *workers]) == ({"cpu": 8, "gpu": 1}, 4)
+    assert ray_session.trial_resources({"CPU": 40.0, "GPU": 4.0}, [head, *workers]) == ({"cpu": 8, "gpu": 1}, 4)
     # GPU nodes of different shapes: the CPUs that go with one GPU on the poorest
     mixed = [{"CPU": 32.0, "GPU": 4.0}, {"CPU": 12.0, "GPU": 4.0}]
-    assert sweep.trial_resources({"CPU": 44.0, "GPU": 8.0}, mixed) == ({"cpu": 3, "gpu": 1}, 8)
+    assert ray_session.trial_resources({"CPU": 44.0, "GPU": 8.0}, mixed) == ({"cpu": 3, "gpu": 1}, 8)
     # CPU-only nodes of different sizes: the smallest node's CPUs per trial, as many as fit on each node
-    assert sweep.trial_resources({"CPU": 8.0}, [{"CPU": 2.0}, {"CPU": 3.0}, {"CPU": 3.0}]) == ({"cpu": 2}, 3)
-    assert sweep.trial_resources({"CPU": 6.0}, [{"CPU": 2.0}, {"CPU": 4.0}, {"memory": 1e9}]) == ({"cpu": 2}, 3)
+    assert ray_session.trial_resources({"CPU": 8.0}, [{"CPU": 2.0}, {"CPU": 3.0}, {"CPU": 3.0}]) == ({"cpu": 2}, 3)
+    assert ray_session.trial_resources({"CPU": 6.0}, [{"CPU": 2.0}, {"CPU": 4.0}, {"memory": 1e9}]) == ({"cpu": 2}, 3)
 
 
 def _free_port() -> int:
@@ -292,7 +293,7 @@ def test_sweep_joins_an_existing_ray_cluster_and_leaves_it_running(synthetic_dat
         started = subprocess.run(
             [ray_cli, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
              "--disable-usage-stats", f"--temp-dir={session['temp_dir']}", "--object-store-memory=100000000"],
-            env={**env, sweep.MARKER_VAR: session["marker"]}, capture_output=True, text=True, timeout=240)
+            env={**env, ray_session.MARKER_VAR: session["marker"]}, capture_output=True, text=True, timeout=240)
         assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
         session["raylets"] = _ray_pids(session, "raylet")
         head = session["raylets"] + _ray_pids(session, "gcs_server")
@@ -315,15 +316,15 @@ def test_sweep_joins_an_existing_ray_cluster_and_leaves_it_running(synthetic_dat
         assert "| base-s0 |" in (out / "results.md").read_text()
         # the sweep drove this head (its driver's log is in the head's session), not a Ray of its own
         assert len(list(logs.glob("python-core-driver-*"))) == 1
-        assert not (out / sweep.SESSION_FILE).exists()
+        assert not (out / ray_session.SESSION_FILE).exists()
 
         # the cluster is not the sweep's: it is still up, and still answers
-        assert all(sweep._alive(pid) for pid in head), "the sweep stopped the cluster it joined"
+        assert all(ray_session._alive(pid) for pid in head), "the sweep stopped the cluster it joined"
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
     finally:
         # `ray stop --force` would stop every Ray of this user on the machine (other tests', other sweeps'):
         # stop only this head's processes
-        sweep.stop_processes(int(line.split()[0]) for line in _ray_leftovers(session))
+        ray_session.stop_processes(int(line.split()[0]) for line in _ray_leftovers(session))
         left = _wait_for_no_leftovers(session, 30)
         shutil.rmtree(session["temp_dir"], ignore_errors=True)
     assert left == [], "Ray processes of the test's head are left"
@@ -336,7 +337,7 @@ def test_sweep_joins_an_existing_ray_cluster_and_leaves_it_running(synthetic_dat
 def test_notebook_06_runs_on_a_small_results_file(tmp_path):
     import nbformat
 
-    from tinyconv import notebooks
+    from tinyconv.study import runner as notebooks
 
     results = sweep_results.example_results(tmp_path / "sweep")
     executed = notebooks.run_notebook(notebooks.NOTEBOOK_DIR / "06_compare.ipynb", tmp_path / "out",

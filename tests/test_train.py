@@ -51,7 +51,7 @@ def _tensorboard_tags(folder: Path) -> set[str]:
 def test_warmup_cosine_values_at_known_steps():
     import keras
 
-    from tinyconv.schedule import WarmupCosine
+    from tinyconv.training.schedule import WarmupCosine
 
     schedule = WarmupCosine(peak_lr=3e-3, warmup_steps=100, total_steps=1100, min_lr=1e-5)
     lr = lambda step: float(schedule(step))  # noqa: E731
@@ -71,7 +71,7 @@ def test_warmup_cosine_values_at_known_steps():
 
 
 def test_parse_overrides_types_by_field():
-    from tinyconv.overrides import parse_overrides
+    from tinyconv.training.overrides import parse_overrides
 
     parsed = parse_overrides(
         ["lr=1e-3", "epochs=7", "flip=false", "classes=10", "max_train_per_class=none", "mixed_precision=off",
@@ -97,14 +97,14 @@ def test_parse_overrides_types_by_field():
      ("model.depthz=2", "depthz"), ("lr", "FIELD=VALUE")],
 )
 def test_parse_overrides_rejects_unknown_fields_and_bad_values(item, fragment):
-    from tinyconv.overrides import parse_overrides
+    from tinyconv.training.overrides import parse_overrides
 
     with pytest.raises(TinyconvError, match=fragment):
         parse_overrides([item])
 
 
 def test_profiles_and_make_config():
-    from tinyconv.recipe import TrainConfig, make_config
+    from tinyconv.training.recipe import TrainConfig, make_config
 
     reference = make_config("reference")
     assert reference == TrainConfig()
@@ -136,7 +136,7 @@ def test_profiles_and_make_config():
 @pytest.fixture(scope="module")
 def ci_run(synthetic_data_dir, tmp_path_factory):
     """One 2-epoch ci run on the synthetic dataset: (run_dir, metrics)."""
-    from tinyconv.train import train
+    from tinyconv.training.train import train
 
     run_dir = tmp_path_factory.mktemp("runs") / "ci"
     metrics = train(profile="ci", data_dir=synthetic_data_dir, out=run_dir, overrides={"epochs": 2})
@@ -144,7 +144,7 @@ def ci_run(synthetic_data_dir, tmp_path_factory):
 
 
 def test_ci_run_writes_every_artifact(ci_run):
-    from tinyconv.callbacks import HISTORY_COLUMNS, read_history
+    from tinyconv.training.callbacks import HISTORY_COLUMNS, read_history
 
     run_dir, metrics = ci_run
     for name in ("config.json", "history.csv", "model.keras", "best.keras", "metrics.json", "figures/curves.png"):
@@ -178,7 +178,7 @@ def test_ci_run_writes_every_artifact(ci_run):
 def test_saved_model_loads_with_optimizer_state(ci_run):
     import keras
 
-    import tinyconv.inference  # noqa: F401  (registers WarmupCosine and the layers)
+    import tinyconv.deploy.inference  # noqa: F401  (registers WarmupCosine and the layers)
 
     run_dir, _ = ci_run
     model = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
@@ -188,7 +188,7 @@ def test_saved_model_loads_with_optimizer_state(ci_run):
 
 
 def test_complete_run_is_returned_without_training(ci_run, synthetic_data_dir, capsys):
-    from tinyconv.train import train
+    from tinyconv.training.train import train
 
     run_dir, metrics = ci_run
     stamp = (run_dir / "history.csv").stat().st_mtime_ns
@@ -199,7 +199,7 @@ def test_complete_run_is_returned_without_training(ci_run, synthetic_data_dir, c
 
 
 def test_a_different_config_in_the_same_folder_is_refused(ci_run, synthetic_data_dir, tmp_path):
-    from tinyconv.train import train
+    from tinyconv.training.train import train
 
     run_dir, _ = ci_run
     before = (run_dir / "config.json").read_text()
@@ -218,8 +218,8 @@ def test_a_different_config_in_the_same_folder_is_refused(ci_run, synthetic_data
 def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_state(synthetic_data_dir, tmp_path):
     import keras
 
-    from tinyconv.callbacks import read_history
-    from tinyconv.train import train
+    from tinyconv.training.callbacks import read_history
+    from tinyconv.training.train import train
 
     class PoisonWeights(keras.callbacks.Callback):
         """Turn the stem's weights to NaN when epoch 2 begins: epoch 1 is good, epoch 2 diverges."""
@@ -243,7 +243,7 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_state(
 
 
 def test_resume_after_sigkill_ends_with_each_epoch_once(synthetic_data_dir, tmp_path):
-    from tinyconv.callbacks import read_history
+    from tinyconv.training.callbacks import read_history
 
     epochs = 3
     run_dir = tmp_path / "killed"
@@ -264,7 +264,7 @@ def test_resume_after_sigkill_ends_with_each_epoch_once(synthetic_data_dir, tmp_
     assert metrics["epochs"] == epochs
     import keras
 
-    import tinyconv.inference  # noqa: F401
+    import tinyconv.deploy.inference  # noqa: F401
 
     model = keras.saving.load_model(run_dir / "model.keras")
     steps = json.loads((run_dir / "config.json").read_text())["steps_per_epoch"]
@@ -275,7 +275,7 @@ def test_resume_after_sigkill_ends_with_each_epoch_once(synthetic_data_dir, tmp_
 
 
 def test_evaluate_matches_the_last_validation_and_names_classes(ci_run, synthetic_data_dir):
-    from tinyconv.inference import evaluate, format_evaluation
+    from tinyconv.deploy.inference import evaluate, format_evaluation
 
     run_dir, metrics = ci_run
     result = evaluate(run_dir, data_dir=synthetic_data_dir, tta=True)
@@ -295,7 +295,7 @@ def test_evaluate_matches_the_last_validation_and_names_classes(ci_run, syntheti
 
 
 def test_predict_any_size_jpeg_or_png_with_names(ci_run, tmp_path):
-    from tinyconv.inference import format_predictions, predict
+    from tinyconv.deploy.inference import format_predictions, predict
 
     run_dir, _ = ci_run
     rng = np.random.default_rng(0)
@@ -345,8 +345,8 @@ def test_predict_errors_are_one_line(ci_run, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_ci_profile_on_real_data_writes_every_artifact(real_data_dir, tmp_path):
-    from tinyconv.callbacks import read_history
-    from tinyconv.train import train
+    from tinyconv.training.callbacks import read_history
+    from tinyconv.training.train import train
 
     run_dir = tmp_path / "real-ci"
     metrics = train(profile="ci", data_dir=real_data_dir, out=run_dir)
@@ -364,7 +364,7 @@ def test_ci_profile_on_real_data_writes_every_artifact(real_data_dir, tmp_path):
 def test_live_curves_redraws_one_display_in_ipython_and_is_silent_elsewhere(monkeypatch, tmp_path):
     import IPython.display
 
-    from tinyconv.callbacks import LiveCurves, write_history
+    from tinyconv.training.callbacks import LiveCurves, write_history
 
     shown = []
 

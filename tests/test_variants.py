@@ -17,7 +17,7 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 from tinyconv.errors import TinyconvError  # noqa: E402
-from tinyconv.layers import (  # noqa: E402
+from tinyconv.model.layers import (  # noqa: E402
     HAAR_MATRIX,
     HaarDWT,
     ResidualBlock,
@@ -31,7 +31,8 @@ from tinyconv.layers import (  # noqa: E402
     spatial_shuffle,
     spatial_unshuffle,
 )
-from tinyconv.models import PRESETS, VARIANTS, build_model, get_config, model_info, stage_plan  # noqa: E402
+from tinyconv.model.build import build_model, model_info
+from tinyconv.model.config import PRESETS, VARIANTS, get_config, stage_plan  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 NEW_PRESETS = ["resnet-small", "resnet-tiny", *(f"tiny-{variant}" for variant in VARIANTS)]
@@ -144,7 +145,7 @@ def test_residual_block_computes_resnets_basic_block():
 
 def _macs_from_layers(model, prefixes) -> int:
     """MACs of the stem/down layers counted from the built layers' kernels and output shapes."""
-    from tinyconv.layers import GroupedConv2D
+    from tinyconv.model.layers import GroupedConv2D
 
     total = 0
     for layer in model.layers:
@@ -275,8 +276,8 @@ def test_variants_through_the_cli_overrides_and_run_configs(capsys):
     import json
 
     from tinyconv.cli import main
-    from tinyconv.models import ModelConfig
-    from tinyconv.overrides import parse_overrides
+    from tinyconv.model.config import ModelConfig
+    from tinyconv.training.overrides import parse_overrides
 
     assert main(["info", "tiny-down-haar", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -303,7 +304,7 @@ import keras
 import numpy as np
 
 assert keras.backend.backend() == "jax"
-import tinyconv.layers  # noqa: F401  (registers tinyconv's layers for loading)
+import tinyconv.model.layers  # noqa: F401  (registers tinyconv's layers for loading)
 
 folder = Path(sys.argv[1])
 x = np.load(folder / "x.npy")

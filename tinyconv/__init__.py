@@ -1,19 +1,29 @@
 """tinyconv: a reproducible, fast and readable ConvMixer-variant reference on Tiny ImageNet.
 
-Modules, one concern each (import the one you need; importing this package does not import TensorFlow):
-  download   fetch, check and extract the official zip       dataset    layout, labels, verify, uint8 cache
-  recipe     TrainConfig, AugmentConfig, PROFILES             overrides  text to typed recipe values (--set)
-  augment    batch augmentation in keras.ops, BatchPlan       pipeline   tf.data input pipelines (TensorFlow)
-  device_input  the JAX input: cache and batches on the GPU   reference  the reference's published curve
-  schedule   lr schedules, AdamWPerStepDecay, build_optimizer layers     the ConvMixer-variant Keras layers
-  kernels    TensorFlow fast paths behind the layers          models     presets, stage_plan and build_model
-  train      a run folder and train()                         callbacks  training callbacks and history.csv
-  inference  load a model, evaluate, predict                  analysis   kernels, receptive fields, statistics
-  figures    every plot                                       notebooks  run the numbered notebooks headless
-  bench      throughput benchmarks                            runtime    backend and device policy (TF, JAX)
-  fileio     atomic file writes                               cli        the `tinyconv` command
-  errors     TinyconvError
+The package is layered; each layer imports only the ones below it (tests/test_architecture.py checks it):
+
+    cli, bench       the `tinyconv` command and its throughput benchmarks
+    study            what the notebooks compute and draw, localization, the notebook runner
+    experiments      sweeps of training runs on Ray
+    deploy           load a trained model, evaluate, predict, export
+    training         the recipe, schedule, callbacks, train()
+    model            configs and presets, the builder, the layers, the speed kernels
+    data             download, the dataset and its cache, augmentation, the input pipelines
+    runtime, fileio, locks, errors    backend and device policy, atomic writes, folder locks, TinyconvError
+
+The everyday calls are here too, imported on first use (importing tinyconv does not import Keras or TensorFlow):
+
+    import tinyconv
+    model = tinyconv.build_model("seed")              # tinyconv.model.build
+    tinyconv.model_info("seed")["params_total"]       # 2,644,712
+    metrics = tinyconv.train(preset="tiny", profile="quick")          # tinyconv.training.train
+    tinyconv.evaluate("runs/tiny-quick/best.keras")                  # tinyconv.deploy.inference
+    tinyconv.predict("runs/tiny-quick/best.keras", ["photo.jpg"])
 """
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
@@ -22,4 +32,30 @@ from tinyconv.runtime import prefer_onednn  # noqa: E402  (stdlib only: no Tenso
 
 prefer_onednn()  # before any tinyconv module imports Keras, which imports TensorFlow
 
-__all__ = ["TinyconvError", "__version__"]
+# name -> the module that defines it; imported by __getattr__ on first use (PEP 562)
+_LAZY = {
+    "build_model": "tinyconv.model.build",
+    "model_info": "tinyconv.model.build",
+    "get_config": "tinyconv.model.config",
+    "PRESETS": "tinyconv.model.config",
+    "make_config": "tinyconv.training.recipe",
+    "PROFILES": "tinyconv.training.recipe",
+    "train": "tinyconv.training.train",
+    "evaluate": "tinyconv.deploy.inference",
+    "predict": "tinyconv.deploy.inference",
+    "load_run_model": "tinyconv.deploy.inference",
+}
+
+__all__ = ["TinyconvError", "__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'tinyconv' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -17,10 +17,11 @@ import keras
 import numpy as np
 import PIL
 
-from tinyconv.dataset import default_workers, prepare, require_root
+from tinyconv.data.dataset import default_workers, prepare, require_root
 from tinyconv.errors import TinyconvError
-from tinyconv.models import build_model, get_config
-from tinyconv.recipe import AugmentConfig
+from tinyconv.model.build import build_model
+from tinyconv.model.config import get_config
+from tinyconv.data.augment_config import AugmentConfig
 from tinyconv.runtime import default_jit_compile, describe_device
 
 
@@ -60,7 +61,7 @@ def bench_data(
     # tf.data: the TensorFlow backend's pipeline; imported here so that `bench` (the model) runs without TensorFlow
     import tensorflow as tf
 
-    from tinyconv.pipeline import measure_throughput, train_dataset
+    from tinyconv.data.pipeline import measure_throughput, train_dataset
 
     data_dir = Path(data_dir)
     root = require_root(data_dir)  # before the temporary cache is made inside data_dir

@@ -15,13 +15,13 @@ import sys
 from pathlib import Path
 
 from tinyconv import __version__, runtime
-from tinyconv.dataset import cache_dir, default_data_dir, format_summary, prepare, verify
-from tinyconv.download import download_dataset
+from tinyconv.data.dataset import cache_dir, default_data_dir, format_summary, prepare, verify
+from tinyconv.data.download import download_dataset
 from tinyconv.errors import TinyconvError
-from tinyconv.models import PRESETS, format_info, model_info
-from tinyconv.notebooks import run_notebooks
-from tinyconv.overrides import parse_overrides, recipe_flags
-from tinyconv.recipe import PROFILES
+from tinyconv.model.config import PRESETS
+from tinyconv.study.runner import run_notebooks
+from tinyconv.training.overrides import parse_overrides, recipe_flags
+from tinyconv.training.recipe import PROFILES
 from tinyconv.runtime import quiet_tensorflow
 
 
@@ -78,6 +78,8 @@ def cmd_bench_data(args) -> int:
 
 
 def cmd_info(args) -> int:
+    from tinyconv.model.build import format_info, model_info  # builds the model: imports Keras (TensorFlow ~3 s)
+
     info = model_info(args.preset)
     if args.json:
         _print_json(info)
@@ -120,7 +122,7 @@ def _rerun_with_backend(backend: str) -> int:
 
 
 def cmd_train(args) -> int:
-    from tinyconv.train import train  # imports TensorFlow (~3 s): only for this subcommand
+    from tinyconv.training.train import train  # imports TensorFlow (~3 s): only for this subcommand
 
     overrides = parse_overrides(args.set or [])
     for name in ("epochs", "batch_size", "classes"):
@@ -141,7 +143,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from tinyconv.sweep import load_spec, run_sweep  # Ray is imported only once trials run
+    from tinyconv.experiments.sweep import load_spec, run_sweep  # Ray is imported only once trials run
 
     spec = load_spec(args.spec)
     out = Path(args.out) if args.out else Path("runs") / "sweeps" / Path(args.spec).stem
@@ -150,11 +152,11 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from tinyconv.inference import evaluate, format_evaluation  # imports TensorFlow: only for this subcommand
+    from tinyconv.deploy.inference import evaluate, format_evaluation  # imports TensorFlow: only for this subcommand
 
     result = evaluate(args.model, data_dir=_data_dir(args), tta=not args.no_tta)
     if args.localization:
-        from tinyconv.localize import evaluate_localization, format_localization
+        from tinyconv.study.localize import evaluate_localization, format_localization
 
         result["localization"] = evaluate_localization(args.model, data_dir=_data_dir(args))
     if args.json:
@@ -168,9 +170,9 @@ def cmd_evaluate(args) -> int:
 
 def cmd_localize(args) -> int:
     # Keras/TensorFlow and matplotlib: only for this subcommand
-    from tinyconv.figures import plot_localization
+    from tinyconv.study.figures import plot_localization
     from tinyconv.fileio import save_figure
-    from tinyconv.localize import localize_images
+    from tinyconv.study.localize import localize_images
 
     results = localize_images(args.model, args.images, data_dir=_data_dir(args), threshold=args.threshold)
     out = Path(args.out)
@@ -186,7 +188,7 @@ def cmd_localize(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from tinyconv.inference import format_predictions, predict  # imports TensorFlow: only for this subcommand
+    from tinyconv.deploy.inference import format_predictions, predict  # imports TensorFlow: only for this subcommand
 
     result = predict(args.model, args.images, data_dir=_data_dir(args), top=args.top)
     if args.json:
@@ -197,7 +199,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from tinyconv.export import export_model, format_export  # imports TensorFlow: only for this subcommand
+    from tinyconv.deploy.export import export_model, format_export  # imports TensorFlow: only for this subcommand
 
     report = export_model(args.model, args.format, out=args.out, quantize=args.quantize, data_dir=_data_dir(args),
                           val_accuracy=True if args.val_accuracy else None)
@@ -305,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="FIELD=VALUE",
         help="override any recipe field, e.g. --set lr=1e-3 --set mix_prob=0 (repeatable); "
-        "--lr 1e-3 --mix-prob 0 works too, for every field of tinyconv.recipe.TrainConfig",
+        "--lr 1e-3 --mix-prob 0 works too, for every field of tinyconv.training.recipe.TrainConfig",
     )
     data_dir_arg(p)
 

@@ -1,9 +1,9 @@
-"""tf.data input pipelines from the uint8 cache (the TensorFlow backend's input; JAX uses tinyconv.device_input).
+"""tf.data input pipelines from the uint8 cache (the TensorFlow backend's input; JAX uses tinyconv.data.device_input).
 
-Each batch is planned on the host by `tinyconv.augment.BatchPlan`: which examples (the epoch's order, a
+Each batch is planned on the host by `tinyconv.data.augment.BatchPlan`: which examples (the epoch's order, a
 function of (seed, epoch)) and every random draw of its augmentation (a function of (seed, epoch, step)).
 The graph then reads those pixels from the cache with a small numpy gather and applies
-`tinyconv.augment.augment_batch` (keras.ops, compiled with XLA: per-element `tf.image` maps pay a kernel
+`tinyconv.data.augment.augment_batch` (keras.ops, compiled with XLA: per-element `tf.image` maps pay a kernel
 launch per op and image and stay far below what a 2-core machine needs; figures in docs/performance.md).
 So a given `seed` replays the same batches, each new iteration of the dataset (Keras starts one per epoch)
 is the next epoch, a resumed run passes `start_epoch` to see exactly the epochs an uninterrupted run would
@@ -23,13 +23,13 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tinyconv import augment as augment_ops
-from tinyconv.augment import DRAWS, BatchPlan
-from tinyconv.dataset import check_arrays
+from tinyconv.data import augment as augment_ops
+from tinyconv.data.augment import DRAWS, BatchPlan
+from tinyconv.data.dataset import check_arrays
 from tinyconv.errors import TinyconvError
-from tinyconv.recipe import AugmentConfig
+from tinyconv.data.augment_config import AugmentConfig
 
-# ImageNet statistics in 0..255 units (tinyconv.augment holds them in [0, 1] units).
+# ImageNet statistics in 0..255 units (tinyconv.data.augment holds them in [0, 1] units).
 IMAGENET_MEAN = tuple(255.0 * m for m in augment_ops.IMAGENET_MEAN)
 IMAGENET_STD = tuple(255.0 * s for s in augment_ops.IMAGENET_STD)
 

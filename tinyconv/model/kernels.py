@@ -33,7 +33,7 @@ _INFERENCE_GRAPH: list[str] = []  # the GELU form of the active inference_graph(
 
 @contextlib.contextmanager
 def inference_graph(gelu_form: str = "tensorflow"):
-    """Trace the layers for an inference-only graph (tinyconv.export): exact GELU without the custom gradient,
+    """Trace the layers for an inference-only graph (tinyconv.deploy.export): exact GELU without the custom gradient,
     in the form the target converter recognises:
         "tensorflow"  tf.nn.gelu (0.5 x erfc(-x / sqrt 2)): the TFLite converter fuses it into its builtin GELU
         "erf"         x * 0.5 * (1 + erf(x / sqrt 2)): tf2onnx knows Erf (not Erfc), ONNX Runtime fuses it into Gelu

@@ -1,9 +1,9 @@
 """The reference notebook's published numbers: its per-epoch curve, final top-1 and parameter count.
 
-    rows = read_reference_curve()                   # 100 rows shaped like tinyconv.callbacks.read_history's
-    fig = plot_history(run_rows, reference=rows)    # tinyconv.figures: the reference's val curves, dashed
+    rows = read_reference_curve()                   # 100 rows shaped like tinyconv.training.callbacks.read_history's
+    fig = plot_history(run_rows, reference=rows)    # tinyconv.study.figures: the reference's val curves, dashed
 
-The curve (tinyconv/reference_curve.csv, package data so that an installed wheel has it; facts from the reference's published log) has one row per epoch:
+The curve (tinyconv/training/reference_curve.csv, package data so that an installed wheel has it; facts from the reference's published log) has one row per epoch:
 epoch (1-based), epoch_seconds, train_loss, train_accuracy, val_loss, val_accuracy. read_reference_curve
 renames them to a history.csv's columns (epoch 0-based, loss, top1, val_loss, val_top1, epoch_s), so every
 plot and table that reads a run's history reads the reference the same way. No Keras or TensorFlow here.
@@ -18,7 +18,7 @@ REFERENCE_CURVE = Path(__file__).resolve().parent / "reference_curve.csv"
 REFERENCE_TOP1 = 0.6303  # val top-1 after the 100th epoch
 REFERENCE_PARAMS = 2_644_712  # the seed preset's parameter count, the reference model's
 
-# the CSV's columns -> history.csv's (tinyconv.callbacks.HISTORY_COLUMNS)
+# the CSV's columns -> history.csv's (tinyconv.training.callbacks.HISTORY_COLUMNS)
 _COLUMNS = {
     "epoch_seconds": "epoch_s",
     "train_loss": "loss",

@@ -1,12 +1,12 @@
 """The training recipe: every value of a run in one dataclass, the named profiles, and make_config.
 
     config = make_config("quick", lr=2e-3, mix_prob=0.5)   # a profile, then the preset, then field overrides
-    config.augment                                        # the AugmentConfig tinyconv.pipeline applies
+    config.augment                                        # the AugmentConfig tinyconv.data.pipeline applies
 
 The recipe (`TrainConfig`'s defaults, the `reference` profile) is the reference notebook's, item by item:
 batch 128, 100 epochs, AdamW (lr 3e-3, weight decay 1e-5 per step, not scaled by the lr), the lr set once
-per epoch (5 warm-up epochs, then cosine to 1e-5; tinyconv.schedule), cross-entropy on logits, and the
-augmentation of tinyconv.augment (crop offset and jitter factors per batch, black cutout, every batch
+per epoch (5 warm-up epochs, then cosine to 1e-5; tinyconv.training.schedule), cross-entropy on logits, and the
+augmentation of tinyconv.data.augment (crop offset and jitter factors per batch, black cutout, every batch
 mixed). `full` is that recipe with the changes we believe in; `quick` and `ci` are short CPU recipes.
 
 The augmentation values are one nested schema, `AugmentConfig`, that the pipeline uses as it is. For the
@@ -20,77 +20,12 @@ No TensorFlow here: the CLI builds its --profile choices from PROFILES and must 
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from dataclasses import dataclass, field
 
+from tinyconv.data.augment_config import AUGMENT_FIELDS, REFERENCE_AUGMENT, AugmentConfig
 from tinyconv.errors import TinyconvError
-
-# -------------------------------------------------------------------------------------- augmentation
-
-
-CROP_OFFSETS = ("batch", "example")
-JITTER_FACTORS = ("batch", "example")
-CUTOUT_FILLS = ("zero", "mean")
-
-
-@dataclass
-class AugmentConfig:
-    """Every augmentation value. The defaults are the light recipe (crop + flip) of short runs; the
-    `reference` profile sets the notebook's values (`REFERENCE_AUGMENT`)."""
-
-    pad: int = 4  # zero padding per side before the crop back to the input size; 0 = no crop
-    crop_offset: str = "example"  # one crop offset per batch (the reference) or per example
-    flip: bool = True  # horizontal flip, p = 0.5 per image
-    jitter_prob: float = 0.0  # probability that an image gets colour jitter
-    jitter_factors: str = "example"  # one set of jitter factors per batch (the reference) or per example
-    jitter_brightness: float = 0.16  # additive delta ~ U(-b, b) on [0, 1] images (reference: 0.8 * 0.2)
-    jitter_contrast: float = 0.16  # factor ~ U(1 - c, 1 + c)
-    jitter_saturation: float = 0.16  # factor ~ U(1 - s, 1 + s)
-    jitter_hue: float = 0.04  # shift ~ U(-h, h) of a full turn (reference: 0.2 * 0.2)
-    cutout_prob: float = 0.0  # probability that an image gets a cutout hole
-    cutout_half: int = 16  # half side of the square hole, in pixels
-    cutout_fill: str = "zero"  # zero: black before normalisation (the reference); mean: the mean colour
-    mix_prob: float = 0.0  # probability that a batch is mixed at all
-    cutmix_share: float = 0.5  # of the mixed batches, the share mixed by cutmix instead of mixup
-    mix_alpha: float = 0.2  # Beta(alpha, alpha) per-example mixing ratio
-
-    def __post_init__(self):
-        for name in ("jitter_prob", "cutout_prob", "mix_prob", "cutmix_share"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise TinyconvError(f"augmentation field {name} must be a probability in [0, 1], got {getattr(self, name)}")
-        for name in ("jitter_brightness", "jitter_contrast", "jitter_saturation", "jitter_hue"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise TinyconvError(f"augmentation field {name} must lie in [0, 1), got {getattr(self, name)}")
-        if self.pad < 0 or self.cutout_half < 0:
-            raise TinyconvError(f"augmentation fields pad and cutout_half must be >= 0, got {self.pad}, {self.cutout_half}")
-        if self.mix_alpha <= 0.0:
-            raise TinyconvError(f"augmentation field mix_alpha must be > 0, got {self.mix_alpha}")
-        for name, choices in (("crop_offset", CROP_OFFSETS), ("jitter_factors", JITTER_FACTORS),
-                              ("cutout_fill", CUTOUT_FILLS)):
-            if getattr(self, name) not in choices:
-                raise TinyconvError(f"augmentation field {name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "AugmentConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise TinyconvError(f"unknown augmentation fields: {', '.join(unknown)}")
-        return cls(**values)
-
-
-AUGMENT_FIELDS = tuple(f.name for f in dataclasses.fields(AugmentConfig))
-
-# The reference notebook's augmentation: one crop offset per batch, per-image flip, colour jitter on 80 % of
-# the images with one set of factors per batch, black cutout on 70 %, every batch mixed (mixup or cutmix).
-REFERENCE_AUGMENT = AugmentConfig(
-    pad=4, crop_offset="batch", flip=True, jitter_prob=0.8, jitter_factors="batch", cutout_prob=0.7,
-    cutout_half=16, cutout_fill="zero", mix_prob=1.0, cutmix_share=0.5, mix_alpha=0.2,
-)
-
 
 # ------------------------------------------------------------------------------------------- recipe
 
@@ -100,7 +35,7 @@ class TrainConfig:
     """Every value of the recipe. The defaults are the reference notebook's recipe, i.e. the `reference` profile."""
 
     # model and data
-    preset: str = "seed"  # model preset of tinyconv.models.PRESETS
+    preset: str = "seed"  # model preset of tinyconv.model.config.PRESETS
     model_overrides: dict = field(default_factory=dict)  # ModelConfig fields changed on top of the preset
     classes: int | list[str] | None = None  # None: all 200; K: the first K of wnids.txt; or a list of wnids
     max_train_per_class: int | None = None  # cap on train images per class (None: all 500)
@@ -201,6 +136,44 @@ _CHOICES = {
 }
 
 
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_value(name: str, text: str, hint) -> object:
+    """Turn the text of an override into a value of the field's type."""
+    text = text.strip()
+    args = typing.get_args(hint)
+    if type(None) in args and text.lower() in ("none", "null", ""):
+        return None
+    if hint is bool:
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise TinyconvError(f"override {name}={text!r}: expected true or false")
+    if hint is int or (args and int in args and list[str] not in args):
+        try:
+            return int(text)
+        except ValueError:
+            raise TinyconvError(f"override {name}={text!r}: expected an integer") from None
+    if hint is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise TinyconvError(f"override {name}={text!r}: expected a number") from None
+    if hint is str:
+        return text
+    if name == "classes":  # int | list[str] | None: a count, or wnids separated by commas
+        if text.isdigit():
+            return int(text)
+        return [wnid.strip() for wnid in text.split(",") if wnid.strip()]
+    try:  # dicts, lists: JSON
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise TinyconvError(f"override {name}={text!r}: expected JSON") from None
+
+
 def field_types() -> dict:
     """Recipe field name -> type hint, the augmentation fields flat in place of `augment`."""
     hints = {}
@@ -215,16 +188,13 @@ def make_config(profile: str = "quick", preset: str | None = None, **overrides) 
     Args:
         profile: a name of PROFILES ("reference", "full", "quick", "ci").
         preset: a model preset; None keeps the profile's.
-        overrides: TrainConfig fields; strings are parsed as in tinyconv.overrides. `model_overrides`
+        overrides: TrainConfig fields; strings are parsed as in tinyconv.training.overrides. `model_overrides`
             is merged into the profile's instead of replacing it.
     Raises:
         TinyconvError: unknown profile or field, or a value out of range.
     """
     if profile not in PROFILES:
         raise TinyconvError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    # overrides imports this module (it types text by these fields): imported here, not at the top, for that cycle
-    from tinyconv.overrides import parse_value
-
     hints = field_types()
     values = {key: (dict(value) if isinstance(value, dict) else value) for key, value in PROFILES[profile].items()}
     if preset is not None:

@@ -206,7 +206,7 @@ def _looks_complete(root: Path) -> bool:
 
 
 def _file_checksums(path: Path, *, progress: bool) -> dict[str, str]:
-    from tqdm.auto import tqdm  # late: inside a notebook its import warns unless tinyconv.notebooks filtered it
+    from tqdm.auto import tqdm  # late: inside a notebook its import warns unless tinyconv.study.params filtered it
 
     sha256, md5 = hashlib.sha256(), hashlib.md5()
     with open(path, "rb") as source, tqdm(
@@ -368,7 +368,7 @@ def _part_write_failed(part: Path, exc: OSError) -> TinyconvError:
 
 # Longer than 60 lines: one request, from the headers it sends to the last byte it writes, read top to bottom.
 def _fetch_once(url: str, data_dir: Path, expected: dict, *, progress: bool, timeout_s: float) -> None:
-    from tqdm.auto import tqdm  # late: inside a notebook its import warns unless tinyconv.notebooks filtered it
+    from tqdm.auto import tqdm  # late: inside a notebook its import warns unless tinyconv.study.params filtered it
 
     part, record_path = data_dir / PART_NAME, data_dir / PART_RECORD_NAME
     offset = part.stat().st_size if part.exists() else 0
@@ -496,7 +496,7 @@ def _safe_members(archive: zipfile.ZipFile, zip_path: Path) -> list[zipfile.ZipI
 
 
 def _extract_into_place(zip_path: Path, root: Path, *, record: dict, progress: bool) -> None:
-    from tqdm.auto import tqdm  # late: inside a notebook its import warns unless tinyconv.notebooks filtered it
+    from tqdm.auto import tqdm  # late: inside a notebook its import warns unless tinyconv.study.params filtered it
 
     staging = temporary_path(root.parent / f"{DATASET_DIRNAME}.extract")  # .tiny-imagenet-200.extract.<pid>.tmp
     shutil.rmtree(staging, ignore_errors=True)

@@ -4,7 +4,7 @@
     print(format_predictions(predict("runs/tiny-quick", ["cat.jpg"])))
 
 The accuracy computation (`topk_hits`, `per_class_mean`) and the class-name mapping (`model_classes`) are
-written once here; evaluate and tinyconv.analysis (notebook 05) both use them.
+written once here; evaluate and tinyconv.study.analysis (notebook 05) both use them.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from keras import ops
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tinyconv import fileio, runtime
-import tinyconv.layers  # noqa: F401  (registers the custom layers, so saved models load)
-import tinyconv.schedule  # noqa: F401  (registers WarmupCosine, the saved optimizer's schedule)
-from tinyconv.dataset import OFFICIAL_COUNTS, default_data_dir, load_split, selected_classes
+import tinyconv.model.layers  # noqa: F401  (registers the custom layers, so saved models load)
+import tinyconv.training.schedule  # noqa: F401  (registers WarmupCosine, the saved optimizer's schedule)
+from tinyconv.data.dataset import OFFICIAL_COUNTS, default_data_dir, load_split, selected_classes
 from tinyconv.errors import TinyconvError
-from tinyconv.augment import normalize
+from tinyconv.data.augment import normalize
 
 # ------------------------------------------------------------------------------------------ loading
 
@@ -167,7 +167,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ exported models
-# Files written by tinyconv.export: the same interface in each format (uint8 pixels in, logits out, the class
+# Files written by tinyconv.deploy.export: the same interface in each format (uint8 pixels in, logits out, the class
 # list carried inside). Loading and running them lives here, beside the Keras path, so that predict serves both.
 
 EXPORT_FORMATS = ("savedmodel", "tflite", "onnx")
@@ -275,7 +275,7 @@ class ExportedModel:
 
 
 def load_exported(path, fmt: str | None = None, batch_size: int = 64) -> ExportedModel:
-    """An exported model (tinyconv.export) ready to run; fmt defaults to `exported_format(path)`."""
+    """An exported model (tinyconv.deploy.export) ready to run; fmt defaults to `exported_format(path)`."""
     path = Path(path)
     if not path.exists():
         raise TinyconvError(f"{path}: no such model file")
@@ -334,7 +334,7 @@ def evaluate(model_or_path, data_dir=None, tta: bool = True, *, classes=None, ba
     Args:
         model_or_path: a keras.Model, a .keras file or a run folder (its model.keras). The class list comes
             from the run's config.json; a bare model uses `classes` or the first K classes of wnids.txt.
-        data_dir: the folder holding tiny-imagenet-200/ (default: tinyconv.dataset.default_data_dir()).
+        data_dir: the folder holding tiny-imagenet-200/ (default: tinyconv.data.dataset.default_data_dir()).
         tta: also score the average of the softmax of x and of x flipped left-right.
         classes: for a model without a run config: None (first K) or a list of wnids.
     Returns:

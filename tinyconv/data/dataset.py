@@ -59,7 +59,7 @@ DECODE_CHUNK = 1_000
 def default_data_dir() -> Path:
     """$TINYCONV_DATA_DIR, else the repository's data/ folder."""
     override = os.environ.get("TINYCONV_DATA_DIR")
-    return Path(override).expanduser() if override else Path(__file__).resolve().parents[1] / "data"
+    return Path(override).expanduser() if override else Path(__file__).resolve().parents[2] / "data"
 
 
 def dataset_root(data_dir: Path) -> Path:
@@ -321,7 +321,7 @@ def _decode_chunk(task: tuple[str | None, int, list[str]]) -> tuple[int, int, in
 
 def _decode_all(paths: list[Path], out: Path | None, *, workers: int, desc: str, progress: bool) -> int:
     """Decode every path (into the preallocated .npy `out` when given); returns the grayscale count."""
-    # tqdm.auto warns on import inside a notebook unless tinyconv.notebooks has set its filter: import it late
+    # tqdm.auto warns on import inside a notebook unless tinyconv.study.params has set its filter: import it late
     from tqdm.auto import tqdm
 
     tasks = [

@@ -11,48 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import typing
 
 from tinyconv.errors import TinyconvError
-from tinyconv.models import ModelConfig
-from tinyconv.recipe import field_types
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def parse_value(name: str, text: str, hint) -> object:
-    """Turn the text of an override into a value of the field's type."""
-    text = text.strip()
-    args = typing.get_args(hint)
-    if type(None) in args and text.lower() in ("none", "null", ""):
-        return None
-    if hint is bool:
-        if text.lower() in _TRUE:
-            return True
-        if text.lower() in _FALSE:
-            return False
-        raise TinyconvError(f"override {name}={text!r}: expected true or false")
-    if hint is int or (args and int in args and list[str] not in args):
-        try:
-            return int(text)
-        except ValueError:
-            raise TinyconvError(f"override {name}={text!r}: expected an integer") from None
-    if hint is float:
-        try:
-            return float(text)
-        except ValueError:
-            raise TinyconvError(f"override {name}={text!r}: expected a number") from None
-    if hint is str:
-        return text
-    if name == "classes":  # int | list[str] | None: a count, or wnids separated by commas
-        if text.isdigit():
-            return int(text)
-        return [wnid.strip() for wnid in text.split(",") if wnid.strip()]
-    try:  # dicts, lists: JSON
-        return json.loads(text)
-    except json.JSONDecodeError:
-        raise TinyconvError(f"override {name}={text!r}: expected JSON") from None
+from tinyconv.model.config import ModelConfig
+from tinyconv.training.recipe import field_types, parse_value
 
 
 def parse_model_value(name: str, text: str) -> object:

@@ -1,4 +1,4 @@
-"""The recipe's learning-rate schedules and optimizer: the Keras half of tinyconv.recipe.
+"""The recipe's learning-rate schedules and optimizer: the Keras half of tinyconv.training.recipe.
 
     optimizer = build_optimizer(config, steps_per_epoch)   # AdamW (per-step or lr-scaled decay) on the schedule
     schedule = build_schedule(config, steps_per_epoch)     # EpochWarmupCosine (lr_update=epoch) or WarmupCosine
@@ -24,7 +24,7 @@ import math
 import keras
 
 from tinyconv.errors import TinyconvError
-from tinyconv.recipe import TrainConfig
+from tinyconv.training.recipe import TrainConfig
 
 ADAM_EPSILON = 1e-7  # Keras' (and tensorflow_addons') default, the reference's value
 

@@ -7,8 +7,8 @@ A run folder `runs/NAME/` holds `config.json` (the resolved recipe, model config
 (one row per epoch), `model.keras` (final), `best.keras` (best val top-1), `metrics.json`, `backup/` (resume
 state: weights, optimizer state and with it the schedule position), `tb/` (TensorBoard) and `figures/`.
 Starting the same command again continues from the last completed epoch; a folder holding another config
-is never overwritten. The recipe is tinyconv.recipe, the callbacks tinyconv.callbacks, evaluation and
-prediction tinyconv.inference.
+is never overwritten. The recipe is tinyconv.training.recipe, the callbacks tinyconv.training.callbacks, evaluation and
+prediction tinyconv.deploy.inference.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import keras
 import numpy as np
 
 from tinyconv import runtime
-from tinyconv.callbacks import (
+from tinyconv.training.callbacks import (
     BestCheckpoint,
     HistoryWriter,
     LiveCurves,
@@ -39,15 +39,16 @@ from tinyconv.callbacks import (
     format_duration,
     read_history,
 )
-from tinyconv.dataset import default_data_dir, load_split, selected_classes
+from tinyconv.data.dataset import default_data_dir, load_split, selected_classes
 from tinyconv.errors import TinyconvError
 from tinyconv.fileio import json_default, remove_temporaries, save_model, write_bytes, write_json
 from tinyconv.locks import folder_lock
-from tinyconv.figures import figure_png, plot_history
-from tinyconv.models import ModelConfig, build_model, get_config
-from tinyconv.recipe import TrainConfig, make_config
-from tinyconv.reference import read_reference_curve
-from tinyconv.schedule import build_optimizer, build_schedule
+from tinyconv.training.plots import figure_png, plot_history
+from tinyconv.model.build import build_model
+from tinyconv.model.config import ModelConfig, get_config
+from tinyconv.training.recipe import TrainConfig, make_config
+from tinyconv.training.reference import read_reference_curve
+from tinyconv.training.schedule import build_optimizer, build_schedule
 
 # ------------------------------------------------------------------------------------------- folder
 
@@ -63,7 +64,7 @@ def default_runs_root() -> Path:
         warnings.warn("TINYCONV_RUNS_DIR is deprecated; set TINYCONV_RUNS_ROOT instead", DeprecationWarning,
                       stacklevel=2)
         env = os.environ["TINYCONV_RUNS_DIR"]
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "runs"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "runs"
 
 
 _COMPARED_KEYS = ("profile", "train", "model", "wnids")
@@ -106,7 +107,7 @@ def _differences(existing: dict, doc: dict) -> list[str]:
 def model_metadata(plan) -> dict:
     """What a saved model file carries besides Keras' own (fileio.save_model): the class list of its outputs
     and the preprocessing its inputs expect, so a bare .keras predicts with the right names."""
-    from tinyconv.augment import IMAGENET_MEAN, IMAGENET_STD  # keras.ops: imported where a model is saved anyway
+    from tinyconv.data.augment import IMAGENET_MEAN, IMAGENET_STD  # keras.ops: imported where a model is saved anyway
 
     return {
         "wnids": plan.doc["wnids"],
@@ -305,18 +306,18 @@ def run_callbacks(plan: RunPlan, data: RunData, backup: ResumableBackup, user_ca
 def input_data(plan: RunPlan, data: RunData, start_epoch: int) -> tuple:
     """(train, validation, extra callbacks) for fit: tf.data on TensorFlow, device-made batches elsewhere.
 
-    Both plan their batches with tinyconv.augment.BatchPlan, so a run sees the same batches on either
+    Both plan their batches with tinyconv.data.augment.BatchPlan, so a run sees the same batches on either
     backend; a resumed run starts at `start_epoch` and sees what an uninterrupted one would have seen.
     """
     config, num_classes = plan.config, plan.model_config.num_classes
     if runtime.backend() == "tensorflow":
-        from tinyconv.pipeline import eval_dataset, train_dataset  # tf.data: TensorFlow's input only
+        from tinyconv.data.pipeline import eval_dataset, train_dataset  # tf.data: TensorFlow's input only
 
         train = train_dataset(data.train_images, data.train_labels, num_classes, config.batch_size,
                               augment=config.augment, seed=config.seed, start_epoch=start_epoch)
         val = eval_dataset(data.val_images, data.val_labels, num_classes, config.batch_size)
         return train, val, []
-    from tinyconv.device_input import DeviceEvalBatches, DeviceTrainBatches
+    from tinyconv.data.device_input import DeviceEvalBatches, DeviceTrainBatches
 
     distribution = runtime.data_parallel()  # None on one device; else each batch is split over the devices
     train = DeviceTrainBatches(data.train_images, data.train_labels, num_classes, config.batch_size,
@@ -443,10 +444,10 @@ def train(
 
     Args:
         preset: model preset; None keeps the profile's (full: seed, quick/ci: tiny).
-        profile: "reference", "full", "quick" or "ci" (see tinyconv.recipe.PROFILES).
-        data_dir: the folder holding tiny-imagenet-200/ (default: tinyconv.dataset.default_data_dir()).
+        profile: "reference", "full", "quick" or "ci" (see tinyconv.training.recipe.PROFILES).
+        data_dir: the folder holding tiny-imagenet-200/ (default: tinyconv.data.dataset.default_data_dir()).
         out: the run folder (default: <runs root>/<preset>-<profile>, see default_runs_root).
-        overrides: TrainConfig fields (see tinyconv.overrides.parse_overrides / tinyconv.recipe.make_config).
+        overrides: TrainConfig fields (see tinyconv.training.overrides.parse_overrides / tinyconv.training.recipe.make_config).
         callbacks: extra Keras callbacks, e.g. LiveCurves() in a notebook.
         time_limit: minutes of training for this session: stop at the last epoch end that fits, keep the
             run resumable, and return its progress ("complete": False) instead of writing metrics.json.

@@ -7,7 +7,7 @@ differences exceed it, the Pareto front, and what notebook 06 reads.
 
 The noise is the seed-to-seed standard deviation of val top-1 pooled over every variant (each variant's spread
 comes from its seeds alone); a difference of two means counts as real when it exceeds twice its standard error.
-tinyconv.sweep writes the rows (from its trials' run folders); tinyconv.figures plots them. No Keras here.
+tinyconv.experiments.sweep writes the rows (from its trials' run folders); tinyconv.study.figures plots them. No Keras here.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ RESULT_COLUMNS = (
 
 def write_results(rows: list[dict], out: Path, spec=None) -> None:
     """DIR/results.csv (every column) and DIR/results.md (the table, then each variant over its seeds);
-    `spec`, a tinyconv.sweep.SweepSpec, heads results.md with what the sweep was."""
+    `spec`, a tinyconv.experiments.sweep.SweepSpec, heads results.md with what the sweep was."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=RESULT_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -174,7 +174,7 @@ def format_variants_md(rows: list[dict], baseline: str | None = None) -> str:
 # -------------------------------------------------------------------------------------- notebook 06
 
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMITTED_RESULTS = Path("results/sweeps/cpu_quick/results.csv")  # the CPU sweep of docs/experiments.md
 
 

@@ -1,8 +1,8 @@
 """What a model learned and what the data looks like: the computations behind the notebooks (their figures
-are drawn by tinyconv.figures, accuracies come from tinyconv.inference).
+are drawn by tinyconv.study.figures, accuracies come from tinyconv.deploy.inference).
 
 Data (02): channel statistics, grayscale counts, augmentation examples.
-Model (03): per-stage tables and charts from `tinyconv.models.model_info`.
+Model (03): per-stage tables and charts from `tinyconv.model.config.model_info`.
 Kernels (05): stem filters, depthwise and axial kernels and the effective kxk kernels they compose,
 kernel energy by distance from the center, layer-scale and squeeze-excite statistics, the effective
 receptive field (ERF), per-class accuracy and misclassified examples.
@@ -20,13 +20,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from tinyconv import augment as augment_ops
-from tinyconv.dataset import load_split
+from tinyconv.data import augment as augment_ops
+from tinyconv.data.dataset import load_split
 from tinyconv.errors import TinyconvError
-from tinyconv.inference import load_run_model, model_classes
-from tinyconv.layers import ConvMixerBlock
-from tinyconv.models import ModelConfig, stage_plan
-from tinyconv.recipe import REFERENCE_AUGMENT
+from tinyconv.deploy.inference import load_run_model, model_classes
+from tinyconv.model.layers import ConvMixerBlock
+from tinyconv.model.config import ModelConfig, stage_plan
+from tinyconv.study.measures import standard_error
+from tinyconv.data.augment_config import REFERENCE_AUGMENT
 
 # ImageNet statistics in 0..255 units, for data statistics and display.
 IMAGENET_MEAN = tuple(255.0 * m for m in augment_ops.IMAGENET_MEAN)
@@ -82,7 +83,7 @@ def box_areas(annotations, image_size: int = 64) -> np.ndarray:
     """Share of the image each val box covers.
 
     Args:
-        annotations: file name -> (wnid, (x0, y0, x1, y1) or None), as tinyconv.dataset.read_val_annotations
+        annotations: file name -> (wnid, (x0, y0, x1, y1) or None), as tinyconv.data.dataset.read_val_annotations
             returns; corners are inclusive pixels.
     Returns:
         float64 [M] in (0, 1], one per annotated image (images without a box are skipped).
@@ -123,7 +124,7 @@ def augmentation_examples(images, seed: int = 0, augment=None) -> dict[str, np.n
 
     Args:
         images: uint8 [B, H, W, 3], B >= 2 (mixup and cutmix pair each image with another one).
-        seed: the seed of the draws (tinyconv.augment.batch_rng(seed, 0, 1)).
+        seed: the seed of the draws (tinyconv.data.augment.batch_rng(seed, 0, 1)).
         augment: an AugmentConfig for the strengths and for "full recipe" (default: the reference recipe).
     Returns:
         name -> uint8 [B, H, W, 3], in display order: original, crop+flip, colour jitter, cutout, mixup,
@@ -164,12 +165,12 @@ def augmentation_by_profile(images, profiles=("quick", "full"), seed: int = 0) -
 
     Args:
         images: uint8 [B, H, W, 3], B >= 2.
-        profiles: names of tinyconv.recipe.PROFILES.
+        profiles: names of tinyconv.training.recipe.PROFILES.
     Returns:
         "original" and one "<profile>: <ops>" entry per profile -> uint8 [B, H, W, 3] (mixed images shown
         at their pixels; the labels mix too, which a picture cannot show).
     """
-    from tinyconv.recipe import make_config  # recipe has no TensorFlow; kept beside its only use here
+    from tinyconv.training.recipe import make_config  # recipe has no TensorFlow; kept beside its only use here
 
     images = np.asarray(images, np.uint8)
     labels = np.eye(len(images), dtype=np.float32)
@@ -241,7 +242,7 @@ def find_blocks(model) -> list[BlockRef]:
     """The ConvMixerBlocks of a model in order, with their stage (a new stage starts when H x W changes).
 
     Args:
-        model: a functional keras.Model from tinyconv.models.build_model (or a loaded .keras file).
+        model: a functional keras.Model from tinyconv.model.config.build_model (or a loaded .keras file).
     Returns:
         list of BlockRef.
     """
@@ -280,19 +281,6 @@ def stem_kernel(model) -> np.ndarray:
     raise ValueError("the model has no convolution over the 3 input channels")
 
 
-def filters_as_rgb(kernel) -> np.ndarray:
-    """Stem filters as displayable RGB tiles, each filter scaled to [0, 1] around 0.5 by its own max |w|.
-
-    Args:
-        kernel: [k, k, 3, C].
-    Returns:
-        float32 [C, k, k, 3] in [0, 1].
-    """
-    tiles = np.moveaxis(np.asarray(kernel, dtype=np.float32), -1, 0)  # [C, k, k, 3]
-    scale = np.abs(tiles).reshape(len(tiles), -1).max(axis=1)[:, None, None, None] + 1e-12
-    return 0.5 + 0.5 * tiles / scale
-
-
 def block_kernels(block) -> dict[str, np.ndarray]:
     """The spatial kernels of one ConvMixerBlock, per channel.
 
@@ -324,32 +312,6 @@ def kernel_rank(kernel_2d, tolerance: float = 1e-5) -> int:
     """Numerical rank of one k x k kernel (singular values above `tolerance` times the largest)."""
     singular = np.linalg.svd(np.asarray(kernel_2d, dtype=np.float64), compute_uv=False)
     return int((singular > tolerance * max(singular[0], 1e-30)).sum())
-
-
-def energy_by_distance(kernel) -> np.ndarray:
-    """Share of squared kernel weight at each Chebyshev distance (ring) from the center.
-
-    Args:
-        kernel: [k, k] or [k, k, C] with odd k; channels are pooled.
-    Returns:
-        float64 [k // 2 + 1]: entry d is the share of sum(w^2) on ring d (d = 0 is the center tap); sums to 1.
-    """
-    kernel = np.asarray(kernel, dtype=np.float64)
-    if kernel.ndim == 2:
-        kernel = kernel[:, :, None]
-    k = kernel.shape[0]
-    if kernel.shape[1] != k or k % 2 == 0:
-        raise ValueError(f"energy_by_distance needs an odd square kernel, got {kernel.shape[:2]}")
-    offsets = np.abs(np.arange(k) - k // 2)
-    ring = np.maximum(offsets[:, None], offsets[None, :])  # [k, k] Chebyshev distance
-    energy = np.square(kernel).sum(axis=2)  # [k, k]
-    profile = np.bincount(ring.ravel(), weights=energy.ravel(), minlength=k // 2 + 1)
-    return profile / max(profile.sum(), 1e-30)
-
-
-def ring_area_share(k: int) -> np.ndarray:
-    """Share of the k x k taps on each ring: what `energy_by_distance` gives for uniform weights."""
-    return energy_by_distance(np.ones((k, k)))
 
 
 def layer_scale_stats(blocks: list[BlockRef]) -> list[dict]:
@@ -441,7 +403,7 @@ def effective_receptive_field(model, images_normalized, layer, batch_size: int =
         float64 [H, W] summing to 1.
     """
     # GradientTape: this analysis runs on the TensorFlow backend only; imported here so that importing
-    # tinyconv.analysis (figures does) never pulls TensorFlow into a JAX process.
+    # tinyconv.study.analysis (figures does) never pulls TensorFlow into a JAX process.
     import tensorflow as tf
 
     probe = keras.Model(model.input, layer.output)
@@ -458,24 +420,6 @@ def effective_receptive_field(model, images_normalized, layer, batch_size: int =
         total = contribution if total is None else total + contribution
     total = total.astype(np.float64)
     return total / max(total.sum(), 1e-30)
-
-
-def erf_radius(erf, mass: float = 0.5) -> int:
-    """Smallest Chebyshev radius r around the ERF's center square holding `mass` of it.
-
-    Args:
-        erf: [H, W] non-negative, summing to 1 (from effective_receptive_field).
-        mass: the share to enclose.
-    Returns:
-        r in pixels: the square of side 2r+1 (2r+2 for even sizes) around the center holds >= mass.
-    """
-    erf = np.asarray(erf, dtype=np.float64)
-    height, width = erf.shape
-    rows = np.abs(np.arange(height) - (height - 1) / 2.0)
-    cols = np.abs(np.arange(width) - (width - 1) / 2.0)
-    distance = np.floor(np.maximum(rows[:, None], cols[None, :])).astype(int)  # [H, W]
-    profile = np.bincount(distance.ravel(), weights=erf.ravel())
-    return int(np.searchsorted(np.cumsum(profile), mass * erf.sum() - 1e-12))
 
 
 # ---------------------------------------------------------------------------------- trained model
@@ -499,10 +443,10 @@ class TrainedModel:
     def stage_receptive_fields(self) -> dict[int, int]:
         """Stage number -> theoretical receptive field (pixels) at its end, from the run's model config.
 
-        Read from the analytic stage plan behind tinyconv.models.model_info: no second model is built. A bare
+        Read from the analytic stage plan behind tinyconv.model.config.model_info: no second model is built. A bare
         model file without a run config is taken to be its named preset (`tinyconv_<preset>`), if one exists.
         """
-        from tinyconv.models import PRESETS, get_config
+        from tinyconv.model.config import PRESETS, get_config
 
         if self.run and "model" in self.run:
             config = ModelConfig.from_dict(self.run["model"])
@@ -522,7 +466,7 @@ def load_trained(model_path, data_dir) -> TrainedModel:
     """Load a .keras file (or run folder) and the val images of its classes.
 
     The class list comes from the run's config.json beside the model; a bare model file is taken to use
-    the first K classes of wnids.txt (K = its number of outputs); see tinyconv.inference.model_classes.
+    the first K classes of wnids.txt (K = its number of outputs); see tinyconv.deploy.inference.model_classes.
 
     Raises:
         TinyconvError: a missing or unreadable model, or a class list that does not match its outputs.
@@ -573,7 +517,8 @@ def untrained_twin(loaded: TrainedModel):
     Raises:
         TinyconvError: when the twin's parameter count differs from the model's (another architecture).
     """
-    from tinyconv.models import build_model, get_config
+    from tinyconv.model.build import build_model
+    from tinyconv.model.config import get_config
 
     run = loaded.run or {}
     model = loaded.model
@@ -595,7 +540,7 @@ def untrained_twin(loaded: TrainedModel):
 
 def profile_seed(profile: str | None) -> int:
     """The seed a profile trains with (the recipe's default, the reference's 42, for an unknown profile)."""
-    from tinyconv.recipe import PROFILES, TrainConfig, make_config
+    from tinyconv.training.recipe import PROFILES, TrainConfig, make_config
 
     return make_config(profile).seed if profile in PROFILES else TrainConfig().seed
 
@@ -603,8 +548,8 @@ def profile_seed(profile: str | None) -> int:
 def profile_model_config(profile: str, preset: str | None = None) -> ModelConfig:
     """The model config a profile trains (its preset, model overrides and number of classes), without
     reading the dataset: what notebook 03 builds so that it explains the model 04 trains."""
-    from tinyconv.models import get_config
-    from tinyconv.recipe import make_config
+    from tinyconv.model.config import get_config
+    from tinyconv.training.recipe import make_config
 
     config = make_config(profile, preset)
     classes = config.classes
@@ -613,12 +558,6 @@ def profile_model_config(profile: str, preset: str | None = None) -> ModelConfig
 
 
 # ---------------------------------------------------------------------------------- predictions
-
-
-def standard_error(accuracy, count) -> np.ndarray:
-    """Binomial standard error of an accuracy measured on `count` images: sqrt(p (1 - p) / n)."""
-    accuracy = np.asarray(accuracy, dtype=np.float64)
-    return np.sqrt(accuracy * (1.0 - accuracy) / np.maximum(np.asarray(count, dtype=np.float64), 1.0))
 
 
 def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
@@ -662,8 +601,6 @@ def top_predictions(logits, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
     return classes, np.take_along_axis(probabilities, classes, axis=1)
 
 
-
-
 def best_and_worst(accuracy, names, count: int = 5) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
     """The `count` best and worst classes as (name, accuracy), ties broken by class order."""
     accuracy = np.asarray(accuracy, dtype=np.float64)
@@ -699,8 +636,8 @@ def confident_mistakes(labels, logits, count: int = 8) -> tuple[np.ndarray, np.n
 
 def reference_curve_for(profile: str, num_classes: int) -> list[dict] | None:
     """The reference's published curve for a run it is comparable with (the `reference` and `full` profiles
-    on all 200 classes: same data, schedule length and score), else None (as tinyconv.train decides)."""
-    from tinyconv.reference import read_reference_curve
+    on all 200 classes: same data, schedule length and score), else None (as tinyconv.training.train decides)."""
+    from tinyconv.training.reference import read_reference_curve
 
     return read_reference_curve() if profile in ("reference", "full") and num_classes == 200 else None
 
@@ -709,8 +646,8 @@ def training_summary(metrics: dict, evaluation: dict) -> str:
     """The result of a run in a few markdown lines, every number from the run (notebook 04 displays it).
 
     Args:
-        metrics: what tinyconv.train.train returned (metrics.json).
-        evaluation: tinyconv.inference.evaluate of the run's best.keras (with tta=True).
+        metrics: what tinyconv.training.train.train returned (metrics.json).
+        evaluation: tinyconv.deploy.inference.evaluate of the run's best.keras (with tta=True).
     Returns:
         markdown: top-1 with its standard error and chance, top-5 with its chance, flip TTA, the best and
         last epoch, the train/val gap and the cost, with the caveat that best.keras is picked on val.

@@ -25,7 +25,7 @@ import keras
 
 from tinyconv.errors import TinyconvError
 from tinyconv.fileio import save_model, save_weights, write_json, write_text
-from tinyconv.figures import show_live
+from tinyconv.training.plots import show_live
 
 # --------------------------------------------------------------------------------------- history.csv
 
@@ -494,7 +494,7 @@ class LiveCurves(keras.callbacks.Callback):
         history_path: a history.csv to plot (so a resumed run shows its earlier epochs too). `train`
             sets it to the run's history.csv when left None; otherwise the callback plots the epochs it saw.
         title: figure title.
-        reference: rows of the reference's curve (tinyconv.reference.read_reference_curve) to overlay;
+        reference: rows of the reference's curve (tinyconv.training.reference.read_reference_curve) to overlay;
             `train` sets them for the `reference` and `full` profiles on all 200 classes when left None.
     """
 

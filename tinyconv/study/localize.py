@@ -32,8 +32,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from tinyconv.augment import normalize
-from tinyconv.dataset import default_data_dir, load_split, read_val_annotations, require_root
+from tinyconv.data.augment import normalize
+from tinyconv.data.dataset import default_data_dir, load_split, read_val_annotations, require_root
 from tinyconv.errors import TinyconvError
 
 IMAGE_SIZE = 64
@@ -69,7 +69,7 @@ def class_activation_maps(model, images_normalized, classes=None, batch_size: in
 
     Args:
         model: a keras.Model with a GAP + Dense head (see cam_layers).
-        images_normalized: float32 [N, H, W, 3] (tinyconv.augment.normalize of uint8 images).
+        images_normalized: float32 [N, H, W, 3] (tinyconv.data.augment.normalize of uint8 images).
         classes: int [N] class per image, or None for each image's top-1 class.
     Returns:
         (maps float32 [N, h, w] (not normalised: sum_c f[h, w, c] W[c, k]), logits float32 [N, K]).
@@ -99,7 +99,7 @@ def grad_cam(model, images_normalized, layer, classes=None, batch_size: int = 32
     Returns (maps float32 [N, h, w] >= 0, logits float32 [N, K]); classes None means each image's top-1.
     """
     # GradientTape: Grad-CAM runs on the TensorFlow backend only; imported here so that importing
-    # tinyconv.localize never pulls TensorFlow into a JAX process (CAM above needs no gradient).
+    # tinyconv.study.localize never pulls TensorFlow into a JAX process (CAM above needs no gradient).
     import tensorflow as tf
 
     if isinstance(layer, str):
@@ -362,7 +362,7 @@ def localization_maps(model, images, classes=None, layer=None, batch_size: int =
 
 def stage_layers(model) -> dict[str, object]:
     """"stage N" -> the layer whose output ends stage N (its last ConvMixerBlock), for Grad-CAM per stage."""
-    from tinyconv import analysis  # analysis imports the model layers; only the notebook's study needs them
+    from tinyconv.study import analysis  # analysis imports the model layers; only the notebook's study needs them
 
     return {f"stage {stage}": layer for stage, layer in sorted(analysis.stage_outputs(model).items())}
 
@@ -432,7 +432,7 @@ def score_stages(model, model_wnids, train: BoxedImages, val: BoxedImages, batch
 
 
 def metrics_table(results: dict, baseline: dict | None = None) -> list[dict]:
-    """Rows for tinyconv.analysis.format_table: one per entry of `results` (name -> ScoredMaps or metrics
+    """Rows for tinyconv.study.analysis.format_table: one per entry of `results` (name -> ScoredMaps or metrics
     dict), then the centre-box and whole-image baselines of baseline_metrics when given. Percentages."""
     rows = []
     for name, result in results.items():
@@ -449,7 +449,7 @@ def metrics_table(results: dict, baseline: dict | None = None) -> list[dict]:
 
 def format_metrics(results: dict, baseline: dict | None = None) -> str:
     """metrics_table as aligned text: percentages with one decimal, "-" where a row has no value."""
-    from tinyconv.analysis import format_table
+    from tinyconv.study.analysis import format_table
 
     def text(key, value):
         if key == "maps":
@@ -471,8 +471,8 @@ def case_titles(scored: ScoredMaps, images: BoxedImages, model_names, indices) -
 
 def trained_seed_model(repo_root) -> tuple[Path, str] | None:
     """(path, what it is) of the most trained seed model in the repository's models/ (the order of
-    tinyconv.analysis.TRAINED_MODELS: 100 epochs first, the 15-epoch snapshot last), None when there is none."""
-    from tinyconv.analysis import TRAINED_MODELS
+    tinyconv.study.analysis.TRAINED_MODELS: 100 epochs first, the 15-epoch snapshot last), None when there is none."""
+    from tinyconv.study.analysis import TRAINED_MODELS
 
     for relative, what in TRAINED_MODELS:
         if (Path(repo_root) / relative).is_file():
@@ -483,7 +483,7 @@ def trained_seed_model(repo_root) -> tuple[Path, str] | None:
 def load_localizable(model_or_path, data_dir=None):
     """(model, its ClassList, its run config or None) for a model, .keras file or run folder whose head CAM
     can read (see cam_layers); TinyconvError (one line) for a missing file or another head."""
-    from tinyconv.inference import load_run_model, model_classes  # inference imports the layers (Keras)
+    from tinyconv.deploy.inference import load_run_model, model_classes  # inference imports the layers (Keras)
 
     model, run, _ = load_run_model(model_or_path)
     cam_layers(model)
@@ -503,16 +503,16 @@ def train_kernel_variants(profile: str, data_dir, out_root, kernel_sizes=(3, 13)
     receptive field (Ding et al., 2022, RepLKNet), which may spread a map over more of the object.
 
     Each run goes to out_root/stage<stage>-k<size>; a finished run is reused and an interrupted one resumed
-    (tinyconv.train.train).
+    (tinyconv.training.train.train).
 
     Returns:
         {kernel size: run folder}.
     Raises:
         TinyconvError: when that stage's blocks have no square kernel (axial mode).
     """
-    from tinyconv.models import get_config
-    from tinyconv.recipe import make_config
-    from tinyconv.train import train
+    from tinyconv.model.config import get_config
+    from tinyconv.training.recipe import make_config
+    from tinyconv.training.train import train
 
     config = make_config(profile, preset=preset)
     base = get_config(config.preset, **config.model_overrides)
@@ -534,12 +534,12 @@ def evaluate_localization(model_or_path, data_dir=None, *, classes=None, per_cla
     """CAM localization of a model on the official val boxes, thresholds chosen on held-out train images.
 
     Args:
-        model_or_path: a keras.Model, a .keras file or a run folder (see tinyconv.inference.load_run_model).
+        model_or_path: a keras.Model, a .keras file or a run folder (see tinyconv.deploy.inference.load_run_model).
         per_class: train images per class (drawn with `seed`) on which the thresholds are chosen.
     Returns:
         localization_metrics' dict plus {"images", "train_images", "top1", "baseline": baseline_metrics}.
     """
-    from tinyconv.inference import load_run_model, model_classes  # inference imports the layers (Keras)
+    from tinyconv.deploy.inference import load_run_model, model_classes  # inference imports the layers (Keras)
 
     model, run, _ = load_run_model(model_or_path)
     cam_layers(model)  # a model without a GAP + Dense head fails here, before any data is read
@@ -575,7 +575,7 @@ def localize_images(model_or_path, paths, data_dir=None, threshold: float = 0.2)
     Returns one dict per image: {"image": path, "pixels": uint8 [64, 64, 3], "map": float32 [64, 64],
     "box": (x0, y0, x1, y1) inclusive, "wnid", "name", "probability"}.
     """
-    from tinyconv.inference import load_image, load_run_model, model_classes, softmax
+    from tinyconv.deploy.inference import load_image, load_run_model, model_classes, softmax
 
     if not paths:
         raise TinyconvError("no images given")

@@ -1,4 +1,4 @@
-"""The Keras 3 layers of the ConvMixer variant: the architecture only (fast paths live in tinyconv.kernels).
+"""The Keras 3 layers of the ConvMixer variant: the architecture only (fast paths live in tinyconv.model.kernels).
 
 Every layer is registered for `.keras` saving (package "tinyconv"), returns every constructor argument from
 `get_config()`, forwards `**kwargs` to `keras.layers.Layer`, and builds its sub-layers in `build()` with its
@@ -19,7 +19,7 @@ own dtype policy, so the whole model runs under `mixed_float16`. Tensors are cha
 The parameter-free ones are also plain functions with exact inverses: space_to_depth / depth_to_space,
 spatial_shuffle / spatial_unshuffle, channel_shuffle, haar_dwt / haar_idwt.
 
-The depthwise convolutions and BatchNorms inside the blocks are tinyconv.kernels' FFTGradDepthwiseConv2D and
+The depthwise convolutions and BatchNorms inside the blocks are tinyconv.model.kernels' FFTGradDepthwiseConv2D and
 FusedBatchNormalization: the Keras layers with faster TensorFlow training paths, same weights and configs.
 """
 
@@ -29,7 +29,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from tinyconv.kernels import (
+from tinyconv.model.kernels import (
     FFTGradDepthwiseConv2D,
     FusedBatchNormalization,
     convmixer_block_inference,
@@ -37,7 +37,7 @@ from tinyconv.kernels import (
     depthwise_conv_shifted,
     gelu,
 )
-from tinyconv.models import BLOCK_MODES
+from tinyconv.model.config import BLOCK_MODES
 from tinyconv.runtime import has_gpu
 
 GROUPED_CONV_IMPLEMENTATIONS = ("auto", "split", "native", "dense")
@@ -173,7 +173,7 @@ class GroupedConv2D(keras.layers.Layer):
                 are the grouped ones. On an H100 in bf16 cuDNN's grouped kernels (and the layout transforms
                 around them) took ~40% of the seed's train step (docs/performance.md).
     "auto" is split on a CPU and dense on a GPU. The choice is a branch here rather than a kernel in
-    tinyconv.kernels: it is plain keras.ops (any backend), made at build time, and the saved config is the
+    tinyconv.model.kernels: it is plain keras.ops (any backend), made at build time, and the saved config is the
     same either way.
     Grouped convolutions: Krizhevsky et al., "ImageNet Classification with Deep CNNs", NeurIPS 2012.
 
@@ -632,7 +632,7 @@ def haar_idwt(x):
 
 @keras.saving.register_keras_serializable(package="tinyconv")
 class SpaceToDepth(keras.layers.Layer):
-    """Lossless b x b pixel unshuffle (tinyconv.layers.space_to_depth); no weights.
+    """Lossless b x b pixel unshuffle (tinyconv.model.layers.space_to_depth); no weights.
 
     As the `space_to_depth` stem (b = 2, then a conv) and down-sampling (then a 1x1 conv), and as the
     `unfold` stem: with b = p and a 1x1 conv after it, it is ConvMixer's patch embedding (non-overlapping
@@ -694,7 +694,7 @@ class SpatialShuffle(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tinyconv")
 class HaarDWT(keras.layers.Layer):
-    """One level of the fixed orthonormal 2-D Haar wavelet transform (tinyconv.layers.haar_dwt): half the
+    """One level of the fixed orthonormal 2-D Haar wavelet transform (tinyconv.model.layers.haar_dwt): half the
     resolution, the LL, LH, HL, HH sub-bands as 4x the channels, lossless. With a 1x1 conv after it, the
     `haar` down-sampling ("wavelet mixing", the reference's suggested extension). No weights.
 

@@ -2,7 +2,7 @@
 
 The uint8 cache is copied to the device once (1.2 GB for the whole train split fits any modern GPU);
 each step then sends only a batch's indices and its random draws (a few hundred numbers) and a compiled
-function gathers the images and applies `tinyconv.augment.augment_batch` on the device. JAX dispatches
+function gathers the images and applies `tinyconv.data.augment.augment_batch` on the device. JAX dispatches
 asynchronously, so the next batch is being made while the current step runs: the host never touches a pixel.
 
     train = DeviceTrainBatches(images, labels, num_classes, batch_size, augment, seed, start_epoch)
@@ -10,7 +10,7 @@ asynchronously, so the next batch is being made while the current step runs: the
 
 Both are `keras.utils.PyDataset`s (pass `shuffle=False` to fit: the order is the dataset's own). The
 epoch comes from fit() through `epoch_callback()`; the batch's examples and random draws come from
-`tinyconv.augment.BatchPlan`, as in the tf.data pipeline, so both backends train on the same batches.
+`tinyconv.data.augment.BatchPlan`, as in the tf.data pipeline, so both backends train on the same batches.
 
 Several devices (JAX, `distribution=` a `keras.distribution.DataParallel`, see tinyconv.runtime.data_parallel):
 the cache is replicated on every device and the batch function is compiled with the distribution's data
@@ -25,10 +25,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from tinyconv.augment import BatchPlan, augment_batch, normalize
-from tinyconv.dataset import check_arrays
+from tinyconv.data.augment import BatchPlan, augment_batch, normalize
+from tinyconv.data.dataset import check_arrays
 from tinyconv.errors import TinyconvError
-from tinyconv.recipe import AugmentConfig
+from tinyconv.data.augment_config import AugmentConfig
 
 
 def compile_function(fn):

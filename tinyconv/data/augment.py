@@ -34,7 +34,7 @@ import threading
 import numpy as np
 from keras import ops
 
-from tinyconv.recipe import AugmentConfig
+from tinyconv.data.augment_config import AugmentConfig
 
 # ImageNet statistics of images in [0, 1] (torchvision's values, the reference notebook's).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -227,7 +227,7 @@ def augment_batch(images, labels, draws: dict, augment: AugmentConfig):
 class BatchPlan:
     """Which examples and which random draws make batch `step` of `epoch`: the one source of both inputs.
 
-    The tf.data pipeline (tinyconv.pipeline) and the on-device input (tinyconv.device_input) ask it for
+    The tf.data pipeline (tinyconv.data.pipeline) and the on-device input (tinyconv.data.device_input) ask it for
     (indices, draws) and only differ in where the pixels are gathered and augmented. Thread-safe (tf.data
     calls it from several threads); keeps the orders of the two most recent epochs.
 

@@ -4,12 +4,11 @@ receptive fields (03), the confusion matrix and top-5 predictions (04), kernels,
 statistics trained beside untrained, effective receptive fields and per-class accuracy (05).
 
 Each function returns a matplotlib Figure with titles and labelled axes; the computations behind them live
-in tinyconv.analysis. The notebooks save figures with tinyconv.notebooks.save_figure.
+in tinyconv.study.analysis. The notebooks save figures with tinyconv.study.params.save_figure.
 """
 
 from __future__ import annotations
 
-import io
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -18,112 +17,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch, Rectangle
 from matplotlib.ticker import EngFormatter, FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from tinyconv import analysis
+from tinyconv.study import measures
 
 # ------------------------------------------------------------------------------------------ training
-
-
-def epoch_axis(ax, epochs) -> None:
-    """Whole epochs on the x axis: a short run gets a tick per epoch (not 0.96, 0.98, ...), a long one a few."""
-    if 0 < len(epochs) <= 10:
-        ax.set_xticks(list(epochs))
-    else:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-
-
-def draw_loss_and_top1(ax_loss, ax_acc, rows: list[dict], reference: list[dict] | None = None) -> None:
-    """Train and val loss on ax_loss, train and val top-1 on ax_acc, per epoch (1-based); the reference's
-    val curves dashed grey when given. Shared by plot_history (live curves) and plot_training."""
-    epochs = [row["epoch"] + 1 for row in rows]
-    for ax, key, label in ((ax_loss, "loss", "loss"), (ax_acc, "top1", "top-1 accuracy")):
-        ax.plot(epochs, [row.get(key) for row in rows], marker="o", markersize=3, label="train")
-        ax.plot(epochs, [row.get(f"val_{key}") for row in rows], marker="o", markersize=3, label="val")
-        if reference:
-            ax.plot([row["epoch"] + 1 for row in reference], [row.get(f"val_{key}") for row in reference],
-                    linestyle="--", color="0.45", linewidth=1.2, label="reference (val)")
-        ax.set_xlabel("epoch")
-        epoch_axis(ax, epochs)
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-
-
-def plot_history(rows: list[dict], title: str = "", reference: list[dict] | None = None):
-    """A matplotlib Figure with loss and top-1 curves (train and val) per epoch.
-
-    `reference`: rows of the same shape (tinyconv.reference.read_reference_curve) whose val loss and val
-    top-1 are drawn as a dashed grey line labelled "reference (val)" on each panel; None draws nothing more.
-    """
-    fig = Figure(figsize=(10, 3.6), layout="constrained")
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    draw_loss_and_top1(ax_loss, ax_acc, rows, reference)
-    ax_loss.legend()
-    ax_acc.legend()
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
-def plot_training(rows: list[dict], num_classes: int, title: str = "", reference: list[dict] | None = None):
-    """The one figure of a training run: loss, top-1 and the learning rate per epoch.
-
-    Loss and top-1 are drawn for train and val; the top-1 panel marks chance (1 / num_classes) and the
-    epoch of the best val top-1 (the epoch best.keras comes from); the learning-rate panel shows the
-    schedule the run followed (history.csv's lr at each epoch's last step).
-
-    Args:
-        rows: history rows (tinyconv.callbacks.read_history).
-        num_classes: the classes the run trains on, for the chance level.
-        reference: rows of the reference's published curve (tinyconv.reference.read_reference_curve),
-            drawn dashed on the loss and top-1 panels; None for runs it is not comparable with.
-    """
-    fig = Figure(figsize=(13, 3.6), layout="constrained")
-    ax_loss, ax_acc, ax_lr = fig.subplots(1, 3, gridspec_kw=dict(width_ratios=[1, 1, 0.75]))
-    epochs = np.array([row["epoch"] + 1 for row in rows])
-    draw_loss_and_top1(ax_loss, ax_acc, rows, reference)
-    val_top1 = np.array([row.get("val_top1", np.nan) for row in rows], dtype=np.float64)
-    if len(rows) and np.isfinite(val_top1).any():
-        best = int(np.nanargmax(val_top1))
-        ax_acc.scatter([epochs[best]], [val_top1[best]], s=90, facecolors="none", edgecolors="k", zorder=5,
-                       label=f"best val: {val_top1[best]:.1%} (epoch {epochs[best]})")
-    ax_acc.axhline(1.0 / num_classes, color="tab:red", ls=":", lw=1.2, label=f"chance (1/{num_classes})")
-    ax_acc.set_ylim(0, 1)
-    ax_loss.legend(fontsize=8)
-    ax_acc.legend(fontsize=8, loc="lower right")
-    ax_lr.plot(epochs, [row.get("lr") for row in rows], marker="o", markersize=3, color="tab:purple")
-    ax_lr.set_xlabel("epoch")
-    epoch_axis(ax_lr, epochs)
-    ax_lr.set_ylabel("learning rate (end of epoch)")
-    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
-    ax_lr.grid(alpha=0.3)
-    ax_lr.set_title("schedule", fontsize=10)
-    ax_loss.set_title("loss", fontsize=10)
-    ax_acc.set_title("top-1", fontsize=10)
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
-def figure_png(fig) -> bytes:
-    """The figure as PNG bytes (dpi 100)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
-
-
-def show_live(image_handle, rows: list[dict], title: str = "", reference: list[dict] | None = None):
-    """Draw plot_history(rows, title, reference) inline in a notebook, replacing the image shown through
-    `image_handle`.
-
-    Returns the display handle to pass next time (None the first time shows a new image).
-    """
-    # IPython is imported here: it exists only in notebook environments, and this runs only inside one
-    from IPython.display import Image, display
-
-    image = Image(data=figure_png(plot_history(rows, title, reference=reference)), format="png")
-    if image_handle is None:
-        return display(image, display_id=True)
-    image_handle.update(image)
-    return image_handle
 
 
 # --------------------------------------------------------------------------------------- analysis
@@ -204,7 +100,7 @@ def plot_stage_costs(infos: dict[str, dict]):
     """Parameters and MACs per stage, one row of bar charts per preset.
 
     Args:
-        infos: preset name -> tinyconv.models.model_info dict ("stages": [{"name", "params", "macs"}]).
+        infos: preset name -> tinyconv.model.config.model_info dict ("stages": [{"name", "params", "macs"}]).
     """
     fig, axes = plt.subplots(len(infos), 2, figsize=(11, 2.6 * len(infos)), squeeze=False)
     for row, (preset, info) in enumerate(infos.items()):
@@ -267,7 +163,7 @@ def plot_receptive_fields(infos: dict[str, dict]):
 def plot_stem_filters(kernel, columns: int = 16, title: str = ""):
     """Stem filters [k, k, 3, C] as RGB tiles (each filter scaled by its own max |w|; grey = 0); `title`
     goes before the default description."""
-    tiles = analysis.filters_as_rgb(kernel)
+    tiles = measures.filters_as_rgb(kernel)
     count = len(tiles)
     rows = -(-count // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.6, rows * 0.6 + 0.5), squeeze=False)
@@ -332,7 +228,7 @@ def plot_energy_profiles(profiles: dict[str, np.ndarray], untrained: dict[str, n
     fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 3.6), squeeze=False, sharey=True)
     for ax, (name, group) in zip(axes[0], panels):
         for label, profile in group.items():
-            relative = profile / analysis.ring_area_share(2 * len(profile) - 1)
+            relative = profile / measures.ring_area_share(2 * len(profile) - 1)
             ax.plot(np.arange(len(profile)), np.maximum(relative, 1e-3), marker="o", ms=3, label=label)
         ax.axhline(1.0, color="k", ls="--", lw=1, label="uniform kernel")
         ax.set_yscale("log")  # a peaked center tap can hold 10x+ the uniform share while the rim holds 0.1x
@@ -380,7 +276,7 @@ def plot_erfs(erfs: dict[str, np.ndarray], untrained: dict[str, np.ndarray] | No
             positive = erf[erf > 0]
             floor = positive.min() if positive.size else 1e-12
             ax.imshow(np.maximum(erf, floor), cmap="magma", norm=LogNorm(vmin=max(floor, peak * 1e-4), vmax=peak))
-            half, most = analysis.erf_radius(erf, 0.5), analysis.erf_radius(erf, 0.9)
+            half, most = measures.erf_radius(erf, 0.5), measures.erf_radius(erf, 0.9)
             prefix = f"{name}, " if untrained else ""
             ax.set_title(f"{prefix}{label}\n50% within r={half}px, 90% r={most}px", fontsize=9)
             ax.set_xlabel("input x (px)")
@@ -404,20 +300,20 @@ _KIND_COLORS = {"input": "0.92", "stem": "#cfe2f3", "down": "#fce5cd", "stage": 
 
 
 def plot_block_diagram(config):
-    """The model as boxes, from tinyconv.models.stage_plan (the list build_model builds), and one block's
+    """The model as boxes, from tinyconv.model.config.stage_plan (the list build_model builds), and one block's
     forward pass below it.
 
     Args:
-        config: a tinyconv.models.ModelConfig (or a preset name).
+        config: a tinyconv.model.config.ModelConfig (or a preset name).
     """
-    from tinyconv.models import get_config, stage_plan  # models imports keras; figures is imported without it
+    from tinyconv.model.config import get_config, stage_plan  # models imports keras; figures is imported without it
 
     config = get_config(config)
     plan = stage_plan(config)
     texts, colors = [f"input\n{config.image_size}x{config.image_size}x3"], [_KIND_COLORS["input"]]
     for entry in plan:
         shape = "x".join(str(n) for n in entry["output_shape"])
-        # variant presets (tinyconv.models: stem, down and block fields) name their parts instead
+        # variant presets (tinyconv.model.config: stem, down and block fields) name their parts instead
         if entry["kind"] == "stem" and entry.get("stem", "conv") != "conv":
             text = f"stem\n{entry['stem'].replace('_', ' ')}\n/{entry['stride']}\n{shape}"
         elif entry["kind"] == "stem":
@@ -541,7 +437,7 @@ def plot_class_accuracy(accuracy, counts, names, num_classes: int | None = None,
     num_classes = num_classes or len(names)
     scored = np.flatnonzero(counts > 0)  # a class without val images has no accuracy to draw
     order = scored[np.argsort(-accuracy[scored], kind="stable")]
-    errors = analysis.standard_error(accuracy[order], counts[order])
+    errors = measures.standard_error(accuracy[order], counts[order])
     many = len(order) > 40
     fig, ax = plt.subplots(figsize=(13 if many else max(6.0, 0.55 * len(names) + 2.0), 3.8))
     positions = np.arange(len(order))
@@ -607,7 +503,7 @@ def plot_localization(image, heatmap, box, title: str = "", true_box=None, size:
     `true_box` (x0, y0, x1, y1), if given, in white dashes. Boxes have inclusive pixel corners.
 
     Args:
-        image: uint8 [H, W, 3]; heatmap: float [H, W] in [0, 1] (tinyconv.localize.normalize_maps).
+        image: uint8 [H, W, 3]; heatmap: float [H, W] in [0, 1] (tinyconv.study.localize.normalize_maps).
     """
     fig = Figure(figsize=(size, size + 0.35), layout="constrained")
     ax = fig.subplots()
@@ -694,8 +590,8 @@ def plot_localization_metrics(groups: dict, baseline: dict | None = None, title:
     """Grouped bars of GT-known loc, top-1 loc and MaxBoxAcc (percent), one panel per group.
 
     Args:
-        groups: panel title -> {bar group name -> localization metrics dict (tinyconv.localize.score_maps)}.
-        baseline: tinyconv.localize.baseline_metrics of the same val boxes: the centre box's MaxBoxAcc drawn
+        groups: panel title -> {bar group name -> localization metrics dict (tinyconv.study.localize.score_maps)}.
+        baseline: tinyconv.study.localize.baseline_metrics of the same val boxes: the centre box's MaxBoxAcc drawn
             dashed across each panel, the whole-image box's dotted.
     """
     # at most two panels a row: four side by side came out ~1900 px wide, scaled down to unreadable in a notebook
@@ -737,10 +633,10 @@ SWEEP_COSTS = (("params", "parameters", False), ("macs", "MACs per image", False
 
 
 def plot_sweep_costs(summary: list[dict], baseline: str | None = None):
-    """Mean val top-1 of each sweep variant (tinyconv.sweep_results.variant_summary) against its parameters, MACs and
+    """Mean val top-1 of each sweep variant (tinyconv.experiments.results.variant_summary) against its parameters, MACs and
     train images/s, error bars one seed sd, the Pareto front (no variant both cheaper and more accurate;
     for images/s, faster) joined by a line and labelled."""
-    from tinyconv.sweep_results import pareto_front
+    from tinyconv.experiments.results import pareto_front
 
     fig = Figure(figsize=(13, 4.2), layout="constrained")
     axes = fig.subplots(1, len(SWEEP_COSTS), sharey=True)
@@ -774,7 +670,7 @@ def plot_sweep_costs(summary: list[dict], baseline: str | None = None):
 
 
 def plot_accuracy_vs_setting(series: list[tuple], base_rows: list[dict], xlabel: str, title: str = ""):
-    """Val top-1 of each trial against one model setting (tinyconv.sweep_results.setting_series: (value, row)
+    """Val top-1 of each trial against one model setting (tinyconv.experiments.results.setting_series: (value, row)
     pairs), each seed a dot and the mean a line; the base variant (with its own setting) as a grey band of
     mean ± sd when `base_rows` is not empty."""
     fig = Figure(figsize=(6.2, 3.8), layout="constrained")
@@ -801,7 +697,7 @@ def plot_accuracy_vs_setting(series: list[tuple], base_rows: list[dict], xlabel:
 
 def plot_variant_spread(rows: list[dict], comparisons: list[dict], variants: list[str] | None = None):
     """Each variant's trials (one dot per seed) and mean (bar), sorted by mean, against the baseline's mean
-    and the ± 2 x noise band of a difference (tinyconv.sweep_results.compare_to_baseline); variants whose difference
+    and the ± 2 x noise band of a difference (tinyconv.experiments.results.compare_to_baseline); variants whose difference
     exceeds it are drawn in colour."""
     compared = {c["variant"]: c for c in comparisons if variants is None or c["variant"] in variants}
     by_variant: dict[str, list[float]] = {}

@@ -12,7 +12,7 @@ Every exported model has the same interface (docs/deploy.md):
     classes the model's class list and this interface as JSON (`tinyconv.json`): inside the SavedModel folder,
             in the ONNX file's metadata_props (key `tinyconv`), and for TFLite in a zip appended to the
             flatbuffer, the way TFLite model metadata packs associated files (the interpreter ignores it).
-            `tinyconv.inference.read_exported_metadata` reads all three.
+            `tinyconv.deploy.inference.read_exported_metadata` reads all three.
 
 The check runs the exported file with its own runtime (TensorFlow, the TFLite interpreter, ONNX Runtime) on a
 fixed batch of real val images (CHECK_IMAGES, evenly spaced over the model's val set) and compares its logits
@@ -43,16 +43,15 @@ import keras
 import numpy as np
 
 from tinyconv import fileio
-from tinyconv.augment import IMAGENET_MEAN, IMAGENET_STD, normalize
-from tinyconv.dataset import default_data_dir, load_split
+from tinyconv.data.augment import IMAGENET_MEAN, IMAGENET_STD, normalize
+from tinyconv.data.dataset import default_data_dir, load_split
 from tinyconv.errors import TinyconvError
-from tinyconv.kernels import inference_graph
-from tinyconv.inference import (
+from tinyconv.model.kernels import inference_graph
+from tinyconv.deploy.inference import (
     EXPORT_FORMATS,
     EXPORT_METADATA_KEY,
     accuracy_report,
     check_input_shape,
-    exported_format,
     load_exported,
     load_run_model,
     model_classes,
@@ -77,7 +76,7 @@ INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
 @keras.saving.register_keras_serializable(package="tinyconv")
 class PixelNormalization(keras.layers.Layer):
     """uint8 (or float 0..255) RGB pixels -> float32 normalised with the ImageNet mean/std, the arithmetic of
-    training and `predict` (tinyconv.augment.normalize), so an exported model takes raw pixels.
+    training and `predict` (tinyconv.data.augment.normalize), so an exported model takes raw pixels.
 
     Shapes: [B, H, W, 3] -> [B, H, W, 3] float32.
     """
@@ -241,7 +240,7 @@ def export_model(model_or_path, fmt: str, out=None, quantize: str | None = None,
     """Export a model (a .keras file, a run folder or a keras.Model) and check the result on the spot.
 
     Args:
-        model_or_path: what `tinyconv.inference.load_run_model` takes.
+        model_or_path: what `tinyconv.deploy.inference.load_run_model` takes.
         fmt: "savedmodel", "tflite" or "onnx".
         out: the file (a folder for "savedmodel"); default: beside the model (`default_output`).
         quantize: None, or one of QUANTIZATIONS: "float16", "int8", "int8-full" (TFLite only).

@@ -1,0 +1,10 @@
+"""Training: the recipe, its schedule, the callbacks, a run folder and train().
+
+recipe     TrainConfig, PROFILES, make_config, parse_value (no Keras)
+overrides  text to typed recipe values (--set FIELD=VALUE, --FIELD VALUE, model.FIELD=VALUE)
+schedule   the learning-rate schedules and the optimizer
+callbacks  the training callbacks and the history.csv format
+train      a run folder and train() as named steps
+reference  the reference notebook's published curve and numbers
+plots      the training curves (live and saved)
+"""
