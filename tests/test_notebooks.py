@@ -126,25 +126,6 @@ def test_strip_for_commit_removes_injected_cell_and_rejects_paths(tmp_path):
     assert nb.cells[-1].outputs[0].text == "keep me\n"  # other stderr stays
 
 
-@pytest.mark.slow
-def test_series_runs_on_real_data_with_the_ci_profile(real_data_dir, tmp_path):
-    out = tmp_path / "notebooks"
-    executed = notebooks.run_notebooks("ci", out, data_dir=real_data_dir, progress=False)
-    assert [p.name for p in executed] == notebooks.notebook_names()
-    for path in executed:
-        nb = nbformat.read(path, as_version=4)
-        errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
-        assert not errors, f"{path.name}: {errors[0]['ename']}: {errors[0]['evalue']}"
-        assert nb.metadata.kernelspec.name == "tinyconv"
-    train = out / "train"
-    for name in ("best.keras", "model.keras", "history.csv", "metrics.json", "config.json"):
-        assert (train / name).is_file(), name
-    figures = {p.stem for p in (out / "figures").glob("*.png")}
-    for expected in ("02_train_samples", "02_val_boxes", "03_block_diagram", "04_training", "05_stem_filters", "05_erf"):
-        assert expected in figures, (expected, sorted(figures))
-    assert all(p.stat().st_size > 2000 for p in (out / "figures").glob("*.png"))
-
-
 @pytest.mark.parametrize("name", notebooks.notebook_names())
 def test_committed_notebook_structure(name):
     """One `parameters` cell of literal assignments, resolved right after; clean committed outputs."""
