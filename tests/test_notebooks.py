@@ -169,47 +169,187 @@ def test_a_dead_kernel_is_one_line_and_leaves_no_partial_copy(tmp_path):
 
 @pytest.mark.parametrize("name", notebooks.notebook_names())
 def test_committed_outputs_come_from_the_committed_code(name):
-    """The outputs a notebook carries were made by this version of tinyconv/ and of its own code cells
-    (strip_for_commit records both hashes); otherwise re-make them: `tinyconv notebooks --profile quick
-    --out notebooks`."""
+    """The outputs a notebook carries were made by the code and files its record names, committed at its
+    recorded commit and unchanged since (tinyconv.study.provenance); otherwise make them again:
+    `tinyconv notebooks --profile quick --out notebooks --only NN`."""
     problem = notebooks.stale_outputs(notebooks.NOTEBOOK_DIR / name)
     assert problem is None, problem
 
 
-def test_commit_mode_stamps_outputs_and_stale_outputs_detects_changes(tmp_path, monkeypatch):
-    book = tmp_path / "notebooks"
+def test_committed_records_name_what_each_notebook_loaded():
+    """Each record lists the modules the notebook really ran: the parameters module, never the runner; 04's
+    training core; 05 and 07 read what 04 wrote."""
+    records = {name: nbformat.read(notebooks.NOTEBOOK_DIR / name, as_version=4).metadata.get("tinyconv", {})
+               for name in notebooks.notebook_names()}
+    for name, record in records.items():
+        assert "tinyconv.study.params" in record.get("modules", {}), name
+        assert "tinyconv.study.runner" not in record["modules"], name
+        assert record.get("profile") == "quick" and len(record.get("commit", "")) == 40, name
+    assert "tinyconv.training.train" in records["04_train.ipynb"]["modules"]
+    assert "tinyconv.training.train" not in records["01_download.ipynb"]["modules"]
+    assert "train" in records["04_train.ipynb"]["products"]
+    assert "04_train.ipynb" in records["05_analyze_kernels.ipynb"]["reads"]
+    assert "04_train.ipynb" in records["07_localize.ipynb"]["reads"]
+
+
+def _git(repo: Path, *args: str) -> str:
+    import subprocess
+
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
+                          capture_output=True, text=True).stdout
+
+
+def _commit_all(repo: Path, message: str) -> None:
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", message)
+
+
+def test_committed_notebooks_stay_valid_for_docstrings_and_unused_code_but_not_for_code_04_ran(tmp_path, monkeypatch):
+    """On a clone of this checkout: a docstring edit in a module every notebook loads, and a code edit in a
+    module no notebook loads, leave every record valid; a code edit in a module 04 loaded names 04 and the
+    notebooks that read its run (05, 07) in `tinyconv notebooks --check`, and no other."""
+    from tinyconv.cli import main
+
+    clone = tmp_path / "clone"
+    _git(tmp_path, "clone", "-q", str(notebooks.REPO_ROOT), str(clone))
+    for name in notebooks.notebook_names():  # the committed notebooks as in this checkout
+        (clone / "notebooks" / name).write_bytes((notebooks.NOTEBOOK_DIR / name).read_bytes())
+    _git(clone, "add", "-A")
+    _git(clone, "commit", "-qm", "notebooks as checked out", "--allow-empty")
+    monkeypatch.setattr(notebooks, "REPO_ROOT", clone)
+    monkeypatch.setattr(notebooks, "NOTEBOOK_DIR", clone / "notebooks")
+    assert notebooks.check_notebooks() == {}
+
+    params = clone / "tinyconv" / "study" / "params.py"  # every notebook loads it
+    params.write_text(params.read_text().replace('"""The parameters every notebook', '"""The parameters that every notebook', 1)
+                      + "# a comment at the end\n")
+    loaded = {name: nbformat.read(clone / "notebooks" / name, as_version=4).metadata["tinyconv"]["modules"]
+              for name in notebooks.notebook_names()}
+    unused = clone / "tinyconv" / "deploy" / "export.py"
+    assert not any("tinyconv.deploy.export" in modules for modules in loaded.values())
+    unused.write_text(unused.read_text() + "\nUNUSED_BY_NOTEBOOKS = 1\n")
+    _commit_all(clone, "a docstring, a comment and code no notebook loads")
+    assert notebooks.check_notebooks() == {}
+
+    train = clone / "tinyconv" / "training" / "train.py"
+    loaders = {name for name, modules in loaded.items() if "tinyconv.training.train" in modules}
+    assert "04_train.ipynb" in loaders and "01_download.ipynb" not in loaders
+    train.write_text(train.read_text() + "\nCHANGED_FOR_THE_TEST = 1\n")
+    _commit_all(clone, "code 04 ran")
+    stale = notebooks.check_notebooks()
+    assert set(stale) == loaders | {"05_analyze_kernels.ipynb", "07_localize.ipynb"}
+    assert "module tinyconv.training.train it loaded has changed" in stale["04_train.ipynb"]
+    assert "reads what 04_train.ipynb wrote" in stale["05_analyze_kernels.ipynb"]
+    assert main(["notebooks", "--check"]) == 1
+
+
+def _mini_repo(tmp_path: Path) -> Path:
+    """A git repository holding a copy of tinyconv/ (what the kernels import is the installed package, the
+    same code), a tracked data file and two notebooks: 01 writes into the run folder, 02 reads it."""
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(notebooks.REPO_ROOT / "tinyconv", repo / "tinyconv", ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / "results").mkdir()
+    (repo / "results" / "numbers.csv").write_text("a,b\n1,2\n")
+    book = repo / "notebooks"
     book.mkdir()
-    source = _write_notebook(book / "01_one.ipynb", "print('profile', profile, 'reads', data_dir)")
-    package = tmp_path / "package"
-    package.mkdir()
-    (package / "mod.py").write_text("x = 1\n")
+    _write_notebook(book / "01_write.ipynb",
+                    "from pathlib import Path\nfrom tinyconv.study.params import resolve_params\n"
+                    "params = resolve_params(run_dir=run_dir, profile=profile)\n"
+                    "print(open('../results/numbers.csv').read().split()[1])\n"  # the kernel runs in notebooks/
+                    "(params.run_dir / 'made').mkdir(exist_ok=True)\n(params.run_dir / 'made' / 'x.txt').write_text('7')")
+    _write_notebook(book / "02_read.ipynb",
+                    "from pathlib import Path\nfrom tinyconv.training.reference import read_reference_curve\n"
+                    "print(len(read_reference_curve()), (Path(run_dir) / 'made' / 'x.txt').read_text())")
+    _git(tmp_path, "init", "-q", str(repo))
+    _commit_all(repo, "mini")
+    return repo
+
+
+def test_a_commit_run_records_modules_files_reads_and_products(tmp_path, monkeypatch, capsys):
+    from tinyconv.cli import main
+
+    repo = _mini_repo(tmp_path)
+    book = repo / "notebooks"
+    monkeypatch.setattr(notebooks, "REPO_ROOT", repo)
     monkeypatch.setattr(notebooks, "NOTEBOOK_DIR", book)
-    monkeypatch.setattr(notebooks, "REPO_ROOT", tmp_path)
-    monkeypatch.setattr(notebooks, "PACKAGE_DIR", package)
-    assert notebooks.stale_outputs(source) is None  # no outputs: nothing to be stale
-    (tmp_path / "runs" / "notebooks-ci-commit").mkdir(parents=True)
-    (tmp_path / "runs" / "notebooks-ci-commit" / "old").write_text("an earlier commit run")
-
+    run_dir = repo / "runs" / "notebooks-ci-commit"
+    run_dir.mkdir(parents=True)
+    (run_dir / "old").write_text("an earlier commit run")
     written = notebooks.run_notebooks("ci", book, data_dir=tmp_path / "data", progress=False)
-    assert written == [source]
-    nb = nbformat.read(source, as_version=4)
-    assert "profile ci reads <data_dir>" in json.dumps(nb)  # the outputs landed, raw paths hidden
-    assert "injected-parameters" not in json.dumps(nb)
-    assert nb.metadata["tinyconv"]["profile"] == "ci"
-    assert notebooks.stale_outputs(source) is None
-    run_dir = tmp_path / "runs" / "notebooks-ci-commit"
-    assert (run_dir / "01_one.ipynb").is_file() and not (run_dir / "old").exists()  # a fresh run
+    assert [p.name for p in written] == ["01_write.ipynb", "02_read.ipynb"]
+    assert not (run_dir / "old").exists()  # a full commit run starts afresh
+    first, second = (nbformat.read(p, as_version=4) for p in written)
+    assert "tinyconv-provenance" not in json.dumps(first) and "injected-parameters" not in json.dumps(first)
+    assert "1,2" in json.dumps(first.cells[-1].outputs) and "100 7" in json.dumps(second.cells[-1].outputs)
+    one, two = first.metadata["tinyconv"], second.metadata["tinyconv"]
+    assert one["commit"] == _git(repo, "rev-parse", "HEAD").strip() and one["profile"] == "ci"
+    assert "tinyconv.study.params" in one["modules"] and "tinyconv.study.runner" not in one["modules"]
+    assert "tinyconv.study.params" not in two["modules"] and "tinyconv.training.reference" in two["modules"]
+    assert one["files"] == {"results/numbers.csv": notebooks.provenance.file_hash("x.csv", b"a,b\n1,2\n")}
+    assert one["products"] == ["made"] and one["reads"] == [] and two["reads"] == ["01_write.ipynb"]
+    assert notebooks.check_notebooks() == {}
+    assert main(["notebooks", "--check"]) == 0
 
-    (package / "mod.py").write_text("x = 2\n")  # the code changed after the outputs were made
-    assert "another version of tinyconv/" in notebooks.stale_outputs(source)
-    (package / "mod.py").write_text("x = 1\r\n")  # CRLF checkout of the same code
-    assert notebooks.stale_outputs(source) is None
-    nb.cells[-1].source = "print('edited')"
-    nbformat.write(nb, source)
-    assert "a code cell was edited" in notebooks.stale_outputs(source)
+    (repo / "results" / "numbers.csv").write_text("a,b\n1,3\n")  # a file 01 read, changed and committed
+    _commit_all(repo, "new numbers")
+    stale = notebooks.check_notebooks()
+    assert "file results/numbers.csv it read has changed" in stale["01_write.ipynb"]
+    assert "reads what 01_write.ipynb wrote" in stale["02_read.ipynb"]
+    capsys.readouterr()
+    assert main(["notebooks", "--check"]) == 1
+    printed = capsys.readouterr().out
+    assert "01_write.ipynb: file results/numbers.csv" in printed and "--only 01 02" in printed
+
+    # --only 01 makes 01 again and 02, which reads what 01 writes, after removing 01's old products
+    (run_dir / "made" / "stale.txt").write_text("left by the earlier run")
+    written = notebooks.run_notebooks("ci", book, data_dir=tmp_path / "data", only=["01"], progress=False)
+    assert [p.name for p in written] == ["01_write.ipynb", "02_read.ipynb"]
+    assert not (run_dir / "made" / "stale.txt").exists()
+    assert "also re-running 02_read.ipynb: it reads what 01_write.ipynb writes" in capsys.readouterr().out
+    assert notebooks.check_notebooks() == {}
+
+    nb = nbformat.read(book / "02_read.ipynb", as_version=4)  # an edited code cell
+    nb.cells[-1].source += "\nprint('edited')"
+    nbformat.write(nb, book / "02_read.ipynb")
+    assert "a code cell was edited" in notebooks.check_notebooks()["02_read.ipynb"]
     del nb.metadata["tinyconv"]
-    nbformat.write(nb, source)
-    assert "carry no record" in notebooks.stale_outputs(source)
+    nbformat.write(nb, book / "02_read.ipynb")
+    assert "carry no record" in notebooks.stale_outputs(book / "02_read.ipynb")
+
+
+def test_a_record_of_uncommitted_code_is_not_true(tmp_path, monkeypatch):
+    """The commit run refuses while tinyconv/ has uncommitted changes; a record whose hashes are not those
+    of its commit (code changed, run, then the change committed) is named as such."""
+    repo = _mini_repo(tmp_path)
+    monkeypatch.setattr(notebooks, "REPO_ROOT", repo)
+    monkeypatch.setattr(notebooks, "NOTEBOOK_DIR", repo / "notebooks")
+    reference = repo / "tinyconv" / "training" / "reference.py"
+    reference.write_text(reference.read_text() + "\nEDITED = 1\n")
+    with pytest.raises(TinyconvError, match=r"tinyconv/ has uncommitted changes \(tinyconv/training/reference.py\)"):
+        notebooks.run_notebooks("ci", repo / "notebooks", data_dir=tmp_path / "data", progress=False)
+    assert not (repo / "runs").exists()  # refused before anything ran
+
+    nb = nbformat.read(repo / "notebooks" / "02_read.ipynb", as_version=4)
+    nb.cells[-1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="100 7\n")]
+    nb.metadata["tinyconv"] = notebooks.provenance.make_record(repo, ["tinyconv", "tinyconv.training.reference"], [], nb=nb)
+    recorded = nb.metadata["tinyconv"]["commit"]
+    _commit_all(repo, "the edit, after the record was made from it")  # HEAD moves past the recorded commit
+    problems = notebooks.provenance.check_record(nb, repo)
+    assert problems == [f"module tinyconv.training.reference was not committed at {recorded[:12]} as it ran"]
+
+
+def test_code_hash_ignores_docstrings_comments_and_layout_only():
+    code_hash = notebooks.provenance.code_hash
+    base = code_hash('"""Doc."""\nimport os\n\n\ndef f(x):\n    """Doc of f."""\n    return x + 1  # one more\n')
+    assert base == code_hash('"""Other words."""\nimport os\ndef f(x):\n    # a comment\n    return (x + 1)\n')
+    assert base != code_hash('"""Doc."""\nimport os\n\n\ndef f(x):\n    return x + 2\n')
+    assert base != code_hash('"""Doc."""\nimport sys\n\n\ndef f(x):\n    return x + 1\n')
+    assert code_hash('def g():\n    """only a docstring"""\n') == code_hash("def g():\n    pass\n")
+    file_hash = notebooks.provenance.file_hash
+    assert file_hash("a.csv", b"x\r\n1\r\n") == file_hash("a.csv", b"x\n1\n")
+    assert file_hash("a.keras", b"x\r\n") != file_hash("a.keras", b"x\n")  # binary files byte for byte
 
 
 def test_a_failing_commit_run_leaves_the_committed_notebooks_alone(tmp_path, monkeypatch):
@@ -223,23 +363,3 @@ def test_a_failing_commit_run_leaves_the_committed_notebooks_alone(tmp_path, mon
     with pytest.raises(TinyconvError, match="02_bad.ipynb cell 3"):
         notebooks.run_notebooks("ci", book, data_dir=tmp_path / "data", progress=False)
     assert first.read_bytes() == before
-
-
-def test_source_hash_counts_only_files_git_tracks(tmp_path):
-    import subprocess
-
-    package = tmp_path / "pkg"
-    package.mkdir()
-    (package / "a.py").write_text("a = 1\n")
-    (package / "data.csv").write_text("x\n1\n")
-    before = notebooks.source_hash(package)  # not a checkout: every file there
-    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    subprocess.run(["git", "add", "pkg/a.py", "pkg/data.csv"], cwd=tmp_path, check=True)
-    (package / "work_in_progress.py").write_text("b = 2\n")  # someone's module, not added yet
-    assert [p.name for p in notebooks.package_files(package)] == ["a.py", "data.csv"]
-    assert notebooks.source_hash(package) == before
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "pkg"], cwd=tmp_path, check=True)
-    assert notebooks.uncommitted_package_changes(package) == []
-    (package / "a.py").write_text("a = 2\n")  # a tracked file's edit counts, and is reported as uncommitted
-    assert notebooks.source_hash(package) != before
-    assert notebooks.uncommitted_package_changes(package) == ["a.py"]

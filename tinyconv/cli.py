@@ -19,7 +19,7 @@ from tinyconv.data.dataset import cache_dir, default_data_dir, format_summary, p
 from tinyconv.data.download import download_dataset
 from tinyconv.errors import TinyconvError
 from tinyconv.model.config import PRESETS
-from tinyconv.study.runner import run_notebooks
+from tinyconv.study.runner import check_notebooks, remake_command, run_notebooks
 from tinyconv.training.overrides import parse_overrides, recipe_flags
 from tinyconv.training.recipe import PROFILES
 from tinyconv.runtime import quiet_tensorflow
@@ -211,6 +211,15 @@ def cmd_export(args) -> int:
 
 
 def cmd_notebooks(args) -> int:
+    if args.check:
+        stale = check_notebooks()
+        for name, reason in stale.items():
+            print(f"{name}: {reason}")
+        if stale:
+            print(f"{len(stale)} notebook(s) stale; {remake_command(list(stale))}")
+            return 1
+        print("every committed notebook's outputs come from this checkout's code and files")
+        return 0
     run_notebooks(profile=args.profile, out=Path(args.out), data_dir=_data_dir(args), only=args.only)
     return 0
 
@@ -363,7 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("notebooks", cmd_notebooks, "run the numbered notebooks (01_download ..) headless with papermill")
     p.add_argument("--profile", default="auto", choices=["auto", *PROFILES])
     p.add_argument("--out", default="runs/notebooks", help="folder for the executed notebooks")
-    p.add_argument("--only", nargs="*", help="run only these notebooks (prefixes such as 01 03)")
+    p.add_argument("--only", nargs="*", help="run only these notebooks (prefixes such as 01 03); with --out "
+                   "notebooks also those that read what they write (05 and 07 read 04's run)")
+    p.add_argument("--check", action="store_true", help="run nothing: list the committed notebooks whose outputs "
+                   "no longer come from this checkout's code or files, and why (exit 1 if any)")
     data_dir_arg(p)
     return parser
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from tinyconv import fileio
 from tinyconv.data.dataset import default_data_dir
 from tinyconv.errors import TinyconvError
+from tinyconv.study import provenance
 from tinyconv.study.params import NOTEBOOK_DIR, REPO_ROOT, display_path, resolve_profile
 
 KERNEL_NAME = "tinyconv"
@@ -84,16 +85,16 @@ def _failed_cell_number(executed_nb, cell_index: int) -> int:
     """1-based position of a failed cell in the source notebook.
 
     `cell_index` counts cells of the executed notebook before papermill added its error banner cells,
-    including its injected-parameters cell, which the source notebook does not have.
+    including its injected-parameters cell and the runner's provenance cells, which the source notebook does
+    not have.
     """
     cells = [
         cell
         for cell in executed_nb.cells
         if "papermill-error-cell-tag" not in cell.get("metadata", {}).get("tags", [])
     ]
-    injected = sum(
-        1 for cell in cells[:cell_index] if "injected-parameters" in cell.get("metadata", {}).get("tags", [])
-    )
+    added = {"injected-parameters", provenance.CELL_TAG}
+    injected = sum(1 for cell in cells[:cell_index] if added & set(cell.get("metadata", {}).get("tags", [])))
     return cell_index - injected + 1
 
 
@@ -105,6 +106,7 @@ def run_notebook(
     progress: bool | None = None,
     cwd: Path | None = None,
     cell_timeout: float | None = CELL_TIMEOUT_S,
+    record_roots: list[Path] | None = None,
 ) -> Path:
     """Execute one notebook with papermill into `out/<name>`.
 
@@ -115,6 +117,8 @@ def run_notebook(
         progress: a progress bar (True) or one line per cell (False); None: a bar on a terminal only.
         cwd: working directory of the kernel (default: the notebook's folder).
         cell_timeout: seconds one cell may run (None: no limit).
+        record_roots: folders whose opened files the run notes (tinyconv.study.provenance); the executed
+            copy's metadata then holds what the kernel loaded and opened (`observed`); None: no record.
     Returns:
         the executed copy.
     Raises:
@@ -138,10 +142,16 @@ def run_notebook(
         progress = sys.stdout.isatty()
     shown = display_path(notebook)
 
+    source = nbformat.read(notebook, as_version=4)
+    if record_roots is not None:
+        tag = {"tags": [provenance.CELL_TAG]}
+        start = provenance.start_cell_source([str(Path(root).resolve()) for root in record_roots])
+        source.cells.insert(0, nbformat.v4.new_code_cell(start, metadata=tag))
+        source.cells.append(nbformat.v4.new_code_cell(provenance.END_CELL_SOURCE, metadata=dict(tag)))
     handler = None
     logger = logging.getLogger("papermill")
     if not progress:
-        total = len(nbformat.read(notebook, as_version=4).cells) + 1  # + papermill's parameters cell
+        total = len(source.cells) + 1  # + papermill's parameters cell
         handler = _CellLog(notebook.stem, total)
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
@@ -149,7 +159,7 @@ def run_notebook(
     print(f"running {shown}", flush=True)
     try:
         papermill.execute_notebook(
-            str(notebook),
+            source,
             str(partial),
             parameters=parameters,
             kernel_name=KERNEL_NAME,
@@ -165,9 +175,12 @@ def run_notebook(
                 else "lost its kernel (it died: out of memory, or killed)")
         raise TinyconvError(f"{shown} {cell} {what}; nothing was written to {display_path(out)}") from None
     except PapermillExecutionError as exc:
-        os.replace(partial, target)
-        executed = nbformat.read(target, as_version=4)
+        executed = nbformat.read(partial, as_version=4)
         number = _failed_cell_number(executed, exc.cell_index)
+        executed.cells = [cell for cell in executed.cells
+                          if provenance.CELL_TAG not in cell.get("metadata", {}).get("tags", [])]
+        nbformat.write(executed, partial)
+        os.replace(partial, target)
         evalue = (str(exc.evalue).strip().splitlines() or [""])[0]
         raise TinyconvError(
             f"{shown} cell {number} (In [{exc.exec_count}]) failed: {exc.ename}: {evalue} "
@@ -181,6 +194,13 @@ def run_notebook(
     finally:
         if handler is not None:
             logger.removeHandler(handler)
+    if record_roots is not None:
+        executed = nbformat.read(partial, as_version=4)
+        observed = provenance.read_end_cell(executed)
+        executed.cells = [cell for cell in executed.cells
+                          if provenance.CELL_TAG not in cell.get("metadata", {}).get("tags", [])]
+        executed.metadata["observed"] = observed
+        nbformat.write(executed, partial)
     os.replace(partial, target)
     return target
 
@@ -209,12 +229,14 @@ def _running_cell(partial: Path, nbformat) -> str:
 def run_notebooks(profile: str, out, data_dir=None, only=None, progress: bool | None = None) -> list[Path]:
     """Run the numbered notebooks in order with papermill, stopping at the first failure.
 
-    The executed copies, the training run (`out/train/`) and the figures (`out/figures/`) all go to `out`.
+    The executed copies, the training run (`out/train/`) and the figures (`out/figures/`) all go to `out`;
+    each executed copy records what it loaded, read and wrote (tinyconv.study.provenance).
     When `out` is the notebooks folder itself, this produces the committed outputs instead (the one way
-    they are made): the series runs afresh into `runs/notebooks-<profile>-commit/` and, once every notebook has
-    succeeded, each executed copy is cleaned by `strip_for_commit` and stamped with the hash of the
-    package source (`source_hash`) over its committed file; a failure leaves the committed notebooks as
-    they were.
+    they are made): the series runs into `runs/notebooks-<profile>-commit/` from the committed code and,
+    once every notebook has succeeded, each executed copy is cleaned by `strip_for_commit`, its record
+    naming the commit, over its committed file; a failure leaves the committed notebooks as they were.
+    With `only`, a commit run re-runs those notebooks and every notebook that reads what they write (05
+    and 07 read 04's run), beside the products the others left in the commit run folder.
 
     Args:
         profile: "auto" (full with a GPU, else quick), "ci", "quick" or "full".
@@ -225,140 +247,177 @@ def run_notebooks(profile: str, out, data_dir=None, only=None, progress: bool | 
     Returns:
         the executed notebooks, in order (the committed files when `out` is the notebooks folder).
     Raises:
-        TinyconvError: naming the notebook and cell of the first failure.
+        TinyconvError: naming the notebook and cell of the first failure; in commit mode, before anything
+            runs, when tinyconv/ has uncommitted changes (the record names the commit the code is at).
     """
     profile = resolve_profile(profile)
     out = Path(out).resolve()
     commit = out == Path(NOTEBOOK_DIR).resolve()
     run_dir = out
+    selected = select_notebooks(only)
     if commit:
-        # Committed outputs come from a fresh run of the current code: a training run folder left by an
-        # earlier commit run would be reused as "complete" instead of trained again.
-        run_dir = Path(REPO_ROOT) / "runs" / f"notebooks-{profile}-commit"
-        changed = uncommitted_package_changes()
+        changed = provenance.changed_since(Path(REPO_ROOT), ["tinyconv"])
         if changed:
-            print(f"note: tinyconv/ differs from the last commit ({', '.join(changed[:5])}): commit those changes with "
-                  "the notebooks, or their stamp will not match a clean checkout", flush=True)
-        if run_dir.exists():
-            print(f"removing the previous commit run {display_path(run_dir)}", flush=True)
-            shutil.rmtree(run_dir)
+            raise TinyconvError(f"tinyconv/ has uncommitted changes ({', '.join(changed[:5])}): commit them first, "
+                                "then make the committed outputs (their record names the commit the code is at)")
+        run_dir = Path(REPO_ROOT) / "runs" / f"notebooks-{profile}-commit"
+        selected = _commit_selection(selected, run_dir, full=not only)
     if data_dir is None:
         data_dir = default_data_dir()
     parameters = {"profile": profile, "data_dir": str(Path(data_dir).resolve()), "run_dir": str(run_dir)}
+    tracked = provenance.tracked_files(Path(REPO_ROOT))
+    products = _committed_products(run_dir) if commit else {}
     executed = []
-    for notebook in select_notebooks(only):
-        executed.append(run_notebook(notebook, run_dir, parameters, progress=progress))
+    for notebook in selected:
+        before = _snapshot(run_dir)
+        path = run_notebook(notebook, run_dir, parameters, progress=progress, record_roots=[REPO_ROOT, run_dir])
+        made = _products(before, _snapshot(run_dir))
+        products[notebook.name] = made
+        _record(path, run_dir, profile, made, products, tracked)
+        executed.append(path)
     if commit:
         # paths a library call printed raw are shown as the notebooks show them (params.show)
         hidden = {parameters["data_dir"]: "<data_dir>", str(run_dir): "<run_dir>"}
-        executed = [strip_for_commit(path, Path(NOTEBOOK_DIR) / path.name, replacements=hidden, profile=profile)
+        executed = [strip_for_commit(path, Path(NOTEBOOK_DIR) / path.name, replacements=hidden)
                     for path in executed]
+        made_at = provenance.head_commit(Path(REPO_ROOT)) or "?"
         print(f"committed outputs of {len(executed)} notebook(s) written to {display_path(out)} "
-              f"(profile {profile}, source {source_hash()[:12]})", flush=True)
+              f"(profile {profile}, commit {made_at[:12]})", flush=True)
     else:
         print(f"executed {len(executed)} notebook(s) into {display_path(out)}", flush=True)
     return executed
 
 
+def _commit_selection(selected: list[Path], run_dir: Path, full: bool) -> list[Path]:
+    """The notebooks a commit run makes, with their earlier products removed from the commit run folder.
+
+    All of them: a fresh run folder (a training run left by an earlier commit run would be reused as
+    "complete" instead of trained again). Some: those, the notebooks that read what they write, and any
+    notebook they read whose products are missing here.
+    """
+    if full:
+        if run_dir.exists():
+            print(f"removing the previous commit run {display_path(run_dir)}", flush=True)
+            shutil.rmtree(run_dir)
+        return selected
+    names = [path.name for path in selected]
+    for name in list(names):
+        for reader in provenance.readers(NOTEBOOK_DIR, name):
+            if reader not in names:
+                print(f"also re-running {reader}: it reads what {name} writes", flush=True)
+                names.append(reader)
+    committed = _committed_products(run_dir)
+    for name in list(names):
+        for upstream in _committed_record(name).get("reads", []):
+            missing = [p for p in committed.get(upstream, []) if not (run_dir / p).exists()]
+            if upstream not in names and (missing or upstream not in committed):
+                print(f"also re-running {upstream}: {name} reads what it writes, which is not in "
+                      f"{display_path(run_dir)}", flush=True)
+                names.append(upstream)
+    for name in names:
+        for product in committed.get(name, []):
+            target = run_dir / product
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    return [path for path in select_notebooks() if path.name in names]
+
+
+def _committed_record(name: str) -> dict:
+    import nbformat
+
+    path = Path(NOTEBOOK_DIR) / name
+    return (nbformat.read(path, as_version=4).metadata.get(provenance.KEY) or {}) if path.is_file() else {}
+
+
+def _committed_products(run_dir: Path) -> dict[str, list[str]]:
+    """{notebook: what its committed record says it wrote into the run folder}."""
+    return {name: _committed_record(name).get("products", []) for name in notebook_names()}
+
+
+def _snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:
+    """Every file under the run folder: relative path -> (mtime_ns, size)."""
+    if not run_dir.exists():
+        return {}
+    return {path.relative_to(run_dir).as_posix(): (path.stat().st_mtime_ns, path.stat().st_size)
+            for path in run_dir.rglob("*") if path.is_file()}
+
+
+def _products(before: dict, after: dict) -> list[str]:
+    """What a notebook wrote into the run folder: a top-level folder it created as one entry (train),
+    otherwise each file it created or changed (figures/04_training.png); executed copies are the runner's."""
+    new_tops = {path.split("/")[0] for path in after if "/" in path} - {path.split("/")[0] for path in before}
+    made = set()
+    for path, stat in after.items():
+        if before.get(path) == stat or ("/" not in path and path.endswith(".ipynb")):
+            continue
+        top = path.split("/")[0]
+        made.add(top if top in new_tops else path)
+    return sorted(made)
+
+
+def _record(path: Path, run_dir: Path, profile: str, made: list[str], products: dict, tracked: set) -> None:
+    """Turn what the kernel observed into the notebook's record (relative paths only) in its metadata."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    observed = nb.metadata.pop("observed", None) or {"modules": [], "opened": []}
+    repo, run_dir = Path(REPO_ROOT).resolve(), run_dir.resolve()
+    files, reads = set(), set()
+    for opened, write in observed["opened"]:
+        opened = Path(opened)
+        if write:
+            continue
+        if opened.is_relative_to(run_dir):
+            relative = opened.relative_to(run_dir).as_posix()
+            reads.update(name for name, made_there in products.items() if name != path.name and any(
+                relative == p or relative.startswith(p + "/") for p in made_there))
+        elif opened.is_relative_to(repo):
+            relative = opened.relative_to(repo).as_posix()
+            code = relative.startswith("tinyconv/") and relative.endswith(".py")  # a module: hashed as code
+            if relative in tracked and not code and not relative.startswith("notebooks/"):
+                files.add(relative)
+    nb.metadata[provenance.KEY] = provenance.make_record(
+        repo, observed["modules"], files, profile=profile, reads=reads, products=made)
+    nbformat.write(nb, path)
+
+
 # ------------------------------------------------------------------------------------ committed outputs
 
-# The notebook metadata key under which strip_for_commit records where the outputs came from.
-PROVENANCE_KEY = "tinyconv"
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
-
-def source_hash(package_dir: Path | None = None) -> str:
-    """sha256 of the package source (every `*.py` and the package data `*.csv` of `package_dir`).
-
-    Each file contributes its name and its bytes with line endings normalized to LF, so a checkout with
-    CRLF line endings hashes the same. In a git checkout only files git knows count (package_files), so a
-    module someone has not added yet does not make the stamp differ from a clean checkout's. A change to any module changes the hash, so committed outputs made
-    by other code are detected (`stale_outputs`).
-    """
-    import hashlib
-
-    digest = hashlib.sha256()
-    for path in package_files(Path(package_dir or PACKAGE_DIR)):
-        digest.update(path.name.encode() + b"\0")
-        digest.update(path.read_bytes().replace(b"\r\n", b"\n") + b"\0")
-    return digest.hexdigest()
-
-
-def package_files(package_dir: Path) -> list[Path]:
-    """The `*.py` and `*.csv` files of the package folder, sorted: those git tracks (or has staged) when the
-    folder is in a git checkout, else every one there (an installed copy)."""
-    import subprocess
-
-    on_disk = sorted(p for pattern in ("*.py", "*.csv") for p in package_dir.glob(pattern))
-    try:
-        listed = subprocess.run(["git", "ls-files", "-z", "--", "*.py", "*.csv"], cwd=package_dir, capture_output=True,
-                                timeout=30, check=True).stdout.decode().split("\0")
-    except (OSError, subprocess.SubprocessError):  # no git, or not a checkout: the folder as it is
-        return on_disk
-    tracked = {Path(name).name for name in listed if name and "/" not in name}
-    return [path for path in on_disk if path.name in tracked] if tracked else on_disk
-
-
-def uncommitted_package_changes(package_dir: Path | None = None) -> list[str]:
-    """Names of tracked package files whose working copy differs from the last commit (empty outside git)."""
-    import subprocess
-
-    try:
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
-                                cwd=Path(package_dir or PACKAGE_DIR), capture_output=True, timeout=30, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [line[3:].rsplit("/", 1)[-1] for line in status.stdout.decode().splitlines() if line.strip()]
-
-
-def code_cells_hash(nb) -> str:
-    """sha256 of a notebook's code cell sources, in order: an edited cell makes its outputs stale too."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for cell in nb.cells:
-        if cell.get("cell_type") == "code":
-            source = cell.get("source", "")
-            digest.update(("".join(source) if isinstance(source, list) else source).encode() + b"\0")
-    return digest.hexdigest()
-
-
-def stale_outputs(path, package_dir: Path | None = None) -> str | None:
-    """Why a committed notebook's outputs do not come from the committed code, or None when they do.
-
-    A notebook without any output has nothing to be stale. Otherwise its metadata must carry the
-    provenance strip_for_commit records: the hash of the package source and of its own code cells.
+def stale_outputs(path) -> str | None:
+    """Why a committed notebook's outputs do not come from this checkout's code and files, or None.
 
     Returns:
         one line naming the notebook, what differs and the command that makes the outputs again.
     """
-    import nbformat  # ~1.5 s to import; only the commit path and its test need it
-
     path = Path(path)
-    nb = nbformat.read(path, as_version=4)
-    if not any(cell.get("outputs") for cell in nb.cells):
+    stale = provenance.stale_notebooks(path.parent, Path(REPO_ROOT),
+                                       names=[n for n in notebook_names(path.parent) if n <= path.name])
+    if path.name not in stale:
         return None
-    fix = "run `tinyconv notebooks --profile quick --out notebooks` to produce them from the current code"
-    stamp = nb.metadata.get(PROVENANCE_KEY) or {}
-    if not stamp.get("source_hash"):
-        return f"{path.name}: its outputs carry no record of the code that made them; {fix}"
-    if stamp["source_hash"] != source_hash(package_dir):
-        return (f"{path.name}: its outputs were made by another version of tinyconv/ "
-                f"(source {stamp['source_hash'][:12]}, the code is {source_hash(package_dir)[:12]}); {fix}")
-    if stamp.get("code_cells_hash") != code_cells_hash(nb):
-        return f"{path.name}: a code cell was edited after its outputs were made; {fix}"
-    return None
+    return f"{path.name}: {stale[path.name]}; {remake_command([path.name])}"
 
 
-def strip_for_commit(executed, target, replacements: dict[str, str] | None = None, profile: str | None = None) -> Path:
-    """Copy an executed notebook for committing: drop papermill's injected cell and hide machine paths, and
-    record where the outputs came from (metadata `tinyconv`: source_hash, code_cells_hash, profile).
+def remake_command(names: list[str]) -> str:
+    prefixes = " ".join(name[:2] for name in names)
+    return f"run `tinyconv notebooks --profile quick --out notebooks --only {prefixes}` to make them again"
+
+
+def check_notebooks(notebook_dir: Path | None = None) -> dict[str, str]:
+    """{notebook: why its committed outputs are stale} (empty when every record holds), for `notebooks --check`."""
+    return provenance.stale_notebooks(Path(notebook_dir or NOTEBOOK_DIR), Path(REPO_ROOT))
+
+
+def strip_for_commit(executed, target, replacements: dict[str, str] | None = None) -> Path:
+    """Copy an executed notebook for committing: drop papermill's injected cell and hide machine paths; the
+    record the run made (metadata `tinyconv`, tinyconv.study.provenance) gains the hash of its code cells.
 
     Args:
         executed: the executed .ipynb (e.g. from run_notebooks).
         target: where to write the cleaned copy (written beside, then renamed).
         replacements: extra literal substring -> replacement applied to outputs (e.g. a temp run dir).
-        profile: the profile the outputs were made with, recorded beside the hashes.
     Returns:
         the cleaned notebook path.
     Raises:
@@ -389,11 +448,9 @@ def strip_for_commit(executed, target, replacements: dict[str, str] | None = Non
                 if key.startswith("text/") and isinstance(value, str):
                     output["data"][key] = _replace_all(value, replacements)
     nb.metadata.pop("papermill", None)
-    nb.metadata[PROVENANCE_KEY] = {
-        "source_hash": source_hash(),
-        "code_cells_hash": code_cells_hash(nb),
-        "profile": profile,
-    }
+    record = nb.metadata.get(provenance.KEY)
+    if record is not None:
+        record["code_cells_hash"] = provenance.code_cells_hash(nb)
     leftover = find_machine_paths(nb)
     if leftover:
         raise TinyconvError(f"{executed}: an absolute path is left in the notebook: {leftover[0][:160]}")
