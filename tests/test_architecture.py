@@ -9,10 +9,15 @@
 
 Both import checks read every import statement, those inside functions included: a deferred import is still an
 import, it only runs later.
+
+docs/architecture.md shows the package graph that `package_graph()` draws from the same imports; to redraw it:
+
+    .venv/bin/python tests/test_architecture.py
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import subprocess
@@ -48,12 +53,64 @@ TENSORFLOW_FREE = [
     "tinyconv.study.params",              # the notebooks' first import: sets TF_CPP_MIN_LOG_LEVEL before TensorFlow
     "tinyconv.study.measures",
     "tinyconv.study.runner",              # `tinyconv notebooks`: papermill in this process, TensorFlow in the kernels
+    "tinyconv.study.provenance",          # `tinyconv notebooks --check`
 ]
 HEAVY = ("tensorflow", "keras")
 
 
 def _graph() -> grimp.ImportGraph:
     return grimp.build_graph(PACKAGE, cache_dir=None)
+
+
+# The layers top to bottom, as pyproject.toml's contract has them (a row of names: independent siblings)
+LAYERS = [["cli"], ["bench"], ["study"], ["experiments", "deploy"], ["training"], ["model"], ["data"],
+          ["runtime", "fileio", "locks"], ["errors"]]
+
+
+def _unit(module: str) -> str | None:
+    """The subpackage or top-level module of tinyconv that a module belongs to (None: the package itself)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
+def deferred_imports() -> list[tuple[str, int, str]]:
+    """(module, line, imported module) of every import statement inside a function of tinyconv."""
+    found = []
+    for path in sorted((REPO / PACKAGE).rglob("*.py")):
+        name = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for func in ast.walk(tree):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(func):
+                if isinstance(node, ast.Import):
+                    found += [(name, node.lineno, alias.name) for alias in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    found.append((name, node.lineno, "." * node.level + (node.module or "")))
+    return sorted(set(found))  # a function nested in a function is walked twice
+
+
+def package_graph() -> str:
+    """Which layer imports which, from grimp's graph; (name): only through imports inside functions."""
+    graph = _graph()
+    deferred = {(module, line) for module, line, _ in deferred_imports()}
+    order = [unit for row in LAYERS for unit in row]
+    edges: dict[str, dict[str, bool]] = {unit: {} for unit in order}  # importer -> imported -> any top-level import
+    for module in graph.modules:
+        source = _unit(module)
+        if source not in edges:
+            continue  # tinyconv/__init__.py and __main__.py, the entry points
+        for imported in graph.find_modules_directly_imported_by(module):
+            target = _unit(imported)
+            if target in edges and target != source:
+                lines = [d["line_number"] for d in graph.get_import_details(importer=module, imported=imported)]
+                top = any((module, line) not in deferred for line in lines)
+                edges[source][target] = edges[source].get(target, False) or top
+    rows = []
+    for unit in order:
+        targets = [t if edges[unit][t] else f"({t})" for t in order if t in edges[unit]]
+        rows.append(f"{unit:<12} -> {' '.join(targets) or '-'}")
+    return "\n".join(rows)
 
 
 def _where(graph: grimp.ImportGraph, importer: str, imported: str) -> str:
@@ -141,3 +198,19 @@ def test_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
         tinyconv.no_such_name  # noqa: B018
     assert not hasattr(tinyconv, "build_models")  # hasattr() too: a near miss of a lazy name is not one
+
+
+def test_docs_show_the_current_package_graph():
+    doc = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    assert package_graph() in doc, ("docs/architecture.md's package graph is out of date; redraw it with "
+                                    "`.venv/bin/python tests/test_architecture.py`:\n" + package_graph())
+
+
+if __name__ == "__main__":
+    print(package_graph())
+    counts: dict[str, int] = {}
+    for _, _, imported in deferred_imports():
+        kind = ("tinyconv" if imported.startswith(("tinyconv", ".")) else
+                "tensorflow/keras" if imported.split(".")[0] in HEAVY else "other")
+        counts[kind] = counts.get(kind, 0) + 1
+    print(f"\nimports inside functions: {sum(counts.values())} ({counts})")
