@@ -164,13 +164,13 @@ def test_the_inference_gelu_computes_what_training_computes(monkeypatch):
     """kernels.gelu at inference (one XLA-fused kernel) and for export equals the training graph's GELU."""
     import tensorflow as tf
 
-    from tinyconv.model import kernels
+    from tinyconv.model import fast_path, kernels
 
     x = tf.constant(np.linspace(-8.0, 8.0, 4001, dtype=np.float32).reshape(1, 1, -1, 1))
     want = keras.ops.gelu(x, approximate=False).numpy()
     assert np.abs(kernels.gelu_fused(x).numpy() - want).max() <= 1e-6
-    for form in kernels.GELU_FORMS:
-        with kernels.inference_graph(form):
+    for form in fast_path.GELU_FORMS:
+        with fast_path.inference_graph(form):
             assert np.abs(kernels.gelu(x).numpy() - want).max() <= 1e-6
 
     keras.utils.set_random_seed(1)
@@ -181,7 +181,7 @@ def test_the_inference_gelu_computes_what_training_computes(monkeypatch):
     monkeypatch.setattr(kernels, "gelu_fused", lambda v, *a: calls.append(1) or fused(v, *a))
     fast = model.predict_on_batch(images)  # predict: training=False, the fused GELU
     assert calls  # the inference path was taken
-    monkeypatch.setattr(kernels, "keras_training_phase", lambda: None)  # as in training: the custom-gradient GELU
+    monkeypatch.setattr(fast_path, "keras_training_phase", lambda: None)  # as in training: the custom-gradient GELU
     model.make_predict_function(force=True)
     assert np.abs(model.predict_on_batch(images) - fast).max() <= 1e-5 * np.abs(fast).max()
 

@@ -333,14 +333,15 @@ np.save(folder / "jax_logits.npy", np.asarray(model(x, training=False)))
 # the GPU forms (GroupedConv2D "dense", shifted axial convs), forced here on a CPU, with the same weights:
 # the same logits, and the same gradients in a training-mode step, as the forms a CPU runs
 import jax
-import tinyconv.model.layers
+import tinyconv.model.fast_path
+from tinyconv.model.layers import AxialDepthwiseConv2D
 
-tinyconv.model.layers.has_gpu = lambda: True
+tinyconv.model.fast_path.has_gpu = lambda: True
 gpu_model = build_model("seed")
 gpu_model.set_weights(model.get_weights())
 paths = [getattr(layer, "_path", None) for layer in gpu_model._flatten_layers()]
 assert paths.count("dense") == 2 and all(
-    layer._shifted for layer in gpu_model._flatten_layers() if hasattr(layer, "_shifted")
+    layer._path == "shifted" for layer in gpu_model._flatten_layers() if isinstance(layer, AxialDepthwiseConv2D)
 )
 np.save(folder / "jax_gpu_forms_logits.npy", np.asarray(gpu_model(x, training=False)))
 

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import tinyconv.model.layers as tl
-from tinyconv.model import kernels
+from tinyconv.model import fast_path, kernels
 from tinyconv.model.build import build_model
 
 from weights import randomize_statistics
@@ -21,9 +21,9 @@ def plain_and_fused(layer, x, monkeypatch):
     fused = kernels.convmixer_block_inference
     monkeypatch.setattr(tl, "convmixer_block_inference", lambda block, v: calls.append(1) or fused(block, v))
     want = tf.function(lambda v: layer(v, training=False))
-    monkeypatch.setattr(tl, "cpu_inference", lambda: False)
-    plain = want(x).numpy()
-    monkeypatch.setattr(tl, "cpu_inference", kernels.cpu_inference)
+    with monkeypatch.context() as patch:
+        patch.setattr(fast_path, "convmixer_block", lambda dtype: "layers")  # the block's sub-layers one by one
+        plain = want(x).numpy()
     got = tf.function(lambda v: layer(v, training=False))(x).numpy()
     return plain, got, len(calls)
 
@@ -87,7 +87,7 @@ def test_fused_path_only_at_inference_outside_export_and_not_in_training(monkeyp
     grads = tape.gradient(loss, block.trainable_weights)
     assert calls == [] and all(g is not None for g in grads)
 
-    with kernels.inference_graph("erf"):  # an export traces plain ops for the converters
+    with fast_path.inference_graph("erf"):  # an export traces plain ops for the converters
         block(x, training=False)
     assert calls == []
 
@@ -140,3 +140,35 @@ def test_tensorflow_takes_onednn_convolutions_unless_the_environment_says_otherw
     assert out.returncode == 0, out.stderr
     onednn_convolutions = [line for line in out.stdout.splitlines() if ",convolution," in line]
     assert bool(onednn_convolutions) == (setting is None), out.stdout[-2000:]
+
+
+def test_keras_call_context_private_api_is_where_fast_path_reads_it():
+    """fast_path.keras_training_phase reads Keras' private call context (keras.src.backend.common.global_state,
+    "current_call_ctx", .get_value("training"); Keras 3.15) and answers None on any error, which would quietly
+    turn every CPU inference fast path off. This fails, naming what moved, when a Keras upgrade changes it."""
+    where = "keras.src.backend.common.global_state"
+    try:
+        from keras.src.backend.common import global_state
+    except ImportError as exc:
+        pytest.fail(f"Keras {keras.__version__} has no {where} ({exc}): update fast_path.keras_training_phase")
+    assert callable(getattr(global_state, "get_global_attribute", None)), (
+        f"Keras {keras.__version__}: {where}.get_global_attribute is gone; update fast_path.keras_training_phase")
+    seen = []
+
+    class Probe(keras.layers.Layer):
+        def call(self, inputs, training=None):
+            context = global_state.get_global_attribute("current_call_ctx")
+            assert context is not None and callable(getattr(context, "get_value", None)), (
+                f"Keras {keras.__version__}: {where} 'current_call_ctx' is not a call context with get_value; "
+                "update fast_path.keras_training_phase")
+            seen.append((training, context.get_value("training"), fast_path.keras_training_phase()))
+            return inputs
+
+    probe, x = Probe(), np.ones((1, 2), "float32")
+    model = keras.Sequential([keras.Input((2,)), probe])
+    seen.clear()  # building the model called it symbolically
+    probe(x, training=False)
+    probe(x, training=True)
+    model.predict_on_batch(x)  # Keras resolves training=False itself
+    assert seen == [(False, False, False), (True, True, True), (False, False, False)], seen
+    assert fast_path.keras_training_phase() is None  # outside a layer call

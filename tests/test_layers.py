@@ -115,15 +115,15 @@ def test_grouped_conv_dense_has_the_grouped_gradients():
 
 
 def test_gpu_takes_the_dense_grouped_conv_and_shifted_axial_convs(monkeypatch):
-    import tinyconv.model.layers as layers_module
+    from tinyconv.model import fast_path
 
     x = _random((1, 8, 8, 8))
-    for gpu, path, shifted in ((False, "split", False), (True, "dense", True)):
-        monkeypatch.setattr(layers_module, "has_gpu", lambda gpu=gpu: gpu)
-        grouped, axial = GroupedConv2D(8, 3, groups=4), AxialDepthwiseConv2D(5)
-        grouped.build(x.shape)
-        axial.build(x.shape)
-        assert (grouped._path, axial._shifted) == (path, shifted)
+    for gpu, grouped_path, axial_path in ((False, "split", "depthwise"), (True, "dense", "shifted")):
+        monkeypatch.setattr(fast_path, "has_gpu", lambda gpu=gpu: gpu)
+        grouped, axial, single = GroupedConv2D(8, 3, groups=4), AxialDepthwiseConv2D(5), GroupedConv2D(8, 3, groups=1)
+        for layer in (grouped, axial, single):
+            layer.build(x.shape)
+        assert (grouped._path, axial._path, single._path) == (grouped_path, axial_path, "native")
         assert grouped.get_config()["implementation"] == "auto"  # the saved config is the same either way
 
 
@@ -134,7 +134,7 @@ def test_axial_shifted_form_has_the_depthwise_outputs_and_gradients():
         layer.build(x.shape)
     _randomize_weights(layers[0])
     layers[1].set_weights(layers[0].get_weights())
-    layers[1]._shifted = True
+    layers[1]._path = "shifted"
     results = []
     for layer in layers:
         with tf.GradientTape() as tape:
@@ -142,7 +142,7 @@ def test_axial_shifted_form_has_the_depthwise_outputs_and_gradients():
             y = layer(x)
             loss = tf.reduce_sum(y * tf.sin(y))
         results.append([y, *tape.gradient(loss, [x, layer.kernel_row, layer.kernel_col])])
-    assert not layers[0]._shifted
+    assert layers[0]._path == "depthwise"
     for got, want in zip(results[1], results[0]):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
 
@@ -263,7 +263,7 @@ def test_depthwise_fft_gradient_matches_keras():
     plain = keras.layers.DepthwiseConv2D(7, padding="same", use_bias=False)
     fast.build(x.shape)
     plain.build(x.shape)
-    assert fast._fft_gradient  # the path under test is the FFT one (CPU, stride 1, k >= 5)
+    assert fast._path == "fft"  # the path under test is the FFT one (CPU, stride 1, k >= 5)
     _randomize_weights(fast)
     plain.set_weights(fast.get_weights())
     dy = tf.constant(_random((3, 10, 12, 5), seed=4))
@@ -290,7 +290,7 @@ def test_fused_batch_norm_matches_keras_in_training_and_inference():
     np.testing.assert_allclose(np.asarray(ours(x, training=True)), np.asarray(theirs(x, training=True)), atol=1e-4)
     # the fused kernel updates the moving variance with the Bessel-corrected batch variance (n = 4*5*5)
     n = 4 * 5 * 5
-    mean, var = x.reshape(-1, 6).mean(axis=0), x.reshape(-1, 6).var(axis=0)
+    var = x.reshape(-1, 6).var(axis=0)
     np.testing.assert_allclose(np.asarray(ours.moving_mean), np.asarray(theirs.moving_mean), rtol=1e-5, atol=1e-6)
     expected_var = 0.8 * np.ones(6) + 0.2 * var * n / (n - 1)
     np.testing.assert_allclose(np.asarray(ours.moving_variance), expected_var, rtol=1e-5)

@@ -46,7 +46,7 @@ from tinyconv import fileio
 from tinyconv.data.augment import IMAGENET_MEAN, IMAGENET_STD, normalize
 from tinyconv.data.dataset import default_data_dir, load_split
 from tinyconv.errors import TinyconvError
-from tinyconv.model.kernels import inference_graph
+from tinyconv.model.fast_path import inference_graph
 from tinyconv.deploy.inference import (
     EXPORT_FORMATS,
     EXPORT_METADATA_KEY,
@@ -276,7 +276,7 @@ def export_model(model_or_path, fmt: str, out=None, quantize: str | None = None,
     # written under a temporary name (a file, or a folder for a SavedModel) and moved onto `out` only once
     # checked: a failed or refused export leaves nothing behind, and an OS failure is one line naming `out`
     with fileio.atomic_path(out, f".{fmt}" if fmt != "savedmodel" else "") as tmp:
-        # traced with ops the converter knows (kernels.inference_graph): Erfc is no ONNX op, Erf no TFLite builtin
+        # traced with ops the converter knows (fast_path.inference_graph): Erfc is no ONNX op, Erf no TFLite builtin
         with inference_graph("erf" if fmt == "onnx" else "tensorflow"):
             if fmt == "savedmodel":
                 write_savedmodel(deploy, tmp)

@@ -1,7 +1,8 @@
 """The model: configs and presets, the builder, the architecture's layers, and the speed kernels behind them.
 
-config   ModelConfig, PRESETS, get_config, stage_plan (no Keras: the CLI's --help reads it)
-build    build_model, model_info, format_info
-layers   the architecture, each layer citing its source
-kernels  fast paths behind the layers (same weights and configs), chosen by layers.fast_path
+config     ModelConfig, PRESETS, get_config, stage_plan (no Keras: the CLI's --help reads it)
+build      build_model, model_info, format_info
+layers     the architecture, each layer citing its source
+kernels    fast paths behind the layers (same weights and configs)
+fast_path  which form each layer computes on this device and backend: every such decision, in one place
 """

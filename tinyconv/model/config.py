@@ -77,7 +77,7 @@ class ModelConfig:
     # PyTorch's BatchNorm2d in Keras' momentum convention)
     bn_momentum: float = 0.99
     bn_epsilon: float = 1e-3
-    grouped_conv: str = "auto"  # GroupedConv2D implementation: auto (split on CPU, native on GPU) | split | native
+    grouped_conv: str = "auto"  # GroupedConv2D implementation: auto (split on CPU, dense on GPU) | split | native | dense
 
     def to_dict(self) -> dict:
         return {key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()}
@@ -262,7 +262,7 @@ def _block_macs(config: ModelConfig, s: int, size: int, c: int) -> int:
     return macs
 
 
-@functools.lru_cache(maxsize=16)  # ~0.3 s of numpy per call; stage_plan runs on every build and info
+@functools.lru_cache(maxsize=16)  # slow numpy (docs/performance.md, "Model"); stage_plan runs on every build and info
 def shuffle_stem_field(image_size: int, kernel: int, stride: int) -> int:
     """The receptive field of the shuffle stem: the largest extent (rows or cols, input pixels) over its
     output units of the pixels one unit sees, through x and through the parity-shuffled copy.

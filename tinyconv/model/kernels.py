@@ -1,12 +1,13 @@
 """TensorFlow fast paths behind the layers: same weights, same configs, same results as the Keras layers
-they stand in for, measured faster on CPU for training and inference (docs/performance.md).
+they stand in for, measured faster on CPU for training and inference (docs/performance.md). Which one a call
+takes is decided in tinyconv.model.fast_path, never here.
 
     FusedBatchNormalization  keras.layers.BatchNormalization trained on TensorFlow's fused kernel
     FFTGradDepthwiseConv2D   keras.layers.DepthwiseConv2D whose kernel gradient is computed by FFT on CPU
     gelu                     exact GELU whose gradient reuses the forward's normal CDF; one XLA-fused kernel at
                              inference on CPU
     gelu_exact, gelu_tanh    GELU as serializable activations for keras.layers.Activation
-    inference_graph          a context: trace an inference-only graph (export) with converter-friendly ops
+    depthwise_conv_shifted   a stride-1 depthwise conv as shifted multiply-adds (the axial convs on a GPU)
     convmixer_block_inference  ConvMixerBlock's call at inference on a CPU: GELU, BN, SE, layer scale and the
                              residual sum in one XLA kernel after TensorFlow's (oneDNN's) depthwise conv
 
@@ -14,91 +15,41 @@ Each falls back to the plain Keras computation on other backends or inputs. Mode
 were renamed load through the two legacy classes at the end of this module.
 
 TensorFlow is imported inside the TensorFlow-only branches: on another Keras backend these layers are the
-plain Keras ones and must not pay TensorFlow's import (about 3 s).
+plain Keras ones and must not pay TensorFlow's import.
 """
 
 from __future__ import annotations
 
-import contextlib
-
 import keras
 from keras import ops
 
-from tinyconv.runtime import has_gpu
-
-
-GELU_FORMS = ("tensorflow", "erf")
-_INFERENCE_GRAPH: list[str] = []  # the GELU form of the active inference_graph() contexts (innermost last)
-
-
-@contextlib.contextmanager
-def inference_graph(gelu_form: str = "tensorflow"):
-    """Trace the layers for an inference-only graph (tinyconv.deploy.export): exact GELU without the custom gradient,
-    in the form the target converter recognises:
-        "tensorflow"  tf.nn.gelu (0.5 x erfc(-x / sqrt 2)): the TFLite converter fuses it into its builtin GELU
-        "erf"         x * 0.5 * (1 + erf(x / sqrt 2)): tf2onnx knows Erf (not Erfc), ONNX Runtime fuses it into Gelu
-    The training graph is untouched: nothing changes outside this context.
-    """
-    if gelu_form not in GELU_FORMS:
-        raise ValueError(f"gelu_form must be one of {GELU_FORMS}, got {gelu_form!r}")
-    _INFERENCE_GRAPH.append(gelu_form)
-    try:
-        yield
-    finally:
-        _INFERENCE_GRAPH.pop()
+from tinyconv.model import fast_path
 
 
 def gelu(x, approximate: bool = False):
-    """GELU; exact (erf) by default, as PyTorch's nn.GELU().
+    """GELU; exact (erf) by default, as PyTorch's nn.GELU(), in the form fast_path.gelu chooses.
 
     On TensorFlow: in training, the closed-form gradient (`_gelu_exact_tf`); in an inference call on a CPU
     (a Keras call whose resolved `training` is False: predict, evaluate), one XLA-fused elementwise kernel
-    (`gelu_fused`); for export, the forms `inference_graph` names.
+    (`gelu_fused`); for export, the forms `fast_path.inference_graph` names.
     """
-    if approximate or keras.config.backend() != "tensorflow":
-        return ops.gelu(x, approximate=approximate)
-    if _INFERENCE_GRAPH:
-        if _INFERENCE_GRAPH[-1] == "erf":
-            return x * 0.5 * (1.0 + ops.erf(x / 1.4142135623730951))
-        return ops.gelu(x, approximate=False)
-    if cpu_inference():
+    form = fast_path.gelu(approximate)
+    if form == "fused":
         return gelu_fused(x)
-    return _gelu_exact_tf(x)
-
-
-def cpu_inference() -> bool:
-    """Whether the layer call in progress may take an inference-only fast path: TensorFlow on a CPU, a Keras
-    call resolved as `training=False` (predict, evaluate, validation), and no export being traced (converters
-    need plain ops, `inference_graph`)."""
-    return (
-        keras.config.backend() == "tensorflow"
-        and not _INFERENCE_GRAPH
-        and keras_training_phase() is False
-        and not has_gpu()
-    )
-
-
-def keras_training_phase():
-    """The `training` value Keras resolved for the layer call in progress (True, False), or None outside one.
-
-    Read from Keras' call context (keras.src, pinned Keras 3.15): an inference path may differ from training
-    only where Keras itself says the call is for inference; anything unexpected keeps the training path.
-    """
-    try:
-        from keras.src.backend.common import global_state
-
-        context = global_state.get_global_attribute("current_call_ctx")
-        return None if context is None else context.get_value("training")
-    except Exception:  # another Keras layout: no fast inference path, nothing else changes
-        return None
+    if form == "closed_form_gradient":
+        return _gelu_exact_tf(x)
+    if form == "erf":
+        return x * 0.5 * (1.0 + ops.erf(x / 1.4142135623730951))
+    return ops.gelu(x, approximate=approximate)  # "keras"
 
 
 def gelu_fused(x, approximate: bool = False):
     """GELU (exact: x * (0.5 + 0.5 * erf(x / sqrt 2)); or the tanh form) as one XLA-compiled elementwise
     kernel (TensorFlow).
 
-    Without XLA, TensorFlow runs GELU as five passes over the tensor (multiply, erf, add, two multiplies);
-    elementwise work was a third of the seed's CPU inference time (docs/performance.md). XLA is kept off the
+    Without XLA, TensorFlow runs GELU as five passes over the tensor (multiply, erf, add, two multiplies), and
+    elementwise work is a large share of the seed's CPU inference time (docs/performance.md, "Where the seed's
+    inference time goes"). XLA is kept off the
     whole model on CPU (its depthwise convolutions are slow), so only this elementwise cluster is compiled,
     once per input shape. Differentiable (TensorFlow differentiates the function), outputs equal to float32
     rounding.
@@ -120,9 +71,9 @@ def depthwise_conv_shifted(x, kernel):
     keras.ops (any backend), accumulated in float32 and returned in x's dtype.
 
     For the 1-D kernels of the axial convs on a GPU: XLA fuses the taps into one elementwise kernel and
-    differentiates it into a few more, 3-4x faster than cuDNN's grouped convolution at the seed's shapes in
-    bf16 (1x7 at 16x16x256, batch 128: 0.23 vs 0.90 ms forward+backward on an H100). Not for large square
-    kernels: at 9x9 the k*k-term gradient is slower than cuDNN's in the whole train step (docs/performance.md).
+    differentiates it into a few more, faster than cuDNN's grouped convolution at the seed's shapes in bf16.
+    Not for large square kernels: at 9x9 the k*k-term gradient is slower than cuDNN's in the whole train step
+    (both measured on an H100: docs/performance.md, "What limits the step: a profile").
     Needs static H and W; falls back to ops.depthwise_conv without them.
     """
     kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
@@ -180,8 +131,8 @@ def residual_branch_fused(inputs, branch, scale, shift, se=None, gamma=None, pos
         return inputs + gamma * y                 layer scale, when gamma is given
 
     The depthwise conv that makes `branch` stays TensorFlow's op, outside XLA: with oneDNN on
-    (runtime.prefer_onednn) it is oneDNN's depthwise kernel, 3-4x faster on CPU than XLA's or a sum of shifted
-    copies (docs/performance.md). Shapes: inputs, branch [B, H, W, C]; scale, shift, gamma, b2 [C]; W1 [C, C/r];
+    (runtime.prefer_onednn) it is oneDNN's depthwise kernel, faster on CPU than a sum of shifted copies in XLA
+    and than TensorFlow's own (Eigen) kernel (docs/performance.md, "Inference on CPU"). Shapes: inputs, branch [B, H, W, C]; scale, shift, gamma, b2 [C]; W1 [C, C/r];
     b1 [C/r]; W2 [C/r, C] -> [B, H, W, C].
     """
     import tensorflow as tf
@@ -208,8 +159,8 @@ def residual_branch_fused(inputs, branch, scale, shift, se=None, gamma=None, pos
 
 
 def gelu_affine_fused(x, scale, shift, approximate: bool = False):
-    """GELU(x) * scale + shift (a GELU, then BN at inference) as one XLA-compiled elementwise kernel.
-    Measured 44 -> 28 CPU ms at 64x32x32x128 against the GELU kernel and Keras' BN (docs/performance.md)."""
+    """GELU(x) * scale + shift (a GELU, then BN at inference) as one XLA-compiled elementwise kernel: one pass
+    over the tensor instead of the GELU kernel's and BN's (measured in docs/performance.md, "Inference on CPU")."""
     import tensorflow as tf
 
     def make():
@@ -258,7 +209,7 @@ def _gelu_exact_tf(x):
     """Exact GELU whose gradient reuses the forward's normal CDF.
 
     Autodiff through x * Phi(x) re-derives erf in several elementwise passes; the closed form
-    d/dx = Phi(x) + x * phi(x) needs one. Measured +4% seed training images/s on CPU (docs/performance.md).
+    d/dx = Phi(x) + x * phi(x) needs one (its gain on CPU training: docs/performance.md, "Model").
     """
     import tensorflow as tf
 
@@ -293,26 +244,15 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
     Keras 3 normalizes with separate moments/normalize ops; for 4-D channels-last inputs on the TensorFlow
     backend this layer trains with the fused kernel instead (one pass for the statistics, one for the
-    output, and a fused gradient): measured +22% seed training images/s on CPU (docs/performance.md).
-    Inference, other inputs, or a non-default axis take Keras' path. One difference: the moving variance is updated with
+    output, and a fused gradient; its gain on CPU training: docs/performance.md, "Model"). Which path a call
+    takes is fast_path.batch_norm's choice: inference, other inputs, or a non-default axis take Keras'. One difference: the moving variance is updated with
     the batch variance the fused kernel returns, which carries Bessel's correction (as PyTorch's does);
     at 64x32x32 values per channel the two differ by 0.002%.
     Shapes: [B, H, W, C] -> [B, H, W, C].
     """
 
-    def _fused(self, inputs) -> bool:
-        return (
-            keras.config.backend() == "tensorflow"
-            and len(inputs.shape) == 4
-            and self.axis in (-1, 3)
-            and self.scale
-            and self.center
-            and not self.synchronized
-        )
-
     def call(self, inputs, training=None, mask=None):
-        # inference is one multiply-add per element either way, and Keras' form measured faster there
-        if not (training and self.trainable) or mask is not None or not self._fused(inputs):
+        if fast_path.batch_norm(self, inputs, training, mask) == "keras":
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 
@@ -327,11 +267,12 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 def fft_depthwise_conv(inputs, kernel):
     """Stride-1 "same" depthwise conv [B, H, W, C] * [k, k, C, 1] whose kernel gradient is computed by FFT.
 
-    TensorFlow's CPU DepthwiseConv2dNativeBackpropFilter is ~10x slower than the forward pass for a 9x9
+    TensorFlow's CPU DepthwiseConv2dNativeBackpropFilter is many times slower than the forward pass for a 9x9
     kernel at 32x32x128 (it dominates the seed model's training step). The kernel gradient is the
     batch-summed cross-correlation of the padded input with the output gradient:
         dK[i, j, c] = sum_{b, h, w} x_pad[b, h + i, w + j, c] * dy[b, h, w, c]
-    which an FFT of size (H + k - 1, W + k - 1) computes without wrap-around, ~3x faster here.
+    which an FFT of size (H + k - 1, W + k - 1) computes without wrap-around, and faster (both measured in
+    docs/performance.md, "Model").
     Forward and input gradient stay TensorFlow's native depthwise ops.
     """
     import tensorflow as tf
@@ -369,31 +310,17 @@ def fft_depthwise_conv(inputs, kernel):
 class FFTGradDepthwiseConv2D(keras.layers.DepthwiseConv2D):
     """keras.layers.DepthwiseConv2D (same weights, same config) with a faster training step on CPU.
 
-    For stride 1, "same" padding, depth_multiplier 1, odd kernels of at least `fft_min_kernel_size` and the
-    TensorFlow backend without a GPU, the kernel gradient is computed by FFT (see `fft_depthwise_conv`);
-    otherwise this is exactly the Keras layer. Shapes: [B, H, W, C] -> [B, H, W, C].
+    For stride 1, "same" padding, depth_multiplier 1, odd kernels of at least fast_path.FFT_MIN_KERNEL_SIZE and
+    the TensorFlow backend without a GPU (fast_path.depthwise_gradient), the kernel gradient is computed by FFT
+    (see `fft_depthwise_conv`); otherwise this is exactly the Keras layer. Shapes: [B, H, W, C] -> [B, H, W, C].
     """
-
-    fft_min_kernel_size = 5  # below this the native gradient is cheap enough (measured: 3x3 ~20 ms per step)
 
     def build(self, input_shape):
         super().build(input_shape)
-        k = self.kernel_size
-        self._fft_gradient = (
-            keras.config.backend() == "tensorflow"
-            and not has_gpu()
-            and k[0] == k[1]
-            and k[0] % 2 == 1
-            and k[0] >= self.fft_min_kernel_size
-            and tuple(self.strides) == (1, 1)
-            and tuple(self.dilation_rate) == (1, 1)
-            and self.padding == "same"
-            and self.depth_multiplier == 1
-            and self.data_format == "channels_last"
-        )
+        self._path = fast_path.depthwise_gradient(self)  # "fft" or "keras", decided when the graph is built
 
     def call(self, inputs):
-        if not self._fft_gradient:
+        if self._path == "keras":
             return super().call(inputs)
         import tensorflow as tf
 

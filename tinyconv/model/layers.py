@@ -1,11 +1,12 @@
-"""The Keras 3 layers of the ConvMixer variant: the architecture only (fast paths live in tinyconv.model.kernels).
+"""The Keras 3 layers of the ConvMixer variant: the architecture only. The faster forms live in
+tinyconv.model.kernels, and which one a layer computes on this device is tinyconv.model.fast_path's choice.
 
 Every layer is registered for `.keras` saving (package "tinyconv"), returns every constructor argument from
 `get_config()`, forwards `**kwargs` to `keras.layers.Layer`, and builds its sub-layers in `build()` with its
 own dtype policy, so the whole model runs under `mixed_float16`. Tensors are channels-last: [B, H, W, C].
 
     AxialDepthwiseConv2D  depthwise 1xk then kx1: a rank-1 kxk depthwise kernel for 2k weights per channel
-    GroupedConv2D         grouped convolution; per-group convs on CPU, one block-diagonal dense conv on GPU
+    GroupedConv2D         grouped convolution: per-group convs, the backend's grouped conv or one block-diagonal conv
     GroupedGlorotUniform  glorot-uniform over one group's fans (a grouped kernel initialised as G separate convs)
     SqueezeExcite         channel gating from global context
     LayerScale            learnable per-channel residual scale (gamma)
@@ -29,18 +30,16 @@ import keras
 import numpy as np
 from keras import ops
 
+from tinyconv.model import fast_path
+from tinyconv.model.config import BLOCK_MODES
+from tinyconv.model.fast_path import GROUPED_CONV_IMPLEMENTATIONS
 from tinyconv.model.kernels import (
     FFTGradDepthwiseConv2D,
     FusedBatchNormalization,
     convmixer_block_inference,
-    cpu_inference,
     depthwise_conv_shifted,
     gelu,
 )
-from tinyconv.model.config import BLOCK_MODES
-from tinyconv.runtime import has_gpu
-
-GROUPED_CONV_IMPLEMENTATIONS = ("auto", "split", "native", "dense")
 
 # The layers' defaults: PyTorch's BatchNorm2d epsilon; momentum 0.9 is Keras' convention (PyTorch momentum=0.1
 # means the same). The `seed` preset passes Keras' BatchNormalization defaults (0.99, 1e-3), the reference's.
@@ -100,7 +99,7 @@ class AxialDepthwiseConv2D(keras.layers.Layer):
         kernel_initializer: initializer of both kernels.
 
     On a GPU both convs run as k shifted multiply-adds (`kernels.depthwise_conv_shifted`, one fused kernel)
-    instead of cuDNN's grouped convolution, which is 3-4x slower for these 1-D kernels (docs/performance.md).
+    instead of cuDNN's grouped convolution, which is slower for these 1-D kernels (fast_path.axial_conv).
 
     Shapes: [B, H, W, C] -> [B, H, W, C].
     Weights: `kernel_row` [1, k, C, 1] (applied first, along W), `kernel_col` [k, 1, C, 1] (along H).
@@ -122,11 +121,10 @@ class AxialDepthwiseConv2D(keras.layers.Layer):
         self.kernel_col = self.add_weight(
             name="kernel_col", shape=(k, 1, channels, 1), initializer=self.kernel_initializer
         )
-        # Decided at build time, as GroupedConv2D's implementation: the weights and config are the same either way.
-        self._shifted = has_gpu()
+        self._path = fast_path.axial_conv()  # "shifted" or "depthwise"; the weights and config are the same either way
 
     def call(self, inputs):
-        conv = depthwise_conv_shifted if self._shifted else self._depthwise_conv
+        conv = depthwise_conv_shifted if self._path == "shifted" else self._depthwise_conv
         x = conv(inputs, ops.cast(self.kernel_row, self.compute_dtype))  # mixes along W
         return conv(x, ops.cast(self.kernel_col, self.compute_dtype))  # mixes along H
 
@@ -164,17 +162,15 @@ class GroupedConv2D(keras.layers.Layer):
     Three ways to compute the same thing, with the same weights (Keras Conv2D(groups=...) layout), so a model
     saved with one loads into the others:
         split   `groups` separate convolutions, concatenated. TensorFlow runs native grouped convolutions on
-                CPU through XLA ~50x slower than this (5x5 stride 2, 128->256 channels, 32x32, batch 64,
-                groups 8: ~4.1 s vs 0.08 s per forward+backward).
+                CPU through XLA, far slower than this.
         native  the backend's grouped convolution (cuDNN's grouped kernels on a GPU).
         dense   one ordinary convolution whose kernel holds the G group kernels on its block diagonal and
-                zeros elsewhere: G times the multiply-adds, but on the GPU's matrix units. The zero blocks add
-                exact zeros, and the kernel gradient of the zero blocks is dropped, so outputs and gradients
-                are the grouped ones. On an H100 in bf16 cuDNN's grouped kernels (and the layout transforms
-                around them) took ~40% of the seed's train step (docs/performance.md).
-    "auto" is split on a CPU and dense on a GPU. The choice is a branch here rather than a kernel in
-    tinyconv.model.kernels: it is plain keras.ops (any backend), made at build time, and the saved config is the
-    same either way.
+                zeros elsewhere: G times the multiply-adds, but on the GPU's matrix units, where cuDNN's
+                grouped kernels (and the layout transforms around them) are slow. The zero blocks add exact
+                zeros, and the kernel gradient of the zero blocks is dropped, so outputs and gradients are the
+                grouped ones.
+    "auto" is split on a CPU and dense on a GPU (fast_path.grouped_conv, at build time; measured in
+    docs/performance.md). All three are plain keras.ops (any backend), and the saved config is the same either way.
     Grouped convolutions: Krizhevsky et al., "ImageNet Classification with Deep CNNs", NeurIPS 2012.
 
     Args:
@@ -235,11 +231,7 @@ class GroupedConv2D(keras.layers.Layer):
             else None
         )
         # Decided when the graph is built, so a model built on CPU and loaded on GPU picks the right path.
-        self._path = self.implementation
-        if self.implementation == "auto":
-            self._path = "dense" if has_gpu() else "split"
-        if self.groups == 1:
-            self._path = "native"
+        self._path = fast_path.grouped_conv(self.implementation, self.groups)
 
     def call(self, inputs):
         kernel = ops.cast(self.kernel, self.compute_dtype)
@@ -504,7 +496,7 @@ class ConvMixerBlock(keras.layers.Layer):
         return self.spatial_bn(y, training=training)
 
     def call(self, inputs, training=None):
-        if self.compute_dtype == "float32" and cpu_inference():
+        if fast_path.convmixer_block(self.compute_dtype) == "fused":
             return convmixer_block_inference(self, inputs)  # the same arithmetic, fused (kernels.py)
         y = self.spatial_mix(inputs, training=training)
         if self.se is not None:
