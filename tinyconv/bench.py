@@ -218,6 +218,6 @@ def bench_model(
         "device": describe_device(),
         "keras": keras.__version__,
         "cpu_threads": os.cpu_count(),
-        # oneDNN's CPU kernels or TensorFlow's Eigen ones: a 2x difference on AVX2 CPUs (runtime.prefer_onednn)
+        # oneDNN's CPU kernels or TensorFlow's Eigen ones, which differ widely on AVX2 CPUs (runtime.prefer_onednn)
         "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS") if keras.config.backend() == "tensorflow" else None,
     }

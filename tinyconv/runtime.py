@@ -50,9 +50,9 @@ def prefer_onednn() -> None:
     """Ask TensorFlow for oneDNN's CPU kernels, unless the environment already says (TF_ENABLE_ONEDNN_OPTS=0 or 1).
 
     TensorFlow 2.21 turns oneDNN on by default only on CPUs with AVX-512 VNNI, BF16 or AMX; elsewhere (AVX2
-    machines such as this project's) its depthwise convolutions run on an Eigen kernel 3-4x slower than oneDNN's
-    (9x9 at 32x32x128, batch 64: 194 vs 54 ms) and its 1x1 convolutions 2x slower. With oneDNN the seed trains
-    about 2x faster and infers 1.5-1.8x faster on 2 cores (docs/performance.md). Read when TensorFlow loads,
+    machines such as this project's) its depthwise and 1x1 convolutions run on Eigen kernels several times
+    slower than oneDNN's, and the seed trains and infers far slower (docs/performance.md, "Inference on CPU:
+    Keras, the exports and PyTorch"). Read when TensorFlow loads,
     so `tinyconv/__init__.py` calls this before anything imports Keras; a process that imported TensorFlow
     before tinyconv keeps TensorFlow's own choice.
     """
@@ -157,17 +157,12 @@ def precision_policy(setting: str) -> str:
     return "mixed_bfloat16" if backend() == "jax" and min(known) >= (8, 0) else "mixed_float16"
 
 
-def use_mixed_precision(setting: str) -> bool:
-    """Whether precision_policy(setting) computes in 16 bits."""
-    return precision_policy(setting) != "float32"
-
-
 def default_jit_compile() -> bool:
     """The XLA setting for `model.compile(jit_compile=...)`: on JAX always True; on TensorFlow False on a CPU,
     True on a GPU.
 
-    TensorFlow on a CPU: XLA compiles depthwise and grouped convolutions into slow generic loops: the seed
-    model trained at 3.3 img/s with XLA against 50 img/s without (docs/performance.md). On a GPU XLA is the
+    TensorFlow on a CPU: XLA compiles depthwise and grouped convolutions into slow generic loops, which made
+    the seed train an order of magnitude slower (docs/performance.md, "Model"). On a GPU XLA is the
     usual win for these element-wise-heavy blocks. JAX: see use_jit.
     """
     return True if backend() == "jax" else has_gpu()

@@ -59,7 +59,8 @@ _COMPILED_AUGMENT: dict[tuple, tf.types.experimental.GenericFunction] = {}
 def _compiled_augment(augment: AugmentConfig, jit_compile: bool):
     """augment_batch as one tf.function per config, shared by every dataset of the process.
 
-    XLA fuses the elementwise chain into a few loops (3-6x less CPU than op by op) and sharing the
+    XLA fuses the elementwise chain into a few loops (several times less CPU than op by op: docs/performance.md,
+    "Train and eval pipelines") and sharing the
     function lets its compilation (seconds for the full recipe) be reused.
     """
     key = (tuple(sorted(augment.to_dict().items())), jit_compile)

@@ -13,7 +13,7 @@ Two weight-decay modes (`weight_decay_mode`):
                AdamW, which the reference used)
     lr_scaled  keras.optimizers.AdamW: w <- w - lr * weight_decay * w (Keras 3's and PyTorch's AdamW)
 
-Kept apart from recipe.py because it imports Keras (and with it TensorFlow, about 3 s), while recipe.py
+Kept apart from recipe.py because it imports Keras (and with it TensorFlow), while recipe.py
 must stay importable by `tinyconv --help`, which builds its --profile choices from PROFILES.
 """
 
