@@ -153,9 +153,6 @@ def test_accuracy_helpers():
     accuracy = inference.per_class_accuracy(labels, logits.argmax(axis=1), num_classes=4)
     np.testing.assert_allclose(accuracy[:3], [0.5, 1.0, 0.5])
     assert np.isnan(accuracy[3])
-    best, worst = analysis.best_and_worst(accuracy, ["a", "b", "c", "d"], count=2)
-    assert best == [("b", 1.0), ("a", 0.5)]
-    assert worst == [("c", 0.5), ("a", 0.5)]
     # the most confident mistake first: sample 1 (9 vs 0) before sample 4 (1 vs 0)
     assert list(analysis.misclassified(labels, logits, count=5)) == [1, 4]
 

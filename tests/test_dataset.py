@@ -16,8 +16,8 @@ from PIL import Image
 from synthetic import KNOWN_CLASSES, class_image, expected_grayscale, make_synthetic_dataset
 from tinyconv.data.dataset import (
     class_names,
+    _decode,
     dataset_root,
-    decode_image,
     default_data_dir,
     list_split,
     load_split,
@@ -110,15 +110,22 @@ def test_by_class_val_layout_gives_the_same_labels(tmp_path):
 
 
 def test_decode_gives_three_channels_for_grayscale(synthetic_data_dir):
+    """The decoding prepare() runs on every image (dataset._decode): grayscale becomes 3 equal channels, and is counted."""
     root = dataset_root(synthetic_data_dir)
     gray_path = root / "val" / "images" / "val_0.JPEG"  # every 7th image, from the first, is grayscale
     assert Image.open(gray_path).mode == "L"
-    image = decode_image(gray_path)
-    assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+    image, grayscale = _decode(gray_path)
+    assert grayscale and image.shape == (64, 64, 3) and image.dtype == np.uint8
     np.testing.assert_array_equal(image[..., 0], image[..., 1])
     np.testing.assert_array_equal(image[..., 0], image[..., 2])
-    colour = decode_image(root / "val" / "images" / "val_1.JPEG")
-    assert colour.shape == (64, 64, 3) and not np.array_equal(colour[..., 0], colour[..., 2])
+    colour, grayscale = _decode(root / "val" / "images" / "val_1.JPEG")
+    assert not grayscale and colour.shape == (64, 64, 3) and not np.array_equal(colour[..., 0], colour[..., 2])
+
+
+def _pil_rgb(path) -> np.ndarray:
+    """An image as PIL decodes it to RGB: the reference the cache is compared with."""
+    with Image.open(path) as picture:
+        return np.asarray(picture.convert("RGB"), dtype=np.uint8)
 
 
 def test_synthetic_classes_differ_in_content():
@@ -205,7 +212,7 @@ def test_prepare_and_load_split_match_the_jpegs(tmp_path, synthetic_data_dir):
     assert train.names[0] == "Egyptian cat" and len(train.files) == 100
     root = dataset_root(data_dir)
     for index in (0, 7, 55, 99):
-        np.testing.assert_array_equal(train.images[index], decode_image(root / train.files[index]))
+        np.testing.assert_array_equal(train.images[index], _pil_rgb(root / train.files[index]))
 
     val = load_split(data_dir, "val")
     annotations = read_val_annotations(root)
@@ -324,7 +331,7 @@ def test_real_dataset_counts_labels_and_cache(real_data_dir):
     assert val.images.shape == (10_000, 64, 64, 3)
     assert val.files[:2] == ["val/images/val_0.JPEG", "val/images/val_1.JPEG"]
     assert [val.wnids[label] for label in val.labels[:2]] == ["n03444034", "n04067472"]
-    np.testing.assert_array_equal(val.images[1], decode_image(root / "val" / "images" / "val_1.JPEG"))
+    np.testing.assert_array_equal(val.images[1], _pil_rgb(root / "val" / "images" / "val_1.JPEG"))
     assert load_split(real_data_dir, "test").images.shape == (10_000, 64, 64, 3)
     subset = load_split(real_data_dir, "val", classes=10)
     assert len(subset) == 500 and subset.wnids == wnids[:10]

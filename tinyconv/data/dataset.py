@@ -290,15 +290,6 @@ def _decode(path: Path) -> tuple[np.ndarray, bool]:
     return image, grayscale
 
 
-def decode_image(path: Path) -> np.ndarray:
-    """Decode one dataset image to uint8 [64, 64, 3]; grayscale becomes 3 equal channels.
-
-    Raises:
-        TinyconvError: missing, truncated or undecodable file (named), or not 64x64.
-    """
-    return _decode(Path(path))[0]
-
-
 def _decode_chunk(task: tuple[str | None, int, list[str]]) -> tuple[int, int, int]:
     """Worker: decode `paths` into rows offset.. of the .npy at `out` (or only check them when out is None).
 

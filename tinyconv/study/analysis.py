@@ -601,16 +601,6 @@ def top_predictions(logits, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
     return classes, np.take_along_axis(probabilities, classes, axis=1)
 
 
-def best_and_worst(accuracy, names, count: int = 5) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
-    """The `count` best and worst classes as (name, accuracy), ties broken by class order."""
-    accuracy = np.asarray(accuracy, dtype=np.float64)
-    valid = np.flatnonzero(~np.isnan(accuracy))
-    order = valid[np.argsort(-accuracy[valid], kind="stable")]
-    best = [(names[i], float(accuracy[i])) for i in order[:count]]
-    worst = [(names[i], float(accuracy[i])) for i in order[::-1][:count]]
-    return best, worst
-
-
 def misclassified(labels, logits, count: int = 8) -> np.ndarray:
     """Indices of the `count` most confidently wrong predictions (highest softmax on the wrong class)."""
     return confident_mistakes(labels, logits, count)[0]

@@ -246,22 +246,6 @@ def plot_energy_profiles(profiles: dict[str, np.ndarray], untrained: dict[str, n
     return fig
 
 
-def plot_block_stats(rows: list[dict], keys: list[str], title: str, ylabel: str):
-    """Per-block lines of the given keys (rows from layer_scale_stats or squeeze_excite_stats)."""
-    fig, ax = plt.subplots(figsize=(8, 3.2))
-    labels = [row["block"] for row in rows]
-    for key in keys:
-        ax.plot(np.arange(len(rows)), [row[key] for row in rows], marker="o", ms=3, label=key)
-    ax.set_xticks(np.arange(len(rows)), labels, rotation=90, fontsize=7)
-    ax.set_xlabel("block (stage s, index b)")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
 def plot_erfs(erfs: dict[str, np.ndarray], untrained: dict[str, np.ndarray] | None = None):
     """Effective receptive fields side by side (log scale so the tails are visible); with `untrained`
     (the same labels for the same preset at initialisation) a second row below, on the same color scale
