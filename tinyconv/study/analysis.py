@@ -24,10 +24,13 @@ from tinyconv.data import augment as augment_ops
 from tinyconv.data.dataset import load_split
 from tinyconv.errors import TinyconvError
 from tinyconv.deploy.inference import load_run_model, model_classes
+from tinyconv.model.build import build_model
+from tinyconv.model.config import PRESETS, ModelConfig, get_config, stage_plan
 from tinyconv.model.layers import ConvMixerBlock
-from tinyconv.model.config import ModelConfig, stage_plan
 from tinyconv.study.measures import standard_error
 from tinyconv.data.augment_config import REFERENCE_AUGMENT
+from tinyconv.training.recipe import PROFILES, TrainConfig, make_config
+from tinyconv.training.reference import read_reference_curve
 
 # ImageNet statistics in 0..255 units, for data statistics and display.
 IMAGENET_MEAN = tuple(255.0 * m for m in augment_ops.IMAGENET_MEAN)
@@ -170,8 +173,6 @@ def augmentation_by_profile(images, profiles=("quick", "full"), seed: int = 0) -
         "original" and one "<profile>: <ops>" entry per profile -> uint8 [B, H, W, 3] (mixed images shown
         at their pixels; the labels mix too, which a picture cannot show).
     """
-    from tinyconv.training.recipe import make_config  # recipe has no TensorFlow; kept beside its only use here
-
     images = np.asarray(images, np.uint8)
     labels = np.eye(len(images), dtype=np.float32)
     out = {"original": images}
@@ -446,8 +447,6 @@ class TrainedModel:
         Read from the analytic stage plan behind tinyconv.model.config.model_info: no second model is built. A bare
         model file without a run config is taken to be its named preset (`tinyconv_<preset>`), if one exists.
         """
-        from tinyconv.model.config import PRESETS, get_config
-
         if self.run and "model" in self.run:
             config = ModelConfig.from_dict(self.run["model"])
         elif self.model.name.removeprefix("tinyconv_") in PRESETS:
@@ -517,9 +516,6 @@ def untrained_twin(loaded: TrainedModel):
     Raises:
         TinyconvError: when the twin's parameter count differs from the model's (another architecture).
     """
-    from tinyconv.model.build import build_model
-    from tinyconv.model.config import get_config
-
     run = loaded.run or {}
     model = loaded.model
     if "model" in run:
@@ -540,17 +536,12 @@ def untrained_twin(loaded: TrainedModel):
 
 def profile_seed(profile: str | None) -> int:
     """The seed a profile trains with (the recipe's default, the reference's 42, for an unknown profile)."""
-    from tinyconv.training.recipe import PROFILES, TrainConfig, make_config
-
     return make_config(profile).seed if profile in PROFILES else TrainConfig().seed
 
 
 def profile_model_config(profile: str, preset: str | None = None) -> ModelConfig:
     """The model config a profile trains (its preset, model overrides and number of classes), without
     reading the dataset: what notebook 03 builds so that it explains the model 04 trains."""
-    from tinyconv.model.config import get_config
-    from tinyconv.training.recipe import make_config
-
     config = make_config(profile, preset)
     classes = config.classes
     count = 200 if not classes else classes if isinstance(classes, int) else len(classes)
@@ -627,8 +618,6 @@ def confident_mistakes(labels, logits, count: int = 8) -> tuple[np.ndarray, np.n
 def reference_curve_for(profile: str, num_classes: int) -> list[dict] | None:
     """The reference's published curve for a run it is comparable with (the `reference` and `full` profiles
     on all 200 classes: same data, schedule length and score), else None (as tinyconv.training.train decides)."""
-    from tinyconv.training.reference import read_reference_curve
-
     return read_reference_curve() if profile in ("reference", "full") and num_classes == 200 else None
 
 

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch, Rectangle
 from matplotlib.ticker import EngFormatter, FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from tinyconv.model.config import get_config, stage_plan  # no Keras: figures is imported without it
 from tinyconv.study import measures
 
 # ------------------------------------------------------------------------------------------ training
@@ -290,8 +291,6 @@ def plot_block_diagram(config):
     Args:
         config: a tinyconv.model.config.ModelConfig (or a preset name).
     """
-    from tinyconv.model.config import get_config, stage_plan  # models imports keras; figures is imported without it
-
     config = get_config(config)
     plan = stage_plan(config)
     texts, colors = [f"input\n{config.image_size}x{config.image_size}x3"], [_KIND_COLORS["input"]]
