@@ -265,6 +265,7 @@ def test_a_damaged_history_is_one_line_offering_restart(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.kill
 def test_a_run_killed_at_six_random_moments_ends_with_each_epoch_once(synthetic_data_dir, tmp_path):
     """SIGKILL a ci run 6 times at random moments (start-up, steps, validation, saves), resume each time.
     (Ten kills took 2.5 min of a CI that must stay under 30; the kills spread over the same window.)"""
@@ -304,3 +305,26 @@ def test_a_run_killed_at_six_random_moments_ends_with_each_epoch_once(synthetic_
     assert model.output_shape[-1] == 4
     leftovers = [p.name for p in run_dir.rglob(".*.tmp*")]
     assert leftovers == []  # no temporary of a killed save survives the resumes
+
+
+def test_keras_fit_starts_at_the_epoch_a_callback_sets_in_model_initial_epoch():
+    """ResumableBackup._load_model resumes the epoch count through Keras' private `model._initial_epoch`, as
+    Keras' own BackupAndRestore does: fit reads it after on_train_begin (Keras 3.15, each backend's trainer).
+    This fails, naming it, when a Keras upgrade renames the attribute or stops reading it there."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    assert hasattr(model, "_initial_epoch"), (
+        f"Keras {keras.__version__} models have no _initial_epoch: update ResumableBackup._load_model")
+    epochs = []
+
+    class Resume(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.model._initial_epoch = 2  # as ResumableBackup._load_model
+
+        def on_epoch_begin(self, epoch, logs=None):
+            epochs.append(epoch)
+
+    x, y = np.ones((4, 3), "float32"), np.zeros((4, 2), "float32")
+    model.fit(x, y, epochs=4, batch_size=4, callbacks=[Resume()], verbose=0)
+    assert epochs == [2, 3], (f"Keras {keras.__version__} fit ran epochs {epochs} after a callback set "
+                              "model._initial_epoch = 2: update ResumableBackup._load_model")

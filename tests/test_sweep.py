@@ -350,3 +350,28 @@ def test_notebook_06_runs_on_a_small_results_file(tmp_path):
     assert figures == {"06_accuracy_vs_cost", "06_kernel_size", "06_axial_kernel_size", "06_variant_spread"}
     shown = sum("image/png" in output.get("data", {}) for cell in nb.cells for output in cell.get("outputs", []))
     assert shown == 4  # each figure is also shown in the notebook, not only saved
+
+
+def test_ray_private_get_node_is_where_the_patient_raylet_start_patches_it():
+    """ray_session._patient_raylet_start replaces Ray's private ray._private.services.get_node, which
+    ray._private.node polls while the raylet registers (Ray 2.60). It falls back to Ray's own 30 s when that
+    moves, without a word; this fails, naming what moved, when a Ray upgrade changes it."""
+    pytest.importorskip("ray", reason="the sweep extra (tinyconv[sweep]) is installed by make test")
+    import inspect
+
+    import ray
+
+    try:
+        from ray._private import node, services
+    except ImportError as exc:
+        pytest.fail(f"Ray {ray.__version__} moved ray._private.services or .node ({exc}): "
+                    "update ray_session._patient_raylet_start")
+    original = getattr(services, "get_node", None)
+    assert callable(original), (f"Ray {ray.__version__} has no ray._private.services.get_node: "
+                                "update ray_session._patient_raylet_start")
+    assert "services.get_node(" in inspect.getsource(node), (
+        f"Ray {ray.__version__}'s node start-up no longer polls services.get_node through the module: "
+        "patching it has no effect; update ray_session._patient_raylet_start")
+    with ray_session._patient_raylet_start(1.0, "no-such-marker"):
+        assert services.get_node is not original  # patched for the start-up
+    assert services.get_node is original  # and put back

@@ -163,7 +163,8 @@ def _patient_raylet_start(seconds: float, marker: str):
     ray.init polls ray._private.services.get_node until the raylet has registered and gives up after a
     hard-coded 30 s (Ray 2.60, node.py); on a loaded 2-core machine the raylet and its agents can take
     longer. Each poll here keeps asking for up to `seconds`, while the raylet (found by the sweep's
-    marker) is alive. Ray's private API: if it moves, Ray's own 30 s applies (and start_ray retries).
+    marker) is alive. Ray's private API: if it moves, Ray's own 30 s applies (and start_ray retries);
+    tests/test_sweep.py::test_ray_private_get_node_is_where_the_patient_raylet_start_patches_it fails then.
     """
     try:
         from ray._private import services

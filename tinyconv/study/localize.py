@@ -51,9 +51,9 @@ def cam_layers(model):
     head = model.layers[-1] if model.layers else None
     pool = None
     if isinstance(head, keras.layers.Dense):
-        try:
-            source = head.input._keras_history.operation  # the layer that produced the head's input
-        except (AttributeError, ValueError):
+        try:  # the layer that produced the head's input (public API: the one whose output is that tensor)
+            source = next((layer for layer in model.layers[:-1] if layer.output is head.input), None)
+        except (AttributeError, ValueError):  # a layer never called, a head called on several inputs
             source = None
         if isinstance(source, keras.layers.GlobalAveragePooling2D) and not source.keepdims:
             pool = source

@@ -377,6 +377,8 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
             self.model.load_weights(weights)
         except Exception as exc:  # intact but foreign (another model's weights): h5py, Keras and OS errors alike
             raise TinyconvError(self._damaged(weights, f"{type(exc).__name__} loading it")) from None
+        # Keras' private attribute, as its own BackupAndRestore sets it: fit starts at this epoch. Guarded by
+        # tests/test_run_control.py::test_keras_fit_starts_at_the_epoch_a_callback_sets_in_model_initial_epoch
         self.model._initial_epoch = self.restored_epoch
 
     def _save_model(self):
