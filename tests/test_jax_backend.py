@@ -29,6 +29,7 @@ from killing import kill_after_first_backup  # tests/ (conftest puts it on sys.p
 
 tf = pytest.importorskip("tensorflow")  # this process is the TensorFlow side of the comparisons
 pytest.importorskip("jax")
+pytestmark = pytest.mark.jax
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCKER = REPO / "tests" / "no_tensorflow.py"
@@ -147,6 +148,7 @@ def test_ci_profile_on_real_data_under_jax(real_data_dir, tmp_path):
 
 
 
+@pytest.mark.kill
 def test_resume_after_sigkill_under_jax_ends_with_each_epoch_once(synthetic_data_dir, tmp_path):
     from tinyconv.training.callbacks import read_history
 

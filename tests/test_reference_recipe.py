@@ -133,6 +133,7 @@ JAX_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.jax
 def test_per_step_decay_under_jax_in_a_subprocess():
     pytest.importorskip("jax")
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}

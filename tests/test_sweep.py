@@ -174,6 +174,8 @@ def _wait_for_no_leftovers(session: dict, seconds: float = 60) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.kill
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds Ray's processes through /proc (Linux)")
 def test_sweep_on_ray_resumes_after_sigkill_without_rerunning_and_leaves_no_ray(synthetic_data_dir, tmp_path):
     pytest.importorskip("ray", reason="the sweep extra (tinyconv[sweep]) is installed by make test")
@@ -277,6 +279,7 @@ def _ray_pids(session: dict, name: str) -> list[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds Ray's processes through /proc (Linux)")
 def test_sweep_joins_an_existing_ray_cluster_and_leaves_it_running(synthetic_data_dir, tmp_path):
     pytest.importorskip("ray", reason="the sweep extra (tinyconv[sweep]) is installed by make test")
@@ -334,6 +337,7 @@ def test_sweep_joins_an_existing_ray_cluster_and_leaves_it_running(synthetic_dat
 
 
 @pytest.mark.slow
+@pytest.mark.notebooks
 def test_notebook_06_runs_on_a_small_results_file(tmp_path):
     import nbformat
 

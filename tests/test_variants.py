@@ -315,6 +315,7 @@ print("ok")
 """
 
 
+@pytest.mark.jax
 def test_variants_give_the_same_logits_under_jax(tmp_path):
     """A .keras file of each new layer saved under TensorFlow loads and predicts the same under JAX (in a
     process where TensorFlow cannot be imported); two small ResNets hold the four new layers between them
