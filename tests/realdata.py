@@ -1,9 +1,9 @@
-"""The real Tiny ImageNet for tests, fetched once per process through the real download path.
+"""The real Tiny ImageNet for tests, fetched once per test session through the real download path.
 
 `ensure_real_data()` serves the shared zip over HTTP on 127.0.0.1 (with Range, ETag and If-Range support), runs the real
 `download_dataset` against that URL with the shared sha256, prepares the uint8 cache and returns the data dir.
-The result is cached for the life of the process and removed at exit. Importable without pytest
-(notebooks/conftest.py imports it via sys.path).
+The result is cached for the life of the process, and shared by the processes of a test session (pytest-xdist's
+workers) through a folder named by tests/conftest.py.
 
 `serve_file()` is the small HTTP server behind it; tests also use it to cut a connection mid-download.
 """
@@ -163,27 +163,53 @@ def serve_file(path: Path, *, cut_after: int | None = None, honor_range: bool = 
     return FileServer(url=url, server=server, thread=thread, state=state, requests=requests, if_range=if_range)
 
 
+SHARED_DIR_VAR = "TINYCONV_TEST_REALDATA_DIR"
+
+
+def _download_and_prepare(data_dir: Path) -> None:
+    from tinyconv.data.dataset import prepare
+    from tinyconv.data.download import download_dataset
+
+    served = serve_file(shared_zip_path())
+    try:
+        download_dataset(data_dir, url=served.url, sha256=shared_sha256(), progress=False)
+    finally:
+        served.close()
+    prepare(data_dir, progress=False)
+
+
 def ensure_real_data() -> Path:
-    """Download (from a local HTTP server), verify, extract and prepare the real dataset once per process.
+    """Download (from a local HTTP server), verify, extract and prepare the real dataset once.
+
+    Once per test session when $TINYCONV_TEST_REALDATA_DIR names a folder (tests/conftest.py sets it before
+    pytest-xdist starts its workers, and removes the folder at the end): the first process to need the data
+    prepares it there under an exclusive lock, the others wait for it and use it. Without it, once per process
+    in a temporary folder removed at exit.
 
     Returns:
-        the data dir that holds tiny-imagenet-200/ and cache/ (a temporary folder removed at exit).
+        the data dir that holds tiny-imagenet-200/ and cache/ (do not modify).
     """
     global _real_data_dir
     with _lock:
         if _real_data_dir is not None:
             return _real_data_dir
-        from tinyconv.data.dataset import prepare
-        from tinyconv.data.download import download_dataset
+        shared = os.environ.get(SHARED_DIR_VAR)
+        if shared:
+            import fcntl
 
-        zip_path = shared_zip_path()
-        data_dir = Path(tempfile.mkdtemp(prefix="tinyconv-realdata-"))
-        atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
-        served = serve_file(zip_path)
-        try:
-            download_dataset(data_dir, url=served.url, sha256=shared_sha256(), progress=False)
-        finally:
-            served.close()
-        prepare(data_dir, progress=False)
+            data_dir = Path(shared)
+            data_dir.mkdir(parents=True, exist_ok=True)
+            ready = data_dir.with_name(data_dir.name + ".prepared")  # beside it: the data dir holds only the data
+            with open(data_dir.with_name(data_dir.name + ".lock"), "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes (or the process dies)
+                if not ready.exists():
+                    for leftover in data_dir.iterdir():  # a process that failed or died halfway
+                        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+                    _download_and_prepare(data_dir)
+                    ready.write_text("")
+        else:
+            data_dir = Path(tempfile.mkdtemp(prefix="tinyconv-realdata-"))
+            atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
+            _download_and_prepare(data_dir)
         _real_data_dir = data_dir
         return data_dir

@@ -47,7 +47,7 @@ class Series:
 def ci_series(real_data_dir, tmp_path_factory) -> Series:
     """The numbered notebooks run once with papermill at the ci profile on the real data (do not modify)."""
     out = tmp_path_factory.mktemp("notebook-series") / "notebooks"
-    # the kernels inherit this environment; notebooks/conftest.py gave nbval's kernels the same setting
+    # the kernels inherit this environment (nbval's kernels had the same setting from notebooks/conftest.py)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TF_CPP_MIN_LOG_LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
         try:

@@ -70,16 +70,14 @@ def test_a_model_of_another_input_shape_gives_one_line(tmp_path):
         predict(tmp_path / "small.keras", np.zeros((1, 64, 64, 3), np.uint8))
 
 
-def test_a_bare_model_file_carries_its_classes_and_an_older_one_is_refused(tmp_path, synthetic_data_dir):
+def test_a_bare_model_file_carries_its_classes_and_an_older_one_is_refused(tmp_path, synthetic_data_dir, ci_run):
     import json
     import shutil
     import zipfile
 
     from tinyconv.fileio import read_model_metadata
-    from tinyconv.training.train import train
 
-    run_dir = tmp_path / "run"
-    train(profile="ci", data_dir=synthetic_data_dir, out=run_dir)
+    run_dir, _ = ci_run  # the session's ci run (tests/conftest.py), only read: best.keras is copied
     config = json.loads((run_dir / "config.json").read_text())
     bare = tmp_path / "elsewhere" / "model.keras"
     bare.parent.mkdir()

@@ -133,14 +133,7 @@ def test_profiles_and_make_config():
 # ------------------------------------------------------------------------------------- a ci run
 
 
-@pytest.fixture(scope="module")
-def ci_run(synthetic_data_dir, tmp_path_factory):
-    """One 2-epoch ci run on the synthetic dataset: (run_dir, metrics)."""
-    from tinyconv.training.train import train
-
-    run_dir = tmp_path_factory.mktemp("runs") / "ci"
-    metrics = train(profile="ci", data_dir=synthetic_data_dir, out=run_dir, overrides={"epochs": 2})
-    return run_dir, metrics
+# ci_run (tests/conftest.py): one 2-epoch ci run on the synthetic dataset, shared by the session
 
 
 def test_ci_run_writes_every_artifact(ci_run):
@@ -242,6 +235,7 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_state(
 
 
 
+@pytest.mark.kill
 def test_resume_after_sigkill_ends_with_each_epoch_once(synthetic_data_dir, tmp_path):
     from tinyconv.training.callbacks import read_history
 
