@@ -9,6 +9,7 @@ import pytest
 from tinyconv import cli
 
 
+@pytest.mark.slow  # trains an epoch
 def test_recipe_fields_work_as_flags(synthetic_data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     rc = cli.main([

@@ -130,6 +130,7 @@ def test_a_zip_declaring_too_much_in_all_is_refused(tmp_path, monkeypatch):
         download_dataset(tmp_path / "data", url=str(big), progress=False)
 
 
+@pytest.mark.slow  # three training sessions
 def test_a_resumed_run_removes_the_temporaries_a_killed_one_left(tmp_path, synthetic_data_dir):
     from tinyconv.training.train import train
 

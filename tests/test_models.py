@@ -141,6 +141,7 @@ def test_a_few_training_steps_reduce_the_loss():
     assert losses[-1] < 0.7 * losses[0]
 
 
+@pytest.mark.slow  # builds and trains under mixed_float16
 def test_mixed_float16_forward_gives_float32_logits_and_trains():
     keras.utils.set_random_seed(0)  # deterministic: the first loss-scaled step must not overflow and be skipped
     policy = keras.config.dtype_policy()

@@ -14,6 +14,7 @@ pytest.importorskip("jax")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.jax
 def test_prototype_matches_xla_depthwise_conv_forward_and_both_gradients():
     backend = os.environ.get("KERAS_BACKEND")  # importing it must not switch later tests' subprocesses to JAX
     spec = importlib.util.spec_from_file_location("pallas_depthwise", ROOT / "benchmarks" / "pallas_depthwise.py")

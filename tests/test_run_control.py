@@ -13,6 +13,7 @@ from tinyconv.training.callbacks import ResumableBackup, TimeLimit, read_history
 from tinyconv.errors import TinyconvError
 
 
+@pytest.mark.slow  # two training sessions
 def test_time_limit_stops_at_an_epoch_end_and_the_same_command_finishes_the_run(synthetic_data_dir, tmp_path):
     from tinyconv.training.train import train
 
@@ -152,6 +153,7 @@ def test_disk_full_at_a_write_site_is_one_line_and_keeps_the_old_file(tmp_path, 
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["history.csv"]
 
 
+@pytest.mark.slow  # three training sessions
 def test_a_damaged_backup_with_no_intact_checkpoint_is_one_line_offering_restart_which_trains_again(
         synthetic_data_dir, tmp_path, capsys):
     from tinyconv.cli import main
@@ -181,6 +183,7 @@ def test_a_damaged_backup_with_no_intact_checkpoint_is_one_line_offering_restart
         "run the same command with --restart to train it again")
 
 
+@pytest.mark.slow  # three training sessions
 def test_a_damaged_newest_checkpoint_resumes_from_the_previous_one(synthetic_data_dir, tmp_path, capsys):
     from tinyconv.training.train import train
 
