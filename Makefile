@@ -1,13 +1,16 @@
 # The two commands of the README. Both set up .venv on a fresh machine first.
 #   make run   download the dataset when missing, then run the numbered notebooks headless (profile auto)
-#   make test  the whole test suite (unit, real data, notebooks with papermill and nbval)
+#   make test       the whole test suite (unit, real data, JAX, Ray, kill-and-resume, the notebook series run once
+#                   with papermill at the ci profile); in CI too (.ci/run)
+#   make test-fast  the cheap part for iterating (under two minutes): leaves out the tests marked slow, realdata,
+#                   jax, ray, kill and notebooks (pyproject.toml [tool.pytest.ini_options] markers)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tinyconv-installed
 PROFILE ?= auto
 
-.PHONY: setup run test lab clean-venv
+.PHONY: setup run test test-fast lab clean-venv
 
 setup: $(STAMP)
 
@@ -15,7 +18,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	# The notebooks name the kernel "tinyconv"; installing it into the venv lets papermill, nbval and
+	# The notebooks name the kernel "tinyconv"; installing it into the venv lets papermill and
 	# the venv's JupyterLab find it without touching the user's global Jupyter set-up.
 	$(BIN)/python -m ipykernel install --sys-prefix --name tinyconv --display-name "Python (tinyconv)"
 	@touch $(STAMP)
@@ -25,7 +28,10 @@ run: setup
 	$(BIN)/tinyconv notebooks --profile $(PROFILE)
 
 test: setup
-	$(BIN)/python -m pytest tests notebooks --nbval-lax
+	$(BIN)/python -m pytest tests -n 2 --dist loadfile
+
+test-fast: setup
+	$(BIN)/python -m pytest tests -m "not (slow or realdata or jax or ray or kill or notebooks)"
 
 lab: setup
 	$(BIN)/jupyter lab notebooks
