@@ -177,7 +177,7 @@ def test_committed_outputs_come_from_the_committed_code(name):
 
 def test_committed_records_name_what_each_notebook_loaded():
     """Each record lists the modules the notebook really ran: the parameters module, never the runner; 04's
-    training core; 05 and 07 read what 04 wrote."""
+    training core; 07 reads what 04 wrote; 05 analyses the shipped seed model, so it reads that file, not 04's run."""
     records = {name: nbformat.read(notebooks.NOTEBOOK_DIR / name, as_version=4).metadata.get("tinyconv", {})
                for name in notebooks.notebook_names()}
     for name, record in records.items():
@@ -187,8 +187,9 @@ def test_committed_records_name_what_each_notebook_loaded():
     assert "tinyconv.training.train" in records["04_train.ipynb"]["modules"]
     assert "tinyconv.training.train" not in records["01_download.ipynb"]["modules"]
     assert "train" in records["04_train.ipynb"]["products"]
-    assert "04_train.ipynb" in records["05_analyze_kernels.ipynb"]["reads"]
     assert "04_train.ipynb" in records["07_localize.ipynb"]["reads"]
+    assert records["05_analyze_kernels.ipynb"]["reads"] == []
+    assert "models/seed-reference-e15.keras" in records["05_analyze_kernels.ipynb"]["files"]
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -205,8 +206,8 @@ def _commit_all(repo: Path, message: str) -> None:
 
 def test_committed_notebooks_stay_valid_for_docstrings_and_unused_code_but_not_for_code_04_ran(tmp_path, monkeypatch):
     """On a clone of this checkout: a docstring edit in a module every notebook loads, and a code edit in a
-    module no notebook loads, leave every record valid; a code edit in a module 04 loaded names 04 and the
-    notebooks that read its run (05, 07) in `tinyconv notebooks --check`, and no other."""
+    module no notebook loads, leave every record valid; a code edit in a module 04 loaded names 04, the
+    notebooks that loaded it too, and those that read 04's run (07) in `tinyconv notebooks --check`, no other."""
     from tinyconv.cli import main
 
     clone = tmp_path / "clone"
@@ -236,9 +237,11 @@ def test_committed_notebooks_stay_valid_for_docstrings_and_unused_code_but_not_f
     train.write_text(train.read_text() + "\nCHANGED_FOR_THE_TEST = 1\n")
     _commit_all(clone, "code 04 ran")
     stale = notebooks.check_notebooks()
-    assert set(stale) == loaders | {"05_analyze_kernels.ipynb", "07_localize.ipynb"}
+    readers = set(notebooks.provenance.readers(clone / "notebooks", "04_train.ipynb"))
+    assert "07_localize.ipynb" in readers
+    assert set(stale) == loaders | readers
     assert "module tinyconv.training.train it loaded has changed" in stale["04_train.ipynb"]
-    assert "reads what 04_train.ipynb wrote" in stale["05_analyze_kernels.ipynb"]
+    assert "reads what 04_train.ipynb wrote" in stale["07_localize.ipynb"]
     assert main(["notebooks", "--check"]) == 1
 
 

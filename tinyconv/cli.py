@@ -373,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="auto", choices=["auto", *PROFILES])
     p.add_argument("--out", default="runs/notebooks", help="folder for the executed notebooks")
     p.add_argument("--only", nargs="*", help="run only these notebooks (prefixes such as 01 03); with --out "
-                   "notebooks also those that read what they write (05 and 07 read 04's run)")
+                   "notebooks also those that read what they write (07 reads 04's run)")
     p.add_argument("--check", action="store_true", help="run nothing: list the committed notebooks whose outputs "
                    "no longer come from this checkout's code or files, and why (exit 1 if any)")
     data_dir_arg(p)

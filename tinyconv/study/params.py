@@ -8,9 +8,9 @@ calls `resolve_params(...)` right after it, so a notebook opened in Jupyter or r
     data_dir  argument, else $TINYCONV_DATA_DIR, else <repo>/data   (tinyconv.data.dataset.default_data_dir)
     run_dir   argument, else $TINYCONV_RUN_DIR, else <repo>/runs/notebooks-<profile>
 
-Layout of a run dir: `train/` is the training run folder written by 04 (05 and 07 read it), `figures/`
-holds every figure the notebooks save as PNG, and the executed notebooks sit at the top when the runner
-wrote them. This module is what the notebooks import; the runner (papermill) is not.
+Layout of a run dir: `train/` is the training run folder written by 04 (07 reads it, and 05 when no seed model
+is shipped), `figures/` holds every figure the notebooks save as PNG, and the executed notebooks sit at the top
+when the runner wrote them. This module is what the notebooks import; the runner (papermill) is not.
 """
 
 from __future__ import annotations

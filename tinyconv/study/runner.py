@@ -235,8 +235,8 @@ def run_notebooks(profile: str, out, data_dir=None, only=None, progress: bool | 
     they are made): the series runs into `runs/notebooks-<profile>-commit/` from the committed code and,
     once every notebook has succeeded, each executed copy is cleaned by `strip_for_commit`, its record
     naming the commit, over its committed file; a failure leaves the committed notebooks as they were.
-    With `only`, a commit run re-runs those notebooks and every notebook that reads what they write (05
-    and 07 read 04's run), beside the products the others left in the commit run folder.
+    With `only`, a commit run re-runs those notebooks and every notebook that reads what they write (07
+    reads 04's run), beside the products the others left in the commit run folder.
 
     Args:
         profile: "auto" (full with a GPU, else quick), "ci", "quick" or "full".
