@@ -31,7 +31,7 @@ test: setup
 	$(BIN)/python -m pytest tests -n 2 --dist loadfile
 
 test-fast: setup
-	$(BIN)/python -m pytest tests -m "not (slow or realdata or jax or ray or kill or notebooks)"
+	$(BIN)/python -m pytest tests -n 2 --dist loadfile -m "not (slow or realdata or jax or ray or kill or notebooks)"
 
 lab: setup
 	$(BIN)/jupyter lab notebooks

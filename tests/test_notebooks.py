@@ -24,6 +24,7 @@ def _write_notebook(path: Path, *sources: str) -> Path:
     return path
 
 
+@pytest.mark.notebooks  # executes notebooks in Jupyter kernels
 def test_failing_notebook_is_named_with_its_cell(tmp_path, capsys):
     source = _write_notebook(
         tmp_path / "07_broken.ipynb",
@@ -105,6 +106,7 @@ def test_display_path_hides_machine_prefixes(tmp_path):
     assert params.show(tmp_path / "elsewhere" / "f.txt") == ".../f.txt"
 
 
+@pytest.mark.notebooks  # executes notebooks in Jupyter kernels
 def test_strip_for_commit_removes_injected_cell_and_rejects_paths(tmp_path):
     source = _write_notebook(
         tmp_path / "08_ok.ipynb",
@@ -148,6 +150,7 @@ def test_committed_notebook_structure(name):
     assert not notebooks.find_machine_paths(nb), name
 
 
+@pytest.mark.notebooks  # executes notebooks in Jupyter kernels
 def test_a_cell_past_the_timeout_is_one_line_and_leaves_no_partial_copy(tmp_path):
     source = _write_notebook(tmp_path / "08_slow.ipynb", "print('ok')", "import time\ntime.sleep(60)")
     with pytest.raises(TinyconvError) as caught:
@@ -158,6 +161,7 @@ def test_a_cell_past_the_timeout_is_one_line_and_leaves_no_partial_copy(tmp_path
     assert list((tmp_path / "out").iterdir()) == []  # neither the executed copy nor a hidden partial one
 
 
+@pytest.mark.notebooks  # executes notebooks in Jupyter kernels
 def test_a_dead_kernel_is_one_line_and_leaves_no_partial_copy(tmp_path):
     source = _write_notebook(tmp_path / "09_dies.ipynb", "print('ok')", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
     # with parameters papermill injects a cell after cell 2, which the source numbering does not count
@@ -269,6 +273,7 @@ def _mini_repo(tmp_path: Path) -> Path:
     return repo
 
 
+@pytest.mark.notebooks  # executes notebooks in Jupyter kernels
 def test_a_commit_run_records_modules_files_reads_and_products(tmp_path, monkeypatch, capsys):
     from tinyconv.cli import main
 
@@ -354,6 +359,7 @@ def test_code_hash_ignores_docstrings_comments_and_layout_only():
     assert file_hash("a.keras", b"x\r\n") != file_hash("a.keras", b"x\n")  # binary files byte for byte
 
 
+@pytest.mark.notebooks  # executes notebooks in Jupyter kernels
 def test_a_failing_commit_run_leaves_the_committed_notebooks_alone(tmp_path, monkeypatch):
     book = tmp_path / "notebooks"
     book.mkdir()
