@@ -47,6 +47,7 @@ TENSORFLOW_FREE = [
     "tinyconv.training.recipe",           # TrainConfig, PROFILES: the recipe flags of --help
     "tinyconv.training.overrides",
     "tinyconv.training.reference",
+    "tinyconv.training.run_state",        # `tinyconv state watch` beside training on the GPU machine (JAX only)
     "tinyconv.experiments.sweep",         # the sweep's driver (Ray's workers import TensorFlow per trial)
     "tinyconv.experiments.ray_session",
     "tinyconv.experiments.results",

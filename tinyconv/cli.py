@@ -227,6 +227,28 @@ def cmd_notebooks(args) -> int:
 # ------------------------------------------------------------------------------------------- parser
 
 
+def cmd_state(args) -> int:
+    # stdlib only, but imported here so that `--help` never pays for it
+    from tinyconv.training import run_state
+
+    if args.action == "pack":
+        manifest = run_state.pack_state(args.run, args.out, piece_bytes=args.piece_mib * 2**20)
+    elif args.action == "watch":
+        manifest = run_state.watch_state(args.run, args.out, args.pid, interval=args.interval,
+                                         piece_bytes=args.piece_mib * 2**20)
+        if manifest is None:
+            print(f"state watch: process {args.pid} ended before any epoch of {args.run} was backed up; nothing packed")
+            return 0
+    else:
+        manifest = run_state.restore_state(args.state, args.run)
+        print(f"restored {args.run} at epoch {manifest['epoch']}{' (complete)' if manifest['complete'] else ''} "
+              f"from {args.state}")
+        return 0
+    print(f"packed {args.run} at epoch {manifest['epoch']} into {args.out}: "
+          + ", ".join(f"{piece['name']} ({piece['bytes']:,} bytes)" for piece in manifest["pieces"]))
+    return 0
+
+
 # Not argparse choices: an unknown preset is reported by get_config as a one-line TinyconvError, exit 1.
 _PRESETS_HELP = f"model preset: {', '.join(PRESETS)}"
 
@@ -377,11 +399,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="run nothing: list the committed notebooks whose outputs "
                    "no longer come from this checkout's code or files, and why (exit 1 if any)")
     data_dir_arg(p)
+
+    p = add("state", cmd_state, "pack a run's resumable state into checked pieces of at most 16 MiB (for a GPU "
+            "lease's $OUT), or restore it into a run folder")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    piece_help = "largest piece in MiB (default 16, the most one file a GPU lease returns may hold)"
+    q = actions.add_parser("pack", help="pack RUN's newest backed-up epoch into OUT once",
+                           description="pack RUN's newest backed-up epoch into OUT once")
+    q.add_argument("run", metavar="RUN", help="the run folder (holds config.json and backup/)")
+    q.add_argument("out", metavar="OUT", help="folder for the pieces and manifest.json (older pieces are removed)")
+    q.add_argument("--piece-mib", type=int, default=16, help=piece_help)
+    q = actions.add_parser("watch", help="pack RUN into OUT after every backed-up epoch until process PID ends",
+                           description="pack RUN into OUT after every backed-up epoch until process PID ends, "
+                           "then once more")
+    q.add_argument("run", metavar="RUN", help="the run folder training writes")
+    q.add_argument("out", metavar="OUT", help="folder for the pieces and manifest.json")
+    q.add_argument("--pid", type=int, required=True, help="the training process; the watch ends when it does")
+    q.add_argument("--interval", type=float, default=1.0, help="seconds between looks at RUN's backup (default 1)")
+    q.add_argument("--piece-mib", type=int, default=16, help=piece_help)
+    q = actions.add_parser("restore", help="check the pieces in STATE and restore them into RUN",
+                           description="check the pieces in STATE against their manifest, then restore them into "
+                           "RUN (new, or the same run at an older or equal epoch); train resumes it from there")
+    q.add_argument("state", metavar="STATE", help="folder with manifest.json and its pieces")
+    q.add_argument("run", metavar="RUN", help="the run folder to restore into")
     return parser
 
 
 # These never import TensorFlow, so they start in a fraction of a second.
-_COMMANDS_WITHOUT_TENSORFLOW = {"download", "verify", "prepare", "notebooks", "sweep"}  # sweep: in Ray's workers
+_COMMANDS_WITHOUT_TENSORFLOW = {"download", "verify", "prepare", "notebooks", "sweep", "state"}  # sweep: in Ray's workers
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,345 @@
+"""A run's resumable state as a few checked pieces, for the trip between GPU leases and back.
+
+A GPU lease is killed at its time limit and only a handful of files of at most 16 MiB come back, so after every
+epoch the run's complete resumable state is packed into `out_dir`: one uncompressed tar of the files a resume
+reads, split into pieces named with the epoch and a content hash (`state-e0007-<hash8>.part00`, ...), then
+`manifest.json` (written last, atomically) with each piece's and each file's bytes and sha256. Older pieces are
+removed only after the new manifest is in place, so a kill at any moment leaves the old complete set or the new
+one. `restore_state` checks everything before it writes anything and swaps the run folder in whole.
+
+The state of a run folder (what `train` reads when it resumes or finds a finished run):
+    config.json                        what the run is (compared on resume)
+    history.csv                        the epochs so far (HistoryWriter, BestCheckpoint read it)
+    backup/training_metadata.json      rewritten to name only the newest checkpoint (no "previous")
+    backup/epoch-NNNN.weights.h5       that checkpoint: weights and optimizer state
+    best.keras                         if present, so the best checkpoint survives
+    metrics.json, model.keras          if present: the run is complete (train() then only reports it)
+
+Standard library and tinyconv.errors/fileio only: no Keras, no TensorFlow (it runs beside training under JAX).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import time
+from pathlib import Path
+
+from tinyconv.errors import TinyconvError
+from tinyconv.fileio import remove_path, replace_path, temporary_path, write_bytes, write_json
+
+PIECE_BYTES = 16 * 2**20  # the most one returned file may hold
+MANIFEST_NAME = "manifest.json"
+FORMAT = 1
+METADATA = "backup/training_metadata.json"
+_PLAIN_FILES = ("config.json", "history.csv", "best.keras", "metrics.json", "model.keras")
+_COMPARED_KEYS = ("profile", "train", "model", "wnids")  # as tinyconv.training.train compares a run on resume
+_STATE_NAMES = set(_PLAIN_FILES) | {"backup"}  # top-level names a restore replaces
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise TinyconvError(f"{path} is damaged or unreadable ({type(exc).__name__})") from None
+
+
+def _history_epochs(data: bytes) -> int:
+    """Rows of a history.csv (the header line not counted)."""
+    return max(0, len([line for line in data.decode("utf-8", "replace").splitlines() if line.strip()]) - 1)
+
+
+def _snapshot(run_dir: Path) -> tuple[int, bool, dict[str, bytes]]:
+    """(epoch, complete, {path in the run folder: bytes}) read once; raises TinyconvError when the run folder has
+    no completed epoch or is being written (the checkpoint does not match its metadata, the metadata changed)."""
+    if not (run_dir / "config.json").is_file():
+        raise TinyconvError(f"{run_dir} holds no config.json: not a run folder")
+    meta_path = run_dir / METADATA
+    meta_before = meta_path.read_bytes() if meta_path.is_file() else None
+    files = {name: (run_dir / name).read_bytes() for name in _PLAIN_FILES if (run_dir / name).is_file()}
+    complete = "metrics.json" in files
+    if complete:
+        return _history_epochs(files.get("history.csv", b"")), True, files
+    if meta_before is None:
+        raise TinyconvError(f"{run_dir} has no backed-up epoch yet ({meta_path} is missing); nothing to pack")
+    try:
+        meta = json.loads(meta_before)
+        epoch, weights, sha = int(meta["epoch"]), str(meta["weights"]), str(meta["sha256"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TinyconvError(f"{meta_path} is damaged ({type(exc).__name__}); nothing packed") from None
+    if Path(weights).name != weights:
+        raise TinyconvError(f"{meta_path} names {weights!r}, not a file of {meta_path.parent}")
+    try:
+        data = (meta_path.parent / weights).read_bytes()
+    except OSError:
+        raise TinyconvError(f"{meta_path.parent / weights} is missing (training is writing the backup)") from None
+    if _sha256(data) != sha:
+        raise TinyconvError(f"{meta_path.parent / weights} does not match its recorded sha256 "
+                            "(training is writing the backup)")
+    if not meta_path.is_file() or meta_path.read_bytes() != meta_before:
+        raise TinyconvError(f"{meta_path} changed while it was read (training is writing the backup)")
+    files[f"backup/{weights}"] = data
+    newest = {"epoch": epoch, "weights": weights, "sha256": sha, "previous": None}
+    files[METADATA] = (json.dumps(newest, indent=2) + "\n").encode()
+    return epoch, False, files
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    """One uncompressed tar of the files, reproducible (fixed order, times and owners)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted(files):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(files[name]), 0o644, 0
+            tar.addfile(info, io.BytesIO(files[name]))
+    return buffer.getvalue()
+
+
+def pack_state(run_dir, out_dir, piece_bytes: int = PIECE_BYTES, attempts: int = 5, wait: float = 0.5) -> dict:
+    """Pack the resumable state of `run_dir` into `out_dir` as pieces of at most `piece_bytes` and a manifest.
+
+    The checkpoint is checked against the sha256 its metadata records; while training is writing it, the read
+    is tried again (`attempts` times, `wait` seconds apart). The pieces are written first (each atomically),
+    manifest.json last, then the pieces the new manifest does not name are removed: a kill at any moment leaves
+    the previous complete set or the new one. Returns the manifest.
+
+    Raises:
+        TinyconvError: no completed epoch yet, or the checkpoint never read whole.
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    if piece_bytes < 1:
+        raise TinyconvError(f"piece size {piece_bytes} must be at least 1 byte")
+    for attempt in range(attempts):
+        try:
+            epoch, complete, files = _snapshot(run_dir)
+            break
+        except (TinyconvError, OSError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(wait)
+    tar = _tar(files)
+    prefix = f"state-e{epoch:04d}-{_sha256(tar)[:8]}"
+    pieces = []
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TinyconvError(f"cannot create {out_dir}: {exc.strerror or exc}") from None
+    for index, start in enumerate(range(0, max(len(tar), 1), piece_bytes)):
+        chunk = tar[start:start + piece_bytes]
+        name = f"{prefix}.part{index:02d}"
+        write_bytes(out_dir / name, chunk)
+        pieces.append({"name": name, "bytes": len(chunk), "sha256": _sha256(chunk)})
+    manifest = {
+        "format": FORMAT,
+        "run": run_dir.name,
+        "epoch": epoch,
+        "complete": complete,
+        "tar_bytes": len(tar),
+        "tar_sha256": _sha256(tar),
+        "pieces": pieces,
+        "files": [{"path": name, "bytes": len(files[name]), "sha256": _sha256(files[name])} for name in sorted(files)],
+    }
+    write_json(out_dir / MANIFEST_NAME, manifest)
+    keep = {piece["name"] for piece in pieces}
+    for old in out_dir.glob("state-e*.part*"):
+        if old.name not in keep:
+            old.unlink(missing_ok=True)
+    return manifest
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped by its parent) counts as ended
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _progress(run_dir: Path):
+    """What changes when an epoch is backed up or the run completes: (metadata bytes, metrics.json present)."""
+    try:
+        meta = (run_dir / METADATA).read_bytes()
+    except OSError:
+        meta = None
+    return meta, (run_dir / "metrics.json").is_file()
+
+
+def watch_state(run_dir, out_dir, pid: int, interval: float = 1.0, piece_bytes: int = PIECE_BYTES,
+                log=print) -> dict | None:
+    """Pack the state of `run_dir` into `out_dir` each time an epoch is backed up (or the run completes), until
+    process `pid` exits; then pack once more and return the last manifest (None if nothing could be packed)."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    packed, manifest = None, None
+
+    def attempt(final: bool):
+        nonlocal packed, manifest
+        progress = _progress(run_dir)
+        if progress == packed or progress == (None, False):
+            return
+        try:
+            manifest = pack_state(run_dir, out_dir, piece_bytes, attempts=5 if final else 1)
+        except TinyconvError as exc:
+            if final:
+                log(f"state watch: {exc}")
+            return
+        packed = progress
+        log(f"state watch: epoch {manifest['epoch']}{' (complete)' if manifest['complete'] else ''} packed into "
+            f"{out_dir} as {len(manifest['pieces'])} piece(s), {manifest['tar_bytes']:,} bytes")
+
+    while _pid_running(pid):
+        attempt(final=False)
+        time.sleep(interval)
+    attempt(final=True)
+    return manifest
+
+
+def _manifest_problem(manifest) -> str | None:
+    try:
+        assert manifest["format"] == FORMAT, f"format {manifest.get('format')!r}"
+        int(manifest["epoch"]), str(manifest["run"]), bool(manifest["complete"])
+        for entry in manifest["pieces"] + manifest["files"]:
+            key = "name" if "name" in entry else "path"
+            int(entry["bytes"]), str(entry["sha256"]), str(entry[key])
+        assert manifest["pieces"] and manifest["files"], "no pieces or no files"
+    except (AssertionError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        return f"{type(exc).__name__}: {exc}".rstrip(": ")
+    return None
+
+
+def _run_epoch(run_dir: Path) -> tuple[int, bool]:
+    """(completed epochs, complete) of an existing run folder, from what a resume would read."""
+    if (run_dir / "metrics.json").is_file():
+        history = run_dir / "history.csv"
+        return (_history_epochs(history.read_bytes()) if history.is_file() else 0), True
+    try:
+        return int(json.loads((run_dir / METADATA).read_text())["epoch"]), False
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0, False
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    return [key for key in _COMPARED_KEYS if old.get(key) != new.get(key)]
+
+
+def restore_state(state_dir, run_dir) -> dict:
+    """Check the pieces in `state_dir` against their manifest and restore the state into `run_dir`; returns the manifest.
+
+    Everything is checked before anything is written: the manifest, each piece (present, its size, its sha256),
+    the tar they join into, each file's sha256. The files are extracted into a temporary folder beside `run_dir`
+    and swapped in whole; other things in an existing `run_dir` of the same run (figures/, tb/) are kept.
+
+    Raises:
+        TinyconvError (one line naming the file): a missing, damaged or foreign piece or manifest; a `run_dir`
+        that holds a different run, a run further along, or other files and no config.json.
+    """
+    state_dir, run_dir = Path(state_dir), Path(run_dir)
+    manifest_path = state_dir / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise TinyconvError(f"{manifest_path} is missing: {state_dir} holds no packed run state")
+    manifest = _read_json(manifest_path)
+    problem = _manifest_problem(manifest) if isinstance(manifest, dict) else "not a JSON object"
+    if problem:
+        raise TinyconvError(f"{manifest_path} is damaged ({problem})")
+    chunks = []
+    for piece in manifest["pieces"]:
+        path = state_dir / piece["name"]
+        if Path(piece["name"]).name != piece["name"] or not path.is_file():
+            raise TinyconvError(f"{path} is missing (the manifest of epoch {manifest['epoch']} names it)")
+        data = path.read_bytes()
+        if len(data) != int(piece["bytes"]):
+            raise TinyconvError(f"{path} holds {len(data):,} bytes where the manifest says {int(piece['bytes']):,} "
+                                "(truncated or from another epoch)")
+        if _sha256(data) != piece["sha256"]:
+            raise TinyconvError(f"{path} does not match the sha256 in {manifest_path} (damaged or from another run)")
+        chunks.append(data)
+    files = _untar(b"".join(chunks), manifest, manifest_path)
+    _check_target(run_dir, files, manifest)
+    tmp = temporary_path(run_dir, ".restore")
+    remove_path(tmp)
+    try:
+        for name, data in files.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_bytes(data)
+        for entry in manifest["files"]:
+            if _file_sha256(tmp / entry["path"]) != entry["sha256"]:
+                raise TinyconvError(f"{tmp / entry['path']} does not match its sha256 once written; nothing restored")
+        if run_dir.is_dir():
+            for item in run_dir.iterdir():
+                if item.name not in _STATE_NAMES and not item.name.startswith("."):
+                    (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        replace_path(tmp, run_dir)
+    except OSError as exc:
+        remove_path(tmp)
+        raise TinyconvError(f"restoring {run_dir} failed: {exc.strerror or exc}; nothing was changed there") from None
+    except BaseException:
+        remove_path(tmp)
+        raise
+    return manifest
+
+
+def _untar(tar: bytes, manifest: dict, manifest_path: Path) -> dict[str, bytes]:
+    if manifest.get("tar_sha256") and _sha256(tar) != manifest["tar_sha256"]:
+        raise TinyconvError(f"the pieces of {manifest_path} join into a tar that does not match its sha256")
+    expected = {entry["path"]: entry for entry in manifest["files"]}
+    files = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(tar), mode="r:") as archive:
+            for member in archive.getmembers():
+                name = member.name
+                if not member.isfile() or name not in expected or name.startswith("/") or ".." in Path(name).parts:
+                    raise TinyconvError(f"the pieces of {manifest_path} hold {name!r}, which the manifest does not list")
+                files[name] = archive.extractfile(member).read()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise TinyconvError(f"the pieces of {manifest_path} do not join into a readable tar ({type(exc).__name__})") from None
+    for name, entry in expected.items():
+        if name not in files:
+            raise TinyconvError(f"the pieces of {manifest_path} lack {name}, which the manifest lists")
+        if len(files[name]) != int(entry["bytes"]) or _sha256(files[name]) != entry["sha256"]:
+            raise TinyconvError(f"{name} in the pieces of {manifest_path} does not match its sha256")
+    if "config.json" not in files:
+        raise TinyconvError(f"the pieces of {manifest_path} hold no config.json")
+    return files
+
+
+def _check_target(run_dir: Path, files: dict[str, bytes], manifest: dict) -> None:
+    """Refuse a run folder that holds something else, or this run further along than the state."""
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise TinyconvError(f"{run_dir} is a file, not a run folder; nothing restored")
+    config = run_dir / "config.json"
+    if not config.is_file():
+        if any(item for item in run_dir.iterdir() if not item.name.startswith(".")):
+            raise TinyconvError(f"{run_dir} is not empty and holds no config.json; refusing to restore a run into it")
+        return
+    old, new = _read_json(config), json.loads(files["config.json"])
+    differences = _differences(old, new) if isinstance(old, dict) else ["config.json"]
+    if differences:
+        raise TinyconvError(f"{config} holds a different run ({', '.join(differences)} differ); restore into another "
+                            "folder; nothing restored")
+    epoch, complete = _run_epoch(run_dir)
+    if complete and not manifest["complete"] or epoch > int(manifest["epoch"]):
+        raise TinyconvError(f"{run_dir} already holds this run at epoch {epoch}{' (complete)' if complete else ''}, "
+                            f"further than the state's epoch {manifest['epoch']}; nothing restored")
