@@ -7,4 +7,5 @@ callbacks  the training callbacks and the history.csv format
 train      a run folder and train() as named steps
 reference  the reference notebook's published curve and numbers
 plots      the training curves (live and saved)
+run_state  a run's resumable state as pieces of at most 16 MiB with a sha256 manifest, and its restore
 """
