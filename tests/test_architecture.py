@@ -40,6 +40,7 @@ TENSORFLOW_FREE = [
     "tinyconv.runtime",                   # must load before TensorFlow to quiet its start-up
     "tinyconv.fileio",
     "tinyconv.locks",
+    "tinyconv.processes",
     "tinyconv.data.download",
     "tinyconv.data.dataset",
     "tinyconv.data.augment_config",       # the recipe's augmentation fields, read by --help
@@ -65,7 +66,7 @@ def _graph() -> grimp.ImportGraph:
 
 # The layers top to bottom, as pyproject.toml's contract has them (a row of names: independent siblings)
 LAYERS = [["cli"], ["bench"], ["study"], ["experiments", "deploy"], ["training"], ["model"], ["data"],
-          ["runtime", "fileio", "locks"], ["errors"]]
+          ["runtime", "fileio", "locks", "processes"], ["errors"]]
 
 
 def _unit(module: str) -> str | None:

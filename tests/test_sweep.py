@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from killing import kill_when  # tests/ (conftest puts it on sys.path)
+from tinyconv import processes
 from tinyconv.experiments import ray_session, sweep
 from tinyconv.experiments import results as sweep_results
 from tinyconv.cli import main
@@ -322,7 +323,7 @@ def test_sweep_joins_an_existing_ray_cluster_and_leaves_it_running(synthetic_dat
         assert not (out / ray_session.SESSION_FILE).exists()
 
         # the cluster is not the sweep's: it is still up, and still answers
-        assert all(ray_session._alive(pid) for pid in head), "the sweep stopped the cluster it joined"
+        assert all(processes.running(pid) for pid in head), "the sweep stopped the cluster it joined"
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
     finally:
         # `ray stop --force` would stop every Ray of this user on the machine (other tests', other sweeps'):

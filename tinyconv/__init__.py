@@ -9,7 +9,8 @@ The package is layered; each layer imports only the ones below it (tests/test_ar
     training         the recipe, schedule, callbacks, train()
     model            configs and presets, the builder, the layers, the speed kernels
     data             download, the dataset and its cache, augmentation, the input pipelines
-    runtime, fileio, locks, errors    backend and device policy, atomic writes, folder locks, TinyconvError
+    runtime, fileio, locks, processes, errors
+                     backend and device policy, atomic writes, folder locks, process liveness, TinyconvError
 
 The everyday calls are here too, imported on first use (importing tinyconv does not import Keras or TensorFlow):
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from tinyconv.errors import TinyconvError
 from tinyconv.fileio import write_json
+from tinyconv.processes import running
 
 
 SESSION_FILE = ".ray-session.json"  # in DIR: the Ray processes of the sweep now running (for the reaper, tests)
@@ -84,23 +85,8 @@ def stop_processes(pids, grace: float = 3.0) -> None:
             except (ProcessLookupError, PermissionError):
                 pass
         deadline = time.monotonic() + grace
-        while sig == signal.SIGTERM and time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        while sig == signal.SIGTERM and time.monotonic() < deadline and any(running(pid) for pid in pids):
             time.sleep(0.1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    state = ""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        pass
-    return state != "Z"  # a zombie is dead, only not yet reaped by its parent
 
 
 def reap_after_parent(marker: str, temp_dir: str) -> None:
@@ -180,7 +166,7 @@ def _patient_raylet_start(seconds: float, marker: str):
             try:
                 return original(*args, **kwargs)
             except RuntimeError:  # not registered yet
-                raylet_alive = any(_proc_name(pid) == "raylet" and _alive(pid) for pid in ray_processes(marker))
+                raylet_alive = any(_proc_name(pid) == "raylet" and running(pid) for pid in ray_processes(marker))
                 if time.monotonic() > deadline or not raylet_alive:
                     raise
                 time.sleep(0.5)

@@ -15,7 +15,7 @@ The state of a run folder (what `train` reads when it resumes or finds a finishe
     best.keras                         if present, so the best checkpoint survives
     metrics.json, model.keras          if present: the run is complete (train() then only reports it)
 
-Standard library and tinyconv.errors/fileio only: no Keras, no TensorFlow (it runs beside training under JAX).
+Standard library and tinyconv.errors/fileio/processes only: no Keras, no TensorFlow (it runs beside training under JAX).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import shutil
 import tarfile
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from tinyconv.errors import TinyconvError
 from tinyconv.fileio import remove_path, replace_path, temporary_path, write_bytes, write_json
+from tinyconv.processes import running
 
 PIECE_BYTES = 16 * 2**20  # the most one returned file may hold
 MANIFEST_NAME = "manifest.json"
@@ -163,19 +163,6 @@ def pack_state(run_dir, out_dir, piece_bytes: int = PIECE_BYTES, attempts: int =
     return manifest
 
 
-def _pid_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped by its parent) counts as ended
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def _progress(run_dir: Path):
     """What changes when an epoch is backed up or the run completes: (metadata bytes, metrics.json present)."""
     try:
@@ -207,7 +194,7 @@ def watch_state(run_dir, out_dir, pid: int, interval: float = 1.0, piece_bytes: 
         log(f"state watch: epoch {manifest['epoch']}{' (complete)' if manifest['complete'] else ''} packed into "
             f"{out_dir} as {len(manifest['pieces'])} piece(s), {manifest['tar_bytes']:,} bytes")
 
-    while _pid_running(pid):
+    while running(pid):
         attempt(final=False)
         time.sleep(interval)
     attempt(final=True)
