@@ -69,8 +69,8 @@ def code_cells_hash(nb) -> str:
 
 
 def module_path(name: str) -> str:
-    """`tinyconv.model.layers` -> `tinyconv/model/layers.py` (or the package's `__init__.py`), relative to the
-    repository, whichever the name is in this checkout (the module form when neither exists)."""
+    """`tinyconv.model.layers` -> `tinyconv/model/layers.py`, relative to the repository (the module form;
+    `_module_file` picks a package's `__init__.py` where that is what the checkout has)."""
     parts = name.split(".")
     return "/".join(parts) + ".py"
 
