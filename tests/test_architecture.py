@@ -41,6 +41,7 @@ TENSORFLOW_FREE = [
     "tinyconv.fileio",
     "tinyconv.locks",
     "tinyconv.processes",
+    "tinyconv.checks",                    # the configs' value checks, read by --help's recipe
     "tinyconv.data.download",
     "tinyconv.data.dataset",
     "tinyconv.data.augment_config",       # the recipe's augmentation fields, read by --help
@@ -66,7 +67,7 @@ def _graph() -> grimp.ImportGraph:
 
 # The layers top to bottom, as pyproject.toml's contract has them (a row of names: independent siblings)
 LAYERS = [["cli"], ["bench"], ["study"], ["experiments", "deploy"], ["training"], ["model"], ["data"],
-          ["runtime", "fileio", "locks", "processes"], ["errors"]]
+          ["runtime", "fileio", "locks", "processes", "checks"], ["errors"]]
 
 
 def _unit(module: str) -> str | None:

@@ -35,3 +35,83 @@ def test_extra_arguments_outside_train_are_rejected(capsys):
         cli.main(["info", "seed", "--lr", "1"])
     assert exit_info.value.code == 2
     assert "unrecognized arguments: --lr 1" in capsys.readouterr().err
+
+
+def _unwritable_outs(tmp_path, read_only):
+    """--out values that cannot be written: a file, a folder under a file, a folder in a read-only place."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    return [(a_file, "is a file, not a folder"), (a_file / "out", f"{a_file} is a file, not a folder"),
+            (read_only / "out", f"in {read_only}")]
+
+
+@pytest.mark.parametrize("command", ["train", "localize", "notebooks"])
+def test_an_output_folder_that_cannot_be_written_is_one_line_before_any_work(command, synthetic_data_dir, tmp_path,
+                                                                             capsys, monkeypatch):
+    """Each gave a traceback (NotADirectoryError, FileExistsError, PermissionError: train after loading the data,
+    localize after running the model); now one line naming the folder, and nothing is written anywhere."""
+    from unwritable import read_only_folder, snapshot
+
+    from tinyconv.study import runner
+
+    monkeypatch.setattr(runner, "run_notebook", lambda *a, **k: pytest.fail("a notebook ran"))
+    image = tmp_path / "image.png"
+    image.write_bytes(b"")  # never read: the output is checked first
+    argv = {"train": ["train", "--profile", "ci", "--epochs", "1", "--data-dir", str(synthetic_data_dir)],
+            "localize": ["localize", str(tmp_path / "model.keras"), str(image)],
+            "notebooks": ["notebooks", "--profile", "ci", "--only", "01"]}[command]
+    with read_only_folder(tmp_path) as read_only:
+        for out, message in _unwritable_outs(tmp_path, read_only):
+            before = snapshot(tmp_path)
+            assert cli.main([*argv, "--out", str(out)]) == 1
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and err.startswith("tinyconv: error: ") and "Traceback" not in err, err
+            assert f"{out}: " in err and message in err, err
+            assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["train", "--time-limit", "0"], "--time-limit"),  # was: no limit at all
+    (["train", "--time-limit", "-1"], "--time-limit"),  # was: stop after one epoch
+    (["train", "--time-limit", "nan"], "--time-limit"),
+    (["localize", "m.keras", "i.png", "--threshold", "1.5"], "--threshold"),  # was: every box the whole image
+    (["localize", "m.keras", "i.png", "--threshold", "-0.1"], "--threshold"),
+    (["localize", "m.keras", "i.png", "--threshold", "nan"], "--threshold"),
+    (["bench", "--steps", "0"], "--steps"),
+    (["bench", "--batch-size", "-8"], "--batch-size"),
+    (["bench-data", "--seconds", "0"], "--seconds"),  # was: a report of nothing timed
+    (["bench-data", "--seconds", "inf"], "--seconds"),  # was: timing forever
+    (["bench-data", "--batch-size", "0"], "--batch-size"),
+    (["predict", "m.keras", "i.png", "--top", "0"], "--top"),
+    (["state", "pack", "run", "out", "--piece-mib", "0"], "--piece-mib"),
+    (["state", "watch", "run", "out", "--pid", "0"], "--pid"),  # was: waiting forever (0 is this process group)
+    (["state", "watch", "run", "out", "--pid", "1", "--interval", "0"], "--interval"),  # was: a busy loop
+])
+def test_nonsense_numbers_are_refused_by_argparse_in_one_line(argv, flag, capsys, monkeypatch):
+    import tinyconv.bench
+    import tinyconv.deploy.inference
+    import tinyconv.study.localize
+    import tinyconv.training.run_state
+    import tinyconv.training.train
+
+    def ran(*args, **kwargs):  # what each command would have started with the number (for minutes, or forever)
+        pytest.fail(f"{argv[0]} ran with {flag} {argv[argv.index(flag) + 1]}")
+
+    for module, name in [(tinyconv.training.train, "train"), (tinyconv.study.localize, "localize_images"),
+                         (tinyconv.bench, "bench_model"), (tinyconv.bench, "bench_data"),
+                         (tinyconv.deploy.inference, "predict"), (tinyconv.training.run_state, "pack_state"),
+                         (tinyconv.training.run_state, "watch_state")]:
+        monkeypatch.setattr(module, name, ran)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"tinyconv {argv[0]}") and f"error: argument {flag}: must be " in err[-1], err
+    assert not any("Traceback" in line for line in err)
+
+
+def test_help_says_what_the_time_limit_and_threshold_take(capsys):
+    for command, words in (("train", "MINUTES (> 0)"), ("localize", "THRESHOLD in [0, 1]")):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        assert words in " ".join(capsys.readouterr().out.split())

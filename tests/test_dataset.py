@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -181,6 +182,55 @@ def test_truncated_jpeg_is_named_by_verify_and_prepare(tmp_path, synthetic_data_
         prepare(data_dir, progress=False)
     assert not (data_dir / "cache" / "manifest.json").exists()  # no cache that looks valid
     assert not list((data_dir / "cache").glob("*.tmp-*"))  # and no temporary files left
+
+
+def test_verify_names_every_bad_file_one_line_each_and_counts_beyond_its_cap(tmp_path, synthetic_data_dir,
+                                                                            monkeypatch, capsys):
+    """Not only the first: a truncated train JPEG, a text file as a val image, a missing listed val file, an
+    unlisted one and a wnid without words each get their line; past VERIFY_MAX_PROBLEMS, a count of the rest."""
+    from tinyconv import cli
+    from tinyconv.data import dataset
+
+    data_dir = copy_data(synthetic_data_dir, tmp_path)
+    root = dataset_root(data_dir)
+    truncated = root / "train" / "n04067472" / "images" / "n04067472_3.JPEG"
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    (root / "val" / "images" / "val_2.JPEG").write_text("not an image")
+    (root / "val" / "images" / "val_5.JPEG").unlink()
+    shutil.copy(root / "val" / "images" / "val_1.JPEG", root / "val" / "images" / "val_extra.JPEG")
+    test_image = root / "test" / "images" / "test_0.JPEG"
+    Image.new("RGB", (32, 32)).save(test_image)  # decodes, at the wrong size
+    words = root / "words.txt"
+    words.write_text("".join(line + "\n" for line in words.read_text().splitlines() if "n04540053" not in line))
+
+    assert cli.main(["verify", "--data-dir", str(data_dir)]) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert all(line.startswith("tinyconv: error: ") for line in lines), lines
+    assert len(lines) == 6, lines
+    for pattern in (r"wnid n04540053 of wnids.txt has no entry in .*words.txt$",
+                    r"missing .*val_5\.JPEG \(listed in the val annotations\)$",
+                    r"val_extra\.JPEG is not listed in val/val_annotations.txt$",
+                    r"cannot decode .*n04067472_3\.JPEG.*truncated",
+                    r"val_2\.JPEG is not an image PIL can read$",
+                    r"test_0\.JPEG is 32x32, expected 64x64$"):
+        assert sum(bool(re.search(pattern, line)) for line in lines) == 1, (pattern, lines)
+
+    # decoded by worker processes, chunk by chunk: the same lines, in the same order
+    monkeypatch.setattr(dataset, "PARALLEL_MIN_IMAGES", 0)
+    monkeypatch.setattr(dataset, "DECODE_CHUNK", 16)
+    with pytest.raises(TinyconvError) as raised:
+        verify(data_dir, workers=2)
+    assert str(raised.value).splitlines() == [line.removeprefix("tinyconv: error: ") for line in lines]
+
+    # past the cap: the first ones listed, the rest counted, in one more line
+    monkeypatch.setattr(dataset, "VERIFY_MAX_PROBLEMS", 2)
+    with pytest.raises(TinyconvError) as raised:
+        verify(data_dir)
+    listed = str(raised.value).splitlines()
+    assert listed[:2] == [line.removeprefix("tinyconv: error: ") for line in lines[:2]], listed
+    assert listed[2] == f"... and 4 more problems in {root} (6 in all; only the first 2 are listed)"
 
 
 def test_missing_listed_val_file_is_named(tmp_path, synthetic_data_dir):

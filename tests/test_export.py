@@ -5,6 +5,8 @@ pixels; predict serves exported files with the same output; bad input is one lin
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import keras
 import numpy as np
@@ -138,7 +140,8 @@ def test_bad_input_is_one_line(small_model_file, synthetic_data_dir, tmp_path, c
     _one_line_error(capsys, ["export", str(small_model_file), "--format", "pt", *data], "unknown export format 'pt'")
     not_a_model = tmp_path / "notes.keras"
     not_a_model.write_text("not a model")
-    _one_line_error(capsys, ["export", str(not_a_model), "--format", "onnx", *data], "cannot load the model")
+    _one_line_error(capsys, ["export", str(not_a_model), "--format", "onnx", *data],
+                    "notes.keras is damaged or not a Keras model file (not a zip archive)")
     _one_line_error(capsys, ["export", str(tmp_path / "missing.keras"), "--format", "onnx", *data], "no such model")
     _one_line_error(capsys, ["export", str(small_model_file), "--format", "onnx", "--out",
                              str(tmp_path / "no" / "such" / "x.onnx"), *data], "does not exist")
@@ -147,7 +150,7 @@ def test_bad_input_is_one_line(small_model_file, synthetic_data_dir, tmp_path, c
     _one_line_error(capsys, ["export", str(small_model_file), "--format", "tflite", "--out",
                              str(a_file / "x.tflite"), *data], "is a file, not a folder")
     _one_line_error(capsys, ["export", str(small_model_file), "--format", "savedmodel", "--out", str(a_file), *data],
-                    "a SavedModel export is a folder")
+                    "is a file, not a folder (for a SavedModel export)")
     _one_line_error(capsys, ["export", str(small_model_file), "--format", "onnx", "--quantize", "int8", *data],
                     "tflite format only")
     fake = tmp_path / "fake.onnx"
@@ -195,3 +198,109 @@ def test_a_float_export_that_fails_its_check_is_not_written(small_model_file, sy
     with pytest.raises(TinyconvError, match=r"differs from the Keras model by .* not written"):
         export_model(small_model_file, "savedmodel", out=out, data_dir=synthetic_data_dir)
     assert list(tmp_path.iterdir()) == []  # neither the folder nor a temporary
+
+
+def _run_folder(model_file, folder):
+    """A run folder as training leaves it: the model, its resume backup, its history."""
+    folder.mkdir()
+    shutil.copy(model_file, folder / "model.keras")
+    (folder / "backup").mkdir()
+    (folder / "backup" / "epoch-0001.weights.h5").write_bytes(b"weights of epoch 1")
+    (folder / "history.csv").write_text("epoch,loss\n1,2.0\n")
+    return folder
+
+
+def _foreign_onnx(path):
+    """A valid ONNX model that tinyconv did not write (no tinyconv metadata): another tool's file."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "other",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph), str(path))
+
+
+def test_export_never_replaces_what_it_did_not_make(small_model_file, synthetic_data_dir, tmp_path, capsys):
+    """Each of these was replaced by `tinyconv export ... --out PATH` with exit 0 (a whole run folder, the model
+    being exported, any file); now each is one line naming PATH, with or without --force, and nothing changes."""
+    from unwritable import snapshot
+
+    run = _run_folder(small_model_file, tmp_path / "run")
+    other_run = _run_folder(small_model_file, tmp_path / "other-run")
+    (tmp_path / "notes.txt").write_text("my notes")
+    (tmp_path / "link.keras").symlink_to(run / "model.keras")
+    (tmp_path / "run-link").symlink_to(run)
+    (tmp_path / "dangling.onnx").symlink_to(tmp_path / "nowhere.onnx")
+    os.link(run / "model.keras", tmp_path / "hard.keras")
+    _foreign_onnx(tmp_path / "other-tool.onnx")
+    (tmp_path / "fake.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(64))  # the identifier, no tinyconv export
+    fake = tmp_path / "fake_savedmodel"  # an earlier export's layout, plus a file someone added
+    fake.mkdir()
+    (fake / "saved_model.pb").write_bytes(b"")
+    (fake / "tinyconv.json").write_text(json.dumps({"format": "savedmodel"}))
+    (fake / "notes.md").write_text("how I deployed it")
+    source = "is the model being exported"
+    cases = [
+        (run, "savedmodel", run, "holds the model being exported"),  # the run folder: backup, history, model
+        (run, "onnx", run / "model.keras", source),
+        (run / "model.keras", "onnx", tmp_path / "run" / ".." / "run" / "model.keras", source),  # another spelling
+        (run, "tflite", tmp_path / "link.keras", source),  # a symbolic link to it
+        (run, "onnx", tmp_path / "hard.keras", source),  # a hard link
+        (run, "savedmodel", tmp_path / "run-link", "holds the model being exported"),
+        (run, "savedmodel", other_run, "is not an earlier savedmodel export"),  # another run folder
+        (run, "tflite", tmp_path / "notes.txt", "is not an earlier tflite export"),
+        (run, "onnx", other_run / "model.keras", "is not an earlier onnx export"),
+        (run, "onnx", tmp_path / "other-tool.onnx", "is not an earlier onnx export"),
+        (run, "tflite", tmp_path / "fake.tflite", "is not an earlier tflite export"),
+        (run, "savedmodel", fake, "is not an earlier savedmodel export"),
+        (run, "onnx", tmp_path / "dangling.onnx", "is a symbolic link"),  # the rename would replace the link
+    ]
+    before = snapshot(tmp_path)
+    for model, fmt, out, message in cases:
+        for force in ([], ["--force"]):
+            argv = ["export", str(model), "--format", fmt, "--out", str(out), *force,
+                    "--data-dir", str(synthetic_data_dir)]
+            _one_line_error(capsys, argv, f"tinyconv: error: {out}: ")
+            _one_line_error(capsys, argv, message)
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("fmt", ["savedmodel", "tflite", "onnx"])
+def test_an_earlier_export_is_replaced_only_with_force_and_kept_when_the_new_one_fails(
+        fmt, small_model_file, synthetic_data_dir, tmp_path, capsys, monkeypatch):
+    from tinyconv.deploy import export
+    from unwritable import snapshot
+
+    out = tmp_path / ("small_savedmodel" if fmt == "savedmodel" else f"small.{fmt}")
+    argv = ["export", str(small_model_file), "--format", fmt, "--out", str(out), "--data-dir", str(synthetic_data_dir)]
+    assert cli.main(argv) == 0 and read_exported_metadata(out)["format"] == fmt
+    capsys.readouterr()
+    first = snapshot(tmp_path)
+    _one_line_error(capsys, argv, f"{out}: holds an earlier {fmt} export; pass --force to replace it")
+    assert snapshot(tmp_path) == first
+    capsys.readouterr()
+    assert cli.main([*argv, "--force"]) == 0 and export.is_earlier_export(out, fmt)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # replaced in place: no temporary, no old copy
+    if fmt == "savedmodel":  # a failed export leaves the earlier one as it was (the folder swap is the risky one)
+        replaced = snapshot(tmp_path)
+        monkeypatch.setattr(export, "FLOAT32_TOLERANCE", -1.0)  # no export can meet it
+        _one_line_error(capsys, [*argv, "--force"], "not written")
+        assert snapshot(tmp_path) == replaced
+
+
+def test_export_help_names_force():
+    assert "--force" in cli.build_parser()._subparsers._group_actions[0].choices["export"].format_help()
+
+
+def test_an_onnx_export_warns_nothing(small_model_file, synthetic_data_dir, tmp_path, capsys):
+    """A clean `tinyconv export --format onnx` prints no library warning: Keras' tf2onnx patch asked NumPy 2 for
+    np.object and printed its FutureWarning on every export (an error under `python -W error::FutureWarning`)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every warning, each time, whatever filters ran before
+        assert cli.main(["export", str(small_model_file), "--format", "onnx", "--out", str(tmp_path / "small.onnx"),
+                         "--data-dir", str(synthetic_data_dir)]) == 0
+    assert [f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in caught] == []
+    assert "Warning" not in capsys.readouterr().err

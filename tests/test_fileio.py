@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -189,3 +190,37 @@ def test_a_library_error_of_many_lines_becomes_one_line():
                                  "errno = 28, error message = 'No space left on device')")
     assert fileio.os_error_reason(hdf5) == "No space left on device"
     assert fileio.os_error_reason(OSError(errno.EACCES, "Permission denied")) == "Permission denied"
+
+
+def test_check_writable_refuses_each_unwritable_output_in_one_line_and_writes_nothing(tmp_path):
+    """fileio.check_writable, the one check every command's output goes through (train, localize, notebooks,
+    export; sweep may use it too): a file where a folder goes and the reverse, a file on the way, a missing parent
+    where the writer makes none, a read-only place; and what it accepts, it leaves as it was."""
+    from unwritable import read_only_folder, snapshot
+
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    (tmp_path / "folder").mkdir()
+    refused = [
+        (a_file, dict(folder=True), f"{a_file}: is a file, not a folder (for the run)"),
+        (tmp_path / "folder", dict(folder=False), "is a folder, not a file (for the run)"),
+        (a_file / "run", dict(folder=True),
+         f"{a_file / 'run'}: cannot write the run: {a_file} is a file, not a folder"),
+        (a_file / "deeper" / "x.onnx", dict(), f"{a_file} is a file, not a folder"),
+        (tmp_path / "no" / "x.onnx", dict(make_parents=False), f"folder {tmp_path / 'no'} does not exist"),
+    ]
+    before = snapshot(tmp_path)
+    for path, options, message in refused:
+        with pytest.raises(TinyconvError) as failure:
+            fileio.check_writable(path, "the run", **options)
+        assert message in str(failure.value) and "\n" not in str(failure.value)
+    with read_only_folder(tmp_path) as read_only:
+        for path in (read_only / "run", read_only / "new" / "deeper"):
+            with pytest.raises(TinyconvError, match=rf"^{re.escape(str(path))}: cannot write the run: .* in "
+                                                    rf"{re.escape(str(read_only))}"):
+                fileio.check_writable(path, "the run", folder=True)
+        assert snapshot(tmp_path) == {**before, "read-only": "<dir>"}
+    for path, options in [(tmp_path / "folder", dict(folder=True)), (tmp_path / "new" / "run", dict(folder=True)),
+                          (tmp_path / "x.onnx", dict(make_parents=False)), (a_file, dict())]:
+        fileio.check_writable(path, "the run", **options)  # accepted, and nothing made: no folder, no probe
+    assert snapshot(tmp_path) == {**before, "read-only": "<dir>"}

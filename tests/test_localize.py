@@ -31,6 +31,7 @@ from tinyconv.study.localize import (
     iou,
     localization_maps,
     localization_metrics,
+    localize_images,
     metrics_table,
     normalize_maps,
     score_maps,
@@ -144,6 +145,19 @@ def test_boxes_use_eight_connectivity():
         heatmap[i, i] = 1.0  # a diagonal: one 8-connected component of 5 pixels (five 4-connected ones)
     heatmap[8:10, 8:10] = 1.0  # a 2x2 blob: 4 pixels
     assert box_from_map(heatmap, 0.5) == (0, 0, 4, 4)
+
+
+@pytest.mark.parametrize("threshold", [1.5, -0.1, float("nan"), "half"])
+def test_a_threshold_outside_zero_to_one_is_refused_not_a_whole_image_box(threshold, tmp_path):
+    """Above 1 no pixel qualified, below 0 all did, NaN none: each silently gave the whole image as the box.
+    The library refuses it (the notebooks call it), localize_images before it loads anything."""
+    heatmap = np.zeros((20, 20), np.float32)
+    heatmap[1:4, 1:4] = 1.0
+    with pytest.raises(TinyconvError, match=r"box threshold must be a fraction of the map's maximum in \[0, 1\]"):
+        box_from_map(heatmap, threshold)
+    with pytest.raises(TinyconvError, match=r"box threshold must be .* in \[0, 1\]"):
+        localize_images(tmp_path / "no-model.keras", [tmp_path / "no-image.png"], threshold=threshold)
+    assert box_from_map(heatmap, 0.0) == (0, 0, 19, 19) and box_from_map(heatmap, 1.0) == (1, 1, 3, 3)  # the ends
 
 
 # ------------------------------------------------------------------------------------------- metrics

@@ -169,3 +169,62 @@ def test_a_lock_is_taken_and_released_when_its_holder_details_cannot_be_written(
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["held", "released"] and (tmp_path / "x.lock").read_text() == ""
+
+
+_SLOW_PREPARE = """
+import sys, time
+import tinyconv.data.dataset as dataset
+decode = dataset._decode
+def slow(path):  # each image takes 50 ms, so the kill lands while the workers decode
+    time.sleep(0.05)
+    return decode(path)
+dataset._decode = slow
+dataset.PARALLEL_MIN_IMAGES, dataset.DECODE_CHUNK = 1, 50  # two workers on the small synthetic set, 2.5 s a chunk
+dataset.prepare(sys.argv[1], workers=2, progress=False)
+"""
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.kill
+def test_a_prepare_killed_with_sigkill_leaves_no_workers_and_the_next_one_runs_at_once(tmp_path, synthetic_data_dir):
+    """Its decoding workers end with it (they held its cache lock, so the next prepare was refused), and the next
+    prepare, started at once, builds the cache and removes the killed one's temporaries."""
+    import shutil
+    import signal
+
+    from tinyconv.data.dataset import cache_dir, prepare
+    from tinyconv.processes import running
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(synthetic_data_dir / "tiny-imagenet-200", data_dir / "tiny-imagenet-200")
+    process = subprocess.Popen([sys.executable, "-c", _SLOW_PREPARE, str(data_dir)], cwd=REPO)
+    deadline = time.monotonic() + 60
+    workers = []
+    while len(workers) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+        workers = _children(process.pid)
+    assert len(workers) >= 2, "the prepare never started its workers"
+    time.sleep(0.5)
+    assert list(cache_dir(data_dir).glob(".*.tmp*")), "killed before it wrote any temporary"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    # Pool workers notice a dead parent only once their chunk is done (seconds, for prepare's 1,000 images) and hold
+    # its cache lock until then; they must end with it instead
+    deadline = time.monotonic() + 1
+    while any(running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(running(pid) for pid in workers), "a worker of the killed prepare is still running"
+    manifest = prepare(data_dir, workers=1, progress=False)  # at once: the lock is free
+    assert manifest["splits"]["train"]["count"] == 100
+    assert not list(cache_dir(data_dir).glob(".*.tmp*"))

@@ -95,3 +95,50 @@ def test_a_bare_model_file_carries_its_classes_and_an_older_one_is_refused(tmp_p
                 target.writestr(item, source.read(item.filename))
     with pytest.raises(TinyconvError, match="a model of 4 classes that carries no class list"):
         predict(older, image, data_dir=synthetic_data_dir)
+
+
+def test_an_unreadable_image_among_others_is_named_and_the_others_predicted(tmp_path, ci_run, capsys):
+    """`tinyconv predict RUN a b bad c missing`: a, b and c predicted as when given alone, bad and missing named on
+    stderr (one line each), exit 1; with --json the list holds both, in order; the library raises by default."""
+    import json
+
+    from tinyconv import cli
+
+    run_dir, _ = ci_run  # only read
+    rng = np.random.default_rng(0)
+    good = [tmp_path / "a.png", tmp_path / "b.jpg", tmp_path / "c.png"]
+    for path in good:
+        Image.fromarray(rng.integers(0, 256, (80, 70, 3), dtype=np.uint8)).save(path)
+    bad, missing = tmp_path / "bad.jpg", tmp_path / "missing.png"
+    bad.write_text("not an image")
+    images = [good[0], good[1], bad, good[2], missing]
+    errors = [f"tinyconv: error: {bad}: not a readable JPEG or PNG image (UnidentifiedImageError)",
+              f"tinyconv: error: {missing}: no such image file"]
+
+    assert cli.main(["predict", str(run_dir), *map(str, good), "--top", "2", "--json"]) == 0
+    alone = json.loads(capsys.readouterr().out)
+
+    assert cli.main(["predict", str(run_dir), *map(str, images), "--top", "2"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == errors
+    blocks = [line for line in captured.out.splitlines() if not line.startswith(" ")]
+    assert blocks == [str(path) for path in good]
+
+    assert cli.main(["predict", str(run_dir), *map(str, images), "--top", "2", "--json"]) == 1
+    captured = capsys.readouterr()
+    entries = json.loads(captured.out)
+    assert captured.err.strip().splitlines() == errors
+    assert [entry["image"] for entry in entries] == [str(path) for path in images]
+    assert [entries[i] for i in (0, 1, 3)] == alone  # the same predictions as without the bad ones
+    assert [entries[2], entries[4]] == [{"image": str(bad), "error": errors[0].removeprefix("tinyconv: error: ")},
+                                        {"image": str(missing), "error": "no such image file".join(
+                                            [f"{missing}: ", ""])}]
+
+    assert cli.main(["predict", str(run_dir), str(bad)]) == 1  # none readable: no model loaded, the same line
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.strip().splitlines() == errors[:1]
+    with pytest.raises(TinyconvError, match="bad.jpg: not a readable"):
+        predict(run_dir, [good[0], bad])  # the library raises unless asked to skip
+    with pytest.raises(SystemExit):
+        cli.main(["predict", "--help"])
+    assert "others are predicted, and the exit status is then 1" in " ".join(capsys.readouterr().out.split())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -25,6 +26,16 @@ def test_time_limit_stops_at_an_epoch_end_and_the_same_command_finishes_the_run(
     assert not (run_dir / "metrics.json").exists()  # still a run to resume, not a finished one
     assert json.loads((run_dir / "backup" / "training_metadata.json").read_text())["epoch"] == 1  # the stopped epoch
     assert (run_dir / "best.keras").exists() and (run_dir / "figures" / "curves.png").exists()
+
+    # the same unfinished run without its history.csv: refused before any step, in one line offering --restart
+    # (it used to train to the end, fail there, and fail again on every rerun)
+    lost = tmp_path / "lost-history"
+    shutil.copytree(run_dir, lost)
+    (lost / "history.csv").unlink()
+    with pytest.raises(TinyconvError, match=r"history.csv is missing while the run's backup holds 1 completed.*--restart"):
+        train(profile="ci", data_dir=synthetic_data_dir, out=lost, overrides={"epochs": 3})
+    assert not (lost / "history.csv").exists() and not (lost / "metrics.json").exists()
+    assert json.loads((lost / "backup" / "training_metadata.json").read_text())["epoch"] == 1  # nothing trained
 
     metrics = train(profile="ci", data_dir=synthetic_data_dir, out=run_dir, overrides={"epochs": 3})
     assert metrics["epochs"] == 3 and (run_dir / "metrics.json").exists()
@@ -331,3 +342,40 @@ def test_keras_fit_starts_at_the_epoch_a_callback_sets_in_model_initial_epoch():
     model.fit(x, y, epochs=4, batch_size=4, callbacks=[Resume()], verbose=0)
     assert epochs == [2, 3], (f"Keras {keras.__version__} fit ran epochs {epochs} after a callback set "
                               "model._initial_epoch = 2: update ResumableBackup._load_model")
+
+
+@pytest.mark.kill
+def test_sigterm_stops_a_run_as_ctrl_c_does_and_the_same_command_resumes(synthetic_data_dir, tmp_path):
+    """`kill PID` (SIGTERM) used to end a training run on the spot, saying nothing; now the command stops as on
+    Ctrl-C: how far it got and how to resume, one line of its own, exit status 143, no traceback, its lock free."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    run_dir = tmp_path / "termed"
+    command = ["train", "--profile", "ci", "--epochs", "3", "--data-dir", str(synthetic_data_dir), "--out", str(run_dir)]
+    process = subprocess.Popen([sys.executable, str(repo / "tests" / "sleepy_cli.py"), *command], cwd=repo,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    meta = run_dir / "backup" / "training_metadata.json"
+    deadline = time.monotonic() + 240
+    while process.poll() is None and not meta.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None and meta.exists(), "the run ended or never backed up an epoch"
+    process.send_signal(signal.SIGTERM)  # during the 2 s pause after epoch 1's backup
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    assert "interrupted after 1 completed epoch(s); run the same command again to resume" in err
+    assert err.strip().splitlines()[-1] == "tinyconv: terminated (SIGTERM)"
+
+    from tinyconv.cli import main
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        assert main(command) == 0  # resumes at once (the lock went with the process) and finishes
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # main installs its handler in the process that calls it
+    assert [row["epoch"] for row in read_history(run_dir / "history.csv")] == [0, 1, 2]

@@ -86,6 +86,17 @@ BAD = [
     ("missing budget", "[grid]\nlr = [1e-3]", "budget", "missing", {"[budget]\nepochs = 1\n": ""}),
     ("seed per trial", "[grid]\nseed = [1, 2]", "grid.seed", "list it in seeds"),
     ("duplicate name", '[[trials]]\nname = "a"\n[[trials]]\nname = "a"', "trials[1]", "a second trial named 'a'"),
+    # model and recipe values that were a traceback at load, or a raw error in a Ray trial once Ray had started
+    ("model field of the wrong type", '[grid]\n"model.widths" = ["abc"]', "grid.model.widths", "expected an integer"),
+    ("model field out of range", '[grid]\n"model.depths" = [[0, 0, 0]]', "grid (depths-0.0.0)",
+     "model config field 'depths' must be a list of integers >= 1, got [0, 0, 0]"),
+    ("model bool garbage", '[grid]\n"model.gelu_approximate" = ["abc"]', "grid.model.gelu_approximate",
+     "expected true or false"),
+    ("model number garbage", '[[trials]]\nmodel.bn_epsilon = "abc"', "trials[0].model.bn_epsilon", "expected a number"),
+    ("infinite lr", "[grid]\nlr = [inf]", "grid (lr-inf)", "recipe field 'lr' must be a number > 0, got inf"),
+    ("derived model field", '[grid]\n"model.num_classes" = [10]', "grid (num_classes-10)", "use classes=K"),
+    ("seed Keras refuses", "[grid]\nlr = [1e-3]", "seeds", "'seed' must be an integer in [0, 4294967295]",
+     {"profile": "seeds = [4294967296]\nprofile"}),
 ]
 
 
@@ -108,6 +119,93 @@ def test_bad_spec_on_the_command_line_exits_1_without_traceback(tmp_path, capsys
     err = capsys.readouterr().err
     assert err.startswith(f"tinyconv: error: {path}: grid.model.nope: ") and err.count("\n") == 1
     assert not (tmp_path / "out").exists()  # nothing written for a spec that does not load
+
+
+def _sweep_fields() -> list[tuple[str, object]]:
+    """(key, TOML value) for every recipe and model field a sweep may set, generated from the dataclasses so that a
+    new field is covered: a word and a negative number, of no field's type or range."""
+    import dataclasses
+
+    from tinyconv.model.config import ModelConfig
+    from tinyconv.training.recipe import field_types
+
+    keys = [key for key in field_types() if key not in sweep.RESERVED]
+    keys += [f"model.{f.name}" for f in dataclasses.fields(ModelConfig)]
+    return [(key, value) for key in keys for value in ("abc", -1)]
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """Fail the test, instead of starting Ray, if a sweep gets that far."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the sweep started Ray")
+
+    monkeypatch.setattr(sweep, "start_ray", refuse)
+
+
+@pytest.mark.parametrize("key, value", _sweep_fields(), ids=[f"{k}={v}" for k, v in _sweep_fields()])
+def test_every_field_with_a_garbage_value_is_one_line_before_ray(key, value, synthetic_data_dir, tmp_path, capsys,
+                                                                 no_ray):
+    text = f'profile = "ci"\n[budget]\nepochs = 1\n[[trials]]\n"{key}" = {json.dumps(value)}\n'
+    path = _spec(tmp_path, text)
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out), "--data-dir", str(synthetic_data_dir)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tinyconv: error: ") and err.count("\n") == 1, err
+    if key == "classes" and value == "abc":  # a list of wnids, checked against the data dir before Ray
+        assert "unknown class wnid(s) abc" in err and str(synthetic_data_dir) in err, err
+    else:
+        assert err.startswith(f"tinyconv: error: {path}: trials[0]") and key.removeprefix("model.") in err, err
+    assert not out.exists()
+
+
+def _sweep_cases(tmp_path: Path, synthetic_data_dir: Path) -> dict:
+    """name -> (extra arguments, expected fragment) of the sweep's hostile data dirs, folders and CPU counts."""
+    (tmp_path / "file").write_text("not a folder")
+    return {
+        "no data dir": (["--data-dir", str(tmp_path / "nowhere")], f"no tiny-imagenet-200/ in {tmp_path / 'nowhere'}"),
+        "a data dir without the dataset": (["--data-dir", str(tmp_path)], f"no tiny-imagenet-200/ in {tmp_path}"),
+        "out is a file": (["--out", str(tmp_path / "file")], f"{tmp_path / 'file'}: is a file, not a folder"),
+        "out under a file": (["--out", str(tmp_path / "file" / "x")], f"{tmp_path / 'file'} is a file, not a folder"),
+        "zero CPUs": (["--num-cpus", "0"], "--num-cpus must be a positive number of CPUs, got 0"),
+        "negative CPUs": (["--num-cpus", "-2"], "--num-cpus must be a positive number of CPUs, got -2"),
+    }
+
+
+@pytest.mark.parametrize("case", ["no data dir", "a data dir without the dataset", "out is a file", "out under a file",
+                                  "zero CPUs", "negative CPUs"])
+def test_bad_data_dir_out_folder_or_cpus_is_one_line_before_ray_and_writes_nothing(case, synthetic_data_dir, tmp_path,
+                                                                                   capsys, no_ray):
+    spec = _spec(tmp_path, 'profile = "ci"\n[budget]\nepochs = 1\n[[trials]]\nname = "base"\n')
+    extra, fragment = _sweep_cases(tmp_path, synthetic_data_dir)[case]
+    before = sorted(tmp_path.rglob("*"))
+    args = ["sweep", str(spec), "--out", str(tmp_path / "out"), "--data-dir", str(synthetic_data_dir)]
+    assert main(args + extra) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tinyconv: error: ") and fragment in err and err.count("\n") == 1, err
+    assert sorted(tmp_path.rglob("*")) == before  # no sweep folder, no sweep.json
+
+
+def test_an_unwritable_out_folder_is_one_line_before_ray(synthetic_data_dir, tmp_path, capsys, no_ray, monkeypatch):
+    """Permissions are not a test's to set (root writes anywhere): a write in the folder fails as a read-only one."""
+    import errno
+
+    spec = _spec(tmp_path, 'profile = "ci"\n[budget]\nepochs = 1\n[[trials]]\nname = "base"\n')
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_write = Path.write_bytes
+
+    def write_bytes(self, data):
+        if self.parent == locked:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+    assert main(["sweep", str(spec), "--out", str(locked / "out"), "--data-dir", str(synthetic_data_dir)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"tinyconv: error: {locked / 'out'}: cannot write the sweep folder: ") and err.count("\n") == 1
+    assert f"Read-only file system in {locked}" in err, err
+    assert not list(locked.iterdir())  # no sweep folder, no probe left behind
 
 
 # ------------------------------------------------------------------------------------------- results

@@ -130,6 +130,126 @@ def test_profiles_and_make_config():
         make_config("ci", mix_prob=1.5)
 
 
+def _garbage_cases() -> list[tuple[str, str]]:
+    """(`--set` key, value) for every recipe field (the augmentation's flat) and every model field, generated from
+    the dataclasses so that a new field is covered: a word for every field, a negative number (out of every
+    field's range), NaN and infinity for the float fields. None of them is a valid setting."""
+    import dataclasses
+    import typing
+
+    from tinyconv.model.config import ModelConfig
+    from tinyconv.training.recipe import field_types
+
+    fields = dict(field_types())
+    fields.update({f"model.{f.name}": typing.get_type_hints(ModelConfig)[f.name] for f in dataclasses.fields(ModelConfig)})
+    cases = []
+    for key, hint in fields.items():
+        values = ["abc", "-1"]
+        if hint is float or float in typing.get_args(hint):
+            values += ["nan", "inf"]
+        cases += [(key, value) for value in values]
+    return cases
+
+
+@pytest.mark.parametrize("key, value", _garbage_cases(), ids=[f"{k}={v}" for k, v in _garbage_cases()])
+def test_every_field_with_a_garbage_value_is_one_line_before_the_run_folder(key, value, synthetic_data_dir, tmp_path,
+                                                                            capsys):
+    """`train --set KEY=VALUE` with a value of the wrong type or range: one line naming the field, exit 1, no
+    traceback, and no run folder, so that the corrected command is not refused as "a different run"."""
+    from tinyconv import cli
+
+    out = tmp_path / "run"
+    rc = cli.main(["train", "--profile", "ci", "--data-dir", str(synthetic_data_dir), "--out", str(out),
+                   "--set", f"{key}={value}"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("tinyconv: error: ") and err.count("\n") == 1, err
+    assert key.removeprefix("model.") in err or (key == "classes" and value in err), err  # classes: the wnid named
+    assert not out.exists()
+
+
+def test_every_config_field_refuses_a_value_of_the_wrong_type_in_the_library():
+    """make_config (train, notebooks, sweeps) and get_config (info, the model) check each field's type, not only the
+    text of an override: a dict is of no field's type."""
+    import dataclasses
+
+    from tinyconv.model.config import ModelConfig, get_config
+    from tinyconv.training.recipe import field_types, make_config
+
+    for name in field_types():
+        with pytest.raises(TinyconvError, match="model_overrides|bad" if name == "model_overrides" else name):
+            make_config("ci", **{name: {"bad": 1}})
+    for field in dataclasses.fields(ModelConfig):
+        with pytest.raises(TinyconvError, match=field.name):
+            get_config("tiny", **{field.name: {"bad": 1}})
+        with pytest.raises(TinyconvError, match=field.name):  # through the recipe as well
+            make_config("ci", model_overrides={field.name: {"bad": 1}})
+
+
+def test_every_config_field_has_a_range_rule():
+    """The rules are per field: a new field must say its range (None where its type says it all)."""
+    import dataclasses
+
+    from tinyconv.data.augment_config import AUGMENT_RULES, AugmentConfig
+    from tinyconv.model.config import MODEL_RULES, ModelConfig
+    from tinyconv.training.recipe import RECIPE_RULES, TrainConfig
+
+    for cls, rules in ((TrainConfig, RECIPE_RULES), (AugmentConfig, AUGMENT_RULES), (ModelConfig, MODEL_RULES)):
+        assert sorted(rules) == sorted(f.name for f in dataclasses.fields(cls)), cls.__name__
+
+
+@pytest.mark.parametrize("item, fragment", [
+    ("model.depths=[0,0,0]", "'depths' must be a list of integers >= 1"),
+    ("model.widths=0", "'widths' must be a list of integers >= 1"),
+    ("model.image_size=0", "'image_size' must be an integer >= 1"),
+    ("model.kernel_sizes=[3.0,3,3]", "model.kernel_sizes='[3.0,3,3]': expected an integer"),
+    ("model.bn_epsilon=-1", "'bn_epsilon' must be a number > 0"),
+    ("model.gelu_approximate=abc", "model.gelu_approximate='abc': expected true or false"),
+    ("model.gelu_approximate=yes", "expected true or false"),
+    ("flip=yes", "flip='yes': expected true or false"),
+    ("lr=inf", "'lr' must be a number > 0, got inf"),
+    ("seed=-1", "'seed' must be an integer in [0, 4294967295]"),
+    ("min_lr=1", "'min_lr' (1.0) exceeds lr"),
+    ("model.num_classes=10", "use classes=K"),
+    ("model.name=big", "use preset=NAME"),
+])
+def test_hostile_overrides_are_refused_with_their_reason(item, fragment):
+    from tinyconv.training.overrides import parse_overrides
+    from tinyconv.training.recipe import make_config
+
+    with pytest.raises(TinyconvError) as caught:
+        make_config("ci", **parse_overrides([item]))
+    assert fragment in str(caught.value)
+
+
+def test_strict_booleans_and_typed_model_overrides():
+    from tinyconv.training.overrides import parse_overrides
+
+    assert parse_overrides(["flip=1", "model.gelu_approximate=0"]) == {
+        "flip": True, "model_overrides": {"gelu_approximate": False}}
+    assert parse_overrides(["model.gelu_approximate=TRUE"])["model_overrides"] == {"gelu_approximate": True}
+    assert parse_overrides(["model.widths=[16, 32, 64]", "model.kernel_sizes=5", "model.layer_scale_init=none",
+                            "model.modes=depthwise,axial,mixed"])["model_overrides"] == {
+        "widths": [16, 32, 64], "kernel_sizes": 5, "layer_scale_init": None, "modes": ["depthwise", "axial", "mixed"]}
+
+
+def test_set_preset_switches_the_preset_and_two_presets_are_refused(synthetic_data_dir, tmp_path, capsys):
+    """`--set preset=NAME` was a TypeError for every value (make_config got the preset twice)."""
+    from tinyconv import cli
+    from tinyconv.training.recipe import make_config
+    from tinyconv.training.train import plan_run
+
+    assert make_config("ci", preset=None).preset == "tiny"  # the keyword None keeps the profile's (notebook 04)
+    assert make_config("ci", "seed", preset="seed").preset == "seed"  # the same preset twice is one preset
+    plan = plan_run(None, "ci", synthetic_data_dir, tmp_path / "run", {"preset": "seed"})
+    assert plan.config.preset == "seed" and plan.model_config.name == "seed" and plan.state == "new"
+    assert not (tmp_path / "run").exists()  # planning writes nothing
+    rc = cli.main(["train", "--profile", "ci", "--data-dir", str(synthetic_data_dir), "--out", str(tmp_path / "r"),
+                   "--preset", "tiny", "--set", "preset=seed"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1 and "two presets, 'tiny'" in err and "'seed'" in err
+    assert not (tmp_path / "r").exists()
+
+
 # ------------------------------------------------------------------------------------- a ci run
 
 

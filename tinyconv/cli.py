@@ -2,20 +2,24 @@
 the notebooks call the same functions. TensorFlow is imported only by the subcommands that need it: the
 modules imported at the top here do not import it, so `tinyconv --help` and `tinyconv download` start fast.
 
-Expected failures raise TinyconvError: printed as one line `tinyconv: error: ...`, exit status 1.
+Expected failures raise TinyconvError: printed as one line `tinyconv: error: ...` (a line per problem when it
+lists several, as verify's does), exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from tinyconv import __version__, runtime
-from tinyconv.data.dataset import cache_dir, default_data_dir, format_summary, prepare, verify
+from tinyconv.data.dataset import VERIFY_MAX_PROBLEMS, cache_dir, default_data_dir, format_summary, prepare, verify
 from tinyconv.data.download import download_dataset
 from tinyconv.errors import TinyconvError
 from tinyconv.model.config import PRESETS
@@ -31,6 +35,43 @@ def _data_dir(args) -> Path:
 
 def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2, default=str))
+
+
+# argparse types for numeric flags: nonsense (0 steps, a negative time limit, NaN) is refused in one line by
+# argparse itself (`tinyconv CMD: error: argument --flag: ...`, exit 2) instead of running with a silent meaning
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (a count: steps, images, MiB, a process id)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (a duration)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:  # NaN fails every comparison
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
+    return value
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -171,11 +212,12 @@ def cmd_evaluate(args) -> int:
 def cmd_localize(args) -> int:
     # Keras/TensorFlow and matplotlib: only for this subcommand
     from tinyconv.study.figures import plot_localization
-    from tinyconv.fileio import save_figure
+    from tinyconv.fileio import check_writable, save_figure
     from tinyconv.study.localize import localize_images
 
-    results = localize_images(args.model, args.images, data_dir=_data_dir(args), threshold=args.threshold)
     out = Path(args.out)
+    check_writable(out, "the figures", folder=True)  # one line before the model loads, not a traceback after
+    results = localize_images(args.model, args.images, data_dir=_data_dir(args), threshold=args.threshold)
     out.mkdir(parents=True, exist_ok=True)
     for index, entry in enumerate(results):
         fig = plot_localization(entry["pixels"], entry["map"], entry["box"],
@@ -190,19 +232,22 @@ def cmd_localize(args) -> int:
 def cmd_predict(args) -> int:
     from tinyconv.deploy.inference import format_predictions, predict  # imports TensorFlow: only for this subcommand
 
-    result = predict(args.model, args.images, data_dir=_data_dir(args), top=args.top)
+    result = predict(args.model, args.images, data_dir=_data_dir(args), top=args.top, skip_unreadable=True)
     if args.json:
-        _print_json(result)
-    else:
+        _print_json(result)  # the skipped images too, as {"image", "error"} in their place
+    elif any("error" not in entry for entry in result):
         print(format_predictions(result))
-    return 0
+    unreadable = [entry["error"] for entry in result if "error" in entry]
+    for error in unreadable:  # one bad image among many costs only its own prediction
+        print(f"tinyconv: error: {error}", file=sys.stderr)
+    return 1 if unreadable else 0
 
 
 def cmd_export(args) -> int:
     from tinyconv.deploy.export import export_model, format_export  # imports TensorFlow: only for this subcommand
 
     report = export_model(args.model, args.format, out=args.out, quantize=args.quantize, data_dir=_data_dir(args),
-                          val_accuracy=True if args.val_accuracy else None)
+                          val_accuracy=True if args.val_accuracy else None, force=args.force)
     if args.json:
         _print_json(report)
     else:
@@ -239,6 +284,12 @@ def cmd_state(args) -> int:
         if manifest is None:
             print(f"state watch: process {args.pid} ended before any epoch of {args.run} was backed up; nothing packed")
             return 0
+    elif args.action == "keep":
+        manifest = run_state.keep_state(args.state, args.kept, args.run)
+        where = (f"{args.kept} removed (the run is complete; config, history and metrics beside it)"
+                 if manifest["complete"] else f"kept in {args.kept}")
+        print(f"restored {args.run} at epoch {manifest['epoch']}; the state is {where}")
+        return 0
     else:
         manifest = run_state.restore_state(args.state, args.run)
         print(f"restored {args.run} at epoch {manifest['epoch']}{' (complete)' if manifest['complete'] else ''} "
@@ -282,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     checksum.add_argument("--md5", metavar="HEX", help="expected md5 of the zip (the official md5 by default)")
     data_dir_arg(p)
 
-    p = add("verify", cmd_verify, "check layout, counts and that every image decodes")
+    p = add("verify", cmd_verify, "check layout, counts and that every image decodes (every problem is named, "
+            f"one line each, the first {VERIFY_MAX_PROBLEMS} and how many more; exit status 1)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     data_dir_arg(p)
 
@@ -291,8 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir_arg(p)
 
     p = add("bench-data", cmd_bench_data, "time a fresh prepare and the cached train pipeline")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--seconds", type=float, default=10.0, help="how long to time the pipeline")
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--seconds", type=positive_float, default=10.0, help="how long to time the pipeline (> 0)")
     p.add_argument(
         "--compare-keras",
         action="store_true",
@@ -307,8 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("bench", cmd_bench, "training and inference throughput on random data")
     p.add_argument("--preset", default="seed", help=f"{_PRESETS_HELP} (default: seed)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--steps", type=int, default=10, help="timed steps after warm-up")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--steps", type=positive_int, default=10, help="timed steps after warm-up")
     p.add_argument(
         "--jit-compile",
         choices=("auto", "on", "off"),
@@ -331,8 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default: runs/<preset>-<profile>)")
     p.add_argument("--restart", action="store_true",
                    help="train the run folder's run again from epoch 1 (e.g. when its resume state is damaged)")
-    p.add_argument("--time-limit", type=float, metavar="MINUTES",
-                   help="stop at the last epoch end within MINUTES of training; the run stays resumable")
+    p.add_argument("--time-limit", type=positive_float, metavar="MINUTES",
+                   help="stop at the last epoch end within MINUTES (> 0) of training; the run stays resumable "
+                   "(default: no limit)")
     p.add_argument(
         "--set",
         action="append",
@@ -350,8 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="an existing Ray cluster (e.g. 10.0.0.5:6379 or auto); default: start "
                                      "Ray on this machine for the sweep and stop it at the end")
     p.add_argument("--num-cpus", type=int, metavar="N",
-                   help="CPUs Ray may use on this machine (default: all); a CPU-only machine runs one trial "
-                        "at a time on them")
+                   help="CPUs Ray may use on this machine, N >= 1 (default: all); a CPU-only machine runs one "
+                        "trial at a time on them")
     data_dir_arg(p)
 
     p = add("evaluate", cmd_evaluate, "top-1, top-5 and per-class accuracy of a saved model on val")
@@ -365,16 +418,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("predict", cmd_predict, "top-5 classes with names for JPEG or PNG images of any size")
     p.add_argument("model", help="a .keras file, a run folder, or an export (.onnx, .tflite, SavedModel folder)")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--top", type=int, default=5)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="JPEG or PNG files; an unreadable one is named on stderr (one line each) and skipped, the "
+                   "others are predicted, and the exit status is then 1")
+    p.add_argument("--top", type=positive_int, default=5)
+    p.add_argument("--json", action="store_true", help="print one JSON list, one entry per image: its top classes, "
+                   "or for an unreadable image {\"image\", \"error\"}")
     data_dir_arg(p)
 
     p = add("export", cmd_export, "export a model as a SavedModel, TFLite or ONNX file taking raw uint8 pixels, "
             "checked against the Keras model on val images (docs/deploy.md)")
     p.add_argument("model", help="a .keras file or a run folder")
     p.add_argument("--format", required=True, metavar="FORMAT", help="savedmodel, tflite or onnx")
-    p.add_argument("--out", help="output file (a folder for savedmodel; default: beside the model, e.g. best.onnx)")
+    p.add_argument("--out", help="output file (a folder for savedmodel; default: beside the model, e.g. best.onnx); "
+                   "an existing one is refused unless it is an earlier export of this format and --force is given")
+    p.add_argument("--force", action="store_true", help="replace an earlier export of this format at the output "
+                   "path (never anything else: the model, its run folder or another file is always refused)")
     p.add_argument("--quantize", metavar="KIND", help="tflite only: float16, int8 (int8 weights, float "
                    "activations) or int8-full (integer activations too); post-training, the val accuracy drop "
                    "is measured and printed")
@@ -387,8 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a .keras file or a run folder")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--out", default="runs/localize", help="folder for the PNGs (default: runs/localize)")
-    p.add_argument("--threshold", type=float, default=0.2,
-                   help="box = largest region where the map >= THRESHOLD * its max (default: 0.2)")
+    p.add_argument("--threshold", type=fraction, default=0.2,
+                   help="box = largest region where the map >= THRESHOLD * its max, THRESHOLD in [0, 1] "
+                   "(default: 0.2)")
     data_dir_arg(p)
 
     p = add("notebooks", cmd_notebooks, "run the numbered notebooks (01_download ..) headless with papermill")
@@ -408,20 +468,29 @@ def build_parser() -> argparse.ArgumentParser:
                            description="pack RUN's newest backed-up epoch into OUT once")
     q.add_argument("run", metavar="RUN", help="the run folder (holds config.json and backup/)")
     q.add_argument("out", metavar="OUT", help="folder for the pieces and manifest.json (older pieces are removed)")
-    q.add_argument("--piece-mib", type=int, default=16, help=piece_help)
+    q.add_argument("--piece-mib", type=positive_int, default=16, help=piece_help)
     q = actions.add_parser("watch", help="pack RUN into OUT after every backed-up epoch until process PID ends",
                            description="pack RUN into OUT after every backed-up epoch until process PID ends, "
                            "then once more")
     q.add_argument("run", metavar="RUN", help="the run folder training writes")
     q.add_argument("out", metavar="OUT", help="folder for the pieces and manifest.json")
-    q.add_argument("--pid", type=int, required=True, help="the training process; the watch ends when it does")
-    q.add_argument("--interval", type=float, default=1.0, help="seconds between looks at RUN's backup (default 1)")
-    q.add_argument("--piece-mib", type=int, default=16, help=piece_help)
+    q.add_argument("--pid", type=positive_int, required=True, help="the training process; the watch ends when it does")
+    q.add_argument("--interval", type=positive_float, default=1.0,
+                   help="seconds between looks at RUN's backup (default 1)")
+    q.add_argument("--piece-mib", type=positive_int, default=16, help=piece_help)
     q = actions.add_parser("restore", help="check the pieces in STATE and restore them into RUN",
                            description="check the pieces in STATE against their manifest, then restore them into "
                            "RUN (new, or the same run at an older or equal epoch); train resumes it from there")
     q.add_argument("state", metavar="STATE", help="folder with manifest.json and its pieces")
     q.add_argument("run", metavar="RUN", help="the run folder to restore into")
+    q = actions.add_parser("keep", help="a lease's returned STATE becomes the state KEPT in the repository",
+                           description="check a lease's returned STATE, restore it into RUN, and make it the run's "
+                           "state at KEPT (e.g. results/seed-reference/state), replacing an older one of the same "
+                           "run; a complete run's KEPT is removed and its config.json, history.csv and metrics.json "
+                           "written beside it (docs/gpu.md)")
+    q.add_argument("state", metavar="STATE", help="the returned folder with manifest.json and its pieces")
+    q.add_argument("kept", metavar="KEPT", help="the run's state folder in the repository")
+    q.add_argument("--run", required=True, help="the run folder to restore into (as `state restore`)")
     return parser
 
 
@@ -429,7 +498,20 @@ def build_parser() -> argparse.ArgumentParser:
 _COMMANDS_WITHOUT_TENSORFLOW = {"download", "verify", "prepare", "notebooks", "sweep", "state"}  # sweep: in Ray's workers
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill PID`, a scheduler stopping a job), raised where the signal lands: each command then stops as it
+    does on Ctrl-C (a run says how far it got and how to resume; locks are released, temporaries removed)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Python's default for SIGTERM ends the process on the spot, with nothing said and no clean-up; only the command
+    # installs this, in the main thread (a library call from a notebook keeps its host's handlers)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
@@ -444,8 +526,12 @@ def main(argv: list[str] | None = None) -> int:
             quiet_tensorflow()  # keep TensorFlow's native start-up chatter off the terminal
         return args.func(args)
     except TinyconvError as exc:
-        print(f"tinyconv: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [""]:  # several problems (verify's): one error line each
+            print(f"tinyconv: error: {line}", file=sys.stderr)
         return 1
+    except Terminated:
+        print("tinyconv: terminated (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("tinyconv: interrupted", file=sys.stderr)
         return 130

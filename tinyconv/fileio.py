@@ -6,6 +6,7 @@ where the writer insists on one (Keras wants `.keras` / `.weights.h5`, papermill
 `remove_temporaries(folder)` clears what a killed process left behind. A folder (a SavedModel export) is
 written the same way: `atomic_path` yields a temporary name the caller fills with a file or a folder, and
 `replace_path` swaps it in (an old folder is moved aside first, since a rename cannot replace a non-empty one).
+`check_writable` is the one check of an output path before any work: one line naming it when it cannot be written.
 
 No TensorFlow or Keras import here: `tinyconv download` writes through this module and must start fast.
 """
@@ -59,6 +60,38 @@ def os_error_advice(exc: OSError) -> str:
     """"; free some space" and the like for the everyday write failures, "" for others (for one-line messages)."""
     advice = _ADVICE.get(exc.errno, "")
     return f"; {advice}" if advice else ""
+
+
+def check_writable(path, what: str, *, folder: bool = False, make_parents: bool = True) -> None:
+    """Raise one TinyconvError naming `path` when `what` (a file, or with `folder` a folder) cannot be written
+    there; leaves nothing behind. Every command that writes an output calls it before any minutes of work.
+
+    Refused: `path` of the other kind (a file where a folder goes, or the reverse), a file on the way to it
+    (`notes.txt/run`), a missing parent folder when the writer does not create it (`make_parents=False`), and a
+    place the process cannot create a file in (no permission, a read-only mount). Whether an existing `path` may be
+    replaced is the caller's business (tinyconv.deploy.export.check_output).
+    """
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        kinds = ("a folder", "a file") if path.is_dir() else ("a file", "a folder")
+        raise TinyconvError(f"{path}: is {kinds[0]}, not {kinds[1]} (for {what})")
+    # where the write really happens: the folder itself if it exists, else the nearest existing folder above it
+    # (in which the missing ones will be made)
+    target = path if folder and path.is_dir() else path.parent
+    place = Path(os.path.abspath(target))
+    while not place.exists() and place.parent != place:
+        if not make_parents:
+            raise TinyconvError(f"{path}: cannot write {what}: folder {target} does not exist")
+        place = place.parent
+    if not place.is_dir():
+        raise TinyconvError(f"{path}: cannot write {what}: {place} is a file, not a folder")
+    probe = temporary_path(place / "write-check", ".probe")  # remove_temporaries clears it after a kill
+    try:  # a real write, not os.access: permissions and read-only mounts both show here, for root too
+        probe.write_bytes(b"")
+        probe.unlink(missing_ok=True)  # another process's remove_temporaries may have taken it already
+    except OSError as exc:
+        raise TinyconvError(f"{path}: cannot write {what}: {os_error_reason(exc)} in {place}"
+                            f"{os_error_advice(exc)}") from None
 
 
 def remove_path(path) -> None:

@@ -1,12 +1,21 @@
-"""Whether a process is still running, as the sweep's Ray clean-up and the lease's state watcher ask it.
+"""Processes: whether one is still running (the sweep's Ray clean-up, the lease's state watcher ask it), and worker
+processes that do not outlive the process that started them (prepare's and verify's decoding pool).
 
-    running(pid)   False once the process has exited, a zombie (exited, not yet reaped) included
+    running(pid)             False once the process has exited, a zombie (exited, not yet reaped) included
+    die_with_parent(parent)  a Pool initializer: the worker ends when `parent` does, even by SIGKILL
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
+import threading
+import time
 from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>: the signal the kernel sends this process when its parent thread exits
 
 
 def running(pid: int) -> bool:
@@ -21,3 +30,28 @@ def running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def die_with_parent(parent: int) -> None:
+    """Make this (worker) process end when process `parent`, which started it, ends: a multiprocessing initializer.
+
+    A Pool's workers wait for tasks on a pipe; when their parent is killed with SIGKILL nothing tells them, so they
+    wait forever, holding what they inherited, the parent's lock files included (a killed `prepare` then kept the
+    next one out). On Linux the kernel sends them SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG); elsewhere a
+    thread looks every second. `parent` is passed in, not read here: a parent that died before this call is seen too.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+                if os.getppid() != parent:  # it died before the prctl took effect
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()

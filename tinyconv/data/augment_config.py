@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from tinyconv.checks import check_fields
 from tinyconv.errors import TinyconvError
 
 CROP_OFFSETS = ("batch", "example")
@@ -41,20 +42,12 @@ class AugmentConfig:
     mix_alpha: float = 0.2  # Beta(alpha, alpha) per-example mixing ratio
 
     def __post_init__(self):
-        for name in ("jitter_prob", "cutout_prob", "mix_prob", "cutmix_share"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise TinyconvError(f"augmentation field {name} must be a probability in [0, 1], got {getattr(self, name)}")
-        for name in ("jitter_brightness", "jitter_contrast", "jitter_saturation", "jitter_hue"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise TinyconvError(f"augmentation field {name} must lie in [0, 1), got {getattr(self, name)}")
-        if self.pad < 0 or self.cutout_half < 0:
-            raise TinyconvError(f"augmentation fields pad and cutout_half must be >= 0, got {self.pad}, {self.cutout_half}")
-        if self.mix_alpha <= 0.0:
-            raise TinyconvError(f"augmentation field mix_alpha must be > 0, got {self.mix_alpha}")
-        for name, choices in (("crop_offset", CROP_OFFSETS), ("jitter_factors", JITTER_FACTORS),
-                              ("cutout_fill", CUTOUT_FILLS)):
-            if getattr(self, name) not in choices:
-                raise TinyconvError(f"augmentation field {name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        self.validate()
+
+    def validate(self) -> AugmentConfig:
+        """Raise TinyconvError unless every field has its type and range (AUGMENT_RULES); returns the config."""
+        check_fields(self, AUGMENT_RULES, "augmentation")
+        return self
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -69,6 +62,28 @@ class AugmentConfig:
 
 
 AUGMENT_FIELDS = tuple(f.name for f in dataclasses.fields(AugmentConfig))
+
+_PROBABILITY = "[0, 1]"
+_STRENGTH = "[0, 1)"  # a jitter range around the identity: 1 would allow a black image or a full hue turn
+# The range of each field (tinyconv.checks.check_fields; the type is the annotation's). Every field has one (a test
+# checks it), so a new field states its range when it is added.
+AUGMENT_RULES: dict = {
+    "pad": "[0, inf)",
+    "crop_offset": CROP_OFFSETS,
+    "flip": None,  # a bool: the type says it all
+    "jitter_prob": _PROBABILITY,
+    "jitter_factors": JITTER_FACTORS,
+    "jitter_brightness": _STRENGTH,
+    "jitter_contrast": _STRENGTH,
+    "jitter_saturation": _STRENGTH,
+    "jitter_hue": _STRENGTH,
+    "cutout_prob": _PROBABILITY,
+    "cutout_half": "[0, inf)",
+    "cutout_fill": CUTOUT_FILLS,
+    "mix_prob": _PROBABILITY,
+    "cutmix_share": _PROBABILITY,
+    "mix_alpha": "(0, inf)",  # Beta(alpha, alpha) needs alpha > 0
+}
 
 # The reference notebook's augmentation: one crop offset per batch, per-image flip, colour jitter on 80 % of
 # the images with one set of factors per batch, black cutout on 70 %, every batch mixed (mixup or cutmix).

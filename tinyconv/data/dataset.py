@@ -38,6 +38,7 @@ from PIL import Image, UnidentifiedImageError
 from tinyconv.errors import TinyconvError
 from tinyconv.fileio import os_error_advice, os_error_reason, remove_temporaries, temporary_path, write_json
 from tinyconv.locks import folder_lock
+from tinyconv.processes import die_with_parent
 
 DATASET_DIRNAME = "tiny-imagenet-200"
 CACHE_DIRNAME = "cache"
@@ -51,6 +52,9 @@ OFFICIAL_COUNTS = {"classes": 200, "train_per_class": 500, "val": 10_000, "test"
 # Below this many images decoding stays in-process: starting worker processes costs more than it saves.
 PARALLEL_MIN_IMAGES = 2_000
 DECODE_CHUNK = 1_000
+# verify lists at most this many problems, one line each, and counts the rest: a dataset that is wrong
+# throughout (a wrong folder, a failed extraction) would otherwise print a line for each of its 120,000 images
+VERIFY_MAX_PROBLEMS = 50
 
 
 # ------------------------------------------------------------------------------------------- layout
@@ -290,28 +294,41 @@ def _decode(path: Path) -> tuple[np.ndarray, bool]:
     return image, grayscale
 
 
-def _decode_chunk(task: tuple[str | None, int, list[str]]) -> tuple[int, int, int]:
+def _decode_chunk(task: tuple[str | None, int, list[str]]) -> tuple[int, int, int, int, list[str]]:
     """Worker: decode `paths` into rows offset.. of the .npy at `out` (or only check them when out is None).
 
+    Writing stops at the first image that fails (TinyconvError); checking goes on, so that verify names them all.
+
     Returns:
-        (offset, count, grayscale count)
+        (offset, count, grayscale count, failed count, the first VERIFY_MAX_PROBLEMS failures' messages)
     """
     out, offset, paths = task
     target = np.load(out, mmap_mode="r+") if out is not None else None
-    grayscale = 0
+    grayscale, failed, problems = 0, 0, []
     for row, path in enumerate(paths):
-        image, was_gray = _decode(Path(path))
+        try:
+            image, was_gray = _decode(Path(path))
+        except TinyconvError as exc:
+            if target is not None:
+                raise
+            failed += 1
+            if len(problems) < VERIFY_MAX_PROBLEMS:
+                problems.append(str(exc))
+            continue
         grayscale += was_gray
         if target is not None:
             target[offset + row] = image
     if target is not None:
         target.flush()
         del target
-    return offset, len(paths), grayscale
+    return offset, len(paths), grayscale, failed, problems
 
 
-def _decode_all(paths: list[Path], out: Path | None, *, workers: int, desc: str, progress: bool) -> int:
-    """Decode every path (into the preallocated .npy `out` when given); returns the grayscale count."""
+def _decode_all(paths: list[Path], out: Path | None, *, workers: int, desc: str, progress: bool,
+                problems: _Problems | None = None) -> int:
+    """Decode every path (into the preallocated .npy `out` when given); returns the grayscale count.
+
+    Without `out`, images that fail are added to `problems` in path order (required then) instead of raising."""
     # tqdm.auto warns on import inside a notebook unless tinyconv.study.params has set its filter: import it late
     from tqdm.auto import tqdm
 
@@ -320,23 +337,38 @@ def _decode_all(paths: list[Path], out: Path | None, *, workers: int, desc: str,
         for start in range(0, len(paths), DECODE_CHUNK)
     ]
     grayscale = 0
+    failures = []  # (offset, failed count, messages) of each chunk, in the order the chunks finish
     with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False) as bar:
         if workers <= 1 or len(paths) < PARALLEL_MIN_IMAGES:
             results = map(_decode_chunk, tasks)
-            for _, count, gray in results:
+            for offset, count, gray, failed, messages in results:
                 grayscale += gray
+                failures.append((offset, failed, messages))
                 bar.update(count)
+            _add_failures(problems, failures)
             return grayscale
         # fork, not spawn: spawn re-runs the caller's script in each worker, which an unguarded script
         # (no `if __name__ == "__main__":`) turns into a second download or prepare. The workers only use
         # numpy and PIL, so TensorFlow threads in the parent do not matter to them.
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         context = multiprocessing.get_context(method)
-        with context.Pool(processes=workers) as pool:
-            for _, count, gray in pool.imap_unordered(_decode_chunk, tasks):
+        # die_with_parent: a prepare killed with SIGKILL must not leave its workers behind, holding its cache lock
+        with context.Pool(processes=workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
+            for offset, count, gray, failed, messages in pool.imap_unordered(_decode_chunk, tasks):
                 grayscale += gray
+                failures.append((offset, failed, messages))
                 bar.update(count)
+    _add_failures(problems, failures)
     return grayscale
+
+
+def _add_failures(problems: _Problems | None, failures: list[tuple[int, int, list[str]]]) -> None:
+    if problems is None:  # writing the cache: a failure has raised already
+        return
+    for _, failed, messages in sorted(failures, key=lambda failure: failure[0]):  # in path order
+        for message in messages:
+            problems.add(message)
+        problems.count += failed - len(messages)  # those beyond the chunk's own list: counted, not listed
 
 
 def default_workers() -> int:
@@ -350,6 +382,29 @@ def default_workers() -> int:
 # ------------------------------------------------------------------------------------------- verify
 
 
+class _Problems:
+    """What verify finds wrong, each a line naming its file: all counted, the first VERIFY_MAX_PROBLEMS kept."""
+
+    def __init__(self):
+        self.count = 0
+        self.lines: list[str] = []
+
+    def add(self, line: str) -> None:
+        self.count += 1
+        if len(self.lines) < VERIFY_MAX_PROBLEMS:
+            self.lines.append(line)
+
+    def raise_any(self, root: Path) -> None:
+        """One TinyconvError listing them, one line each (the CLI prints each line as an error of its own)."""
+        if not self.count:
+            return
+        lines = list(self.lines)
+        if self.count > len(lines):
+            lines.append(f"... and {self.count - len(lines):,} more problems in {root} ({self.count:,} in all; "
+                         f"only the first {len(self.lines)} are listed)")
+        raise TinyconvError("\n".join(lines))
+
+
 # Longer than 60 lines with its docstring: one pass over the splits that counts, decodes and reports.
 def verify(data_dir: Path, *, workers: int | None = None, progress: bool = False) -> dict:
     """Check layout, counts and that every image decodes to 64x64; return a summary.
@@ -357,6 +412,10 @@ def verify(data_dir: Path, *, workers: int | None = None, progress: bool = False
     For the real dataset (200 classes) the published counts are required: 500 train images per class,
     10,000 val and 10,000 test. Any dataset must be consistent: every val wnid in wnids.txt, every listed
     file present, every image file listed, every image 64x64.
+
+    A dataset that cannot be listed (no wnids.txt, no val annotations, an unknown wnid) raises at once; every
+    other problem is collected, each image checked, and then one TinyconvError names them, one line each (the
+    first VERIFY_MAX_PROBLEMS, and how many more).
 
     Returns:
         {"root", "classes", "val_layout", "official", "seconds",
@@ -366,9 +425,10 @@ def verify(data_dir: Path, *, workers: int | None = None, progress: bool = False
     root = require_root(data_dir)
     wnids = read_wnids(root)
     words = read_words(root)
-    missing_words = [wnid for wnid in wnids if wnid not in words]
-    if missing_words:
-        raise TinyconvError(f"wnid {missing_words[0]} of wnids.txt has no entry in {root / 'words.txt'}")
+    problems = _Problems()
+    for wnid in wnids:
+        if wnid not in words:
+            problems.add(f"wnid {wnid} of wnids.txt has no entry in {root / 'words.txt'}")
     official = len(wnids) == OFFICIAL_COUNTS["classes"]
     layout = val_layout(root)
 
@@ -379,33 +439,35 @@ def verify(data_dir: Path, *, workers: int | None = None, progress: bool = False
             per_class[path.parent.parent.name] = per_class.get(path.parent.parent.name, 0) + 1
         for wnid in wnids:
             if per_class.get(wnid, 0) != OFFICIAL_COUNTS["train_per_class"]:
-                raise TinyconvError(
-                    f"expected {OFFICIAL_COUNTS['train_per_class']} images in {root}/train/{wnid}/images/, "
-                    f"found {per_class.get(wnid, 0)}"
-                )
+                problems.add(f"expected {OFFICIAL_COUNTS['train_per_class']} images in {root}/train/{wnid}/images/, "
+                             f"found {per_class.get(wnid, 0)}")
         for split in ("val", "test"):
             if len(split_paths[split]) != OFFICIAL_COUNTS[split]:
-                raise TinyconvError(
-                    f"expected {OFFICIAL_COUNTS[split]} {split} images in {root}, found {len(split_paths[split])}"
-                )
+                problems.add(f"expected {OFFICIAL_COUNTS[split]} {split} images in {root}, "
+                             f"found {len(split_paths[split])}")
 
     listed = {str(path) for path in split_paths["val"]}
+    missing = set()
     for path in split_paths["val"]:
         if not path.is_file():
-            raise TinyconvError(f"missing {path} (listed in the val annotations)")
+            missing.add(path)  # named here, not again by the decoding below
+            problems.add(f"missing {path} (listed in the val annotations)")
     if layout == "official":
         for name in _image_names(root / "val" / "images"):
             if str(root / "val" / "images" / name) not in listed:
-                raise TinyconvError(f"{root}/val/images/{name} is not listed in val/val_annotations.txt")
+                problems.add(f"{root}/val/images/{name} is not listed in val/val_annotations.txt")
     for split in SPLITS:
         if not split_paths[split]:
-            raise TinyconvError(f"no {split} images in {root}")
+            problems.add(f"no {split} images in {root}")
 
     workers = default_workers() if workers is None else workers
     splits = {}
     for split in SPLITS:
-        grayscale = _decode_all(split_paths[split], None, workers=workers, desc=f"verify {split}", progress=progress)
+        paths = [path for path in split_paths[split] if path not in missing]
+        grayscale = _decode_all(paths, None, workers=workers, desc=f"verify {split}", progress=progress,
+                                problems=problems)
         splits[split] = {"images": len(split_paths[split]), "grayscale": grayscale}
+    problems.raise_any(root)
     return {
         "root": str(root),
         "classes": len(wnids),

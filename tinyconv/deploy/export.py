@@ -20,6 +20,9 @@ with the Keras model's: max |exported - keras| / max |keras| must stay within FL
 exports, and a quantized TFLite must agree on every top-1 class; its val accuracy beside the Keras model's is
 measured and reported. A float32 export that fails its check is not written.
 
+An export never destroys what it did not make (check_output): it replaces only an earlier export of its format,
+and that only when asked (force=True, `--force`); never the model itself, its run folder, or any other file.
+
 Converters: Keras 3's own `model.export` for the SavedModel and ONNX (which runs tf2onnx on TensorFlow), and
 TensorFlow's TFLiteConverter on that SavedModel, with its post-training quantizations (QUANTIZATIONS):
     float16    float16 weights, float32 compute.
@@ -34,8 +37,11 @@ TensorFlow's TFLiteConverter on that SavedModel, with its post-training quantiza
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -56,6 +62,7 @@ from tinyconv.deploy.inference import (
     load_run_model,
     model_classes,
     predict_logits,
+    read_exported_metadata,
     softmax,
 )
 
@@ -126,23 +133,74 @@ def default_output(model_path, fmt: str, quantize: str | None = None) -> Path:
     return folder / (f"{stem}.{quantize}.{fmt}" if quantize else f"{stem}.{fmt}")
 
 
-def check_writable(out: Path, fmt: str) -> None:
-    """One line, before minutes of conversion, when `out` cannot be written."""
-    parent = out.parent
-    if parent.exists() and not parent.is_dir():
-        raise TinyconvError(f"{out}: cannot write the export: {parent} is a file, not a folder")
-    if not parent.is_dir():
-        raise TinyconvError(f"{out}: cannot write the export: folder {parent} does not exist")
-    probe = fileio.temporary_path(out, ".probe")
-    try:  # a real write, not os.access: permissions, read-only mounts and full disks all show here
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise TinyconvError(f"{out}: cannot write the export: {exc.strerror or exc} in {parent}") from None
-    if out.is_dir() and fmt != "savedmodel":
-        raise TinyconvError(f"{out}: is a folder; a {fmt} export is one file")
-    if out.exists() and not out.is_dir() and fmt == "savedmodel":
-        raise TinyconvError(f"{out}: is a file; a SavedModel export is a folder")
+SAVEDMODEL_ENTRIES = {"saved_model.pb", "fingerprint.pb", "keras_metadata.pb", "variables", "assets",
+                      fileio.MODEL_METADATA_NAME}  # what write_savedmodel + attach_metadata put in the folder
+TFLITE_IDENTIFIER = b"TFL3"  # a TFLite flatbuffer's file identifier, bytes 4..8
+ONNX_FIRST_BYTE = b"\x08"  # an ONNX ModelProto starts with ir_version (field 1, a varint): tag byte 0x08
+
+
+def export_kind(fmt: str) -> str:
+    """"a SavedModel export", "a tflite export", "an onnx export": for messages."""
+    return "a SavedModel export" if fmt == "savedmodel" else f"{'an' if fmt == 'onnx' else 'a'} {fmt} export"
+
+
+def is_earlier_export(path: Path, fmt: str) -> bool:
+    """Whether `path` is what export_model wrote for `fmt`, so that replacing it destroys nothing else: the
+    format's own signature (TFLite's identifier, ONNX's first field, a SavedModel's saved_model.pb), the
+    tinyconv.json of that format inside, and for a SavedModel folder nothing besides what the export writes.
+    Anything else (a run folder, a .keras file, another tool's file, a folder someone added notes to) is not."""
+    try:
+        if fmt == "savedmodel":
+            if not (path.is_dir() and (path / "saved_model.pb").is_file()):
+                return False
+            if any(entry.name not in SAVEDMODEL_ENTRIES for entry in path.iterdir()):
+                return False
+            variables = path / "variables"
+            if variables.is_dir() and any(not e.name.startswith("variables.") for e in variables.iterdir()):
+                return False
+        else:
+            if not path.is_file():
+                return False
+            with open(path, "rb") as handle:
+                head = handle.read(8)
+            if (fmt == "tflite" and head[4:8] != TFLITE_IDENTIFIER) or (fmt == "onnx" and head[:1] != ONNX_FIRST_BYTE):
+                return False
+        metadata = read_exported_metadata(path, fmt)
+    except (OSError, TinyconvError):  # unreadable or damaged: not something export can vouch for
+        return False
+    return isinstance(metadata, dict) and metadata.get("format") == fmt
+
+
+def _replaces_source(out: Path, source: Path) -> bool:
+    """Whether writing `out` would replace `source`: the same file by any spelling, symbolic or hard link, or a
+    folder above it (the run folder)."""
+    with contextlib.suppress(OSError):
+        if out.exists() and os.path.samefile(out, source):
+            return True
+    resolved, source = out.resolve(), source.resolve()
+    return resolved == source or resolved in source.parents
+
+
+def check_output(out: Path, fmt: str, source: Path | None = None, force: bool = False) -> None:
+    """One line naming `out`, before minutes of conversion, when the export may not or cannot go there.
+
+    An export never destroys what it did not make: it never replaces its own `source` (by any spelling or link,
+    nor a folder holding it), nor an existing path that is not an earlier export of `fmt` (is_earlier_export),
+    even with `force`; an earlier export is replaced only with `force`. A symbolic link is refused (the rename
+    would replace the link, not its target), and `out` must be writable (fileio.check_writable).
+    """
+    if source is not None and _replaces_source(out, source):
+        where = "holds" if out.resolve() in Path(source).resolve().parents else "is"
+        raise TinyconvError(f"{out}: {where} the model being exported ({source}); choose another --out")
+    if out.is_symlink():  # the rename would replace the link, not what it points to (and fails on a folder's link)
+        raise TinyconvError(f"{out}: is a symbolic link; name the file itself (or another path) as --out")
+    fileio.check_writable(out, export_kind(fmt), folder=fmt == "savedmodel", make_parents=False)
+    if out.exists():
+        if not is_earlier_export(out, fmt):
+            raise TinyconvError(f"{out}: exists and is not an earlier {fmt} export of tinyconv; refusing to replace "
+                                "it, with or without --force: choose another --out")
+        if not force:
+            raise TinyconvError(f"{out}: holds an earlier {fmt} export; pass --force to replace it")
 
 
 # ----------------------------------------------------------------------------------------- converters
@@ -179,7 +237,11 @@ def write_onnx(deploy: keras.Model, path: Path) -> None:
     import tensorflow as tf
 
     signature = [tf.TensorSpec([None, *deploy.input_shape[1:]], tf.uint8, name=INPUT_NAME)]
-    deploy.export(str(path), format="onnx", verbose=False, input_signature=signature)
+    with warnings.catch_warnings():
+        # Keras' patch_tf2onnx (keras/src/export/tf2onnx_lib.py) asks hasattr(np, "object"), which NumPy 2 answers
+        # with this FutureWarning on every export: the file is right, the line is noise (and an error under -W error)
+        warnings.filterwarnings("ignore", message="In the future `np.object` will be defined", category=FutureWarning)
+        deploy.export(str(path), format="onnx", verbose=False, input_signature=signature)
 
 
 def attach_metadata(path: Path, fmt: str, metadata: dict) -> None:
@@ -236,7 +298,7 @@ def parity(exported: np.ndarray, reference: np.ndarray) -> dict:
 
 
 def export_model(model_or_path, fmt: str, out=None, quantize: str | None = None, data_dir=None,
-                 val_accuracy: bool | None = None) -> dict:
+                 val_accuracy: bool | None = None, force: bool = False) -> dict:
     """Export a model (a .keras file, a run folder or a keras.Model) and check the result on the spot.
 
     Args:
@@ -246,11 +308,13 @@ def export_model(model_or_path, fmt: str, out=None, quantize: str | None = None,
         quantize: None, or one of QUANTIZATIONS: "float16", "int8", "int8-full" (TFLite only).
         data_dir: the folder holding tiny-imagenet-200/ (the check's val images; int8-full calibration images).
         val_accuracy: also measure val top-1 of the Keras model and the export (default: when quantized).
+        force: replace an earlier export of `fmt` at `out` (never anything else: see check_output).
     Returns:
         {"format", "quantize", "out", "bytes", "check": {"images", "max_relative_difference", "top1_agreement",
          "passed", "criterion"}, "val": None or {"images", "keras_top1", "exported_top1", "drop"}}
-    Raises TinyconvError (nothing written) for a bad format, an unwritable `out`, or a float32 export whose
-    check fails.
+    Raises TinyconvError (nothing written) for a bad format, an unwritable `out`, an `out` that is the model or
+    its folder or anything but an earlier export of `fmt` (that one too without `force`), or a float32 export
+    whose check fails.
     """
     if fmt not in FORMATS:
         raise TinyconvError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
@@ -265,7 +329,7 @@ def export_model(model_or_path, fmt: str, out=None, quantize: str | None = None,
             raise TinyconvError("exporting a keras.Model needs an output path (out=...)")
         out = default_output(path, fmt, quantize)
     out = Path(out)
-    check_writable(out, fmt)
+    check_output(out, fmt, path, force)
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     classes = model_classes(model, run, data_dir)
     metadata = export_metadata(classes, path or model.name, fmt, quantize)

@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tinyconv.errors import TinyconvError
-from tinyconv.fileio import write_json
-from tinyconv.model.config import PRESETS, get_config
+from tinyconv.fileio import check_writable, write_json
+from tinyconv.model.config import PRESETS
 from tinyconv.training.overrides import parse_overrides
 from tinyconv.training.recipe import PROFILES, make_config
 from tinyconv.experiments.ray_session import start_ray, trial_resources
@@ -237,6 +237,11 @@ def load_spec(path) -> SweepSpec:
     if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
             or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
         raise _fail(path, "seeds", f"expected a list of distinct integers >= 0, got {seeds!r}")
+    for seed in seeds:  # and in the recipe's range (a seed Keras refuses would fail in every trial)
+        try:
+            make_config(profile, seed=seed)
+        except TinyconvError as exc:
+            raise _fail(path, "seeds", str(exc)) from None
     epochs, seconds = _budget(spec, profile, path)
     base_table = spec.get("base", {})
     if not isinstance(base_table, dict):
@@ -251,9 +256,8 @@ def load_spec(path) -> SweepSpec:
         for key, value in point.items():
             _merge(overrides, _check_key(key, value, f"{where}.{key}" if where != "grid" else f"grid.{key}", path))
         variant = name or variant_name(point)
-        try:  # the whole trial, as train() will resolve it: values in range, a consistent model
-            config = make_config(profile, **{**overrides, "epochs": epochs})
-            get_config(config.preset, **config.model_overrides)
+        try:  # the whole trial as train() will resolve it (TrainConfig.validate: every type and range, the model)
+            make_config(profile, **{**overrides, "epochs": epochs})
         except TinyconvError as exc:
             raise _fail(path, f"{where} ({variant})", str(exc)) from None
         if variant in seen:
@@ -405,11 +409,19 @@ def run_sweep(spec: SweepSpec | str | Path, out, data_dir=None, address: str | N
     from tinyconv.data.dataset import default_data_dir
 
     spec = spec if isinstance(spec, SweepSpec) else load_spec(spec)
+    if num_cpus is not None and (isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 1):
+        # 0 meant "all" by accident (Ray's num_cpus=0 or ...), a negative count a Ray error after its start
+        raise TinyconvError(f"--num-cpus must be a positive number of CPUs, got {num_cpus}; leave it out for all")
     out = Path(out).resolve()
     data_dir = Path(data_dir).resolve() if data_dir is not None else default_data_dir().resolve()
+    pending = [t for t in spec.trials if trial_status(out, t.name) != "done"]
+    # Everything a trial needs is checked before a file is written or Ray starts: the data (only on this machine:
+    # on a cluster the data dir must be valid on its nodes, which need not be this one), then the folder.
+    if pending and not address:
+        check_data(spec, pending, data_dir)
+    check_writable(out, "the sweep folder", folder=True)  # not a file, not under one, writable (as train's --out)
     out.mkdir(parents=True, exist_ok=True)
     _write_manifest(spec, out)
-    pending = [t for t in spec.trials if trial_status(out, t.name) != "done"]
     done = len(spec.trials) - len(pending)
     _print(f"sweep {spec.path.name}: {len(spec.trials)} trials ({len(spec.variants())} variants x "
            f"{len(spec.seeds)} seeds), {done} already done, into {out}")
@@ -428,6 +440,24 @@ def run_sweep(spec: SweepSpec | str | Path, out, data_dir=None, address: str | N
         raise TinyconvError(f"sweep interrupted with {len(left)} of {len(spec.trials)} trials not done; "
                             f"run the same command again to resume {out}")
     return rows
+
+
+def check_data(spec: SweepSpec, trials: list[Trial], data_dir: Path) -> None:
+    """The check train() makes of its data dir (a dataset there, each class the recipe selects in it), once for
+    each class selection among `trials`. Raises TinyconvError naming the data dir (and the trial for its classes)."""
+    from tinyconv.data.dataset import require_root, selected_classes
+
+    require_root(data_dir)
+    checked = set()
+    for trial in trials:
+        classes = make_config(spec.profile, **trial.overrides).classes
+        if json.dumps(classes) in checked:
+            continue
+        checked.add(json.dumps(classes))
+        try:
+            selected_classes(data_dir, classes)
+        except TinyconvError as exc:
+            raise TinyconvError(f"{exc} (data dir {data_dir}, classes of trial {trial.name})") from None
 
 
 def _trial_error(out: Path, name: str) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tinyconv.checks import check_fields
 from tinyconv.errors import TinyconvError
 
 # Per-stage fields: a tuple with one entry per stage. An override may give a single value for all stages.
@@ -32,6 +33,8 @@ DOWNS = ("grouped_conv", "haar", "maxpool", "space_to_depth")
 BLOCKS = ("convmixer", "basic")
 STAGE_FIELDS = ("widths", "depths", "modes", "kernel_sizes", "axial_kernel_sizes", "se_reductions")
 DOWN_INITS = ("per_group", "whole")
+# The GroupedConv2D forms (tinyconv.model.fast_path takes its tuple from here: that module imports Keras).
+GROUPED_CONVS = ("auto", "split", "native", "dense")
 
 
 @dataclass
@@ -49,12 +52,13 @@ class ModelConfig:
     stem_kernel: int = 5
     stem_stride: int = 2
     # stages (one entry each); between stages a grouped stride-2 conv (no bias), GELU, BN to the next width
-    widths: tuple = (128, 256, 512)
-    depths: tuple = (2, 3, 5)  # ConvMixerBlocks per stage
-    modes: tuple = ("depthwise", "mixed", "axial")  # the spatial mixer of each stage's blocks
-    kernel_sizes: tuple = (9, 3, 3)  # square depthwise kernel (depthwise mode; mixed mode's local conv)
-    axial_kernel_sizes: tuple = (7, 7, 5)  # 1xa then ax1 kernels (axial and mixed modes)
-    se_reductions: tuple = (0, 8, 8)  # squeeze-excite reduction per stage, 0 = no SE
+    # (the entry types are checked by ModelConfig.validate, with the ranges of MODEL_RULES)
+    widths: tuple[int, ...] = (128, 256, 512)
+    depths: tuple[int, ...] = (2, 3, 5)  # ConvMixerBlocks per stage
+    modes: tuple[str, ...] = ("depthwise", "mixed", "axial")  # the spatial mixer of each stage's blocks
+    kernel_sizes: tuple[int, ...] = (9, 3, 3)  # square depthwise kernel (depthwise mode; mixed mode's local conv)
+    axial_kernel_sizes: tuple[int, ...] = (7, 7, 5)  # 1xa then ax1 kernels (axial and mixed modes)
+    se_reductions: tuple[int, ...] = (0, 8, 8)  # squeeze-excite reduction per stage, 0 = no SE
     # down-sampling between stages, to the next width, then GELU, BN: grouped_conv = a down_kernel grouped conv
     # at stride 2 (down_groups groups) | haar = Haar wavelet sub-bands (4x channels, lossless), a 1x1 conv |
     # maxpool = 2x2 max-pool, a 1x1 conv | space_to_depth = 2x2 pixel unshuffle (lossless), a 1x1 conv
@@ -91,6 +95,44 @@ class ModelConfig:
     @property
     def num_stages(self) -> int:
         return len(self.widths)
+
+    def validate(self) -> ModelConfig:
+        """Raise TinyconvError unless every field has its type and range (MODEL_RULES) and the fields agree (one
+        entry per stage, kernels that fit the variants); returns the config. get_config calls it, and with it every
+        entry point: the recipe (tinyconv.training.recipe), train, the sweeps, `info`."""
+        check_fields(self, MODEL_RULES, "model config")
+        _validate(self)
+        return self
+
+
+_POSITIVE = "[1, inf)"
+# The range of each field (tinyconv.checks.check_fields; the type is the annotation's), per entry for the per-stage
+# fields. Every field has one (a test checks it), so a new field states its range when it is added.
+MODEL_RULES: dict = {
+    "name": None,  # any name: a run records it; get_config's presets set it
+    "num_classes": _POSITIVE,
+    "image_size": _POSITIVE,
+    "stem": STEMS,
+    "stem_kernel": _POSITIVE,
+    "stem_stride": _POSITIVE,
+    "widths": _POSITIVE,
+    "depths": _POSITIVE,  # a stage without a block is only a down-sampling: not a stage
+    "modes": BLOCK_MODES,
+    "kernel_sizes": _POSITIVE,  # and odd: _validate
+    "axial_kernel_sizes": _POSITIVE,  # and odd: _validate
+    "se_reductions": "[0, inf)",  # 0 = no SE
+    "down": DOWNS,
+    "down_kernel": _POSITIVE,
+    "down_groups": _POSITIVE,
+    "down_init": DOWN_INITS,
+    "block": BLOCKS,
+    "drop_path": "[0, 1)",  # the rate of the last block; 1 would drop it always
+    "layer_scale_init": "[0, inf)",
+    "gelu_approximate": None,  # a bool: the type says it all
+    "bn_momentum": "[0, 1)",
+    "bn_epsilon": "(0, inf)",  # the variance is divided by sqrt(var + epsilon)
+    "grouped_conv": GROUPED_CONVS,
+}
 
 
 PRESETS: dict[str, ModelConfig] = {
@@ -183,9 +225,7 @@ def get_config(name_or_config="seed", **overrides) -> ModelConfig:
         if key in STAGE_FIELDS:
             value = (value,) * num_stages if _is_scalar(value) else tuple(value)
         values[key] = value
-    config = dataclasses.replace(base, **values)
-    _validate(config)
-    return config
+    return dataclasses.replace(base, **values).validate()
 
 
 def _is_scalar(value) -> bool:
@@ -193,24 +233,19 @@ def _is_scalar(value) -> bool:
 
 
 def _validate(config: ModelConfig) -> None:
+    """What check_fields cannot see field by field: the fields' agreement (their types and ranges are checked)."""
     n = config.num_stages
+    if n < 1:
+        raise TinyconvError("model config field 'widths' is empty; give one width per stage")
     for key in STAGE_FIELDS:
         if len(getattr(config, key)) != n:
             raise TinyconvError(
                 f"model config field {key!r} has {len(getattr(config, key))} entries but there are {n} stages"
             )
-    for mode in config.modes:
-        if mode not in BLOCK_MODES:
-            raise TinyconvError(f"model config field 'modes': unknown mode {mode!r}; choose from {BLOCK_MODES}")
     for key in ("kernel_sizes", "axial_kernel_sizes"):
         for k in getattr(config, key):
-            if int(k) < 1 or int(k) % 2 == 0:
+            if k % 2 == 0:  # "same" padding centres only an odd kernel
                 raise TinyconvError(f"model config field {key!r}: kernel sizes must be odd and positive, got {k}")
-    for key, choices in (("stem", STEMS), ("down", DOWNS), ("block", BLOCKS)):
-        if getattr(config, key) not in choices:
-            raise TinyconvError(
-                f"model config field {key!r} must be one of {choices}, got {getattr(config, key)!r}"
-            )
     if config.stem in ("space_to_depth", "unfold") and config.image_size % config.stem_stride:
         raise TinyconvError(
             f"model config: the {config.stem} stem needs image_size {config.image_size} to be a multiple of "
@@ -230,12 +265,6 @@ def _validate(config: ModelConfig) -> None:
             raise TinyconvError(f"model config: width {width} is not a multiple of down_groups={config.down_groups}")
     if config.block == "basic" and any(config.se_reductions):
         raise TinyconvError("model config field 'se_reductions': the basic block has no squeeze-excite; use 0")
-    if config.down_init not in DOWN_INITS:
-        raise TinyconvError(f"model config field 'down_init' must be one of {DOWN_INITS}, got {config.down_init!r}")
-    if not 0.0 <= config.drop_path < 1.0:
-        raise TinyconvError(f"model config field 'drop_path' must be in [0, 1), got {config.drop_path}")
-    if config.num_classes < 1:
-        raise TinyconvError(f"model config field 'num_classes' must be positive, got {config.num_classes}")
 
 
 # -------------------------------------------------------------------------------------------- plan

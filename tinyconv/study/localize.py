@@ -156,13 +156,29 @@ def _label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, int(count)
 
 
+def check_threshold(threshold_fraction) -> float:
+    """`threshold_fraction` as a float, if it lies in [0, 1]; else one TinyconvError. Outside, the box means
+    nothing and no error would show it: above 1 no pixel reaches the threshold, below 0 every pixel does, NaN
+    compares false with all, and each gives the whole image as the box."""
+    try:
+        value = float(threshold_fraction)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:  # NaN fails every comparison
+        raise TinyconvError(f"the box threshold must be a fraction of the map's maximum in [0, 1], "
+                            f"got {threshold_fraction!r}")
+    return value
+
+
 def box_from_map(heatmap, threshold_fraction: float) -> tuple[int, int, int, int]:
     """The box (x0, y0, x1, y1), corners inclusive, of the largest 8-connected region where
     heatmap >= threshold_fraction * max(heatmap). Ties between equal regions go to the first in raster order.
+    `threshold_fraction` must lie in [0, 1] (check_threshold).
 
     A map whose mask is empty (a maximum <= 0 with a positive fraction cannot be, but NaNs can) gives the
     whole image.
     """
+    threshold_fraction = check_threshold(threshold_fraction)
     heatmap = np.asarray(heatmap, dtype=np.float32)
     if heatmap.ndim != 2:
         raise TinyconvError(f"box_from_map needs one [H, W] map, got shape {heatmap.shape}")
@@ -573,12 +589,13 @@ def localize_images(model_or_path, paths, data_dir=None, threshold: float = 0.2)
     """The top-1 class, its CAM (64x64 in [0, 1]) and its box for each JPEG/PNG file.
 
     Returns one dict per image: {"image": path, "pixels": uint8 [64, 64, 3], "map": float32 [64, 64],
-    "box": (x0, y0, x1, y1) inclusive, "wnid", "name", "probability"}.
+    "box": (x0, y0, x1, y1) inclusive, "wnid", "name", "probability"}. `threshold`: in [0, 1] (box_from_map).
     """
     from tinyconv.deploy.inference import load_image, load_run_model, model_classes, softmax
 
     if not paths:
         raise TinyconvError("no images given")
+    threshold = check_threshold(threshold)  # before the model loads
     pixels = np.stack([load_image(path) for path in paths])  # [N, 64, 64, 3]
     model, run, _ = load_run_model(model_or_path)
     cam_layers(model)

@@ -261,6 +261,9 @@ def run_notebooks(profile: str, out, data_dir=None, only=None, progress: bool | 
             raise TinyconvError(f"tinyconv/ has uncommitted changes ({', '.join(changed[:5])}): commit them first, "
                                 "then make the committed outputs (their record names the commit the code is at)")
         run_dir = Path(REPO_ROOT) / "runs" / f"notebooks-{profile}-commit"
+    # one line naming the folder before anything runs or is removed, not a traceback from the first notebook's mkdir
+    fileio.check_writable(run_dir, "the executed notebooks", folder=True)
+    if commit:
         selected = _commit_selection(selected, run_dir, full=not only)
     if data_dir is None:
         data_dir = default_data_dir()

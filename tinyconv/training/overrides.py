@@ -9,8 +9,8 @@ Each value is typed by its TrainConfig (or ModelConfig) field; a wrong field or 
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import typing
 
 from tinyconv.errors import TinyconvError
 from tinyconv.model.config import ModelConfig
@@ -18,21 +18,30 @@ from tinyconv.training.recipe import field_types, parse_value
 
 
 def parse_model_value(name: str, text: str) -> object:
-    """A ModelConfig override from text: JSON where it parses (numbers, lists, null), else a string."""
-    known = {f.name for f in dataclasses.fields(ModelConfig)}
-    if name not in known:
-        raise TinyconvError(f"unknown model field {name!r} in override model.{name}; known: {', '.join(sorted(known))}")
-    text = text.strip()
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    if text.lower() in ("none", "null"):
-        return None
+    """A ModelConfig override from text, typed by the field: `3`, `3,5,7` or `[3, 5, 7]` for a per-stage field
+    (tuple[int, ...]: one value for every stage, or one per stage), `true`/`false`/`1`/`0` for a bool, `none` for
+    an optional number. A value that is not of the field's type is a TinyconvError naming it; its range is the
+    config's to check (ModelConfig.validate)."""
+    hints = typing.get_type_hints(ModelConfig)
+    if name not in hints:
+        raise TinyconvError(f"unknown model field {name!r} in override model.{name}; known: {', '.join(sorted(hints))}")
+    hint, label, text = hints[name], f"model.{name}", text.strip()
+    if typing.get_origin(hint) is not tuple:
+        return parse_value(label, text, hint)
+    entry = typing.get_args(hint)[0]
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        if text.startswith("["):
+            items = json.loads(text)
+            if not isinstance(items, list):
+                raise ValueError(text)
+            return [parse_value(label, item if isinstance(item, str) else json.dumps(item), entry) for item in items]
         if "," in text:  # widths=48,96,192
-            return [parse_model_value(name, part) for part in text.split(",")]
-        return text
+            return [parse_value(label, part, entry) for part in text.split(",")]
+        return parse_value(label, text, entry)  # one value: every stage
+    except (TinyconvError, ValueError):  # json.JSONDecodeError is a ValueError
+        kind = {int: ("an integer", "integers"), float: ("a number", "numbers")}.get(entry, ("a string", "strings"))
+        raise TinyconvError(f"override {label}={text!r}: expected {kind[0]} for every stage or a list of "
+                            f"{kind[1]}, one per stage (e.g. 3, or 3,5,7, or [3, 5, 7])") from None
 
 
 def parse_overrides(items) -> dict:

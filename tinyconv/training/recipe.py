@@ -25,7 +25,9 @@ import typing
 from dataclasses import dataclass, field
 
 from tinyconv.data.augment_config import AUGMENT_FIELDS, REFERENCE_AUGMENT, AugmentConfig
+from tinyconv.checks import check_fields
 from tinyconv.errors import TinyconvError
+from tinyconv.model.config import get_config
 
 # ------------------------------------------------------------------------------------------- recipe
 
@@ -68,6 +70,28 @@ class TrainConfig:
         if name in AUGMENT_FIELDS:
             return getattr(self.augment, name)
         raise AttributeError(f"{type(self).__name__} has no field {name!r}")
+
+    def validate(self) -> TrainConfig:
+        """Raise TinyconvError unless every field has its type and range (RECIPE_RULES), the fields agree, and the
+        preset with model_overrides is a valid model config; returns the config.
+
+        make_config calls it, and with it every entry point (train, the CLI, the notebooks, the sweeps), before a
+        run folder is touched: a value that would fail in Keras after config.json is written is refused here.
+        """
+        check_fields(self, RECIPE_RULES, "recipe")
+        self.augment.validate()
+        if isinstance(self.classes, list) and not self.classes:
+            raise TinyconvError("recipe field 'classes' is an empty list; give wnids, a count K, or none for all")
+        if self.min_lr > self.lr:
+            raise TinyconvError(f"recipe field 'min_lr' ({self.min_lr}) exceeds lr ({self.lr}): the schedule decays "
+                                "from lr to min_lr")
+        if self.warmup_epochs > self.epochs:
+            raise TinyconvError(f"recipe field 'warmup_epochs' ({self.warmup_epochs}) exceeds epochs ({self.epochs})")
+        for name, why in _DERIVED_MODEL_FIELDS.items():
+            if name in self.model_overrides:
+                raise TinyconvError(f"model.{name} cannot be overridden in a recipe: {why}")
+        get_config(self.preset, **self.model_overrides)  # the model config train() will build, checked whole
+        return self
 
     def to_dict(self) -> dict:
         """Every field, the augmentation ones flat in its place (the layout of a run's config.json)."""
@@ -128,46 +152,77 @@ PROFILES: dict[str, dict] = {
     },
 }
 
-_CHOICES = {
+_POSITIVE = "[1, inf)"
+_RATE = "[0, 1)"
+# The range of each field (tinyconv.checks.check_fields; the type is the annotation's; the augmentation's are
+# AUGMENT_RULES). Every field has one (a test checks it), so a new field states its range when it is added.
+RECIPE_RULES: dict = {
+    "preset": None,  # a name of tinyconv.model.config.PRESETS: get_config says "unknown model preset" and lists them
+    "model_overrides": None,  # a dict: its fields are ModelConfig's, checked by get_config
+    "classes": _POSITIVE,  # a count; a list of wnids is checked against wnids.txt by the data
+    "max_train_per_class": _POSITIVE,
+    "max_val_per_class": _POSITIVE,
+    "epochs": _POSITIVE,
+    "batch_size": _POSITIVE,
+    "lr": "(0, inf)",
+    "min_lr": "[0, inf)",
+    "warmup_epochs": "[0, inf)",  # and at most epochs: validate
+    "lr_update": ("epoch", "step"),
+    "weight_decay": "[0, inf)",
+    "weight_decay_mode": ("per_step", "lr_scaled"),
+    "beta_1": _RATE,
+    "beta_2": _RATE,
+    "label_smoothing": _RATE,
+    "augment": None,  # an AugmentConfig: its own validate
     "mixed_precision": ("auto", "on", "off"),
     "jit_compile": ("auto", "on", "off"),
-    "lr_update": ("epoch", "step"),
-    "weight_decay_mode": ("per_step", "lr_scaled"),
+    "seed": "[0, 4294967295]",  # keras.utils.set_random_seed takes 0 .. 2**32 - 1
+    "backup_every": _POSITIVE,
+}
+# ModelConfig fields a recipe sets itself: overriding them would be overwritten or mislabel the run.
+_DERIVED_MODEL_FIELDS = {
+    "num_classes": "the number of classes trained on sets it; use classes=K",
+    "name": "it is the preset's name, which runs and saved models are read back by; use preset=NAME",
 }
 
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+# Strictly these: a flag's value is never guessed ("yes", "on" and the like are refused).
+_TRUE = {"1", "true"}
+_FALSE = {"0", "false"}
 
 
 def parse_value(name: str, text: str, hint) -> object:
     """Turn the text of an override into a value of the field's type."""
     text = text.strip()
     args = typing.get_args(hint)
-    if type(None) in args and text.lower() in ("none", "null", ""):
-        return None
+    or_none = ""
+    if type(None) in args:
+        if text.lower() in ("none", "null", ""):
+            return None
+        others = [arg for arg in args if arg is not type(None)]
+        hint, or_none = (others[0] if len(others) == 1 else hint), " or none"  # float | None parses as float
     if hint is bool:
         if text.lower() in _TRUE:
             return True
         if text.lower() in _FALSE:
             return False
-        raise TinyconvError(f"override {name}={text!r}: expected true or false")
-    if hint is int or (args and int in args and list[str] not in args):
+        raise TinyconvError(f"override {name}={text!r}: expected true or false (or 1 or 0){or_none}")
+    if hint is int:
         try:
             return int(text)
         except ValueError:
-            raise TinyconvError(f"override {name}={text!r}: expected an integer") from None
+            raise TinyconvError(f"override {name}={text!r}: expected an integer{or_none}") from None
     if hint is float:
         try:
-            return float(text)
+            return float(text)  # "inf" and "nan" parse; the config's validate refuses them, like any range
         except ValueError:
-            raise TinyconvError(f"override {name}={text!r}: expected a number") from None
+            raise TinyconvError(f"override {name}={text!r}: expected a number{or_none}") from None
     if hint is str:
         return text
-    if name == "classes":  # int | list[str] | None: a count, or wnids separated by commas
-        if text.isdigit():
+    if name == "classes":  # int | list[str] | None: a count (-1 too, for the range check to name), or wnids
+        try:
             return int(text)
-        return [wnid.strip() for wnid in text.split(",") if wnid.strip()]
+        except ValueError:
+            return [wnid.strip() for wnid in text.split(",") if wnid.strip()]
     try:  # dicts, lists: JSON
         return json.loads(text)
     except json.JSONDecodeError:
@@ -182,19 +237,26 @@ def field_types() -> dict:
     return hints
 
 
-def make_config(profile: str = "quick", preset: str | None = None, **overrides) -> TrainConfig:
-    """The recipe of a profile with the preset and field overrides applied (in that order).
+def make_config(profile: str = "quick", preset: str | None = None, /, **overrides) -> TrainConfig:
+    """The recipe of a profile with the preset and field overrides applied (in that order), validated whole.
 
     Args:
         profile: a name of PROFILES ("reference", "full", "quick", "ci").
-        preset: a model preset; None keeps the profile's.
+        preset: a model preset; None keeps the profile's. It may come as a keyword too (`preset=NAME`, and so
+            `--set preset=NAME` and `train(overrides={"preset": ...})`: positional-only, the name is free for
+            **overrides), but not twice with two values.
         overrides: TrainConfig fields; strings are parsed as in tinyconv.training.overrides. `model_overrides`
             is merged into the profile's instead of replacing it.
     Raises:
-        TinyconvError: unknown profile or field, or a value out of range.
+        TinyconvError: unknown profile or field, a value of the wrong type or out of range, an invalid model.
     """
     if profile not in PROFILES:
         raise TinyconvError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    named = overrides.pop("preset", None)  # preset=NAME, or None: the profile's, as the argument says
+    if preset is not None and named is not None and named != preset:
+        raise TinyconvError(f"two presets, {preset!r} (--preset, the preset argument) and {named!r} "
+                            "(preset= among the overrides); give one")
+    preset = preset if preset is not None else named
     hints = field_types()
     values = {key: (dict(value) if isinstance(value, dict) else value) for key, value in PROFILES[profile].items()}
     if preset is not None:
@@ -205,32 +267,12 @@ def make_config(profile: str = "quick", preset: str | None = None, **overrides) 
         if isinstance(value, str) and hints[name] is not str:
             value = parse_value(name, value, hints[name])
         if name == "model_overrides":
-            values["model_overrides"] = {**values.get("model_overrides", {}), **(value or {})}
+            value = {} if value is None else value  # model_overrides=null: nothing to change
+            if not isinstance(value, dict):  # merged below: anything else would fail there, not name the field
+                raise TinyconvError(f"recipe field 'model_overrides' must be a mapping of model fields, got {value!r}")
+            values["model_overrides"] = {**values.get("model_overrides", {}), **value}
         else:
             values[name] = value
     augment_values = {name: values.pop(name) for name in AUGMENT_FIELDS if name in values}
-    augment = AugmentConfig(**{**REFERENCE_AUGMENT.to_dict(), **augment_values})
-    config = TrainConfig(**values, augment=augment)  # AugmentConfig validated its own values
-    _validate(config)
-    return config
-
-
-def _validate(config: TrainConfig) -> None:
-    for name in ("epochs", "batch_size", "backup_every"):
-        if not isinstance(getattr(config, name), int) or getattr(config, name) < 1:
-            raise TinyconvError(f"recipe field {name} must be a positive integer, got {getattr(config, name)!r}")
-    for name in ("max_train_per_class", "max_val_per_class"):
-        value = getattr(config, name)
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise TinyconvError(f"recipe field {name} must be a positive integer or None, got {value!r}")
-    if isinstance(config.classes, int) and config.classes < 1:
-        raise TinyconvError(f"recipe field classes must be >= 1, got {config.classes}")
-    if not config.lr > 0 or not config.min_lr >= 0:
-        raise TinyconvError(f"recipe fields lr and min_lr must be positive, got {config.lr}, {config.min_lr}")
-    if config.warmup_epochs < 0 or config.warmup_epochs > config.epochs:
-        raise TinyconvError(f"recipe field warmup_epochs must lie in [0, epochs], got {config.warmup_epochs}")
-    if not 0.0 <= config.label_smoothing < 1.0:
-        raise TinyconvError(f"recipe field label_smoothing must lie in [0, 1), got {config.label_smoothing}")
-    for name, choices in _CHOICES.items():
-        if getattr(config, name) not in choices:
-            raise TinyconvError(f"recipe field {name} must be one of {', '.join(choices)}, got {getattr(config, name)!r}")
+    augment = AugmentConfig(**{**REFERENCE_AUGMENT.to_dict(), **augment_values})  # validates its own values
+    return TrainConfig(**values, augment=augment).validate()

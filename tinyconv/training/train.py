@@ -41,9 +41,10 @@ from tinyconv.training.callbacks import (
 )
 from tinyconv.data.dataset import default_data_dir, load_split, selected_classes
 from tinyconv.errors import TinyconvError
-from tinyconv.fileio import json_default, remove_temporaries, save_model, write_bytes, write_json
+from tinyconv.fileio import check_writable, json_default, remove_temporaries, save_model, write_bytes, write_json
 from tinyconv.locks import folder_lock
 from tinyconv.training.plots import figure_png, plot_history
+from tinyconv.model import fast_path
 from tinyconv.model.build import build_model
 from tinyconv.model.config import ModelConfig, get_config
 from tinyconv.training.recipe import TrainConfig, make_config
@@ -178,6 +179,7 @@ def plan_run(preset, profile, data_dir, out, overrides) -> RunPlan:
     config = make_config(profile, preset, **(overrides or {}))
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     run_dir = Path(out) if out else default_runs_root() / f"{config.preset}-{profile}"
+    check_writable(run_dir, "the run", folder=True)  # one line now, not a traceback after loading the data
     wnids, names, words = selected_classes(data_dir, config.classes)
     model_config = get_config(config.preset, **{**config.model_overrides, "num_classes": len(wnids)})
     doc = {
@@ -235,6 +237,7 @@ def start_folder(plan: RunPlan, data: RunData) -> None:
         devices=runtime.device_count(),
         global_batch=config.batch_size,
         steps_per_epoch=data.steps_per_epoch,
+        depthwise_form=fast_path.depthwise_setting(),  # TINYCONV_DEPTHWISE: the forms compute the same values
     )
     if plan.state == "new":
         plan.run_dir.mkdir(parents=True, exist_ok=True)
@@ -291,9 +294,9 @@ def run_callbacks(plan: RunPlan, data: RunData, backup: ResumableBackup, user_ca
 
     tensorflow = runtime.backend() == "tensorflow"
     return [
-        # first: a diverged epoch must not reach the history, best or backup. Reading the loss waits for the
-        # device, so on an accelerator it is read every 100 steps (and at each epoch end), not every step.
-        NonFiniteLoss(run_dir, every=100 if runtime.has_gpu() else 1),
+        # first: a diverged epoch must not reach the history, best or backup. It reads every step's loss in
+        # Keras' worker threads on JAX (async_safe), so no step waits for the host (tests/test_jax_backend.py)
+        NonFiniteLoss(run_dir),
         ThroughputEstimate(config.batch_size, data.steps_per_epoch, config.epochs),
         HistoryWriter(history_path, data.steps_per_epoch * config.batch_size, lr_at_epoch_end),
         BestCheckpoint(run_dir / "best.keras", history_path, metadata=model_metadata(plan)),
@@ -418,6 +421,7 @@ def _metrics(rows: list[dict], plan: RunPlan, data: RunData, params: int, sessio
         "backend": plan.doc["backend"],
         "devices": plan.doc["devices"],
         "jit_compile": plan.doc["jit_compile"],
+        "depthwise_form": plan.doc["depthwise_form"],  # the last session's
         "preset": plan.config.preset,
         "profile": plan.profile,
         "classes": plan.model_config.num_classes,
@@ -459,6 +463,8 @@ def train(
     Raises:
         TinyconvError: bad config, a run folder holding another config, missing data, a diverged loss.
     """
+    if time_limit is not None and not (isinstance(time_limit, (int, float)) and 0 < time_limit < math.inf):
+        raise TinyconvError(f"time_limit must be a number of minutes > 0 (None: no limit), got {time_limit!r}")
     plan = plan_run(preset, profile, data_dir, out, overrides)
     if restart and plan.state != "new":
         with folder_lock(plan.run_dir / LOCK_NAME, "training run"):
@@ -488,10 +494,28 @@ def train(
         return _train_locked(plan, data, callbacks, time_limit)
 
 
+def check_history(history_path: Path, restored_epoch: int) -> None:
+    """Refuse to resume a run whose history.csv lacks epochs its backup has done, before any step is trained.
+
+    The per-epoch figures of those epochs are gone (they live nowhere else), so the run could train to the end and
+    still never write its metrics; only training it again from epoch 1 gives a whole record.
+    """
+    done = {row["epoch"] for row in read_history(history_path)}
+    missing = [epoch for epoch in range(restored_epoch) if epoch not in done]
+    if missing:
+        what = "is missing" if not history_path.exists() else f"lacks epoch(s) {', '.join(str(e + 1) for e in missing)}"
+        raise TinyconvError(
+            f"{history_path} {what} while the run's backup holds {restored_epoch} completed epoch(s): their figures "
+            "are lost, so the run cannot end with a complete record; run the same command with --restart to train "
+            "it again from epoch 1"
+        )
+
+
 def _train_locked(plan: RunPlan, data: RunData, callbacks, time_limit) -> dict:
     """train()'s steps once it holds the run folder's lock."""
     model = compiled_model(plan, data.steps_per_epoch)
     backup = ResumableBackup(plan.run_dir / "backup", plan.config.backup_every)  # reads the resume state once
+    check_history(plan.run_dir / "history.csv", backup.restored_epoch)
     limit = [TimeLimit(time_limit)] if time_limit else []
     # the time limit runs before the backup (last), so the epoch it stops after is backed up too
     session_s = fit(model, plan, data, backup, limit + run_callbacks(plan, data, backup, callbacks))
