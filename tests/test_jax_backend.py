@@ -491,3 +491,24 @@ def test_device_augmentation_makes_the_tf_data_batches(jax_side, name):
                           deterministic=True, start_epoch=AUG_EPOCH + 1)
     x_other, _ = next(iter(other))
     assert not np.allclose(x_other.numpy(), tf_x[0], atol=1e-3)
+
+
+# ------------------------------------------------------------- no host round trip per training step
+
+
+def test_steps_run_without_waiting_for_the_host_and_a_nan_still_stops_the_run(synthetic_data_dir, tmp_path):
+    """Under JAX the run's own callbacks leave Keras free to run the batch-end hooks in worker threads (so no step
+    waits for its loss to reach Python), and NonFiniteLoss, read there, still stops a diverged epoch before the
+    history, best.keras or the backup take it in."""
+    from tinyconv.training.callbacks import read_history
+
+    run_dir = tmp_path / "nan"
+    completed = _ok(_without_tf("jax_async_steps", synthetic_data_dir, run_dir, extra_path=REPO / "tests"))
+    out = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert out["hooks"] > 0 and out["on_main_thread"] == 0, out  # every batch-end hook ran off the training loop
+    assert "throughput:" in completed.stdout  # ThroughputEstimate measured the steps from the worker threads
+    assert out["error"] is not None
+    assert "training diverged" in out["error"] and "loss became nan at epoch 2, step" in out["error"], out["error"]
+    assert [row["epoch"] for row in read_history(run_dir / "history.csv")] == [0]
+    meta = json.loads((run_dir / "backup" / "training_metadata.json").read_text())
+    assert meta["epoch"] == 1

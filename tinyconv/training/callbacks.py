@@ -102,12 +102,19 @@ class NonFiniteLoss(keras.callbacks.Callback):
 
     It comes first among the epoch-end callbacks, so a diverged epoch is never backed up nor saved
     as best: the last good state stays in backup/ and best.keras.
+
+    Every step's loss is read, without making the training loop wait for it: the callback is `async_safe`,
+    so where the backend allows it (JAX), Keras runs batch-end callbacks in a worker thread, which waits for
+    the step's loss while the loop dispatches the next steps. A NaN then surfaces a step or two later (when
+    Keras next collects its worker threads, at the latest at the epoch's end, before any epoch-end callback):
+    the error names the step at which it was read. On TensorFlow, callbacks run in the loop, step by step.
     """
 
-    def __init__(self, run_dir: Path, every: int = 1):
+    async_safe = True  # keras.callbacks.CallbackList: this callback may run in a worker thread
+
+    def __init__(self, run_dir: Path):
         super().__init__()
         self.run_dir = run_dir
-        self.every = max(1, int(every))  # steps between checks: reading the loss waits for the device
         self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -129,8 +136,7 @@ class NonFiniteLoss(keras.callbacks.Callback):
             )
 
     def on_train_batch_end(self, batch, logs=None):
-        if (batch + 1) % self.every == 0:
-            self._check(logs, f", step {batch + 1}")
+        self._check(logs, f", step {batch + 1}")
 
     def on_epoch_end(self, epoch, logs=None):
         self._check(logs, "")
@@ -357,6 +363,11 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         return (f"{where}: the resume state is damaged ({why}) and no intact checkpoint is left; run the same "
                 "command with --restart to train this run again from epoch 1 (its other files are replaced as it goes)")
 
+    # BackupAndRestore's per-batch hook serves save_freq=N steps; this class saves at epoch ends only. Keras' own
+    # no-op takes its place, because Keras runs the batch-end hooks of a fit asynchronously only when no callback
+    # overrides them (CallbackList._configure_async_dispatch): kept, it would make every JAX step wait for the host.
+    on_train_batch_end = keras.callbacks.Callback.on_train_batch_end
+
     def on_train_begin(self, logs=None):
         self._load_model()
 
@@ -439,8 +450,13 @@ class ThroughputEstimate(keras.callbacks.Callback):
     """Time a few training steps of the session's first epoch, then print images/s and the time to finish.
 
     It measures the real run (no separate trial run): the first `skip` steps (tracing, compilation, the
-    input pipeline filling up) are not timed, the next `measure` steps are.
+    input pipeline filling up) are not timed, the next `measure` steps are. A step's time is taken when its
+    results are ready, not when it was dispatched: Keras turns a step's logs into Python floats before it calls
+    the batch-end hooks, which waits for the device. Where Keras runs those hooks in a worker thread (JAX; this
+    callback is `async_safe`), that wait holds up the thread, not the training loop.
     """
+
+    async_safe = True  # keras.callbacks.CallbackList: this callback may run in a worker thread
 
     def __init__(self, batch_size: int, steps_per_epoch: int, epochs: int, skip: int = 3, measure: int = 20):
         super().__init__()
@@ -451,7 +467,7 @@ class ThroughputEstimate(keras.callbacks.Callback):
         self.measure = min(measure, steps_per_epoch - self.skip)
         self._epoch = None
         self._first_epoch = None
-        self._t0 = None
+        self._ready = {}  # batch index -> perf_counter when its logs reached this callback (worker threads write it)
         self.images_per_s = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -462,15 +478,16 @@ class ThroughputEstimate(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self.images_per_s is not None or self._epoch != self._first_epoch or self.measure < 1:
             return
-        if batch == self.skip - 1:
-            self._t0 = time.perf_counter()
-        elif self._t0 is not None and batch == self.skip - 1 + self.measure:
-            steps_per_s = self.measure / max(time.perf_counter() - self._t0, 1e-9)
+        first, last = self.skip - 1, self.skip - 1 + self.measure
+        if batch in (first, last):
+            self._ready[batch] = time.perf_counter()
+        if first in self._ready and last in self._ready and self.images_per_s is None:
+            steps_per_s = self.measure / max(self._ready[last] - self._ready[first], 1e-9)
             self.images_per_s = steps_per_s * self.batch_size
             remaining = self.epochs - self._first_epoch
             eta = remaining * self.steps_per_epoch / steps_per_s
             print(
-                f"\nthroughput: {self.images_per_s:,.0f} train images/s (steps {self.skip + 1}-{batch + 1} of epoch "
+                f"\nthroughput: {self.images_per_s:,.0f} train images/s (steps {self.skip + 1}-{last + 1} of epoch "
                 f"{self._first_epoch + 1}); estimated {format_duration(eta)} of training steps for the "
                 f"{remaining} epochs to go, validation not included",
                 flush=True,
