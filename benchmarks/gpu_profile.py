@@ -1,19 +1,36 @@
-"""What limits the seed's train step on a GPU: a kernel profile of the step, and its convolutions alone.
+"""What limits the seed's train step on a GPU, and which form of its depthwise conv to train with.
 
     KERAS_BACKEND=jax python benchmarks/gpu_profile.py --out DIR [--batch-size 128] [--steps 10]
+    KERAS_BACKEND=jax python benchmarks/gpu_profile.py --choose --budget-s 120 --json FILE [--batch-size 128]
 
-Next session's first call: `--skip convs --forms shift_barrier,grouped_shiftgrad,pallas --min-taps 25` (the 9x9
-alone in each form, the axial convs already shifted), after `python benchmarks/pallas_depthwise.py time`.
+--choose (what the GPU lease script runs before training; docs/gpu.md): for each form of FFTGradDepthwiseConv2D
+that TINYCONV_DEPTHWISE names (keras, shifted, pallas: tinyconv.model.fast_path), the train step exactly as
+`tinyconv train` builds it (tinyconv.training.train.compiled_model: the recipe's optimizer and loss, its dtype
+policy, mixed_bfloat16 on a GPU; the `reference` profile's recipe by default, --profile), on one random batch:
+one step from the same initial weights as the keras form, compared with it (`step_differences`: the loss, the
+updated weights and the step's gradients), then the whole step timed. A form that fails is recorded with its error
+and the next one runs. --budget-s bounds the whole: a form starts only while the time left covers what the keras
+form's compile and first step took, and the forms share the timing time left; nothing is measured past it.
+FILE gets
+    {"device": ..., "forms": {name: {"step_ms", "images_per_s", "agrees", "max_rel_diff", "error"}}, "chosen": name}
+(and the run's settings): the fastest form that agrees, keras when none else does. Rehearse it on a CPU:
+`KERAS_BACKEND=jax python benchmarks/gpu_profile.py --choose --batch-size 8 --budget-s 60 --json /tmp/x.json`
+(the pallas form runs in Pallas' interpreter there: slow, but the same kernels).
+
+The profile (--out), next session: `--skip convs --forms shift_barrier,grouped_shiftgrad,pallas --min-taps 25`
+(the 9x9 alone in each form, the axial convs already shifted), after `python benchmarks/pallas_depthwise.py time`.
 
 1. The seed's train step (bf16, batch 128, AdamW, as `tinyconv bench`) under jax.profiler for --steps steps: the
    GPU kernels' time per step, summed by kernel name, and the GPU's idle share (launch gaps, host work).
    The perfetto trace and the table go to DIR.
 2. Each spatial convolution of the seed at its own shape, forward and forward+backward, in bf16 and float32, in
    the forms one could write it in JAX: XLA's grouped convolution (what Keras emits: cuDNN), the same with
-   float32 operands, shifted sums (one fused elementwise kernel; XLA differentiates it), and XLA's forward
-   with a shifted-sum kernel gradient. Each form is checked against the grouped conv in float32 first.
+   float32 operands, shifted sums (one fused elementwise kernel; XLA differentiates it), XLA's forward with a
+   shifted-sum kernel gradient, and tinyconv's Pallas kernels (tinyconv.model.pallas_depthwise). Each form is
+   checked against the grouped conv in float32 first; one that fails is recorded and the table goes on.
 3. The whole step again with the spatial convolutions swapped for each form (monkeypatching Keras' JAX
-   depthwise conv): what each buys end to end.
+   depthwise conv): what each buys end to end. A form that fails (a kernel the GPU refuses) is recorded with its
+   error and the others still run; the summary lists every form's whole-step time.
 
 The GPU session of docs/performance.md ran this; its output is the table there. Runs on a CPU too (slowly:
 use --batch-size 8 --steps 2 to rehearse).
@@ -38,8 +55,7 @@ import jax.numpy as jnp  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tinyconv.model.build import build_model
-
+from tinyconv.model.build import build_model  # noqa: E402
 from tinyconv.model.config import get_config  # noqa: E402
 
 # --------------------------------------------------------------------------- the forms of a depthwise conv
@@ -104,11 +120,12 @@ def _sg_bwd(res, g):
 
 dw_grouped_shiftgrad.defvjp(_sg_fwd, _sg_bwd)
 
-def dw_pallas(x, w):
-    """benchmarks/pallas_depthwise.py: a Pallas (Triton) stencil with its own two gradients."""
-    from pallas_depthwise import depthwise_pallas  # beside this file
 
-    return depthwise_pallas(x, w, (8, 32, 8, False))
+def dw_pallas(x, w):
+    """tinyconv.model.pallas_depthwise: the Pallas stencil with its own two gradients (Triton; interpreted off a GPU)."""
+    from tinyconv.model import fast_path, pallas_depthwise
+
+    return pallas_depthwise.depthwise_conv(x, w, interpret=fast_path.pallas_interpret())
 
 
 FORMS = {
@@ -117,7 +134,7 @@ FORMS = {
     "shift": dw_shift,
     "shift_barrier": dw_shift_barrier,
     "grouped_shiftgrad": dw_grouped_shiftgrad,
-    "pallas": dw_pallas,  # whole-step form only (--forms pallas): not in the per-conv table, it needs a GPU
+    "pallas": dw_pallas,
 }
 
 # (name, [B-less input shape], kernel (kh, kw)): the seed's spatial convs (stage 1 depthwise 9x9; stage 2 axial 7
@@ -157,30 +174,40 @@ def bench_convs(batch: int, reps: int) -> list[dict]:
         for dtype in (jnp.bfloat16, jnp.float32):
             x, w, g = x32.astype(dtype), w32.astype(dtype), g32.astype(dtype)
             for form, fn in FORMS.items():
-                if form == "pallas" or (form == "grouped_f32" and dtype == jnp.float32):
+                if form == "grouped_f32" and dtype == jnp.float32:
                     continue
-                fwd = jax.jit(fn)
-                step = jax.jit(jax.grad(lambda a, b, fn=fn: jnp.sum((fn(a, b) * g).astype(jnp.float32)), argnums=(0, 1)))
-                out = fwd(x, w).astype(jnp.float32)
-                grads = step(x, w)
-                err = float(jnp.linalg.norm(out - reference) / jnp.linalg.norm(reference))
-                gerr = max(
-                    float(jnp.linalg.norm(d.astype(jnp.float32) - r) / jnp.linalg.norm(r))
-                    for d, r in zip(grads, ref_grads)
-                )
-                row = {
-                    "conv": name, "dtype": jnp.dtype(dtype).name, "form": form,
-                    "fwd_ms": 1e3 * time_fn(fwd, x, w, reps=reps),
-                    "fwd_bwd_ms": 1e3 * time_fn(step, x, w, reps=reps),
-                    "rel_err": err, "grad_rel_err": gerr,
-                }
+                row = {"conv": name, "dtype": jnp.dtype(dtype).name, "form": form}
+                try:
+                    fwd = jax.jit(fn)
+                    step = jax.jit(jax.grad(lambda a, b, fn=fn: jnp.sum((fn(a, b) * g).astype(jnp.float32)),
+                                            argnums=(0, 1)))
+                    out = fwd(x, w).astype(jnp.float32)
+                    grads = step(x, w)
+                    row["rel_err"] = float(jnp.linalg.norm(out - reference) / jnp.linalg.norm(reference))
+                    row["grad_rel_err"] = max(
+                        float(jnp.linalg.norm(d.astype(jnp.float32) - r) / jnp.linalg.norm(r))
+                        for d, r in zip(grads, ref_grads)
+                    )
+                    row["fwd_ms"] = 1e3 * time_fn(fwd, x, w, reps=reps)
+                    row["fwd_bwd_ms"] = 1e3 * time_fn(step, x, w, reps=reps)
+                except Exception as error:  # a form this conv or device refuses: record it, time the others
+                    row["error"] = describe_error(error)
+                    print(f"{name:18s} {row['dtype']:8s} {form:18s} failed: {row['error']}", flush=True)
+                    rows.append(row)
+                    continue
                 rows.append(row)
                 print(
                     f"{name:18s} {row['dtype']:8s} {form:18s} fwd {row['fwd_ms']:8.3f} ms  fwd+bwd {row['fwd_bwd_ms']:8.3f} ms"
-                    f"  err {err:.1e} grad err {gerr:.1e}",
+                    f"  err {row['rel_err']:.1e} grad err {row['grad_rel_err']:.1e}",
                     flush=True,
                 )
     return rows
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for a JSON record: the exception's type and the first line of its message."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
 
 
 # --------------------------------------------------------------------------------------------- the whole step
@@ -270,19 +297,210 @@ def patched_depthwise(form, min_taps: int = 1):
     return original
 
 
+# ------------------------------------------------------------------ --choose: the depthwise form to train with
+
+CHOICE_FORMS = ("keras", "shifted", "pallas")  # TINYCONV_DEPTHWISE values; keras first: the others are checked against it
+# A form agrees with keras when, after one step from the same weights and batch, every difference of `step_differences`
+# is at most this, by dtype policy. float32: rounding only (correct forms measured <= 1e-4 on a CPU). bf16: each form
+# rounds its bf16 outputs at other places. On a CPU (ci profile, batch 8, mixed_bfloat16) the correct forms (shifted,
+# pallas) measured <= 0.024, while a depthwise kernel gradient of zero measured 1.0 and one of half its size 0.50
+# (its weights alone: 0.024, as a correct form's); no GPU figure yet.
+AGREEMENT_TOLERANCE = {"float32": 1e-3, "mixed_bfloat16": 0.1, "mixed_float16": 0.1}
+
+
+def training_plan(profile: str, batch_size: int, policy: str | None):
+    """The RunPlan `tinyconv train --profile PROFILE --batch-size B` would compile its model from, without a dataset:
+    the recipe, its preset's model for the classes it trains, and the dtype policy and XLA setting train chooses on
+    this machine (runtime.precision_policy, runtime.use_jit), or `policy` when given."""
+    from pathlib import Path
+
+    from tinyconv import runtime
+    from tinyconv.training.recipe import make_config
+    from tinyconv.training.train import RunPlan
+
+    config = make_config(profile, batch_size=batch_size)
+    classes = config.classes
+    num_classes = 200 if classes is None else (classes if isinstance(classes, int) else len(classes))
+    model_config = get_config(config.preset, **{**config.model_overrides, "num_classes": num_classes})
+    doc = {"dtype_policy": policy or runtime.precision_policy(config.mixed_precision),
+           "jit_compile": runtime.use_jit(config.jit_compile)}
+    return RunPlan(config, profile, Path("."), Path("."), model_config, doc, "new")
+
+
+def _relative(values, reference) -> float:
+    """|values - reference| / |reference| over a list of arrays taken as one vector (0 when both are zero)."""
+    num = sum(float(np.sum((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)) for a, b in zip(values, reference))
+    den = sum(float(np.sum(np.asarray(b, np.float64) ** 2)) for b in reference)
+    return float(np.sqrt(num / den)) if den > 0 else float(np.sqrt(num) > 0)
+
+
+def step_state(model, loss: float) -> dict:
+    """What one train step left: the loss, every model variable (weights and BN statistics) and the optimizer's first
+    moments, which after one AdamW step are (1 - beta_1) times the step's gradients. The moments are compared too
+    because the weights do not show a gradient's size: Adam's first update is lr * g / |g|, about lr * sign(g)."""
+    momentums = [v for v in model.optimizer.variables if v.path.endswith("_momentum")]  # in trainable_variables' order
+    if len(momentums) != len(model.trainable_variables):
+        raise RuntimeError(f"{len(momentums)} momentum variables for {len(model.trainable_variables)} trainable ones")
+    kernels_at = {id(layer.kernel) for layer in depthwise_layers(model)}
+    return {"loss": loss, "weights": model.get_weights(),
+            "momentums": [keras.ops.convert_to_numpy(v) for v in momentums],
+            "depthwise": [i for i, v in enumerate(model.trainable_variables) if id(v) in kernels_at]}
+
+
+def step_differences(state: dict, reference: dict, initial: list) -> dict:
+    """How one step of a form differs from keras' (relative differences):
+        loss               the step's loss
+        weights            every variable's change (BN statistics included: the forward's batch statistics), all
+                           as one vector, against keras' change
+        gradients          the optimizer's first moments, all as one vector
+        depthwise_kernels  the same, for the depthwise kernels alone (the largest): the gradients the form computes
+                           itself, a small share of the whole
+    """
+    return {
+        "loss": abs(state["loss"] - reference["loss"]) / max(abs(reference["loss"]), 1e-12),
+        "weights": _relative([w - w0 for w, w0 in zip(state["weights"], initial)],
+                             [w - w0 for w, w0 in zip(reference["weights"], initial)]),
+        "gradients": _relative(state["momentums"], reference["momentums"]),
+        "depthwise_kernels": max([_relative([state["momentums"][i]], [reference["momentums"][i]])
+                                  for i in reference["depthwise"]], default=0.0),
+    }
+
+
+def depthwise_layers(model) -> list:
+    from tinyconv.model.kernels import FFTGradDepthwiseConv2D
+
+    return [layer for layer in model._flatten_layers() if isinstance(layer, FFTGradDepthwiseConv2D)]
+
+
+def measure_form(form: str, plan, batch, steps_per_epoch: int, steps: int, deadline: float, forms_left: int,
+                 reference: dict) -> dict:
+    """One form of the depthwise conv in the whole train step: built as training builds it, one step from the
+    reference's initial weights compared with the reference's step (step_differences), then timed for `steps` steps,
+    or fewer (at least one) once its share of the time left is used: the time to the deadline over `forms_left`.
+    `reference`: {} for keras itself (filled here: initial weights and step_state)."""
+    from tinyconv.training.train import compiled_model
+
+    entry = {"step_ms": None, "images_per_s": None, "agrees": False, "max_rel_diff": None, "error": None}
+    os.environ["TINYCONV_DEPTHWISE"] = form
+    model = compiled_model(plan, steps_per_epoch)
+    paths = [layer._path for layer in depthwise_layers(model)]
+    entry["layers_in_form"] = f"{paths.count(form)}/{len(paths)}"  # the layers this form fits; the others stay keras
+    if not paths.count(form):  # it would be keras again under another name
+        entry["error"] = "no depthwise layer of this model takes this form here (fast_path.depthwise_conv)"
+        return entry
+    if reference:
+        model.set_weights(reference["initial"])
+    else:
+        reference["initial"] = model.get_weights()
+    x, y = batch
+    start = time.perf_counter()
+    loss = float(model.train_on_batch(x, y, return_dict=True)["loss"])  # traces and compiles the step
+    entry["compile_s"] = round(time.perf_counter() - start, 2)
+    state = step_state(model, loss)
+    if "loss" not in reference:
+        reference.update(state)
+    entry["rel_diffs"] = step_differences(state, reference, reference["initial"])
+    entry["max_rel_diff"] = max(entry["rel_diffs"].values())
+    entry["agrees"] = bool(entry["max_rel_diff"] <= AGREEMENT_TOLERANCE[plan.doc["dtype_policy"]])
+    timed = 0
+    start = time.perf_counter()
+    stop = start + max(deadline - start, 0.0) / forms_left
+    while timed < steps and (timed == 0 or time.perf_counter() < stop):  # at least one timed step
+        model.train_on_batch(x, y)  # returns the loss as a number: each step has finished when it returns
+        timed += 1
+    seconds = (time.perf_counter() - start) / timed
+    entry.update(step_ms=round(1e3 * seconds, 3), images_per_s=round(len(x) / seconds, 1), timed_steps=timed)
+    return entry
+
+
+def choose_form(profile: str, batch_size: int, budget_s: float, steps: int, policy: str | None) -> dict:
+    """Measure every CHOICE_FORMS form in the whole train step (measure_form) within `budget_s` seconds, and name the
+    fastest that agrees with keras (keras when none else does, or when keras itself failed)."""
+    from tinyconv import runtime
+
+    deadline = time.perf_counter() + budget_s
+    plan = training_plan(profile, batch_size, policy)
+    config, size = plan.config, plan.model_config.image_size
+    rng = np.random.default_rng(0)
+    batch = (rng.standard_normal((batch_size, size, size, 3), dtype=np.float32),
+             np.eye(plan.model_config.num_classes, dtype=np.float32)[
+                 rng.integers(0, plan.model_config.num_classes, size=batch_size)])
+    steps_per_epoch = max(1, 500 * plan.model_config.num_classes // batch_size)  # 500 train images a class
+    result = {"device": runtime.describe_device(), "forms": {}, "chosen": "keras",
+              "profile": profile, "preset": config.preset, "batch_size": batch_size,
+              "dtype_policy": plan.doc["dtype_policy"], "budget_s": budget_s,
+              "tolerance": AGREEMENT_TOLERANCE[plan.doc["dtype_policy"]],
+              "jax": jax.__version__, "keras": keras.__version__}
+    previous = os.environ.get("TINYCONV_DEPTHWISE")
+    reference: dict = {}
+    try:
+        for index, form in enumerate(CHOICE_FORMS):
+            left = deadline - time.perf_counter()
+            cost = result["forms"].get("keras", {}).get("compile_s", 0.0)  # what one more form will take, about
+            if left <= 0 or left < cost:
+                result["forms"][form] = {"step_ms": None, "images_per_s": None, "agrees": False, "max_rel_diff": None,
+                                         "error": f"not measured: {max(left, 0):.0f} s of the budget left, one form's "
+                                                  f"compile took {cost:.0f} s"}
+                continue
+            if form != "keras" and "loss" not in reference:
+                result["forms"][form] = {"step_ms": None, "images_per_s": None, "agrees": False,
+                                         "max_rel_diff": None, "error": "not compared: the keras form failed"}
+                continue
+            try:
+                entry = measure_form(form, plan, batch, steps_per_epoch, steps, deadline, len(CHOICE_FORMS) - index,
+                                     reference)
+            except Exception as error:  # one form failing (a kernel the GPU refuses) must not cost the others
+                entry = {"step_ms": None, "images_per_s": None, "agrees": False, "max_rel_diff": None,
+                         "error": describe_error(error)}
+            finally:
+                keras.backend.clear_session()
+            result["forms"][form] = entry
+            print(f"{form:8s} " + (f"{entry['step_ms']:9.2f} ms/step {entry['images_per_s']:9.1f} img/s  "
+                                   f"max rel diff {entry['max_rel_diff']:.1e} agrees {entry['agrees']}"
+                                   if entry["error"] is None else f"failed: {entry['error']}"), flush=True)
+    finally:
+        if previous is None:
+            os.environ.pop("TINYCONV_DEPTHWISE", None)
+        else:
+            os.environ["TINYCONV_DEPTHWISE"] = previous
+    agreeing = {name: entry["step_ms"] for name, entry in result["forms"].items()
+                if entry["agrees"] and entry["step_ms"] is not None}
+    if agreeing:
+        result["chosen"] = min(agreeing, key=agreeing.get)
+    print(f"chosen: {result['chosen']}", flush=True)
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", help="the profile's folder (without --choose)")
+    parser.add_argument("--choose", action="store_true",
+                        help="time each depthwise form in the train step and choose one (writes --json)")
+    parser.add_argument("--json", help="--choose: where the choice is written")
+    parser.add_argument("--budget-s", type=float, default=120.0, help="--choose: seconds after which nothing more is measured")
+    parser.add_argument("--profile", default="reference",
+                        help="--choose: the recipe whose train step is measured (the lease trains `reference`)")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=10, help="steps profiled; --choose: most steps timed per form")
     parser.add_argument("--reps", type=int, default=30)
-    parser.add_argument("--policy", default="mixed_bfloat16")
+    parser.add_argument("--policy", default=None,
+                        help="dtype policy (default: mixed_bfloat16; --choose: the one training chooses here)")
     parser.add_argument("--trace-dir", help="where jax.profiler writes (default OUT/trace); its perfetto file is copied to OUT")
     parser.add_argument("--forms", default="shift", help="comma-separated FORMS to time in the whole step")
     parser.add_argument("--min-taps", type=int, default=1,
                         help="swap only depthwise convs with at least this many taps (25: the 9x9 alone)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: profile, convs, forms")
     args = parser.parse_args()
+    if args.choose:
+        if not args.json:
+            parser.error("--choose needs --json FILE")
+        from tinyconv.fileio import write_json
+
+        write_json(args.json, choose_form(args.profile, args.batch_size, args.budget_s, args.steps, args.policy))
+        return 0
+    if not args.out:
+        parser.error("--out DIR is needed (or --choose)")
+    args.policy = args.policy or "mixed_bfloat16"
     os.makedirs(args.out, exist_ok=True)
     skip = set(filter(None, args.skip.split(",")))
     result = {"device": str(jax.devices()[0]), "jax": jax.__version__, "keras": keras.__version__,
@@ -311,20 +529,33 @@ def main() -> int:
     if "convs" not in skip:
         result["convs"] = bench_convs(args.batch_size, args.reps)
     if "forms" not in skip:
-        result["forms"] = {}
+        result["forms"] = {"keras": {"train_step_ms": result["baseline_train_step_ms"],
+                                     "infer_step_ms": result["baseline_infer_step_ms"]}}
         for form in filter(None, args.forms.split(",")):
+            if form not in FORMS:
+                result["forms"][form] = {"error": f"unknown form; choose from {', '.join(FORMS)}"}
+                continue
             original = patched_depthwise(form, args.min_taps)
             try:
                 _, train_f, infer_f = make_step(args.batch_size, args.policy)
                 ms = 1e3 * seconds_per_call(train_f, 20)
                 ims = 1e3 * seconds_per_call(infer_f, 20)
+            except Exception as error:  # one form failing (a kernel the GPU refuses) must not cost the others
+                result["forms"][form] = {"error": describe_error(error)}
+                print(f"whole step, depthwise as {form}: failed: {result['forms'][form]['error']}", flush=True)
+                continue
             finally:
                 from keras.src.backend.jax import nn as jax_nn
 
                 jax_nn.depthwise_conv = original
+                keras.backend.clear_session()
             result["forms"][form] = {"train_step_ms": ms, "infer_step_ms": ims}
             print(f"whole step, depthwise as {form}: train {ms:.2f} ms/step "
                   f"({args.batch_size / ms * 1e3:.0f} img/s), infer {ims:.2f} ms", flush=True)
+        print("\nwhole train step by form (keras: Keras' own depthwise conv):")
+        for form, entry in result["forms"].items():
+            print(f"  {form:18s} " + (f"{entry['train_step_ms']:8.2f} ms" if "error" not in entry
+                                      else f"failed: {entry['error']}"), flush=True)
     with open(os.path.join(args.out, "gpu_profile.json"), "w") as f:
         json.dump(result, f, indent=1)
     return 0

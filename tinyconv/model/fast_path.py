@@ -9,8 +9,12 @@ reaches a saved model: a `.keras` file saved on a CPU takes the GPU forms when l
     GroupedConv2D (build)                         grouped_conv        "split" on a CPU, "dense" on a GPU ("auto");
                                                                       "native" for groups=1; or as configured
     AxialDepthwiseConv2D (build)                  axial_conv          "shifted" on a GPU, else "depthwise"
-    FFTGradDepthwiseConv2D (build)                depthwise_gradient  "fft" on TensorFlow on a CPU (stride 1, "same",
-                                                                      odd square k >= 5), else "keras"
+    FFTGradDepthwiseConv2D (build)                depthwise_conv      TINYCONV_DEPTHWISE (below): "auto" is "fft" on
+                                                                      TensorFlow on a CPU (stride 1, "same", odd square
+                                                                      k >= 5), else "keras"; "shifted" or "pallas" on
+                                                                      JAX for the layers that qualify
+    kernels.depthwise_conv_pallas (call)          pallas_interpret    the Triton kernels on a GPU, Pallas' interpreter
+                                                                      elsewhere
     FusedBatchNormalization (call)                batch_norm          "fused" when training on TensorFlow
                                                                       (4-D channels-last), else "keras"
     kernels.gelu (call)                           gelu                "fused" at CPU inference, "closed_form_gradient"
@@ -21,22 +25,39 @@ reaches a saved model: a `.keras` file saved on a CPU takes the GPU forms when l
 "On a GPU" is tinyconv.runtime.has_gpu (TensorFlow or JAX); "CPU inference" is `cpu_inference()`: TensorFlow
 on a CPU, a Keras call resolved as training=False, no export being traced (`inference_graph`). The build-time
 choices are kept in the layer's `_path`. The measurements behind each choice are in docs/performance.md.
+
+The depthwise conv's form can be asked for with the environment variable TINYCONV_DEPTHWISE, read when each layer
+is built (benchmarks/gpu_profile.py --choose times the forms on a GPU and names the fastest that agrees):
+    auto     (unset) "fft" on TensorFlow on a CPU, "keras" otherwise: the forms measured so far
+    keras    Keras' layer: XLA's grouped convolution on JAX (cuDNN on a GPU); also turns the FFT off on TensorFlow
+    shifted  kernels.depthwise_conv_shifted, kh*kw shifted multiply-adds that XLA fuses (JAX)
+    pallas   tinyconv.model.pallas_depthwise, the Pallas kernels (JAX): Triton on a GPU, interpreted on a CPU
+"shifted" and "pallas" are JAX forms: on TensorFlow they mean "auto" (an export or other TensorFlow process on the
+same machine sees the same variable). A layer they do not fit (stride, dilation, padding, depth_multiplier, an even
+kernel, channels_first, unknown H or W; for pallas also the tiling, pallas_depthwise.unsupported) stays "keras".
+Any other value is a one-line TinyconvError when a layer is built.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 
 import keras
 
+from tinyconv.errors import TinyconvError
+from tinyconv.model.config import GROUPED_CONVS
 from tinyconv.runtime import has_gpu
 
-GROUPED_CONV_IMPLEMENTATIONS = ("auto", "split", "native", "dense")
+GROUPED_CONV_IMPLEMENTATIONS = GROUPED_CONVS  # one tuple: ModelConfig.grouped_conv is checked against it too
 GELU_FORMS = ("tensorflow", "erf")  # the GELU forms an export can ask for (inference_graph)
 
 # Square depthwise kernels below this keep TensorFlow's own kernel gradient: it is cheap enough there
 # (docs/performance.md, "Training on CPU").
 FFT_MIN_KERNEL_SIZE = 5
+
+DEPTHWISE_VARIABLE = "TINYCONV_DEPTHWISE"
+DEPTHWISE_SETTINGS = ("auto", "keras", "shifted", "pallas")
 
 _INFERENCE_GRAPH: list[str] = []  # the GELU form of the active inference_graph() contexts (innermost last)
 
@@ -64,23 +85,45 @@ def axial_conv() -> str:
     return "shifted" if has_gpu() else "depthwise"
 
 
-def depthwise_gradient(layer) -> str:
-    """FFTGradDepthwiseConv2D's form: "fft" (the kernel gradient by FFT, kernels.fft_depthwise_conv) on TensorFlow on
-    a CPU, where TensorFlow's own kernel gradient is slow for large kernels; "keras" (the Keras layer) otherwise."""
-    k = layer.kernel_size
-    fft = (
-        keras.config.backend() == "tensorflow"
-        and not has_gpu()
-        and k[0] == k[1]
-        and k[0] % 2 == 1
-        and k[0] >= FFT_MIN_KERNEL_SIZE
-        and tuple(layer.strides) == (1, 1)
+def depthwise_setting() -> str:
+    """The TINYCONV_DEPTHWISE setting (module docstring): auto when unset or empty; a one-line error for others."""
+    value = os.environ.get(DEPTHWISE_VARIABLE, "").strip() or "auto"
+    if value not in DEPTHWISE_SETTINGS:
+        raise TinyconvError(f"{DEPTHWISE_VARIABLE} must be one of {', '.join(DEPTHWISE_SETTINGS)}, got {value!r}")
+    return value
+
+
+def depthwise_conv(layer, input_shape) -> str:
+    """FFTGradDepthwiseConv2D's form, for inputs of `input_shape` [B, H, W, C]:
+        "fft"      the kernel gradient by FFT (kernels.fft_depthwise_conv): TensorFlow on a CPU, where TensorFlow's
+                   own kernel gradient is slow for large kernels
+        "keras"    the Keras layer (XLA's grouped convolution on JAX, cuDNN on a GPU)
+        "shifted"  kernels.depthwise_conv_shifted, when TINYCONV_DEPTHWISE asks for it on JAX
+        "pallas"   kernels.depthwise_conv_pallas, when TINYCONV_DEPTHWISE asks for it on JAX and the shape tiles
+    """
+    setting = depthwise_setting()
+    kh, kw = layer.kernel_size
+    plain = (  # what the three other forms compute: a stride-1 "same" conv, one output channel per input channel
+        tuple(layer.strides) == (1, 1)
         and tuple(layer.dilation_rate) == (1, 1)
         and layer.padding == "same"
         and layer.depth_multiplier == 1
         and layer.data_format == "channels_last"
     )
-    return "fft" if fft else "keras"
+    backend = keras.config.backend()
+    if backend == "tensorflow":
+        fft = setting != "keras" and plain and kh == kw and kh % 2 == 1 and kh >= FFT_MIN_KERNEL_SIZE
+        return "fft" if fft and not has_gpu() else "keras"
+    if backend != "jax" or setting not in ("shifted", "pallas") or not plain or kh % 2 == 0 or kw % 2 == 0:
+        return "keras"
+    _, height, width, channels = input_shape
+    if height is None or width is None:  # both forms unroll over static H and W
+        return "keras"
+    if setting == "shifted":
+        return "shifted"
+    from tinyconv.model import pallas_depthwise  # JAX only: imported where the form is asked for
+
+    return "pallas" if pallas_depthwise.unsupported(height, width, channels, (kh, kw)) is None else "keras"
 
 
 # ------------------------------------------------------------------------------------------- call time
@@ -124,6 +167,12 @@ def convmixer_block(compute_dtype: str) -> str:
     """ConvMixerBlock's form: "fused" (kernels.convmixer_block_inference: its elementwise work in a few XLA kernels
     between TensorFlow's convolutions) at float32 inference on a CPU; "layers" (its sub-layers one by one) otherwise."""
     return "fused" if compute_dtype == "float32" and cpu_inference() else "layers"
+
+
+def pallas_interpret() -> bool:
+    """Whether kernels.depthwise_conv_pallas runs in Pallas' interpreter: without a GPU (slowly, but the "pallas"
+    form then works anywhere, and CPU tests check the very kernels a GPU compiles)."""
+    return not has_gpu()
 
 
 def cpu_inference() -> bool:

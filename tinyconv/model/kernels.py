@@ -3,11 +3,13 @@ they stand in for, measured faster on CPU for training and inference (docs/perfo
 takes is decided in tinyconv.model.fast_path, never here.
 
     FusedBatchNormalization  keras.layers.BatchNormalization trained on TensorFlow's fused kernel
-    FFTGradDepthwiseConv2D   keras.layers.DepthwiseConv2D whose kernel gradient is computed by FFT on CPU
+    FFTGradDepthwiseConv2D   keras.layers.DepthwiseConv2D whose kernel gradient is computed by FFT on CPU; on JAX
+                             optionally shifted multiply-adds or the Pallas kernels (TINYCONV_DEPTHWISE)
     gelu                     exact GELU whose gradient reuses the forward's normal CDF; one XLA-fused kernel at
                              inference on CPU
     gelu_exact, gelu_tanh    GELU as serializable activations for keras.layers.Activation
     depthwise_conv_shifted   a stride-1 depthwise conv as shifted multiply-adds (the axial convs on a GPU)
+    depthwise_conv_pallas    a stride-1 depthwise conv in Pallas (tinyconv.model.pallas_depthwise, JAX only)
     convmixer_block_inference  ConvMixerBlock's call at inference on a CPU: GELU, BN, SE, layer scale and the
                              residual sum in one XLA kernel after TensorFlow's (oneDNN's) depthwise conv
 
@@ -89,6 +91,15 @@ def depthwise_conv_shifted(x, kernel):
             term = padded[:, i : i + height, j : j + width, :] * taps[i, j, :, 0]
             total = term if total is None else total + term
     return ops.cast(total, x.dtype)
+
+
+def depthwise_conv_pallas(x, kernel):
+    """Stride-1 "same" depthwise conv [B, H, W, C] * [kh, kw, C, 1] (odd kh, kw) by the Pallas kernels of
+    tinyconv.model.pallas_depthwise (JAX only, imported here on first use): Triton on a GPU, Pallas' interpreter
+    elsewhere (fast_path.pallas_interpret). Tiles are chosen from the shape; returned in x's dtype."""
+    from tinyconv.model import pallas_depthwise
+
+    return pallas_depthwise.depthwise_conv(x, kernel, interpret=fast_path.pallas_interpret())
 
 
 def batchnorm_affine(layer):
@@ -308,25 +319,34 @@ def fft_depthwise_conv(inputs, kernel):
 
 @keras.saving.register_keras_serializable(package="tinyconv")
 class FFTGradDepthwiseConv2D(keras.layers.DepthwiseConv2D):
-    """keras.layers.DepthwiseConv2D (same weights, same config) with a faster training step on CPU.
+    """keras.layers.DepthwiseConv2D (same weights, same config) with a faster training step on CPU, and other
+    forms of the same conv on JAX.
 
-    For stride 1, "same" padding, depth_multiplier 1, odd kernels of at least fast_path.FFT_MIN_KERNEL_SIZE and
-    the TensorFlow backend without a GPU (fast_path.depthwise_gradient), the kernel gradient is computed by FFT
-    (see `fft_depthwise_conv`); otherwise this is exactly the Keras layer. Shapes: [B, H, W, C] -> [B, H, W, C].
+    The form is fast_path.depthwise_conv's choice, made when the layer is built: "fft" (stride 1, "same" padding,
+    depth_multiplier 1, odd kernels of at least fast_path.FFT_MIN_KERNEL_SIZE, TensorFlow without a GPU: the kernel
+    gradient by FFT, `fft_depthwise_conv`), "shifted" (`depthwise_conv_shifted`) or "pallas"
+    (`depthwise_conv_pallas`) on JAX when TINYCONV_DEPTHWISE asks for them, else "keras": exactly the Keras layer.
+    Bias and activation follow the conv in every form, as in Keras'. Shapes: [B, H, W, C] -> [B, H, W, C].
     """
 
     def build(self, input_shape):
         super().build(input_shape)
-        self._path = fast_path.depthwise_gradient(self)  # "fft" or "keras", decided when the graph is built
+        # "fft", "keras", "shifted" or "pallas", decided when the graph is built; never saved (get_config is Keras')
+        self._path = fast_path.depthwise_conv(self, input_shape)
 
     def call(self, inputs):
         if self._path == "keras":
             return super().call(inputs)
-        import tensorflow as tf
+        if self._path == "fft":
+            import tensorflow as tf
 
-        # a tensor, not the variable: tf.custom_gradient must not see variables read inside it
-        kernel = tf.identity(ops.cast(self.kernel, self.compute_dtype))
-        y = fft_depthwise_conv(inputs, kernel)
+            # a tensor, not the variable: tf.custom_gradient must not see variables read inside it
+            kernel = tf.identity(ops.cast(self.kernel, self.compute_dtype))
+            y = fft_depthwise_conv(inputs, kernel)
+        elif self._path == "shifted":
+            y = depthwise_conv_shifted(inputs, ops.cast(self.kernel, self.compute_dtype))
+        else:  # "pallas"
+            y = depthwise_conv_pallas(inputs, ops.cast(self.kernel, self.compute_dtype))
         if self.use_bias:
             y = y + self.bias
         if self.activation is not None:
