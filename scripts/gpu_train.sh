@@ -1,63 +1,105 @@
 #!/usr/bin/env bash
-# On the offline GPU machine, once every piece is in $STAGE: join and check the zip, extract, decode the
-# cache with all cores, train, and leave the run's small files and the best model (without optimizer
-# state) in $OUT for the trip back.
+# A GPU lease's training call (docs/gpu.md, "A lease, call by call"), run in the repository's root on the offline GPU
+# machine once the dataset's pieces are in $STAGE (scripts/gpu_receive.sh):
 #
-#   OUT=/path SHA256=<hex> scripts/gpu_train.sh NAME MINUTES [train flags...]
-#   e.g. scripts/gpu_train.sh seed-reference-h200 8 --preset seed --profile reference
+#   OUT=/path SHA256=<hex> scripts/gpu_train.sh NAME MINUTES|auto [train flags...]
+#   e.g. OUT=$OUT SHA256=<hex> scripts/gpu_train.sh seed-reference auto --preset seed --profile reference
 #
-# STATE_IN (default $STAGE/state): a folder with the previous lease's state (manifest.json and its pieces), restored
-# into the run folder before training, which then resumes it. After every epoch the state goes to $OUT/state.
+#  1. data     join the pieces, check the zip's sha256, extract, decode the cache with every core (skipped when an
+#              earlier call on this machine already prepared the same zip)
+#  2. state    restore the run's state from $STATE_IN (default results/NAME/state, the one place it lives in the
+#              repository between leases) when it holds a manifest: training then continues that run
+#  3. forms    at most $FORMS_S seconds (default 120; 0 skips) timing the depthwise conv's forms in the whole train
+#              step (benchmarks/gpu_profile.py --choose); the fastest whose numbers agree is used (TINYCONV_DEPTHWISE;
+#              set it to skip the measurement and use a form an earlier lease on the same kind of GPU chose)
+#  4. train    `tinyconv train --time-limit`, with `tinyconv state watch` beside it packing the run's complete
+#              resumable state into $OUT/state after every epoch (pieces <= 16 MiB + manifest.json, written last), so a
+#              call killed at its limit still returns the newest epoch
 #
-# MINUTES bounds the training steps (`tinyconv train --time-limit`): the run stops at the first epoch end
-# past it and can be resumed later with the same command. Times of each phase go to $OUT/phases.txt.
+# MINUTES bounds the training steps; `auto` takes what is left of the call: $CALL_S (default 570 s: the device tool's
+# 600 s a call less a margin) minus the time spent so far minus $MARGIN_S (default 60 s: the last epoch's validation
+# and pack). Everything the call prints goes to $OUT/lease.log, one file, so that $OUT holds at most 8 files even
+# while a new state replaces the old (lease.log, 2 x (manifest + 3 pieces) for the seed).
 set -euo pipefail
 name=$1
 minutes=$2
 shift 2
+started=$(date +%s)
+repo=$(cd "$(dirname "$0")/.." && pwd)
 stage=${STAGE:-/tmp/tinyconv-stage}
 site=${SITE:-/tmp/site}
 data=${DATA:-/tmp/tinyconv-data}
 runs=${RUNS:-/tmp/tinyconv-runs}
 py=${PYTHON:-python3}
-export PYTHONPATH=$site KERAS_BACKEND=jax TINYCONV_DATA_DIR=$data PYTHONUNBUFFERED=1
-phase() { echo "$(date +%s) $*" | tee -a "$OUT/phases.txt"; }
+state_in=${STATE_IN:-$repo/results/$name/state}
+forms_s=${FORMS_S:-120}
+call_s=${CALL_S:-570}
+margin_s=${MARGIN_S:-60}
+# tinyconv from this checkout (the committed code the lease was prepared with), keras and its two small
+# dependencies from the wheels gpu_receive.sh installed into $SITE
+export PYTHONPATH=$repo:$site KERAS_BACKEND=jax TINYCONV_DATA_DIR=$data PYTHONUNBUFFERED=1
+mkdir -p "$OUT"
+log=$OUT/lease.log
+exec > >(tee -a "$log") 2>&1   # the call's output shows it too
+phase() { echo "$(date +%s) phase $* (+$(( $(date +%s) - started )) s)"; }
 
-phase join
-cat "$stage"/zip.* > "$stage/tiny-imagenet-200.zip"
-echo "${SHA256}  $stage/tiny-imagenet-200.zip" | sha256sum -c -
-phase extract
-if command -v unzip > /dev/null; then
-    # unzip (C) extracts in ~9 s where tinyconv download's checked Python extraction takes ~50 s; the zip's
-    # sha256 was checked above, and prepare decodes (and so checks) every image
-    mkdir -p "$data" && unzip -q -o "$stage/tiny-imagenet-200.zip" -d "$data"
+phase data
+if [ -f "$data/.zip-sha256" ] && [ "$(cat "$data/.zip-sha256")" = "$SHA256" ]; then
+    echo "the zip $SHA256 was extracted and prepared by an earlier call on this machine"
 else
-    "$py" -m tinyconv download --url "$stage/tiny-imagenet-200.zip" --sha256 "$SHA256"
+    cat "$stage"/zip.* > "$stage/tiny-imagenet-200.zip"
+    echo "${SHA256}  $stage/tiny-imagenet-200.zip" | sha256sum -c -
+    if command -v unzip > /dev/null; then
+        # unzip (C) extracts in ~9 s where tinyconv download's checked Python extraction takes ~50 s; the zip's
+        # sha256 was checked above, and prepare decodes (and so checks) every image
+        mkdir -p "$data" && unzip -q -o "$stage/tiny-imagenet-200.zip" -d "$data"
+    else
+        "$py" -m tinyconv download --url "$stage/tiny-imagenet-200.zip" --sha256 "$SHA256"
+    fi
+    "$py" -m tinyconv prepare
+    echo "$SHA256" > "$data/.zip-sha256"
 fi
-phase prepare
-"$py" -m tinyconv prepare
-state_in=${STATE_IN:-$stage/state}
+
 if [ -f "$state_in/manifest.json" ]; then
-    # the previous lease's state (docs/gpu.md, "The run's state between leases"): checked, then training resumes it
     phase restore
     "$py" -m tinyconv state restore "$state_in" "$runs/$name"
 fi
-phase train
-# After every backed-up epoch `state watch` packs the run's resumable state into $OUT/state (pieces <= 16 MiB and
-# manifest.json, written last), so a lease killed at its limit still returns the newest complete epoch.
-"$py" -m tinyconv train --out "$runs/$name" --time-limit "$minutes" "$@" > >(tee "$OUT/train.log") 2>&1 &
-train_pid=$!
-"$py" -m tinyconv state watch "$runs/$name" "$OUT/state" --pid "$train_pid" >> "$OUT/phases.txt" 2>&1 &
-watch_pid=$!
-wait "$train_pid" || true
-wait "$watch_pid" || true
-phase collect
-if [ ! -f "$OUT/state/manifest.json" ]; then   # the state holds these files; without it, return them as before
-    for f in config.json history.csv metrics.json; do
-        if [ -f "$runs/$name/$f" ]; then cp "$runs/$name/$f" "$OUT/"; fi
+
+if [ -n "${TINYCONV_DEPTHWISE:-}" ]; then
+    # a form chosen by an earlier lease on the same kind of GPU (its lease.log): the two minutes go to training
+    echo "depthwise form given: $TINYCONV_DEPTHWISE"
+elif [ "$forms_s" != 0 ]; then
+    phase forms
+    forms_json=$runs/$name.forms.json
+    # the fastest agreeing form of the 9x9 depthwise conv; on failure training keeps the default form (cuDNN)
+    profile=()  # the step measured is the run's: its recipe's (the train flags' --profile, else the reference's)
+    for ((i = 1; i < $#; i++)); do
+        if [ "${!i}" = --profile ]; then j=$((i + 1)); profile=(--profile "${!j}"); fi
     done
-    if [ -f "$runs/$name/best.keras" ]; then cp "$runs/$name/best.keras" "$OUT/"; fi   # no optimizer state (~11 MB)
+    if "$py" "$repo/benchmarks/gpu_profile.py" --choose --budget-s "$forms_s" --json "$forms_json" "${profile[@]}" \
+            ${FORMS_FLAGS:-}; then
+        TINYCONV_DEPTHWISE=$("$py" -c "import json, sys; print(json.load(open(sys.argv[1]))['chosen'])" "$forms_json")
+        export TINYCONV_DEPTHWISE
+        echo "forms: $(cat "$forms_json")"
+        echo "chosen depthwise form: $TINYCONV_DEPTHWISE"
+    else
+        echo "forms: the measurement failed; training with the default form"
+    fi
 fi
-phase done
-"$py" -c "import jax, jaxlib, keras, numpy, sys; print('versions: python', sys.version.split()[0], 'jax', jax.__version__, 'jaxlib', jaxlib.__version__, 'keras', keras.__version__, 'numpy', numpy.__version__)" | tee -a "$OUT/phases.txt"
-(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no nvidia-smi") | tee -a "$OUT/phases.txt"
+
+if [ "$minutes" = auto ]; then
+    left=$(( call_s - ($(date +%s) - started) - margin_s ))
+    minutes=$("$py" -c "import sys; print(max(0.1, int(sys.argv[1]) / 60))" "$left")
+fi
+phase "train ($minutes min)"
+"$py" -m tinyconv train --out "$runs/$name" --time-limit "$minutes" "$@" &
+train_pid=$!
+"$py" -m tinyconv state watch "$runs/$name" "$OUT/state" --pid "$train_pid" &
+watch_pid=$!
+status=0
+wait "$train_pid" || status=$?
+wait "$watch_pid" || true
+phase "done (train exit $status)"
+"$py" -c "import jax, jaxlib, keras, numpy, sys; print('versions: python', sys.version.split()[0], 'jax', jax.__version__, 'jaxlib', jaxlib.__version__, 'keras', keras.__version__, 'numpy', numpy.__version__, 'devices', jax.devices())"
+(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no nvidia-smi")
+exit "$status"

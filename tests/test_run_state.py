@@ -17,7 +17,7 @@ import pytest
 
 from tinyconv.errors import TinyconvError
 from tinyconv.training import run_state
-from tinyconv.training.run_state import pack_state, restore_state
+from tinyconv.training.run_state import keep_state, pack_state, restore_state
 
 REPO = Path(__file__).resolve().parents[1]
 PIECE = 64 * 1024  # small pieces, so even the ci run's state is split
@@ -208,6 +208,56 @@ def test_cli_state_pack_restore_and_errors(run_copy, tmp_path, capsys):
     assert main(["state", "restore", str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("tinyconv: error: ") and "manifest.json" in err and "\n" not in err
+
+
+def test_keep_makes_the_returned_state_the_kept_one_and_removes_it_once_complete(run_copy, tmp_path, capsys):
+    """`state keep`: the one fixed place of a run's state between leases (results/NAME/state) takes each lease's
+    returned state after checking it, never goes back to an older epoch or another run, and is removed once the
+    run is complete, its small files kept beside it."""
+    from tinyconv.cli import main
+
+    returned, kept, run = tmp_path / "OUT" / "state", tmp_path / "results" / "ci" / "state", tmp_path / "here" / "ci"
+    pack_state(run_copy, returned, piece_bytes=PIECE)
+    assert main(["state", "keep", str(returned), str(kept), "--run", str(run)]) == 0
+    assert f"kept in {kept}" in capsys.readouterr().out
+    assert _tree(kept) == _tree(returned)  # the pieces and the manifest, as returned
+    assert json.loads((run / "backup/training_metadata.json").read_text())["epoch"] == 2
+
+    # an older lease's state must not replace it; a damaged piece and a different run are refused, nothing changed
+    older = tmp_path / "older-out"
+    shutil.copytree(run_copy, tmp_path / "older")
+    meta = json.loads((tmp_path / "older/backup/training_metadata.json").read_text())
+    (tmp_path / "older/backup/training_metadata.json").write_text(json.dumps({**meta["previous"], "previous": None}))
+    pack_state(tmp_path / "older", older, piece_bytes=PIECE)
+    before = _tree(kept)
+    with pytest.raises(TinyconvError, match="further than the returned state's epoch 1"):
+        keep_state(older, kept, tmp_path / "elsewhere")
+    damaged = tmp_path / "damaged"
+    shutil.copytree(returned, damaged)
+    piece = sorted(damaged.glob("state-*"))[0]
+    piece.write_bytes(piece.read_bytes()[:-1] + b"x")
+    with pytest.raises(TinyconvError, match="does not match the sha256"):
+        keep_state(damaged, kept, tmp_path / "elsewhere")
+    other = tmp_path / "other"
+    shutil.copytree(run_copy, other)
+    config = json.loads((other / "config.json").read_text())
+    config["train"]["lr"] *= 2
+    (other / "config.json").write_text(json.dumps(config))
+    pack_state(other, tmp_path / "other-out", piece_bytes=PIECE)
+    with pytest.raises(TinyconvError, match="state of a different run"):
+        keep_state(tmp_path / "other-out", kept, tmp_path / "elsewhere")
+    assert _tree(kept) == before and not (tmp_path / "elsewhere").exists()
+
+    # the last lease: the run is complete, the state goes, its small files stay beside where it was
+    shutil.rmtree(run_copy / "backup")
+    shutil.copy(run_copy / "best.keras", run_copy / "model.keras")
+    (run_copy / "metrics.json").write_text('{"epochs": 2}')
+    pack_state(run_copy, returned, piece_bytes=PIECE)
+    assert main(["state", "keep", str(returned), str(kept), "--run", str(run)]) == 0
+    assert not kept.exists() and "removed" in capsys.readouterr().out
+    assert sorted(p.name for p in kept.parent.iterdir()) == ["config.json", "history.csv", "metrics.json"]
+    assert (kept.parent / "metrics.json").read_text() == '{"epochs": 2}'
+    assert (run / "model.keras").is_file() and (run / "metrics.json").is_file()
 
 
 def test_watch_packs_each_epoch_and_once_more_when_the_process_ends(run_copy, tmp_path):

@@ -229,18 +229,13 @@ def _differences(old: dict, new: dict) -> list[str]:
     return [key for key in _COMPARED_KEYS if old.get(key) != new.get(key)]
 
 
-def restore_state(state_dir, run_dir) -> dict:
-    """Check the pieces in `state_dir` against their manifest and restore the state into `run_dir`; returns the manifest.
+def read_state(state_dir) -> tuple[dict, dict[str, bytes]]:
+    """(manifest, {path in the run folder: bytes}) of the pieces in `state_dir`, every one checked; nothing written.
 
-    Everything is checked before anything is written: the manifest, each piece (present, its size, its sha256),
-    the tar they join into, each file's sha256. The files are extracted into a temporary folder beside `run_dir`
-    and swapped in whole; other things in an existing `run_dir` of the same run (figures/, tb/) are kept.
-
-    Raises:
-        TinyconvError (one line naming the file): a missing, damaged or foreign piece or manifest; a `run_dir`
-        that holds a different run, a run further along, or other files and no config.json.
+    Checked: the manifest, each piece (present, its size, its sha256), the tar they join into, each file's sha256.
+    Raises TinyconvError (one line naming the file) at the first thing that is missing, damaged or foreign.
     """
-    state_dir, run_dir = Path(state_dir), Path(run_dir)
+    state_dir = Path(state_dir)
     manifest_path = state_dir / MANIFEST_NAME
     if not manifest_path.is_file():
         raise TinyconvError(f"{manifest_path} is missing: {state_dir} holds no packed run state")
@@ -260,7 +255,22 @@ def restore_state(state_dir, run_dir) -> dict:
         if _sha256(data) != piece["sha256"]:
             raise TinyconvError(f"{path} does not match the sha256 in {manifest_path} (damaged or from another run)")
         chunks.append(data)
-    files = _untar(b"".join(chunks), manifest, manifest_path)
+    return manifest, _untar(b"".join(chunks), manifest, manifest_path)
+
+
+def restore_state(state_dir, run_dir) -> dict:
+    """Check the pieces in `state_dir` against their manifest and restore the state into `run_dir`; returns the manifest.
+
+    Everything is checked before anything is written: the manifest, each piece (present, its size, its sha256),
+    the tar they join into, each file's sha256. The files are extracted into a temporary folder beside `run_dir`
+    and swapped in whole; other things in an existing `run_dir` of the same run (figures/, tb/) are kept.
+
+    Raises:
+        TinyconvError (one line naming the file): a missing, damaged or foreign piece or manifest; a `run_dir`
+        that holds a different run, a run further along, or other files and no config.json.
+    """
+    state_dir, run_dir = Path(state_dir), Path(run_dir)
+    manifest, files = read_state(state_dir)
     _check_target(run_dir, files, manifest)
     tmp = temporary_path(run_dir, ".restore")
     remove_path(tmp)
@@ -330,3 +340,58 @@ def _check_target(run_dir: Path, files: dict[str, bytes], manifest: dict) -> Non
     if complete and not manifest["complete"] or epoch > int(manifest["epoch"]):
         raise TinyconvError(f"{run_dir} already holds this run at epoch {epoch}{' (complete)' if complete else ''}, "
                             f"further than the state's epoch {manifest['epoch']}; nothing restored")
+
+
+# The small files of a finished run that stay in the repository once its state is removed (results/NAME/).
+_KEPT_WHEN_COMPLETE = ("config.json", "history.csv", "metrics.json")
+
+
+def keep_state(returned_dir, kept_dir, run_dir) -> dict:
+    """A lease's returned state becomes the run's state in the repository; returns its manifest.
+
+    `kept_dir` is the one fixed place a run's state lives between leases (results/seed-reference/state/): the
+    next lease restores it and continues. Everything is checked first: the returned pieces (as `read_state`), that
+    they hold the same run as the state kept there, and no earlier epoch than it. Then the returned state is restored
+    into `run_dir` (the model and curves for this machine; as `restore_state`), and `kept_dir` is replaced by a copy of
+    the returned pieces, whole or not at all. A complete run needs its state no more: `kept_dir` is removed and the
+    run's config.json, history.csv and metrics.json are written beside it (the models stay in `run_dir`; the
+    repository's history grows by the state's size with each lease, so it goes as soon as it is not needed).
+
+    Raises:
+        TinyconvError (one line naming the file): a damaged returned state, a kept state of another run or further
+        along, a `run_dir` that `restore_state` refuses.
+    """
+    returned_dir, kept_dir = Path(returned_dir), Path(kept_dir)
+    manifest, files = read_state(returned_dir)
+    if (kept_dir / MANIFEST_NAME).is_file():
+        kept_manifest, kept_files = read_state(kept_dir)
+        old, new = json.loads(kept_files["config.json"]), json.loads(files["config.json"])
+        differences = _differences(old, new)
+        if differences:
+            raise TinyconvError(f"{kept_dir} holds the state of a different run ({', '.join(differences)} differ) than "
+                                f"{returned_dir}; nothing changed")
+        if int(kept_manifest["epoch"]) > int(manifest["epoch"]):
+            raise TinyconvError(f"{kept_dir} holds this run at epoch {kept_manifest['epoch']}, further than the returned "
+                                f"state's epoch {manifest['epoch']} ({returned_dir}); nothing changed")
+    elif kept_dir.exists() and (not kept_dir.is_dir() or any(kept_dir.iterdir())):
+        raise TinyconvError(f"{kept_dir} exists and holds no manifest.json: not a run state; nothing changed")
+    restore_state(returned_dir, run_dir)
+    try:
+        if manifest["complete"]:
+            kept_dir.parent.mkdir(parents=True, exist_ok=True)
+            for name in _KEPT_WHEN_COMPLETE:
+                if name in files:
+                    write_bytes(kept_dir.parent / name, files[name])
+            remove_path(kept_dir)
+            return manifest
+        tmp = temporary_path(kept_dir, ".keep")
+        remove_path(tmp)
+        tmp.mkdir(parents=True)
+        for piece in manifest["pieces"]:
+            shutil.copy2(returned_dir / piece["name"], tmp / piece["name"])
+        shutil.copy2(returned_dir / MANIFEST_NAME, tmp / MANIFEST_NAME)
+        replace_path(tmp, kept_dir)
+    except OSError as exc:
+        remove_path(temporary_path(kept_dir, ".keep"))
+        raise TinyconvError(f"keeping the state in {kept_dir} failed: {exc.strerror or exc}; {run_dir} holds it") from None
+    return manifest
