@@ -115,3 +115,23 @@ def test_help_says_what_the_time_limit_and_threshold_take(capsys):
         with pytest.raises(SystemExit):
             cli.main([command, "--help"])
         assert words in " ".join(capsys.readouterr().out.split())
+
+
+def test_every_argument_of_every_subcommand_says_what_it_is_in_help():
+    """`--help` is the first place a newcomer looks: no flag or argument without a line of help."""
+    import argparse
+
+    from tinyconv.cli import build_parser
+
+    silent = []
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, [*path, name])
+            elif not isinstance(action, argparse._HelpAction) and not action.help:
+                silent.append(" ".join([*path, *(action.option_strings or [action.dest])]))
+
+    walk(build_parser(), ["tinyconv"])
+    assert not silent, f"no help text: {silent}"

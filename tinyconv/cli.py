@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir_arg(p)
 
     p = add("bench-data", cmd_bench_data, "time a fresh prepare and the cached train pipeline")
-    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--batch-size", type=positive_int, default=128, help="images per batch (default 128)")
     p.add_argument("--seconds", type=positive_float, default=10.0, help="how long to time the pipeline (> 0)")
     p.add_argument(
         "--compare-keras",
@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("bench", cmd_bench, "training and inference throughput on random data")
     p.add_argument("--preset", default="seed", help=f"{_PRESETS_HELP} (default: seed)")
-    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per step (default 64)")
     p.add_argument("--steps", type=positive_int, default=10, help="timed steps after warm-up")
     p.add_argument(
         "--jit-compile",
@@ -376,9 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("train", cmd_train, "train a preset with a recipe profile; writes runs/NAME/ and resumes if killed")
     p.add_argument("--preset", default=None, help=f"{_PRESETS_HELP} (default: the profile's)")
-    p.add_argument("--profile", default="quick", choices=list(PROFILES))
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--profile", default="quick", choices=list(PROFILES),
+                   help="the recipe: reference (the reference notebook's, exactly), full (ours, 100 epochs), "
+                   "quick (10 classes, minutes on a CPU), ci (seconds, for tests); default quick")
+    p.add_argument("--epochs", type=int, help="epochs to train (default: the profile's)")
+    p.add_argument("--batch-size", type=int, help="images per step, all devices together (default: the profile's)")
     p.add_argument("--classes", type=int, help="train on the first K classes of wnids.txt")
     p.add_argument("--out", help="run folder (default: runs/<preset>-<profile>)")
     p.add_argument("--restart", action="store_true",
@@ -421,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="JPEG or PNG files; an unreadable one is named on stderr (one line each) and skipped, the "
                    "others are predicted, and the exit status is then 1")
-    p.add_argument("--top", type=positive_int, default=5)
+    p.add_argument("--top", type=positive_int, default=5, help="classes to show per image (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON list, one entry per image: its top classes, "
                    "or for an unreadable image {\"image\", \"error\"}")
     data_dir_arg(p)
@@ -444,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("localize", cmd_localize, "save each image with its class activation map and box, titled with "
             "the top-1 class")
     p.add_argument("model", help="a .keras file or a run folder")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG or PNG images of any size")
     p.add_argument("--out", default="runs/localize", help="folder for the PNGs (default: runs/localize)")
     p.add_argument("--threshold", type=fraction, default=0.2,
                    help="box = largest region where the map >= THRESHOLD * its max, THRESHOLD in [0, 1] "
@@ -452,7 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir_arg(p)
 
     p = add("notebooks", cmd_notebooks, "run the numbered notebooks (01_download ..) headless with papermill")
-    p.add_argument("--profile", default="auto", choices=["auto", *PROFILES])
+    p.add_argument("--profile", default="auto", choices=["auto", *PROFILES],
+                   help="the notebooks' training profile: auto (quick on a CPU, full on a GPU), or one named")
     p.add_argument("--out", default="runs/notebooks", help="folder for the executed notebooks")
     p.add_argument("--only", nargs="*", help="run only these notebooks (prefixes such as 01 03); with --out "
                    "notebooks also those that read what they write (07 reads 04's run)")
