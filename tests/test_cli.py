@@ -135,3 +135,20 @@ def test_every_argument_of_every_subcommand_says_what_it_is_in_help():
 
     walk(build_parser(), ["tinyconv"])
     assert not silent, f"no help text: {silent}"
+
+
+def test_the_conda_route_pins_what_pyproject_pins_and_registers_the_kernel():
+    """environment.yml is the conda way in: its pins are pyproject.toml's dependencies, and its steps register the
+    `tinyconv` kernel the notebooks name (it once kept a dropped test plugin and registered no kernel)."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "environment.yml").read_text()
+    pins = sorted(re.findall(r"^\s+- ([A-Za-z0-9_.\-\[\]]+==[^\s#]+)\s*$", text, flags=re.M))
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert pins == sorted(project["dependencies"])
+    assert re.search(r"ipykernel install --sys-prefix --name tinyconv\b", text)
+    notebook = (root / "notebooks" / "04_train.ipynb").read_text()
+    assert '"name": "tinyconv"' in notebook  # the kernel the notebooks ask for is the one registered
