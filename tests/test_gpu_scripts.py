@@ -37,13 +37,27 @@ def test_pieces_travel_and_join_back_to_the_same_zip(tmp_path):
     assert "cat \"$stage\"/zip.*" in (ROOT / "scripts/gpu_train.sh").read_text()  # the join the test repeats
 
 
+_NO_TENSORFLOW = """
+import sys
+
+class _Blocker:  # as tests/no_tensorflow.py: any path that reaches for TensorFlow fails loudly
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "tf_keras", "tensorboard"):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked: this process runs without TensorFlow)")
+        return None
+
+sys.meta_path.insert(0, _Blocker())
+"""
+
+
 @pytest.mark.jax
 @pytest.mark.slow
 def test_two_leases_of_the_lease_script_continue_one_run_under_jax(synthetic_data_dir, tmp_path):
     """scripts/gpu_train.sh rehearsed on CPU under JAX, as two leases on two fresh machines: the first trains until
     its time limit (one epoch of three) and returns the run's state in $OUT/state; `tinyconv state keep` makes it
     the state kept in the repository; the second restores it, times the depthwise forms, chooses one, and finishes
-    the run. Each $OUT holds few enough files to come back whole (at most 8)."""
+    the run. Each $OUT holds few enough files to come back whole (at most 8). No process of it may import TensorFlow,
+    which the GPU machines lack."""
     from synthetic import zip_dataset  # tests/ (conftest puts it on sys.path)
 
     from tinyconv.training.callbacks import read_history
@@ -65,6 +79,11 @@ def test_two_leases_of_the_lease_script_continue_one_run_under_jax(synthetic_dat
         for piece in sorted((tmp_path / "pieces").iterdir()):
             subprocess.run(["bash", str(ROOT / "scripts/gpu_receive.sh"), str(piece)], env=env, capture_output=True,
                            check=True)
+        # as on the GPU machines, no TensorFlow: $SITE is on every Python's path there, so a sitecustomize in it
+        # refuses `import tensorflow` in each process the script starts (made after the pieces: with a $SITE,
+        # gpu_receive.sh reports the machine's JAX, which is the GPU machine's python3 there)
+        (machine / "site").mkdir(parents=True)
+        (machine / "site" / "sitecustomize.py").write_text(_NO_TENSORFLOW)
         done = subprocess.run(["bash", str(ROOT / "scripts/gpu_train.sh"), "ci-lease", minutes, "--profile", "ci",
                                "--epochs", "3"], env=env, capture_output=True, text=True, timeout=600)
         log = (machine / "OUT" / "lease.log").read_text()
@@ -82,10 +101,20 @@ def test_two_leases_of_the_lease_script_continue_one_run_under_jax(synthetic_dat
     subprocess.run([sys.executable, "-m", "tinyconv", "state", "keep", str(returned), str(kept), "--run",
                     str(tmp_path / "here" / "ci-lease")], check=True, capture_output=True)
 
-    second = lease(2, "auto", forms_s=60)
+    second = lease(2, "auto", forms_s=120)
     assert "phase restore" in second.stdout and "from epoch 2 of 3" in second.stdout
-    chosen = [line for line in second.stdout.splitlines() if line.startswith("chosen depthwise form: ")]
-    assert chosen and chosen[0].split(": ")[1] in ("keras", "shifted", "pallas"), second.stdout[-3000:]
+    # the forms: each measured in the run's own train step (the ci recipe's model, float32 on a CPU), checked
+    # against keras, the fastest that agrees chosen and used for training
+    choice = json.loads((tmp_path / "machine2" / "runs" / "ci-lease.forms.json").read_text())
+    assert choice["profile"] == "ci" and choice["device"].startswith("CPU") and choice["dtype_policy"] == "float32"
+    assert set(choice["forms"]) == {"keras", "shifted", "pallas"}
+    for name, form in choice["forms"].items():
+        assert form["error"] is None and form["agrees"] and form["step_ms"] > 0, (name, form)
+        assert form["max_rel_diff"] <= choice["tolerance"] == 1e-3, (name, form)
+        assert form["layers_in_form"] == "2/2", (name, form)  # the ci model's 9x9 and 3x3 both took the form
+    assert choice["chosen"] == min(choice["forms"], key=lambda name: choice["forms"][name]["step_ms"])
+    assert f"chosen depthwise form: {choice['chosen']}" in second.stdout
+    assert "blocked: this process runs without TensorFlow" not in second.stdout
     returned = tmp_path / "machine2" / "OUT" / "state"
     manifest = json.loads((returned / "manifest.json").read_text())
     assert manifest["epoch"] == 3 and manifest["complete"]

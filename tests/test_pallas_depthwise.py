@@ -8,7 +8,8 @@ TINYCONV_DEPTHWISE asks for (tinyconv.model.fast_path):
 - the tiles fit the shapes, or the shape is refused in one line;
 - a small model on JAX with the shifted and pallas forms gives the default form's outputs and gradients, and saves
   the same .keras file; a bad TINYCONV_DEPTHWISE is one line;
-- `benchmarks/gpu_profile.py --choose`, the lease script's call, rehearsed on a CPU at a tiny size.
+- `benchmarks/gpu_profile.py --choose`, the lease script's call, is rehearsed with the script itself
+  (tests/test_gpu_scripts.py).
 
 The interpreter is slow on a CPU (seconds a shape): the shapes are small, and every JAX model runs in one process.
 """
@@ -348,30 +349,5 @@ def test_jax_forms_give_the_default_forms_outputs_gradients_and_saved_model(tmp_
     assert report["misfits"] == expected
     assert report["bad_value"] == "TINYCONV_DEPTHWISE must be one of auto, keras, shifted, pallas, got 'fast'"
 
-
-# ------------------------------------------------------------------------------ the lease script's choice
-
-
-@pytest.mark.slow
-def test_gpu_profile_choose_rehearsal_on_a_cpu_writes_the_choice(tmp_path):
-    """`gpu_profile.py --choose` at the ci profile's tiny model, batch 2, float32 (what training takes on a CPU), in a
-    process without TensorFlow: every form measured, checked against keras, and the fastest that agrees chosen."""
-    out = tmp_path / "choice.json"
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "benchmarks"), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    done = subprocess.run(
-        [sys.executable, str(BLOCKER), "gpu_profile", "--choose", "--profile", "ci", "--batch-size", "2",
-         "--steps", "2", "--budget-s", "300", "--json", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert done.returncode == 0, f"{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
-    choice = json.loads(out.read_text())
-    assert choice["device"].startswith("CPU") and choice["dtype_policy"] == "float32"
-    assert set(choice["forms"]) == {"keras", "shifted", "pallas"}
-    for name, form in choice["forms"].items():
-        assert {"step_ms", "images_per_s", "agrees", "max_rel_diff", "error"} <= set(form), name
-        assert form["error"] is None and form["agrees"] and form["step_ms"] > 0, (name, form)
-        assert form["max_rel_diff"] <= choice["tolerance"] == 1e-3, (name, form)
-        assert form["layers_in_form"] == "2/2", (name, form)  # the ci model's 9x9 and 3x3 both took the form
-    fastest = min(choice["forms"], key=lambda name: choice["forms"][name]["step_ms"])
-    assert choice["chosen"] == fastest
+# `gpu_profile.py --choose`, the lease script's choice of form, is rehearsed where the script runs it:
+# tests/test_gpu_scripts.py::test_two_leases_of_the_lease_script_continue_one_run_under_jax.
