@@ -19,6 +19,13 @@ def test_recipe_fields_work_as_flags(synthetic_data_dir, tmp_path, capsys):
     assert rc == 0
     recipe = json.loads((out / "config.json").read_text())["train"]
     assert (recipe["lr"], recipe["mix_prob"], recipe["label_smoothing"], recipe["epochs"]) == (0.002, 0.5, 0.1, 1)
+    printed = capsys.readouterr().out
+    assert "done: val top-1" in printed and '"top1"' not in printed  # the summary line, not the metrics dump
+    # --json: the metrics once more, as one object at the end (the run is complete: nothing is trained again)
+    assert cli.main(["train", "--profile", "ci", "--epochs", "1", "--data-dir", str(synthetic_data_dir), "--out",
+                     str(out), "--lr", "0.002", "--mix-prob=0.5", "--set", "label_smoothing=0.1", "--json"]) == 0
+    printed = capsys.readouterr().out
+    assert json.loads(printed[printed.index("\n{") + 1:]) == json.loads((out / "metrics.json").read_text())
 
 
 def test_unknown_recipe_flag_is_a_one_line_error(synthetic_data_dir, tmp_path, capsys):

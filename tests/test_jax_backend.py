@@ -73,7 +73,7 @@ def jax_ci_run(synthetic_data_dir, tmp_path_factory):
     """A 2-epoch ci run under JAX without TensorFlow: (run_dir, metrics, train stdout)."""
     run_dir = tmp_path_factory.mktemp("jax-runs") / "ci"
     train = _without_tf("tinyconv", "train", "--profile", "ci", "--epochs", 2, "--data-dir", synthetic_data_dir,
-                        "--out", run_dir)
+                        "--out", run_dir, "--json")
     return run_dir, _json_out(train), train.stdout
 
 
@@ -131,7 +131,7 @@ def test_ci_profile_on_real_data_under_jax(real_data_dir, tmp_path):
 
     run_dir = tmp_path / "real-ci-jax"
     metrics = _json_out(_without_tf("tinyconv", "train", "--profile", "ci", "--data-dir", real_data_dir,
-                                    "--out", run_dir))
+                                    "--out", run_dir, "--json"))
     for name in ("config.json", "history.csv", "model.keras", "best.keras", "metrics.json"):
         assert (run_dir / name).is_file(), name
     config = json.loads((run_dir / "config.json").read_text())

@@ -179,7 +179,8 @@ def cmd_train(args) -> int:
         time_limit=args.time_limit,
         restart=args.restart,
     )
-    _print_json(metrics)
+    if args.json:  # the "done: ..." line (or the time limit's) has said the rest; the file holds all of it
+        _print_json(metrics)
     return 0
 
 
@@ -383,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="images per step, all devices together (default: the profile's)")
     p.add_argument("--classes", type=int, help="train on the first K classes of wnids.txt")
     p.add_argument("--out", help="run folder (default: runs/<preset>-<profile>)")
+    p.add_argument("--json", action="store_true", help="print the run's metrics as one JSON object at the end "
+                   "(they are in RUN/metrics.json in any case)")
     p.add_argument("--restart", action="store_true",
                    help="train the run folder's run again from epoch 1 (e.g. when its resume state is damaged)")
     p.add_argument("--time-limit", type=positive_float, metavar="MINUTES",
