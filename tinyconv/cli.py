@@ -52,26 +52,25 @@ def positive_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
-    """A finite number > 0 (a duration)."""
+def _number(text: str, ok, words: str) -> float:
+    """`text` as a float that satisfies `ok`, else argparse's one-line refusal ("must be <words>, got ...")."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    if not ok(value):  # NaN fails every comparison, so no `ok` takes it
+        raise argparse.ArgumentTypeError(f"must be {words}, got {text!r}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (a duration)."""
+    return _number(text, lambda value: 0 < value < math.inf, "a number > 0")
 
 
 def fraction(text: str) -> float:
     """A number in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0.0 <= value <= 1.0:  # NaN fails every comparison
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
-    return value
+    return _number(text, lambda value: 0.0 <= value <= 1.0, "a number in [0, 1]")
 
 
 # ---------------------------------------------------------------------------------------------- data
