@@ -159,3 +159,31 @@ def test_the_conda_route_pins_what_pyproject_pins_and_registers_the_kernel():
     assert re.search(r"ipykernel install --sys-prefix --name tinyconv\b", text)
     notebook = (root / "notebooks" / "04_train.ipynb").read_text()
     assert '"name": "tinyconv"' in notebook  # the kernel the notebooks ask for is the one registered
+
+
+def test_main_gives_back_the_sigterm_handler_and_forked_workers_still_die_of_sigterm(capsys):
+    """main turns SIGTERM into a Ctrl-C-like stop only while it runs (tests and scripts call it in their own process),
+    and a process forked under it (prepare's decoding pool, which Pool.terminate() ends with SIGTERM) dies of SIGTERM
+    as by default: one that raised instead left a pool waiting forever on its queue lock."""
+    import os
+    import signal
+    import time
+
+    seen = []
+    previous = signal.signal(signal.SIGTERM, lambda *args: seen.append(args))
+    try:
+        assert cli.main(["info", "tiny", "--json"]) == 0
+        assert signal.getsignal(signal.SIGTERM) is not cli._on_sigterm  # the caller's handler is back
+        cli._sigterm_owner = os.getpid()
+        signal.signal(signal.SIGTERM, cli._on_sigterm)  # as during a command
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(30)
+            os._exit(0)
+        time.sleep(0.3)
+        os.kill(pid, signal.SIGTERM)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    capsys.readouterr()

@@ -509,14 +509,35 @@ class Terminated(KeyboardInterrupt):
 
 
 def _on_sigterm(signum, frame):
+    if os.getpid() != _sigterm_owner:
+        # a process forked by the command (prepare's decoding pool) inherits this handler; Pool.terminate() ends its
+        # workers with SIGTERM, and one that raised here instead could hang the pool: die as the default does
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise Terminated
 
 
+_sigterm_owner = None  # the process whose main() installed _on_sigterm
+
+
 def main(argv: list[str] | None = None) -> int:
-    # Python's default for SIGTERM ends the process on the spot, with nothing said and no clean-up; only the command
-    # installs this, in the main thread (a library call from a notebook keeps its host's handlers)
+    # Python's default for SIGTERM ends the process on the spot, with nothing said and no clean-up: for the length of
+    # the command, in the main thread, it stops as Ctrl-C does; the caller's handler is back when main returns
+    # (tests and scripts call main in their own process)
+    global _sigterm_owner
+    previous = None
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        _sigterm_owner = os.getpid()
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
