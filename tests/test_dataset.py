@@ -355,6 +355,202 @@ def test_truncated_cache_is_rejected(tmp_path, synthetic_data_dir):
     assert load_split(data_dir, "train").images.shape == (100, 64, 64, 3)
 
 
+def _decoded_splits(monkeypatch) -> list[str]:
+    """The splits prepare decodes from now on, in order (recorded from dataset._decode_all's progress label)."""
+    from tinyconv.data import dataset
+
+    decoded, decode_all = [], dataset._decode_all
+
+    def recording(paths, out, **kwargs):
+        decoded.append(kwargs["desc"].removeprefix("prepare "))
+        return decode_all(paths, out, **kwargs)
+
+    monkeypatch.setattr(dataset, "_decode_all", recording)
+    return decoded
+
+
+def _file_ids(cache: Path, split: str) -> dict:
+    """(inode, mtime) of a split's three cache files: changes when they are written again."""
+    return {name: ((cache / name).stat().st_ino, (cache / name).stat().st_mtime_ns)
+            for name in (f"{split}_images.npy", f"{split}_labels.npy", f"{split}_files.txt")}
+
+
+def test_load_split_decodes_only_the_split_it_needs_and_says_so(tmp_path, synthetic_data_dir, monkeypatch, capsys):
+    """`tinyconv evaluate` needs val only: its first run decodes val alone (one line says so), not 120,000 images;
+    train, then test, are added later beside it without val being written again."""
+    data_dir = copy_data(synthetic_data_dir, tmp_path)
+    cache = data_dir / "cache"
+    decoded = _decoded_splits(monkeypatch)
+    root = dataset_root(data_dir)
+    annotations = read_val_annotations(root)
+
+    val = load_split(data_dir, "val")
+    assert decoded == ["val"]
+    err = capsys.readouterr().err
+    # 30 images x 64 x 64 x 3 bytes = 368,640 bytes; tqdm's bar (progress=True) follows the line
+    assert err.startswith(f"decoding val (30 images, 0.4 MB) into {cache} once; later runs read it from there\n"), err
+    assert err.count("decoding") == 1
+    assert sorted(p.name for p in cache.iterdir()) == [
+        ".prepare.lock", "manifest.json", "val_files.txt", "val_images.npy", "val_labels.npy"]
+    manifest = json.loads((cache / "manifest.json").read_text())
+    assert list(manifest["splits"]) == ["val"] and manifest["wnids"] == read_wnids(root)
+    assert [val.wnids[label] for label in val.labels] == [annotations[Path(f).name][0] for f in val.files]
+    val_ids = _file_ids(cache, "val")
+
+    assert len(load_split(data_dir, "val")) == 30  # cached now: read, not decoded, and nothing said
+    assert decoded == ["val"] and capsys.readouterr().err == ""
+
+    train = load_split(data_dir, "train")
+    assert decoded == ["val", "train"]
+    assert capsys.readouterr().err.startswith(
+        f"decoding train (100 images, 1.2 MB) into {cache} once; later runs read it from there\n")
+    assert _file_ids(cache, "val") == val_ids  # val kept as it was
+    assert train.labels.tolist() == [k for k in range(5) for _ in range(20)]
+    np.testing.assert_array_equal(train.images[55], _pil_rgb(root / train.files[55]))
+    val = load_split(data_dir, "val")
+    assert [val.wnids[label] for label in val.labels] == [annotations[Path(f).name][0] for f in val.files]
+    np.testing.assert_array_equal(val.images[1], _pil_rgb(root / val.files[1]))
+    assert list(json.loads((cache / "manifest.json").read_text())["splits"]) == ["train", "val"]
+    assert not (cache / "test_images.npy").exists()
+    train_ids = _file_ids(cache, "train")
+
+    manifest = prepare(data_dir, progress=False)  # all three by default: only test is missing
+    assert decoded == ["val", "train", "test"]
+    assert list(manifest["splits"]) == ["train", "val", "test"]
+    assert json.loads((cache / "manifest.json").read_text()) == manifest
+    assert _file_ids(cache, "val") == val_ids and _file_ids(cache, "train") == train_ids
+    assert load_split(data_dir, "test").images.shape == (10, 64, 64, 3)
+    assert prepare(data_dir, progress=False) == manifest and decoded == ["val", "train", "test"]
+    assert capsys.readouterr().err == ""  # prepare itself says nothing: the CLI prints what it cached
+
+
+def test_a_cache_of_the_earlier_all_splits_manifest_stays_valid(tmp_path, synthetic_data_dir, monkeypatch):
+    """A cache written before splits were prepared one at a time (one manifest naming all three, these fields
+    exactly) is read as it is: loaded and kept, nothing decoded again."""
+    data_dir = copy_data(synthetic_data_dir, tmp_path)
+    cache = data_dir / "cache"
+    built = prepare(data_dir, progress=False)
+    entry_keys = ("count", "grayscale", "images", "labels", "files", "images_bytes", "source_sha256")
+    earlier = {
+        "version": 1,
+        "created": "2024-05-01T12:00:00Z",
+        "seconds": 93.2,
+        "root": built["root"],
+        "wnids": built["wnids"],
+        "names": built["names"],
+        "source": {"wnids_sha256": built["source"]["wnids_sha256"]},
+        "splits": {split: {key: built["splits"][split][key] for key in entry_keys}
+                   for split in ("train", "val", "test")},
+    }
+    (cache / "manifest.json").write_text(json.dumps(earlier, indent=1))
+    before = {split: _file_ids(cache, split) for split in ("train", "val", "test")}
+    decoded = _decoded_splits(monkeypatch)
+
+    assert prepare(data_dir, progress=False) == earlier
+    assert prepare(data_dir, progress=False, splits=("val",)) == earlier
+    assert load_split(data_dir, "train").labels.tolist() == [k for k in range(5) for _ in range(20)]
+    assert len(load_split(data_dir, "val")) == 30 and len(load_split(data_dir, "test")) == 10
+    assert decoded == []
+    assert json.loads((cache / "manifest.json").read_text()) == earlier
+    assert {split: _file_ids(cache, split) for split in ("train", "val", "test")} == before
+
+
+def test_a_damaged_split_is_refused_alone_and_rebuilt_alone(tmp_path, synthetic_data_dir, monkeypatch):
+    data_dir = copy_data(synthetic_data_dir, tmp_path)
+    cache = data_dir / "cache"
+    prepare(data_dir, progress=False)
+    decoded = _decoded_splits(monkeypatch)
+    others = {split: _file_ids(cache, split) for split in ("train", "test")}
+    images = cache / "val_images.npy"
+    with open(images, "r+b") as handle:
+        handle.truncate(images.stat().st_size - 1000)
+
+    assert load_split(data_dir, "train").images.shape == (100, 64, 64, 3)  # the intact split loads
+    with pytest.raises(TinyconvError) as raised:
+        load_split(data_dir, "val")
+    message = str(raised.value)
+    assert "\n" not in message and re.fullmatch(
+        rf"the cache in {re.escape(str(cache))} is damaged: .*val_images\.npy is truncated or has the wrong size; "
+        r"run `tinyconv prepare --force`", message), message
+
+    prepare(data_dir, progress=False, force=True, splits=("val",))  # force: the splits asked for, no others
+    assert decoded == ["val"]
+    assert len(load_split(data_dir, "val")) == 30
+    assert {split: _file_ids(cache, split) for split in ("train", "test")} == others
+
+    with open(images, "r+b") as handle:
+        handle.truncate(images.stat().st_size - 1000)
+    prepare(data_dir, progress=False)  # all three asked for: only the damaged one decoded again
+    assert decoded == ["val", "val"]
+    assert {split: _file_ids(cache, split) for split in ("train", "test")} == others
+    val = load_split(data_dir, "val")
+    np.testing.assert_array_equal(val.images[29], _pil_rgb(dataset_root(data_dir) / val.files[29]))
+
+
+def test_a_changed_wnids_txt_drops_every_cached_split(tmp_path, synthetic_data_dir):
+    """Labels index wnids.txt: once it changes no cached split is valid, not even one whose files did not change.
+    load_split refuses (also for a split not cached yet, which would otherwise sit beside stale ones); prepare
+    builds what it is asked for and drops the rest, files included."""
+    data_dir = copy_data(synthetic_data_dir, tmp_path)
+    cache = data_dir / "cache"
+    root = dataset_root(data_dir)
+    prepare(data_dir, progress=False, splits=("val", "test"))
+    wnids = read_wnids(root)
+    swapped = [wnids[1], wnids[0], *wnids[2:]]
+    (root / "wnids.txt").write_text("".join(f"{wnid}\n" for wnid in swapped))
+
+    for split in ("val", "train"):
+        with pytest.raises(TinyconvError, match=r"cache .* is stale \(wnids\.txt changed\); run `tinyconv prepare"):
+            load_split(data_dir, split)
+    assert not (cache / "train_images.npy").exists()
+
+    manifest = prepare(data_dir, progress=False, splits="train")
+    assert list(manifest["splits"]) == ["train"] and manifest["wnids"] == swapped
+    assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".")) == [
+        "manifest.json", "train_files.txt", "train_images.npy", "train_labels.npy"]
+    train = load_split(data_dir, "train")
+    assert train.wnids == swapped
+    assert all(Path(name).name.startswith(f"{train.wnids[label]}_") for name, label in zip(train.files, train.labels))
+    val = load_split(data_dir, "val")  # prepared again, with the new labels
+    annotations = read_val_annotations(root)
+    assert [val.wnids[label] for label in val.labels] == [annotations[Path(f).name][0] for f in val.files]
+
+
+def test_an_interrupted_prepare_keeps_the_splits_it_finished(tmp_path, synthetic_data_dir):
+    data_dir = copy_data(synthetic_data_dir, tmp_path)
+    cache = data_dir / "cache"
+    victim = dataset_root(data_dir) / "test" / "images" / "test_3.JPEG"
+    victim.write_bytes(victim.read_bytes()[:300])
+    with pytest.raises(TinyconvError, match=r"cannot decode .*test_3\.JPEG"):
+        prepare(data_dir, progress=False)
+    assert list(json.loads((cache / "manifest.json").read_text())["splits"]) == ["train", "val"]
+    assert not (cache / "test_images.npy").exists() and not list(cache.glob("*.tmp*"))
+    assert len(load_split(data_dir, "train")) == 100 and len(load_split(data_dir, "val")) == 30
+    with pytest.raises(TinyconvError, match=r"cannot decode .*test_3\.JPEG"):
+        load_split(data_dir, "test")
+
+
+def test_prepare_cli_split_option(tmp_path, synthetic_data_dir, capsys):
+    from tinyconv import cli
+
+    data_dir = copy_data(synthetic_data_dir, tmp_path)
+    cache = data_dir / "cache"
+    assert cli.main(["prepare", "--split", "val", "--split", "test", "--data-dir", str(data_dir)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"val: 30 images cached in {cache / 'val_images.npy'}",
+        f"test: 10 images cached in {cache / 'test_images.npy'}",
+    ]
+    assert not (cache / "train_images.npy").exists()
+    assert cli.main(["prepare", "--split", "train", "--data-dir", str(data_dir)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"train: 100 images cached in {cache / 'train_images.npy'}"]
+    assert list(json.loads((cache / "manifest.json").read_text())["splits"]) == ["train", "val", "test"]
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["prepare", "--split", "tests", "--data-dir", str(data_dir)])
+    assert exited.value.code == 2 and "invalid choice: 'tests'" in capsys.readouterr().err
+    with pytest.raises(TinyconvError, match=r"unknown split 'tests': use train, val or test"):
+        prepare(data_dir, progress=False, splits=("val", "tests"))
+
+
 # ---------------------------------------------------------------------------------------- real data
 
 

@@ -10,11 +10,13 @@ The official layout (what the zip holds):
       test/images/test_<i>.JPEG                     10,000, unlabeled
 The widespread re-organised variant with val/<wnid>/images/ is read too (the folder is the label).
 
-`prepare` decodes every image once into raw uint8 `.npy` arrays under `data_dir/cache/` (about 1.23 GB for
-train) with a manifest that ties them to the source listing; `load_split` memory-maps them, so later runs
-start in well under a second and never decode a JPEG again.
+`prepare` decodes the images of the splits it is asked for once into raw uint8 `.npy` arrays under
+`data_dir/cache/` (about 1.23 GB for train, 123 MB each for val and test) with a manifest that ties them to the
+source listing; `load_split` memory-maps them, so later runs start in well under a second and never decode a
+JPEG again. A split is cached when first needed (`load_split` prepares it, saying so in one line): evaluating a
+model decodes val alone, not the 100,000 train images as well.
 
-At about 680 lines this module is over the project's ~500-line guide, on purpose: listing, decoding, verifying
+At about 900 lines this module is over the project's ~500-line guide, on purpose: listing, decoding, verifying
 and caching share the private listing and decoding helpers (`_list_relative`, `_decode_all`) and one notion of
 the layout; split apart, those helpers would have to become a public API of their own for no reader's benefit.
 """
@@ -546,16 +548,22 @@ def _read_manifest(cache: Path) -> dict | None:
 
 
 def _manifest_shape_ok(manifest) -> bool:
-    """Whether `manifest` has the fields the cache checks read (another version's is judged by its version alone)."""
+    """Whether `manifest` has the fields the cache checks read (another version's is judged by its version alone).
+
+    `splits` names the splits that are cached: any of train, val and test, at least one (a manifest that names
+    all three, as every manifest did before splits were prepared one at a time, is one of these)."""
     if not isinstance(manifest, dict):
         return False
     if manifest.get("version") != CACHE_VERSION:
         return True  # _stale_reason reports the version
     try:
         splits = manifest["splits"]
+        if not isinstance(splits, dict) or not splits or not set(splits) <= set(SPLITS):
+            return False
         fields_ok = all(
-            isinstance(splits[split][key], str) for split in SPLITS for key in ("images", "labels", "files")
-        ) and all(isinstance(splits[split]["count"], int) for split in SPLITS)
+            isinstance(entry[key], str) for entry in splits.values()
+            for key in ("images", "labels", "files", "source_sha256")
+        ) and all(isinstance(entry["count"], int) for entry in splits.values())
         return fields_ok and isinstance(manifest["source"]["wnids_sha256"], str) and isinstance(
             manifest["wnids"], list) and isinstance(manifest["names"], list)
     except (KeyError, TypeError):
@@ -563,13 +571,18 @@ def _manifest_shape_ok(manifest) -> bool:
 
 
 def _stale_reason(root: Path, manifest: dict, splits=SPLITS) -> str | None:
-    """Why the cache no longer matches the source (None when it matches)."""
+    """Why the cache no longer matches the source (None when it matches).
+
+    Of `splits`, only those the manifest names are compared: one it does not name is not stale, only not cached
+    yet. The format version and wnids.txt are checked whatever `splits` is: they are the whole cache's."""
     if manifest.get("version") != CACHE_VERSION:
         return f"cache format {manifest.get('version')} is not the current {CACHE_VERSION}"
     wnids = read_wnids(root)
     if _sha256_text("\n".join(wnids)) != manifest["source"]["wnids_sha256"]:
         return "wnids.txt changed"
     for split in splits:
+        if split not in manifest["splits"]:
+            continue
         relative, labels = _list_relative(root, split, wnids)
         if len(relative) != manifest["splits"][split]["count"]:
             return f"{split} has {len(relative)} images, the cache {manifest['splits'][split]['count']}"
@@ -600,18 +613,64 @@ def _check_cache_files(cache: Path, manifest: dict, split: str) -> str | None:
     return None
 
 
-# Longer than 60 lines with its docstring: one transaction (invalidate, write every split, then the manifest).
-def prepare(data_dir: Path, force: bool = False, *, workers: int | None = None, progress: bool = True,
-            cache: Path | None = None) -> dict:
-    """Decode every train/val/test image once into uint8 arrays under data_dir/cache/; return the manifest.
+def _keeps_splits(root: Path, manifest: dict | None) -> bool:
+    """Whether the splits `manifest` names can stay cached beside a split built now: not when it is of another
+    format, nor when wnids.txt changed (every cached label is an index into the old list, whatever its split)."""
+    return (
+        manifest is not None
+        and manifest.get("version") == CACHE_VERSION
+        and manifest["source"]["wnids_sha256"] == _sha256_text("\n".join(read_wnids(root)))
+    )
 
-    Does nothing when the cache is current and intact (unless force). Arrays are written to temporary
-    names, filled by `workers` processes straight into a memmap, and renamed into place; the manifest is
-    written last, so an interrupted prepare leaves no cache that looks valid.
+
+def _split_current(root: Path, cache: Path, manifest: dict | None, split: str) -> bool:
+    """Whether `split` is cached, current and intact: nothing to decode."""
+    return (
+        manifest is not None
+        and manifest.get("version") == CACHE_VERSION
+        and split in manifest["splits"]
+        and _stale_reason(root, manifest, splits=(split,)) is None
+        and _check_cache_files(cache, manifest, split) is None
+    )
+
+
+def _requested_splits(splits) -> tuple[str, ...]:
+    """`splits` (one name or several) checked, without repeats, in SPLITS order (train first, as always)."""
+    if isinstance(splits, str):
+        splits = (splits,)
+    splits = list(splits)
+    for split in splits:
+        if split not in SPLITS:
+            raise TinyconvError(f"unknown split {split!r}: use train, val or test")
+    if not splits:
+        raise TinyconvError("no split to prepare: name train, val or test")
+    return tuple(split for split in SPLITS if split in splits)
+
+
+def _split_paths(cache: Path, split: str) -> tuple[Path, Path, Path]:
+    """The split's images .npy, labels .npy and file list in the cache."""
+    return cache / f"{split}_images.npy", cache / f"{split}_labels.npy", cache / f"{split}_files.txt"
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:,.0f} MB" if size >= 10e6 else f"{size / 1e6:.1f} MB"
+
+
+def prepare(data_dir: Path, force: bool = False, *, splits=SPLITS, workers: int | None = None,
+            progress: bool = True, cache: Path | None = None) -> dict:
+    """Decode the images of `splits` once into uint8 arrays under data_dir/cache/; return the manifest.
+
+    A split already cached, current and intact is not decoded again (unless force); one that is missing, stale
+    or damaged is, and is added to the manifest beside the splits cached before, which stay as they are (all of
+    them are dropped when wnids.txt changed: their labels index the old list). Arrays are written to temporary
+    names, filled by `workers` processes straight into a memmap, and renamed into place; the manifest stops
+    naming a split before its files are replaced and names it again only once they are complete, so an
+    interrupted prepare leaves no cache that looks valid, and keeps the splits it finished.
 
     Args:
         data_dir: folder holding tiny-imagenet-200/.
-        force: rebuild even when the cache is current.
+        force: rebuild the splits of `splits` even when they are current.
+        splits: the splits to prepare ("train", "val", "test"; one name or several; default all three).
         workers: decoding processes (default: every core, default_workers()).
         progress: show tqdm progress bars.
         cache: cache folder (default data_dir/cache; bench_data times a fresh prepare into a temporary one).
@@ -619,9 +678,11 @@ def prepare(data_dir: Path, force: bool = False, *, workers: int | None = None, 
     Returns:
         the manifest: {"version", "created", "seconds", "root", "wnids", "names",
                        "source": {"wnids_sha256"}, "splits": {split: {"count", "grayscale", "images",
-                       "labels", "files", "source_sha256", "images_bytes"}}}
+                       "labels", "files", "source_sha256", "images_bytes"}}}; "splits" holds every split now
+        cached, those of `splits` and any other cached before.
     """
     start = time.perf_counter()
+    splits = _requested_splits(splits)
     root = require_root(data_dir)
     cache = cache_dir(data_dir) if cache is None else Path(cache)
     try:
@@ -629,17 +690,15 @@ def prepare(data_dir: Path, force: bool = False, *, workers: int | None = None, 
     except OSError as exc:
         raise TinyconvError(f"cannot create cache dir {cache}: {exc.strerror or exc}") from None
     try:
-        old = _read_manifest(cache) if not force else None
+        old = _read_manifest(cache)
     except TinyconvError as exc:  # prepare is the way out of a damaged manifest: rebuild rather than refuse
         print(f"note: {exc.args[0].split('; run')[0]}; rebuilding the cache", file=sys.stderr, flush=True)
         old = None
-    if old is not None and _stale_reason(root, old) is None and all(
-        _check_cache_files(cache, old, split) is None for split in SPLITS
-    ):
+    if not force and all(_split_current(root, cache, old, split) for split in splits):
         return old
     with folder_lock(cache / ".prepare.lock", "dataset cache"):  # a second prepare of this cache fails at once
         remove_temporaries(cache)  # under the lock, every temporary is a dead process's (a killed prepare: ~1.2 GB)
-        return _write_cache(root, cache, workers=workers, progress=progress, start=start)
+        return _write_cache(root, cache, splits, force=force, workers=workers, progress=progress, start=start)
 
 
 def reserve_space(path: Path, name: Path | None = None) -> None:
@@ -664,49 +723,77 @@ def reserve_space(path: Path, name: Path | None = None) -> None:
         os.close(fd)
 
 
-def _write_cache(root: Path, cache: Path, *, workers: int | None, progress: bool, start: float) -> dict:
-    """prepare's work once it holds the cache's lock: decode every split into the cache, then the manifest."""
+def _write_cache(root: Path, cache: Path, splits: tuple[str, ...], *, force: bool, workers: int | None,
+                 progress: bool, start: float) -> dict:
+    """prepare's work once it holds the cache's lock: decode the splits that need it, each then added to the
+    manifest."""
     wnids = read_wnids(root)
     names = class_names(root, wnids)
     workers = default_workers() if workers is None else workers
-    (cache / MANIFEST_NAME).unlink(missing_ok=True)  # from here on the old cache is no longer valid
-    splits = {}
+    try:  # again, under the lock: another prepare may have added splits since prepare's first look
+        old = _read_manifest(cache)
+    except TinyconvError:  # prepare has said so already
+        old = None
+    cached = dict(old["splits"]) if _keeps_splits(root, old) else {}
+    todo = [split for split in splits if force or not (split in cached and _split_current(root, cache, old, split))]
+    if not todo:
+        return old
+    for split in todo:
+        cached.pop(split, None)
+    manifest = _manifest(root, wnids, names, cached, start)
     try:
+        # from here on the splits to rebuild are no longer valid: the manifest stops naming them first
+        _save_manifest(cache, manifest)
+        # Files the manifest does not name (a dropped split's; a killed prepare's, renamed but not yet named) are
+        # removed, so that the folder holds no arrays beyond the cache's; those of the splits to build are replaced.
         for split in SPLITS:
-            relative, labels = _list_relative(root, split, wnids)
-            paths = [root / name for name in relative]
-            images_path = cache / f"{split}_images.npy"
-            labels_path = cache / f"{split}_labels.npy"
-            files_path = cache / f"{split}_files.txt"
-            images_tmp = temporary_path(images_path)
-            images = np.lib.format.open_memmap(
-                images_tmp, mode="w+", dtype=np.uint8, shape=(len(paths), IMAGE_SIZE, IMAGE_SIZE, 3)
-            )  # [N, 64, 64, 3], filled by the workers
-            del images
-            reserve_space(images_tmp, images_path)
-            grayscale = _decode_all(paths, images_tmp, workers=workers, desc=f"prepare {split}", progress=progress)
-            with open(temporary_path(labels_path), "wb") as handle:
-                np.save(handle, labels.astype(np.int32))  # a handle: np.save would append .npy to the name
-            temporary_path(files_path).write_text("".join(f"{name}\n" for name in relative))
-            for final in (images_path, labels_path, files_path):  # the split's three files, renamed together
-                os.replace(temporary_path(final), final)
-            splits[split] = {
-                "count": len(paths),
-                "grayscale": grayscale,
-                "images": images_path.name,
-                "labels": labels_path.name,
-                "files": files_path.name,
-                "images_bytes": images_path.stat().st_size,
-                "source_sha256": _source_fingerprint(root, relative, labels),
-            }
-    except OSError as exc:  # disk full, no permission: the old cache is already invalid, say where
+            if split not in cached and split not in todo:
+                for path in _split_paths(cache, split):
+                    path.unlink(missing_ok=True)
+        for split in todo:
+            cached[split] = _write_split(root, cache, split, wnids, workers=workers, progress=progress)
+            manifest = _manifest(root, wnids, names, cached, start)
+            _save_manifest(cache, manifest)  # names the split only now that its three files are complete
+    except OSError as exc:  # disk full, no permission: the splits named so far stay valid, say where
         where = f" ({Path(exc.filename).name})" if exc.filename else ""
         raise TinyconvError(f"writing the cache in {cache} failed{where}: {os_error_reason(exc)}; the dataset "
                             f"is untouched, run `tinyconv prepare` again once that is fixed{os_error_advice(exc)}"
                             ) from None
     finally:
         remove_temporaries(cache, os.getpid())
-    manifest = {
+    return manifest
+
+
+def _write_split(root: Path, cache: Path, split: str, wnids: list[str], *, workers: int, progress: bool) -> dict:
+    """Decode one split into its three cache files (temporaries, renamed together at the end); its manifest entry."""
+    relative, labels = _list_relative(root, split, wnids)
+    paths = [root / name for name in relative]
+    images_path, labels_path, files_path = _split_paths(cache, split)
+    images_tmp = temporary_path(images_path)
+    images = np.lib.format.open_memmap(
+        images_tmp, mode="w+", dtype=np.uint8, shape=(len(paths), IMAGE_SIZE, IMAGE_SIZE, 3)
+    )  # [N, 64, 64, 3], filled by the workers
+    del images
+    reserve_space(images_tmp, images_path)
+    grayscale = _decode_all(paths, images_tmp, workers=workers, desc=f"prepare {split}", progress=progress)
+    with open(temporary_path(labels_path), "wb") as handle:
+        np.save(handle, labels.astype(np.int32))  # a handle: np.save would append .npy to the name
+    temporary_path(files_path).write_text("".join(f"{name}\n" for name in relative))
+    for final in (images_path, labels_path, files_path):  # the split's three files, renamed together
+        os.replace(temporary_path(final), final)
+    return {
+        "count": len(paths),
+        "grayscale": grayscale,
+        "images": images_path.name,
+        "labels": labels_path.name,
+        "files": files_path.name,
+        "images_bytes": images_path.stat().st_size,
+        "source_sha256": _source_fingerprint(root, relative, labels),
+    }
+
+
+def _manifest(root: Path, wnids: list[str], names: list[str], splits: dict, start: float) -> dict:
+    return {
         "version": CACHE_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "seconds": round(time.perf_counter() - start, 2),
@@ -714,14 +801,29 @@ def _write_cache(root: Path, cache: Path, *, workers: int | None, progress: bool
         "wnids": wnids,
         "names": names,
         "source": {"wnids_sha256": _sha256_text("\n".join(wnids))},
-        "splits": splits,
+        "splits": {split: splits[split] for split in SPLITS if split in splits},  # in SPLITS order, whatever was first
     }
-    write_json(cache / MANIFEST_NAME, manifest, indent=1)
-    return manifest
+
+
+def _save_manifest(cache: Path, manifest: dict) -> None:
+    """Write the manifest atomically; remove it instead when it names no split (a manifest always names one)."""
+    if manifest["splits"]:
+        write_json(cache / MANIFEST_NAME, manifest, indent=1)
+    else:
+        (cache / MANIFEST_NAME).unlink(missing_ok=True)
+
+
+def _announce_decoding(root: Path, cache: Path, split: str) -> None:
+    """One line on stderr before load_split decodes a split: minutes on 2 cores (train) that would otherwise pass
+    unexplained."""
+    count = len(_list_relative(root, split, read_wnids(root))[0])
+    size = _megabytes(count * IMAGE_SIZE * IMAGE_SIZE * 3)
+    print(f"decoding {split} ({count:,} images, {size}) into {cache} once; later runs read it from there",
+          file=sys.stderr, flush=True)
 
 
 def load_split(data_dir: Path, split: str, classes=None) -> Split:
-    """One split from the cache (prepared first when there is none), optionally a class subset.
+    """One split from the cache (that split prepared first when it is not cached), optionally a class subset.
 
     Args:
         data_dir: folder holding tiny-imagenet-200/ and cache/.
@@ -737,12 +839,16 @@ def load_split(data_dir: Path, split: str, classes=None) -> Split:
     root = require_root(data_dir)
     cache = cache_dir(data_dir)
     manifest = _read_manifest(cache)
-    if manifest is None:
-        manifest = prepare(data_dir)  # just built from the current source: nothing to re-check
-    else:
+    if manifest is not None:
+        # also when the split is not cached yet: a changed wnids.txt or format is refused, not silently rebuilt
+        # (prepare would drop every other cached split)
         reason = _stale_reason(root, manifest, splits=(split,))
         if reason is not None:
             raise TinyconvError(f"the cache in {cache} is stale ({reason}); run `tinyconv prepare --force`")
+    if manifest is None or split not in manifest["splits"]:
+        _announce_decoding(root, cache, split)
+        manifest = prepare(data_dir, splits=(split,))  # just built from the current source: nothing to re-check
+    else:
         damage = _check_cache_files(cache, manifest, split)
         if damage is not None:
             raise TinyconvError(f"the cache in {cache} is damaged: {damage}; run `tinyconv prepare --force`")
