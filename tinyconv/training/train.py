@@ -105,20 +105,25 @@ def _differences(existing: dict, doc: dict) -> list[str]:
     return out
 
 
-def model_metadata(plan) -> dict:
+def model_metadata(run: dict) -> dict:
     """What a saved model file carries besides Keras' own (fileio.save_model): the class list of its outputs
-    and the preprocessing its inputs expect, so a bare .keras predicts with the right names."""
+    and the preprocessing its inputs expect, so a bare .keras predicts with the right names.
+
+    `run`: the run's config.json document (a plan's `doc`): a model saved before files carried this list gets
+    it from its run's config.json the same way (scripts/carry_classes.py).
+    """
     from tinyconv.data.augment import IMAGENET_MEAN, IMAGENET_STD  # keras.ops: imported where a model is saved anyway
 
+    size = int(run["model"]["image_size"])
     return {
-        "wnids": plan.doc["wnids"],
-        "names": plan.doc["names"],
-        "words": plan.doc["words"],
-        "input": {"size": [plan.model_config.image_size, plan.model_config.image_size, 3], "dtype": "float32",
+        "wnids": run["wnids"],
+        "names": run["names"],
+        "words": run["words"],
+        "input": {"size": [size, size, 3], "dtype": "float32",
                   "from": "uint8 RGB / 255, then (x - mean) / std", "mean": list(IMAGENET_MEAN),
                   "std": list(IMAGENET_STD)},
-        "preset": plan.config.preset,
-        "profile": plan.profile,
+        "preset": run["preset"],
+        "profile": run["profile"],
     }
 
 
@@ -299,7 +304,7 @@ def run_callbacks(plan: RunPlan, data: RunData, backup: ResumableBackup, user_ca
         NonFiniteLoss(run_dir),
         ThroughputEstimate(config.batch_size, data.steps_per_epoch, config.epochs),
         HistoryWriter(history_path, data.steps_per_epoch * config.batch_size, lr_at_epoch_end),
-        BestCheckpoint(run_dir / "best.keras", history_path, metadata=model_metadata(plan)),
+        BestCheckpoint(run_dir / "best.keras", history_path, metadata=model_metadata(plan.doc)),
         *([TensorBoardScalars(run_dir / "tb", lr_at_epoch_end)] if tensorflow else []),  # tf.summary
         *user_callbacks,
         backup,  # last: back up only an epoch every other callback has finished
@@ -379,9 +384,9 @@ def finalize(model, plan: RunPlan, data: RunData, session_s: float) -> dict:
         raise TinyconvError(
             f"{history_path} holds epochs {[row['epoch'] for row in rows]} after training; expected 0..{config.epochs - 1}"
         )
-    save_model(model, run_dir / "model.keras", model_metadata(plan))
+    save_model(model, run_dir / "model.keras", model_metadata(plan.doc))
     if not (run_dir / "best.keras").exists():
-        save_model(model, run_dir / "best.keras", model_metadata(plan))
+        save_model(model, run_dir / "best.keras", model_metadata(plan.doc))
     (run_dir / "figures").mkdir(exist_ok=True)
     num_classes = plan.model_config.num_classes
     fig = plot_history(rows, title=f"{config.preset} ({plan.profile}), {num_classes} classes",
