@@ -303,3 +303,122 @@ def test_reference_curve_only_for_comparable_runs():
     assert len(analysis.reference_curve_for("full", 200)) == 100
     assert analysis.reference_curve_for("reference", 200)[0]["epoch"] == 0
     assert analysis.reference_curve_for("quick", 10) is None and analysis.reference_curve_for("full", 10) is None
+
+
+def _reference_folder(root, name, epochs, best=0.3, planned=100, config=True):
+    """results/<name>/ with a history.csv of `epochs` rows whose val top-1 peaks at `best`, and a config.json."""
+    import json
+
+    folder = root / "results" / name
+    folder.mkdir(parents=True)
+    rows = ["epoch,loss,top1,val_loss,val_top1,lr"]
+    rows += [f"{e},{4 - 0.1 * e},{0.02 * e},{4 - 0.1 * e},{best * (e + 1) / epochs},0.001" for e in range(epochs)]
+    (folder / "history.csv").write_text("\n".join(rows) + "\n")
+    if config:
+        (folder / "config.json").write_text(json.dumps({
+            "profile": "reference", "preset": "seed", "device": "1x GPU",
+            "train": {"epochs": planned, "classes": None}, "model": {"num_classes": 200}}))
+    return folder
+
+
+def test_reference_run_picks_the_most_advanced_gpu_run(tmp_path):
+    import shutil
+
+    assert analysis.reference_run(tmp_path) is None
+    _reference_folder(tmp_path, "seed-reference-h200", 15, best=0.488)
+    _reference_folder(tmp_path, "seed-reference-h100", 15, best=0.4925)
+    (tmp_path / "results" / "seed-reference-empty").mkdir()  # no history.csv: not a candidate
+    run = analysis.reference_run(tmp_path)
+    assert run["path"].name == "seed-reference-h100"  # a tie on epochs: the better val top-1
+    assert (run["epochs"], run["planned"], run["classes"], run["best_epoch"]) == (15, 100, 200, 15)
+    assert run["best_top1"] == pytest.approx(0.4925) and len(run["history"]) == 15
+    sentence = analysis.reference_run_sentence(run, "results/seed-reference-h100")
+    assert "`results/seed-reference-h100` on 1x GPU, reached **15 of its 100 epochs**" in sentence
+    assert "val top-1 49.2% at epoch 15 (the reference's log: 47.7% at that epoch)" in sentence
+    # the run that resumes across leases: first on a tie, and preferred once it has more epochs
+    _reference_folder(tmp_path, "seed-reference", 15, best=0.40)
+    assert analysis.reference_run(tmp_path)["path"].name == "seed-reference"
+    shutil.rmtree(tmp_path / "results" / "seed-reference")
+    _reference_folder(tmp_path, "seed-reference", 100, best=0.63, config=False)  # no config: the reference's 100
+    run = analysis.reference_run(tmp_path)
+    assert run["path"].name == "seed-reference" and (run["epochs"], run["planned"], run["classes"]) == (100, 100, 200)
+    assert "reached **100 of its 100 epochs**" in analysis.reference_run_sentence(run)
+
+
+def test_the_committed_gpu_runs_are_found():
+    from tinyconv.study.params import REPO_ROOT
+
+    run = analysis.reference_run(REPO_ROOT)
+    assert run is not None and run["path"].name.startswith("seed-reference") and run["planned"] == 100
+    assert 1 <= run["epochs"] <= 100 and run["classes"] == 200
+
+
+# ------------------------------------------------------------------- sweep results (notebook 06)
+
+
+def _sweep(tmp_path, trial_folders=True):
+    """A two-variant, two-seed sweep: results.csv and, optionally, each trial's run folder (metrics, config)."""
+    import json
+
+    from tinyconv.experiments import results as sweep_results
+
+    rows = []
+    for variant, top1 in (("base", (0.14, 0.16)), ("fast", (0.34, 0.36))):
+        for seed, value in enumerate(top1):
+            trial = f"{variant}-s{seed}"
+            rows.append(dict(trial=trial, variant=variant, preset="tiny", overrides="" if variant == "base" else
+                             "preset=fast", seed=seed, params=1000, macs=2000, top1=value, top5=0.6, best_top1=value,
+                             train_img_s=30.0, wall_s=40.0, epochs=1, device="CPU", run_dir=trial, status="done"))
+            if trial_folders:
+                (tmp_path / trial).mkdir(parents=True)
+                (tmp_path / trial / "metrics.json").write_text(json.dumps(
+                    {"epochs": 1, "classes": 10, "train_images": 1200, "val_images": 500}))
+                (tmp_path / trial / "config.json").write_text(json.dumps({"train": {"max_train_per_class": 120}}))
+    sweep_results.write_results(rows, tmp_path)
+    return tmp_path / "results.csv", sweep_results.read_results(tmp_path / "results.csv")
+
+
+def test_sweep_setup_is_read_from_the_trials_run_folders(tmp_path):
+    from tinyconv.experiments import results as sweep_results
+
+    path, rows = _sweep(tmp_path)
+    setup = sweep_results.sweep_setup(path, rows)
+    assert {k: setup[k] for k in ("epochs", "classes", "train_images", "val_images", "train_per_class")} == dict(
+        epochs=1, classes=10, train_images=1200, val_images=500, train_per_class=120)
+    assert setup["chance"] == pytest.approx(0.1) and setup["trials_read"] == 4
+    summary = sweep_results.variant_summary(rows)
+    text = sweep_results.format_setup_md(setup, summary, "base")
+    assert "Each trial trained for 1 epoch on 1,200 train images of 10 classes (120 per class)" in text
+    assert "scored on 500 val images" in text and "how fast a variant learns in its first epoch" in text
+    assert "not the accuracy it would reach after a full schedule" in text
+    assert "Chance is **10.0%**; the baseline `base` reaches **15.0%**" in text and "all 4 trials" in text
+    report = sweep_results.format_noise_report(rows, "base", setup=setup)
+    assert "`fast`: +20.00 points" in report  # beyond the noise...
+    assert "**Scope.** Each trial trained for 1 epoch" in report  # ... in this set-up only
+    assert "So `fast` +20.0 points beyond the noise says that it learns faster in this set-up, not that it " \
+           "would end higher after a full schedule." in report
+    assert "Scope" not in sweep_results.format_noise_report(rows, "base")  # results.md stays as it was
+    table = sweep_results.format_variants_md(rows, "base", setup)
+    assert table.startswith("Each trial trained for 1 epoch") and "verdict on this set-up only" in table
+    assert not sweep_results.format_variants_md(rows, "base").startswith("Each trial")
+
+
+def test_sweep_setup_without_run_folders_says_what_is_unknown(tmp_path):
+    from tinyconv.experiments import results as sweep_results
+
+    path, rows = _sweep(tmp_path, trial_folders=False)
+    setup = sweep_results.sweep_setup(path, rows)
+    assert setup["epochs"] == 1 and setup["classes"] is None and setup["chance"] is None and setup["trials_read"] == 0
+    text = sweep_results.format_setup_md(setup, sweep_results.variant_summary(rows), "base")
+    assert "an unrecorded number of train images" in text and "no chance level is drawn" in text
+    assert "results.csv's epochs column" in text
+
+
+def test_the_committed_sweep_is_one_epoch_on_1200_images():
+    from tinyconv.experiments import results as sweep_results
+
+    path, _ = sweep_results.resolve_results(None, "unused")
+    rows = sweep_results.read_results(path)
+    setup = sweep_results.sweep_setup(path, rows)
+    assert (setup["epochs"], setup["train_images"], setup["classes"]) == (1, 1200, 10)
+    assert setup["trials_read"] == setup["trials"] == len(rows)

@@ -28,6 +28,23 @@ def _hlines(ax) -> list[float]:
             if len(set(np.ravel(line.get_ydata()))) == 1 and tuple(line.get_xdata()) == (0, 1)]
 
 
+def _extents(fig, texts) -> list:
+    """The drawn boxes (display pixels) of `texts` once `fig` is laid out and drawn: the text itself, without
+    an annotation's leader line."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    return [Text.get_window_extent(t, renderer) if isinstance(t, Text) else t.get_window_extent(renderer)
+            for t in texts]
+
+
+def _overlapping(boxes) -> list[tuple[int, int]]:
+    return [(i, j) for i, a in enumerate(boxes) for j, b in enumerate(boxes) if i < j and a.overlaps(b)]
+
+
 def _texts(fig) -> str:
     return "\n".join(t.get_text() for ax in fig.axes for t in ax.texts + [ax.title])
 
@@ -56,6 +73,9 @@ def test_plot_training_marks_chance_best_epoch_schedule_and_reference():
     fig = plots.plot_training(rows, num_classes=200)
     assert 1 / 200 in _hlines(fig.axes[1])
     assert "reference (val)" not in fig.axes[1].get_legend_handles_labels()[1]
+    # a run stopped early, drawn over the epochs its recipe plans: every panel spans them
+    fig = plots.plot_training(rows, num_classes=200, reference=reference, planned_epochs=100)
+    assert all(ax.get_xlim() == (0, 101) for ax in fig.axes)
 
 
 @pytest.mark.parametrize("preset", ["seed", "tiny", "convmixer"])
@@ -115,9 +135,19 @@ def test_plot_class_accuracy_sorts_with_error_bars_and_chance():
     segments = [c for c in ax.collections if hasattr(c, "get_segments")][0].get_segments()
     spans = sorted(abs(seg[1][1] - seg[0][1]) / 2 for seg in segments)
     np.testing.assert_allclose(spans, sorted(measures.standard_error(accuracy, counts)), atol=1e-9)
-    # 200 classes: no names on the axis, chance at 1/200
-    fig = tinyfigures.plot_class_accuracy(np.linspace(0, 1, 200), np.full(200, 50), [str(i) for i in range(200)])
-    assert 1 / 200 in _hlines(fig.axes[0]) and not fig.axes[0].get_xticklabels()
+    # 200 classes: no tick labels, chance at 1/200; the 10 best and 10 worst named under the axis, legibly
+    names = [f"class number {i}" for i in range(200)]
+    fig = tinyfigures.plot_class_accuracy(np.linspace(0, 1, 200), np.full(200, 50), names)
+    ax = fig.axes[0]
+    assert 1 / 200 in _hlines(ax) and not ax.get_xticklabels()
+    named = [t.get_text() for t in ax.texts]
+    assert named[:2] == ["class number 199 100%", "class number 198 99%"] and named[-1] == "class number 0 0%"
+    assert len(named) == 20 and "the 10 best and 10 worst named" in ax.get_xlabel()
+    assert all(t.get_fontsize() >= 7 for t in ax.texts)
+    boxes = _extents(fig, ax.texts)
+    assert not _overlapping(boxes)
+    label = ax.xaxis.label.get_window_extent(fig.canvas.get_renderer())
+    assert not any(label.overlaps(b) for b in boxes)  # the axis label sits under the names
     # classes without val images (a subset of val) are left out and said to be, not drawn as zero accuracy
     accuracy, counts = np.full(200, np.nan), np.zeros(200, int)
     accuracy[:60], counts[:60] = np.linspace(0, 1, 60), np.arange(60) % 3 + 1
@@ -144,6 +174,9 @@ def test_plot_block_compare_draws_both_models():
     assert lines["trained: mean"] == [0.8, 0.6]
     assert lines["untrained (same seed): mean"] == [1.0, 1.0]  # matched by block, not by row order
     assert ax.get_ylabel() == "|gamma|" and [t.get_text() for t in ax.get_xticklabels()] == ["s1b1", "s1b2"]
+    # the legend is beside the axes, not over the band and lines
+    legend, frame = _extents(fig, [ax.get_legend()])[0], ax.get_window_extent()
+    assert legend.x0 >= frame.x1
 
 
 def test_energy_and_erf_figures_put_untrained_beside_trained():
@@ -176,6 +209,13 @@ def test_plot_receptive_fields_merges_equal_curves_and_uses_each_presets_depth()
     assert list(convmixer.get_xdata()) == [1, 9]
     assert list(convmixer.get_ydata()) == [s["receptive_field"] for s in infos["convmixer"]["stages"][:-1]]
     assert 64 in _hlines(ax)
+    # each part labelled once where curves share it (both stems at depth 1), no label on another, all inside
+    labels = [t.get_text() for t in ax.texts]
+    assert labels.count("stem") == 1 and labels.count("stage1") == 2 and "stage3" in labels
+    boxes = _extents(fig, ax.texts)
+    assert not _overlapping(boxes)
+    frame = ax.get_window_extent()
+    assert all(frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1 for b in boxes)
 
 
 def test_plot_augmentations_by_profile_titles_each_profile():
@@ -212,8 +252,26 @@ def test_sweep_costs_reads_as_short_tick_labels_and_separate_pareto_labels():
     for ax in fig.axes:
         ticks = [t.get_text().replace("\u2212", "-") for t in ax.get_xticklabels() if t.get_text()]
         assert ticks and all(len(t) <= 5 for t in ticks), ticks  # "345k", "47M": no "340000"
-        labels = [t.get_window_extent(renderer) for t in ax.texts]
-        for a, b in zip(labels, labels[1:]):
-            assert not a.overlaps(b)
+        labels = _extents(fig, ax.texts)
+        assert not _overlapping(labels)
+        frame = ax.get_window_extent()
+        assert all(frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1 for b in labels)
     assert fig.axes[0].get_xscale() == "linear"
     assert len(fig.axes[0].texts) == 5  # cheaper is worse here: every variant is on the parameters' front
+    assert not any(ax.get_legend() for ax in fig.axes) and len(fig.legends) == 1  # under the panels, covering none
+    assert "chance" not in " ".join(t.get_text() for t in fig.legends[0].get_texts())
+    fig = tinyfigures.plot_sweep_costs(summary, chance=0.1)
+    assert all(10.0 in _hlines(ax) for ax in fig.axes)
+    assert "chance (10 %)" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def test_sweep_accuracy_figures_draw_chance():
+    rows = [dict(variant=v, top1=t, seed=s) for v, t, s in (("base", 0.14, 0), ("base", 0.16, 1), ("k3", 0.2, 0))]
+    fig = tinyfigures.plot_accuracy_vs_setting([(3, rows[2]), (9, rows[0])], rows[:2], "k", chance=0.1)
+    assert 10.0 in _hlines(fig.axes[0]) and "chance (10 %)" in [t.get_text() for t in fig.legends[0].get_texts()]
+    assert 10.0 not in _hlines(tinyfigures.plot_accuracy_vs_setting([(3, rows[2])], [], "k").axes[0])
+    comparisons = [dict(variant="base", baseline="base", diff=0.0, noise=0.01, exceeds=False),
+                   dict(variant="k3", baseline="base", diff=0.05, noise=0.01, exceeds=True)]
+    ax = tinyfigures.plot_variant_spread(rows, comparisons, chance=0.005).axes[0]
+    chance = [line for line in ax.get_lines() if line.get_label().startswith("chance")]
+    assert len(chance) == 1 and tuple(chance[0].get_xdata()) == (0.5, 0.5)

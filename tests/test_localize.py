@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -26,9 +27,14 @@ from tinyconv.study.localize import (
     format_localization,
     format_metrics,
     good_and_bad,
+    good_cases_note,
     grad_cam,
     held_out_train,
     iou,
+    kernel_comparison_skipped,
+    kernel_variant_runs,
+    ScoredMaps,
+    box_area_fraction,
     localization_maps,
     localization_metrics,
     localize_images,
@@ -41,6 +47,7 @@ from tinyconv.study.localize import (
     trained_seed_model,
     upsample,
     val_with_boxes,
+    versus_whole_image,
 )
 
 SQUARE = (12, 20, 43, 51)  # x0, y0, x1, y1 inclusive: 32 x 32 pixels, on the 4-pixel grid of the model below
@@ -239,6 +246,81 @@ def test_good_and_bad_cases_are_ordered_by_iou():
     assert bad.tolist() == [4, 0]
 
 
+def _scored(ious, correct) -> ScoredMaps:
+    n = len(ious)
+    return ScoredMaps(metrics={}, maps=np.zeros((n, 64, 64), np.float32), boxes=np.zeros((n, 4), np.int64),
+                      ious=np.asarray(ious, dtype=np.float64), predicted=np.zeros(n, np.int64),
+                      correct=np.asarray(correct, dtype=bool))
+
+
+WHOLE, HALF, QUARTER = (0, 0, 63, 63), (0, 0, 63, 31), (16, 16, 47, 47)  # 100 %, 50 % and 25 % of the frame
+
+
+def test_box_area_fraction():
+    np.testing.assert_allclose(box_area_fraction([WHOLE, HALF, QUARTER, (5, 5, 5, 5)]), [1.0, 0.5, 0.25, 1 / 4096])
+
+
+def test_good_cases_skip_whole_frame_boxes_and_fall_back_on_the_next_smallest():
+    # whole-frame boxes have the best IoUs (any map that lights up everywhere fits them): they are not good cases
+    scored = _scored([1.0, 0.98, 0.6, 0.9, 0.7, 0.95, 0.99], [True, True, True, True, True, False, True])
+    boxes = np.array([WHOLE, WHOLE, QUARTER, HALF, QUARTER, QUARTER, (0, 0, 63, 47)])  # the last covers 75 %
+    good, bad = good_and_bad(scored, count=3, true_boxes=boxes)
+    assert good.tolist() == [3, 4, 2]  # boxes of <= 50 %, by IoU; image 5 fits better but is misclassified
+    assert bad.tolist() == [2, 4, 3]  # the worst boxes whatever their size
+    assert "3 of the 6 correctly classified val images have a true box covering at most 50% of the frame" in \
+        good_cases_note(scored, boxes, good)
+    # too few small boxes: the rest are correctly classified images with the next smallest boxes, not by IoU
+    good, _ = good_and_bad(scored, count=5, true_boxes=boxes)
+    assert good.tolist() == [3, 4, 2, 6, 0]
+    note = good_cases_note(scored, boxes, good)
+    assert "shown: the 3 of them whose box fits best, then 2 correctly classified image(s)" in note
+    assert good_and_bad(scored, count=2, true_boxes=boxes, max_area=0.3)[0].tolist() == [4, 2]
+    # no correct image at all, or no boxes given: the old order by IoU alone
+    assert good_and_bad(_scored([0.5, 0.9], [False, False]), true_boxes=[HALF, HALF])[0].tolist() == []
+    assert good_and_bad(scored, count=2)[0].tolist() == [0, 6]
+
+
+def test_versus_whole_image_states_the_difference_and_its_standard_error():
+    baseline = {"full_image": {"max_box_acc": 0.369}}
+    # quick: CAM 38.4 % on 500 images, 1.5 points over the whole image, SE sqrt(.384 * .616 / 500) = 2.2 points
+    text = versus_whole_image({"max_box_acc": 0.384, "images": 500}, baseline)
+    assert text.startswith("CAM's MaxBoxAcc (38.4%) beats the whole-image box (36.9%) by 1.5 points on 500 val images")
+    assert "within the binomial standard error of ±2.2 points" in text and "not shown" in text
+    text = versus_whole_image({"max_box_acc": 0.40, "images": 500}, baseline)  # 3.1 points: between 1 and 2 SE
+    assert "by 3.1 points" in text and "beyond the binomial standard error of ±2.2 points but within two" in text
+    text = versus_whole_image({"max_box_acc": 0.45, "images": 10_000}, baseline, name="stage 3")
+    assert "by 8.1 points on 10,000 val images, beyond two binomial standard errors (±0.5 points each)" in text
+    assert "stage 3 localizes better than a box around the whole frame" in text
+    text = versus_whole_image({"max_box_acc": 0.30, "images": 10_000}, baseline)
+    assert "falls short of the whole-image box (36.9%) by 6.9 points" in text and "localizes worse" in text
+    assert "ties with" in versus_whole_image({"max_box_acc": 0.369, "images": 500}, baseline)
+
+
+def test_kernel_variant_runs_trains_nothing_by_default(tmp_path, monkeypatch):
+    import tinyconv.study.localize as localize
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("nothing is trained unless kernel sizes are asked for")
+
+    monkeypatch.setattr(localize, "train_kernel_variants", no_training)
+    run = {"profile": "quick", "model": {"kernel_sizes": [9, 3, 3]}}
+    assert kernel_variant_runs("quick", tmp_path, tmp_path / "k", [], None, run=run, model_path="best.keras") == {}
+    # given runs: taken as they are (string keys from papermill), the studied model joins under its own size
+    runs = kernel_variant_runs("quick", tmp_path, tmp_path / "k", [], {"13": "runs/k13", "3": "runs/k3"}, run=run,
+                               model_path="best.keras")
+    assert runs == {3: Path("runs/k3"), 9: Path("best.keras"), 13: Path("runs/k13")}
+    # ... but not when it was trained with another profile
+    other = kernel_variant_runs("ci", tmp_path, tmp_path / "k", [], {"3": "runs/k3"}, run=run, model_path="b.keras")
+    assert other == {3: Path("runs/k3")}
+    monkeypatch.setattr(localize, "train_kernel_variants", lambda profile, data, out, sizes: {
+        int(k): Path(out) / f"stage1-k{k}" for k in sizes})
+    assert list(kernel_variant_runs("quick", tmp_path, tmp_path / "k", [13], run=run, model_path="b.keras")) == [9, 13]
+    line = kernel_comparison_skipped("quick")
+    assert "\n" not in line and "skipped" in line and "about 10 minutes on two CPU cores" in line
+    assert "kernel_sizes = [3, 13]" in line and '-p kernel_sizes "[3, 13]"' in line
+    assert "seconds" in kernel_comparison_skipped("ci")
+
+
 def test_score_stages_gives_grad_cam_per_stage_and_cam():
     from tinyconv.model.build import build_model
 
@@ -275,7 +357,8 @@ def test_format_metrics_and_case_titles():
     assert lines[0].split() == ["maps", "top-1", "GT-known", "loc", "top-1", "loc", "MaxBoxAcc", "threshold"]
     assert lines[2].split()[:2] == ["CAM", "0.0"] and lines[3].split()[:3] == ["centre", "box", "-"]
     titles = case_titles(scored, val, ["ant", "bee"], [2, 0])
-    assert titles[0] == f"bee\nIoU {scored.ious[2]:.2f} | ant?"
+    area = (val.boxes[2, 2] - val.boxes[2, 0] + 1) * (val.boxes[2, 3] - val.boxes[2, 1] + 1) / 64**2  # 28 x 28
+    assert titles[0] == f"bee\nIoU {scored.ious[2]:.2f}, box {area:.0%}\ntop-1: ant"
 
 
 def test_trained_seed_model_prefers_the_most_trained(tmp_path):
@@ -346,6 +429,17 @@ def test_plot_localization_metrics_bars_and_baselines():
     assert sorted(line.get_ydata()[0] for line in ax.get_lines()) == [35.0, 45.0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["stage 1", "CAM"]
     assert ax.get_title() == "quick" and ax.get_ylabel() == "% of val images"
+    # each bar's value is written on it; the baselines run behind the bars, so they cross no value label, and
+    # the scale fits the highest bar (60 %) instead of 0-105
+    assert sorted(t.get_text() for t in ax.texts) == ["20", "30", "40", "50", "55", "60"]
+    assert max(line.get_zorder() for line in ax.get_lines()) < min(bar.get_zorder() for bar in ax.patches)
+    assert 60 < ax.get_ylim()[1] < 80
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
     assert sorted(t.get_text() for t in fig.legends[0].get_texts()) == sorted(
         ["GT-known loc", "top-1 loc", "MaxBoxAcc", "centre box MaxBoxAcc", "whole image MaxBoxAcc"])
     # three or four panels wrap into rows of two (not a 1,900 px wide strip); an unused slot is hidden

@@ -51,7 +51,9 @@ def ci_series(real_data_dir, tmp_path_factory) -> Series:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TF_CPP_MIN_LOG_LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
         try:
-            executed = notebooks.run_notebooks("ci", out, data_dir=real_data_dir, progress=False)
+            # 07 trains no kernel-size variant by default (minutes each under quick): here one, for seconds
+            executed = notebooks.run_notebooks("ci", out, data_dir=real_data_dir, progress=False,
+                                               notebook_parameters={"07": {"kernel_sizes": [3]}})
         except TinyconvError as error:  # the per-cell tests still report the notebooks that ran
             return Series(out, [], error)
     return Series(out, executed, None)

@@ -63,6 +63,32 @@ def test_every_numbered_notebook_is_discovered(tmp_path, monkeypatch):
     assert {"01_download.ipynb", "05_analyze_kernels.ipynb"} <= set(notebooks.notebook_names(notebooks.REPO_ROOT / "notebooks"))
 
 
+def test_run_notebooks_gives_per_notebook_parameters_to_their_notebook_only(tmp_path, monkeypatch):
+    """The ci series test runs 07 with kernel_sizes=[3] (its default [] trains nothing): notebook_parameters
+    reaches the notebooks it names, on top of the common parameters, and no other."""
+    given = {}
+
+    def fake_run(notebook, out, parameters, **kwargs):
+        given[notebook.name] = parameters
+        return Path(out) / notebook.name
+
+    monkeypatch.setattr(notebooks, "run_notebook", fake_run)
+    monkeypatch.setattr(notebooks, "_record", lambda *args, **kwargs: None)
+    notebooks.run_notebooks("ci", tmp_path / "out", data_dir=tmp_path / "data", only=["06", "07"], progress=False,
+                            notebook_parameters={"07": {"kernel_sizes": [3]}})
+    common = {"profile": "ci", "data_dir": str((tmp_path / "data").resolve()), "run_dir": str((tmp_path / "out").resolve())}
+    assert given == {"06_compare.ipynb": common, "07_localize.ipynb": {**common, "kernel_sizes": [3]}}
+
+
+def test_07_trains_no_kernel_variant_unless_asked():
+    """07's kernel-size comparison trains one model per size (minutes each under quick): off by default, and its
+    parameter says what it costs and how to turn it on."""
+    nb = nbformat.read(notebooks.NOTEBOOK_DIR / "07_localize.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    line = next(line for line in cell.source.splitlines() if line.startswith("kernel_sizes"))
+    assert line.startswith("kernel_sizes = []  #") and "10 min" in line and "[3, 13]" in line
+
+
 def test_resolve_profile(monkeypatch, capsys):
     assert notebook_params.resolve_profile("ci") == "ci"
     with pytest.raises(TinyconvError, match="unknown notebook profile 'fast'"):

@@ -148,11 +148,14 @@ def format_results_md(rows: list[dict], spec=None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def format_variants_md(rows: list[dict], baseline: str | None = None) -> str:
+def format_variants_md(rows: list[dict], baseline: str | None = None, setup: dict | None = None) -> str:
     """A markdown table of each variant over its seeds: mean, sd, range, difference from the baseline and
-    whether it exceeds the noise (compare_to_baseline); "" when no trial is done."""
+    whether it exceeds the noise (compare_to_baseline); "" when no trial is done. With `setup` (sweep_setup)
+    the table is preceded by what one trial is, so that "beyond noise" is read as a verdict on that set-up."""
     summary = variant_summary(rows)
     lines = []
+    if summary and setup is not None:
+        lines += [f"{setup_scope(setup)} *Beyond noise* below is a verdict on this set-up only.", ""]
     if summary:
         compared = {c["variant"]: c for c in compare_to_baseline(summary, baseline)}
         sd = pooled_sd(summary)
@@ -233,9 +236,10 @@ def setting_series(rows: list[dict], key: str) -> list[tuple]:
     return series
 
 
-def format_noise_report(rows: list[dict], baseline: str | None = None, z: float = 2.0) -> str:
+def format_noise_report(rows: list[dict], baseline: str | None = None, z: float = 2.0, setup: dict | None = None) -> str:
     """Markdown: the noise (pooled seed sd), then which variants differ from the baseline by more than `z`
-    times the noise of a difference, and which do not; computed from the rows, never typed in."""
+    times the noise of a difference, and which do not; computed from the rows, never typed in. With `setup`
+    (sweep_setup), a last paragraph says what set-up the verdicts are about (setup_scope)."""
     summary = variant_summary(rows)
     if not summary:
         return "No finished trials in these results."
@@ -263,7 +267,97 @@ def format_noise_report(rows: list[dict], baseline: str | None = None, z: float 
     if within:
         lines += ["", f"**Within the noise** ({len(within)}): " + ", ".join(
             f"`{c['variant']}` ({c['diff'] * 100:+.1f})" for c in sorted(within, key=lambda c: -c["diff"]))]
+    if setup is not None:
+        example = max(beyond, key=lambda c: abs(c["diff"]), default=None)
+        lines += ["", f"**Scope.** {setup_scope(setup)}" + (
+            f" So `{example['variant']}` {example['diff'] * 100:+.1f} points beyond the noise says that it "
+            f"{'learns faster' if example['diff'] > 0 else 'learns slower'} in this set-up, not that it would "
+            "end {} after a full schedule.".format("higher" if example["diff"] > 0 else "lower") if example else "")]
     return "\n".join(lines)
+
+
+def _one(values: set):
+    """The single value of a set, or None when it is empty or holds several."""
+    return next(iter(values)) if len(values) == 1 else None
+
+
+def sweep_setup(results_path, rows: list[dict]) -> dict:
+    """What the trials of a sweep trained on and were scored on, from their run folders beside results.csv
+    (metrics.json: epochs, classes, train and val images; config.json: train images per class), results.csv's
+    `epochs` column where no run folder is there.
+
+    Returns:
+        {"epochs", "classes", "train_images", "val_images", "train_per_class": the one value every done trial
+        shares (None when unknown or when trials differ), "chance": 1 / classes or None, "trials_read": how many
+        run folders were read, "trials": done trials, "source": where the numbers came from (one phrase)}.
+    """
+    root = Path(results_path).parent
+    seen: dict[str, set] = {key: set() for key in ("epochs", "classes", "train_images", "val_images", "train_per_class")}
+    done = [row for row in rows if row.get("status") == "done"]
+    read = 0
+    for row in done:
+        folder = Path(row.get("run_dir") or row["trial"])
+        folder = folder if folder.is_absolute() else root / folder
+        try:
+            metrics = json.loads((folder / "metrics.json").read_text())
+        except (OSError, ValueError):
+            metrics = None
+        if metrics is None:
+            if row.get("epochs") is not None:
+                seen["epochs"].add(int(row["epochs"]))
+            continue
+        read += 1
+        for key in ("epochs", "classes", "train_images", "val_images"):
+            if metrics.get(key) is not None:
+                seen[key].add(int(metrics[key]))
+        try:
+            train = json.loads((folder / "config.json").read_text()).get("train") or {}
+        except (OSError, ValueError):
+            train = {}
+        if train.get("max_train_per_class") is not None:
+            seen["train_per_class"].add(int(train["max_train_per_class"]))
+    setup = {key: _one(values) for key, values in seen.items()}
+    classes = setup["classes"]
+    share = f"all {read}" if read == len(done) else f"{read} of the {len(done)}"
+    source = (f"the metrics.json in the run folders of {share} trials" if read else
+              "results.csv's epochs column (no trial run folder beside it: classes and images unknown)")
+    return {**setup, "chance": 1.0 / classes if classes else None, "trials_read": read, "trials": len(done),
+            "source": source}
+
+
+def setup_scope(setup: dict) -> str:
+    """One sentence from sweep_setup: what one trial of the sweep is (epochs, train images, classes, val
+    images) and so what its accuracies measure; what is not recorded is said to be unknown."""
+    epochs, images, classes = setup.get("epochs"), setup.get("train_images"), setup.get("classes")
+    what = f"{epochs} epoch{'s' if epochs != 1 else ''}" if epochs else "an unrecorded number of epochs"
+    data = f"{images:,} train images" if images else "an unrecorded number of train images"
+    if classes:
+        data += f" of {classes} classes" + (f" ({setup['train_per_class']} per class)" if setup.get("train_per_class") else "")
+    scored = f" and was scored on {setup['val_images']:,} val images" if setup.get("val_images") else ""
+    if epochs is not None and epochs <= 3:
+        measures = "how fast a variant learns in its first " + ("epoch" if epochs == 1 else f"{epochs} epochs")
+    elif epochs:
+        measures = f"the accuracy a variant reaches after {epochs} epochs"
+    else:
+        measures = "the accuracy a variant reaches in this set-up"
+    if images is not None and images < 100_000:  # Tiny ImageNet has 100,000 train images
+        measures += " on a small subset of Tiny ImageNet"
+    if epochs is None or epochs < 100:
+        measures += ", not the accuracy it would reach after a full schedule"
+    return f"Each trial trained for {what} on {data}{scored}: these numbers measure {measures}."
+
+
+def format_setup_md(setup: dict, summary: list[dict], baseline: str | None = None) -> str:
+    """Markdown for notebook 06: the sweep's set-up (sweep_setup), its chance level and the baseline's mean
+    against it; every number from the sweep's own files, which it names."""
+    text = f"**What one trial is.** {setup_scope(setup)}"
+    base = next((s for s in summary if s["variant"] == baseline), summary[0] if summary else None)
+    if setup.get("chance"):
+        text += f" Chance is **{setup['chance']:.1%}**"
+        text += f"; the baseline `{base['variant']}` reaches **{base['top1']:.1%}**." if base is not None else "."
+    else:
+        text += " The number of classes is not recorded, so no chance level is drawn."
+    return text + f" (Read from {setup['source']}.)"
 
 
 def example_results(folder) -> Path:

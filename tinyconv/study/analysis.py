@@ -621,6 +621,64 @@ def reference_curve_for(profile: str, num_classes: int) -> list[dict] | None:
     return read_reference_curve() if profile in ("reference", "full") and num_classes == 200 else None
 
 
+def reference_run(repo_root) -> dict | None:
+    """The most advanced run of the 200-class recipe committed under results/seed-reference*/ (the GPU runs
+    of docs/results.md), for notebook 04 to draw against the reference's published curve; None when there
+    is none with a history.csv.
+
+    Most advanced: the most epochs in its history.csv; on a tie, `results/seed-reference/` (the run that
+    resumes across GPU leases, docs/gpu.md) before the one-off runs (-h100, -h200), then the best val top-1.
+
+    Returns:
+        {"path": the run folder, "history": its rows (read_history), "epochs": epochs reached, "planned": epochs
+        its recipe plans (config.json, else the reference's 100), "classes", "profile", "preset", "device",
+        "best_top1" and "best_epoch" (1-based)}.
+    """
+    import json
+
+    from tinyconv.training.callbacks import read_history
+
+    found = []
+    for folder in sorted(Path(repo_root, "results").glob("seed-reference*")):
+        history = read_history(folder / "history.csv") if (folder / "history.csv").is_file() else []
+        if not history:
+            continue
+        try:
+            config = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError):
+            config = {}
+        train = config.get("train") or {}
+        val_top1 = np.array([row.get("val_top1", np.nan) for row in history], dtype=np.float64)
+        best = int(np.nanargmax(val_top1)) if np.isfinite(val_top1).any() else len(history) - 1
+        found.append({
+            "path": folder, "history": history, "epochs": history[-1]["epoch"] + 1,
+            "planned": int(train.get("epochs") or len(read_reference_curve())),
+            "classes": int((config.get("model") or {}).get("num_classes") or train.get("classes") or 200),
+            "profile": config.get("profile"), "preset": config.get("preset"), "device": config.get("device"),
+            "best_top1": float(val_top1[best]), "best_epoch": best + 1,
+        })
+    if not found:
+        return None
+    return max(found, key=lambda run: (run["epochs"], run["path"].name == "seed-reference",
+                                       np.nan_to_num(run["best_top1"], nan=-1.0)))
+
+
+def reference_run_sentence(run: dict, shown: str | None = None) -> str:
+    """One sentence on how far reference_run's run got, against the reference's published log at that epoch.
+
+    Args:
+        shown: how to name the run folder (e.g. params.show(run["path"])); default its name.
+    """
+    reference = {row["epoch"] + 1: row for row in read_reference_curve()}
+    at = reference.get(run["epochs"], {}).get("val_top1")
+    last = run["history"][-1].get("val_top1", float("nan"))
+    theirs = f" (the reference's log: {at:.1%} at that epoch)" if at is not None else ""
+    where = f" on {run['device']}" if run.get("device") else ""
+    return (f"The run shown, `{shown or run['path'].name}`{where}, reached **{run['epochs']} of its "
+            f"{run['planned']} epochs**: val top-1 {last:.1%} at epoch {run['epochs']}{theirs}; the rest of "
+            f"the reference's curve is what a complete run has to match.")
+
+
 def training_summary(metrics: dict, evaluation: dict) -> str:
     """The result of a run in a few markdown lines, every number from the run (notebook 04 displays it).
 

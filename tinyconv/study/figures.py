@@ -61,6 +61,87 @@ def _shorten(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _text_size(text: str, fontsize: float) -> tuple[float, float]:
+    """(width, height) in points of one line of `text` in the default font at `fontsize`."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextPath
+
+    width = TextPath((0, 0), text, size=fontsize, prop=FontProperties()).get_extents().width
+    return float(width), 1.3 * fontsize
+
+
+def _place_labels(ax, points, texts, obstacles=(), fontsize: float = 7, colors=None, rising: bool = False) -> None:
+    """Label each data point (x, y) with its text so that no two labels overlap, none leaves the axes and
+    none covers another point (`obstacles`, data coordinates) where a free spot exists (no adjustText).
+
+    Candidate spots alternate above and below the point at a growing distance, first on the side with more
+    room (right of a point in the left 60 % of the axes, else left); with `rising` (points on a rising
+    curve) a spot right of the point is tried below first and one left of it above first, off the curve. A white box keeps a label readable over
+    lines and error bars, and a thin line joins a label that had to move away from its point. The spots are
+    computed on the laid-out figure, so call this after the data, limits and layout are set.
+    """
+    fig = ax.figure
+    fig.draw_without_rendering()  # settles a constrained layout: transData is then final
+    scale = 72.0 / fig.dpi  # pixels -> points
+    frame = ax.get_window_extent()
+    left, bottom, right, top = (v * scale for v in (frame.x0, frame.y0, frame.x1, frame.y1))
+    where = lambda xy: ax.transData.transform(xy) * scale  # noqa: E731  (points from the figure's corner)
+    others = [where(xy) for xy in obstacles]
+    pad = 0.15 * fontsize  # the white box's padding around the text
+    placed: list[tuple[float, float, float, float]] = []
+    leaders: list[np.ndarray] = []  # points along each leader line drawn so far
+
+    def inside(points, box, margin: float = 1.0) -> bool:
+        x0, y0, x1, y1 = box
+        return bool(np.any((points[:, 0] > x0 - margin) & (points[:, 0] < x1 + margin)
+                           & (points[:, 1] > y0 - margin) & (points[:, 1] < y1 + margin)))
+
+    def leader(px, py, box) -> np.ndarray:
+        """Points along the line from (px, py) to the box's nearest side, as the annotation draws it."""
+        end = (min(max(px, box[0]), box[2]), box[1] if py < box[1] else box[3])
+        return np.linspace((px, py), end, 24)[1:-1]
+
+    def free(box, line, avoid_points: bool) -> bool:
+        x0, y0, x1, y1 = box
+        if x0 < left + 1 or x1 > right - 1 or y0 < bottom + 1 or y1 > top - 1:
+            return False
+        if any(x0 < b[2] + 1 and b[0] < x1 + 1 and y0 < b[3] + 1 and b[1] < y1 + 1 for b in placed):
+            return False
+        # a leader line crossing a label, or a label on a leader line, is as bad as two labels overlapping
+        if line is not None and any(inside(line, b) for b in placed):
+            return False
+        if any(inside(drawn, box) for drawn in leaders):
+            return False
+        return not avoid_points or not any(x0 - 3 < ox < x1 + 3 and y0 - 3 < oy < y1 + 3 for ox, oy in others)
+
+    for index, ((x, y), text) in enumerate(zip(points, texts)):
+        px, py = where((x, y))
+        width, height = _text_size(text, fontsize)
+        width, height = width + 2 * pad, height + 2 * pad
+        first = 1 if px - left < 0.6 * (right - left) else -1
+        candidates = []
+        for step in range(10):
+            rise = 3 + step * (height + 1)
+            for side in (first, -first):
+                x0 = px + 4 if side > 0 else px - 4 - width
+                pair = [(x0, py + rise), (x0, py - rise - height)]
+                candidates += pair[::-1] if rising and side > 0 else pair
+        boxes = [(x0, y0, x0 + width, y0 + height) for x0, y0 in candidates]
+        lines = [leader(px, py, b) if (b[1] > py + height or b[3] < py - height) else None for b in boxes]
+        options = list(zip(boxes, lines))
+        box, line = (next((o for o in options if free(*o, True)), None) or next((o for o in options if free(*o, False)), None)
+                     or options[0])
+        placed.append(box)
+        if line is not None:
+            leaders.append(line)
+        far = line is not None
+        ax.annotate(text, (x, y), xytext=(box[0] - px + pad, box[1] - py + pad), textcoords="offset points",
+                    ha="left", va="bottom", fontsize=fontsize, color=(colors[index] if colors else "k"),
+                    bbox=dict(boxstyle=f"square,pad={pad / fontsize:.2f}", fc="white", ec="none", alpha=0.85),
+                    arrowprops=dict(arrowstyle="-", lw=0.5, color="0.5", shrinkA=0, shrinkB=2) if far else None,
+                    annotation_clip=False)
+
+
 def plot_augmentations(examples: dict[str, np.ndarray], size: float = 1.4,
                        title: str = "Train-time augmentation: each op alone, then the full recipe"):
     """Rows = images, columns = augmentations (from augmentation_examples or augmentation_by_profile)."""
@@ -144,20 +225,28 @@ def plot_receptive_fields(infos: dict[str, dict]):
                 stage += 1
             points.append((depth, entry["receptive_field"], entry["name"]))
         curves.setdefault(tuple(points), []).append(preset)
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    for (points, presets), marker in zip(curves.items(), "osD^v"):
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    labels: dict[tuple, list] = {}  # (depth, part) -> [y, colour]: a part at the same depth in two curves is named once
+    for index, ((points, presets), marker) in enumerate(zip(curves.items(), "osD^v")):
         xs, ys, names = zip(*points)
-        ax.plot(xs, ys, marker=marker, label=" = ".join(presets))
-        for x, y, name in zip(xs, ys, names):
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+        ax.plot(xs, ys, marker=marker, label=" = ".join(presets), color=f"C{index}")
+        for x, y, name in points:
+            if (x, name) in labels:
+                labels[(x, name)] = [max(y, labels[(x, name)][0]), "k"]
+            else:
+                labels[(x, name)] = [y, f"C{index}"]
     size = next(iter(infos.values()))["input_shape"][0]
     ax.axhline(size, color="k", ls="--", lw=1, label=f"image size ({size} px)")
     ax.set_xlabel("depth (spatial layers from the input: stem, blocks, down convs)")
     ax.set_ylabel("receptive field (input pixels)")
     ax.set_title("Theoretical receptive field after each part of the model")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left")
     ax.grid(alpha=0.3)
+    ax.margins(x=0.06, y=0.1)
     fig.tight_layout()
+    spots = [(x, y) for (x, _), (y, _) in labels.items()]
+    _place_labels(ax, spots, [name for _, name in labels], obstacles=spots, fontsize=7,
+                  colors=[colour for _, colour in labels.values()], rising=True)
     return fig
 
 
@@ -405,16 +494,20 @@ def plot_top_predictions(images, labels, classes, probabilities, names, columns:
     return fig
 
 
-def plot_class_accuracy(accuracy, counts, names, num_classes: int | None = None, title: str = ""):
+def plot_class_accuracy(accuracy, counts, names, num_classes: int | None = None, title: str = "", ends: int = 10):
     """Top-1 per class, sorted, with binomial standard-error bars and the chance line at 1 / num_classes.
 
     With 50 val images a class's accuracy carries about +-7 points of sampling error; the bars show it, so
-    that differences within it are not read as a story. Class names label the bars up to 40 classes.
+    that differences within it are not read as a story. Class names label the bars up to 40 classes; with
+    more, the `ends` best and `ends` worst classes are named under the axis (with their accuracy), each
+    joined to its bar by a thin line: the two ends are what such a chart can say.
 
     Args:
         accuracy: float [K] per class (NaN for a class without images); counts: int [K] images per class.
         names: K class names; num_classes: the classifier's classes for the chance level (default K).
     """
+    from matplotlib import transforms
+
     accuracy = np.asarray(accuracy, dtype=np.float64)
     counts = np.asarray(counts)
     num_classes = num_classes or len(names)
@@ -422,7 +515,13 @@ def plot_class_accuracy(accuracy, counts, names, num_classes: int | None = None,
     order = scored[np.argsort(-accuracy[scored], kind="stable")]
     errors = measures.standard_error(accuracy[order], counts[order])
     many = len(order) > 40
-    fig, ax = plt.subplots(figsize=(13 if many else max(6.0, 0.55 * len(names) + 2.0), 3.8))
+    ends = min(ends, len(order) // 2) if many else 0
+    label_size, drop = 7.5, 26.0  # points: the end labels' font, and how far under the axis they start
+    named = {int(p): f"{_shorten(names[order[p]], 20)} {accuracy[order[p]]:.0%}"
+             for p in [*range(ends), *range(len(order) - ends, len(order))]}
+    reach = max((_text_size(text, label_size)[0] for text in named.values()), default=0.0)
+    height = 3.8 + (drop + reach) / 72
+    fig, ax = plt.subplots(figsize=(13 if many else max(6.0, 0.55 * len(names) + 2.0), height))
     positions = np.arange(len(order))
     ax.bar(positions, accuracy[order], yerr=errors, width=1.0 if many else 0.7, color="tab:blue",
            ecolor="0.35", capsize=0 if many else 3, error_kw=dict(lw=0.6 if many else 1.0))
@@ -432,7 +531,21 @@ def plot_class_accuracy(accuracy, counts, names, num_classes: int | None = None,
     if many:
         ax.set_xticks([])
         of = f" of {len(names)}" if len(order) < len(names) else ""
-        ax.set_xlabel(f"{len(order)} classes{of} with val images, sorted by accuracy (error bars: +-1 standard error)")
+        ax.set_xlabel(f"{len(order)} classes{of} with val images, sorted by accuracy (error bars: +-1 standard error); "
+                      f"the {ends} best and {ends} worst named", labelpad=drop + reach + 4)
+        # the bars are a few pixels wide: each end's names are fanned out over a wider stretch of the axis
+        under = transforms.offset_copy(transforms.blended_transform_factory(ax.transData, ax.transAxes),
+                                       fig=fig, y=-drop, units="points")
+        span = 0.2 * len(order)
+        for group in (list(range(ends)), list(range(len(order) - ends, len(order)))):
+            if not group:
+                continue
+            start = 0.0 if group[0] == 0 else len(order) - 1 - span
+            for spot, p in zip(np.linspace(start, start + span, len(group)), group):
+                ax.annotate(named[p], (p, 0), xycoords=("data", "axes fraction"), xytext=(spot, 0),
+                            textcoords=under, rotation=90, ha="center", va="top", fontsize=label_size,
+                            arrowprops=dict(arrowstyle="-", lw=0.5, color="0.5", shrinkA=1, shrinkB=0),
+                            annotation_clip=False)
     else:
         ax.set_xticks(positions, [_shorten(names[i], 16) for i in order], rotation=45, ha="right", fontsize=8)
         ax.set_xlabel("class, sorted by accuracy (error bars: +-1 standard error)")
@@ -456,7 +569,7 @@ def plot_block_compare(trained: list[dict], untrained: list[dict], key: str, tit
         trained, untrained: rows with "block" and `key` (analysis.layer_scale_stats / squeeze_excite_stats).
         band: optional (low key, high key) drawn as a shaded range around each line (e.g. ("min", "max")).
     """
-    fig, ax = plt.subplots(figsize=(8, 3.3))
+    fig, ax = plt.subplots(figsize=(9.6, 3.3))
     labels = [row["block"] for row in trained]
     positions = np.arange(len(labels))
     for rows, name, color, style in ((untrained, "untrained (same seed)", "0.45", "--"),
@@ -472,7 +585,8 @@ def plot_block_compare(trained: list[dict], untrained: list[dict], key: str, tit
     ax.set_xlabel("block (stage s, index b)")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
+    # beside the axes, not on them: a min..max band fills most of the plot, and any corner hides a part of it
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -586,21 +700,33 @@ def plot_localization_metrics(groups: dict, baseline: dict | None = None, title:
     for ax in axes[len(groups):]:
         ax.set_visible(False)
     width = 0.8 / len(LOCALIZATION_KEYS)
+    # one y scale for every panel, a little above the highest bar or line: bars up to ~40 % on a 0-105 axis
+    # were short, and their value labels ran into the baseline lines
+    values_all = [100 * m[key] for entries in groups.values() for m in entries.values() for key, _ in LOCALIZATION_KEYS]
+    if baseline is not None:
+        values_all += [100 * baseline["max_box_acc"], 100 * baseline["full_image"]["max_box_acc"]]
+    top = min(105.0, max(values_all + [10.0]) * 1.12 + 2)
     for ax, (panel, entries) in zip(axes, groups.items()):
         positions = np.arange(len(entries))
         for j, (key, label) in enumerate(LOCALIZATION_KEYS):
             values = [100 * metrics[key] for metrics in entries.values()]
-            bars = ax.bar(positions + (j - 1) * width, values, width, label=label, color=f"C{j}")
-            ax.bar_label(bars, fmt="%.0f", fontsize=6, padding=1)
-        if baseline is not None:
-            ax.axhline(100 * baseline["max_box_acc"], color="0.3", ls="--", lw=1, label="centre box MaxBoxAcc")
-            ax.axhline(100 * baseline["full_image"]["max_box_acc"], color="0.3", ls=":", lw=1,
-                       label="whole image MaxBoxAcc")
+            bars = ax.bar(positions + (j - 1) * width, values, width, label=label, color=f"C{j}", zorder=2)
+            for bar, value in zip(bars, values):  # inside the bar's top (white), above it when too short
+                inside = value >= 0.12 * top
+                ax.text(bar.get_x() + bar.get_width() / 2, value - 0.01 * top if inside else value + 0.01 * top,
+                        f"{value:.0f}", ha="center", va="top" if inside else "bottom", fontsize=7,
+                        color="white" if inside else "0.2", zorder=3)
+        if baseline is not None:  # behind the bars (zorder), so that they cross no value label
+            ax.axhline(100 * baseline["max_box_acc"], color="0.3", ls="--", lw=1, label="centre box MaxBoxAcc",
+                       zorder=1)
+            ax.axhline(100 * baseline["full_image"]["max_box_acc"], color="0.3", ls=":", lw=1.2,
+                       label="whole image MaxBoxAcc", zorder=1)
         ax.set_xticks(positions, [_shorten(name, 16) for name in entries], fontsize=8)
-        ax.set_ylim(0, 105)
+        ax.set_ylim(0, top)
         ax.set_ylabel("% of val images")
         ax.set_title(panel, fontsize=10)
-        ax.grid(axis="y", alpha=0.3)
+        ax.grid(axis="y", alpha=0.3, zorder=0)
+        ax.set_axisbelow(True)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=7, frameon=False)
     if title:
@@ -615,14 +741,25 @@ SWEEP_COSTS = (("params", "parameters", False), ("macs", "MACs per image", False
                ("train_img_s", "train images/s", True))
 
 
-def plot_sweep_costs(summary: list[dict], baseline: str | None = None):
+def _chance_line(ax, chance: float | None, vertical: bool = False) -> None:
+    """The chance level (a fraction, e.g. 1 / classes) as a red dotted line in percent, labelled for the legend."""
+    if chance:
+        label = f"chance ({100 * chance:.3g} %)"
+        if vertical:
+            ax.axvline(100 * chance, color="tab:red", ls=":", lw=1.3, label=label)
+        else:
+            ax.axhline(100 * chance, color="tab:red", ls=":", lw=1.3, label=label)
+
+
+def plot_sweep_costs(summary: list[dict], baseline: str | None = None, chance: float | None = None):
     """Mean val top-1 of each sweep variant (tinyconv.experiments.results.variant_summary) against its parameters, MACs and
     train images/s, error bars one seed sd, the Pareto front (no variant both cheaper and more accurate;
-    for images/s, faster) joined by a line and labelled."""
+    for images/s, faster) joined by a line and labelled, and the chance level (a fraction) when given."""
     from tinyconv.experiments.results import pareto_front
 
-    fig = Figure(figsize=(13, 4.2), layout="constrained")
+    fig = Figure(figsize=(13, 4.6), layout="constrained")
     axes = fig.subplots(1, len(SWEEP_COSTS), sharey=True)
+    fronts = []
     for ax, (key, label, higher_better) in zip(axes, SWEEP_COSTS):
         entries = [s for s in summary if isinstance(s.get(key), (int, float))]
         xs = np.array([s[key] for s in entries], dtype=float)
@@ -632,30 +769,36 @@ def plot_sweep_costs(summary: list[dict], baseline: str | None = None):
         front = pareto_front([(-x if higher_better else x, y) for x, y in zip(xs, ys)])
         front.sort(key=lambda i: xs[i])
         ax.plot(xs[front], ys[front], "o-", color="C3", ms=6, lw=1.2, label="Pareto front")
-        for rank, i in enumerate(front):  # labels alternately above and below: neighbours on the front are close
-            ax.annotate(_shorten(entries[i]["variant"], 22), (xs[i], ys[i]), fontsize=7,
-                        xytext=(3, 4 if rank % 2 == 0 else -10), textcoords="offset points")
+        fronts.append((ax, xs, ys, [entries[i]["variant"] for i in front], front, not higher_better))
         for i, s in enumerate(entries):
             if s["variant"] == baseline:
                 ax.plot(xs[i], ys[i], "s", mfc="none", mec="C0", ms=10, label=f"baseline ({_shorten(baseline, 18)})")
+        _chance_line(ax, chance)
         if len(xs) and xs.min() > 0 and xs.max() / xs.min() > 8:  # a log axis only where costs span decades
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(NullFormatter())
         else:
             ax.xaxis.set_major_locator(MaxNLocator(5))
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 340k, 2.6M: raw counts run into each other
+        ax.margins(x=0.08, y=0.08)
         ax.set_xlabel(label + (" (higher is better)" if higher_better else " (lower is better)"))
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("val top-1 % (mean over seeds)")
-    axes[0].legend(fontsize=7, loc="lower right")
+    # below the panels, not in one: in a corner it covered points of the first panel
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=8, frameon=False)
     fig.suptitle("Accuracy against cost, one point per variant")
+    for ax, xs, ys, names, front, rising in fronts:  # after the layout is complete: labels are placed in points
+        _place_labels(ax, [(xs[i], ys[i]) for i in front], [_shorten(name, 22) for name in names],
+                      obstacles=list(zip(xs, ys)), fontsize=7, rising=rising)  # a cost front rises: labels off it
     return fig
 
 
-def plot_accuracy_vs_setting(series: list[tuple], base_rows: list[dict], xlabel: str, title: str = ""):
+def plot_accuracy_vs_setting(series: list[tuple], base_rows: list[dict], xlabel: str, title: str = "",
+                             chance: float | None = None):
     """Val top-1 of each trial against one model setting (tinyconv.experiments.results.setting_series: (value, row)
     pairs), each seed a dot and the mean a line; the base variant (with its own setting) as a grey band of
-    mean ± sd when `base_rows` is not empty."""
+    mean ± sd when `base_rows` is not empty; the chance level (a fraction) when given."""
     fig = Figure(figsize=(6.2, 3.8), layout="constrained")
     ax = fig.subplots()
     values = sorted({value for value, _ in series})
@@ -668,27 +811,30 @@ def plot_accuracy_vs_setting(series: list[tuple], base_rows: list[dict], xlabel:
         spread = top1.std(ddof=1) if len(top1) > 1 else 0.0
         ax.axhspan(top1.mean() - spread, top1.mean() + spread, color="0.85", zorder=0)
         ax.axhline(top1.mean(), color="0.5", lw=1, ls="--", label="base variant (mean ± sd)")
+    _chance_line(ax, chance)
     ax.set_xticks(values)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("val top-1 %")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()  # under the axes: inside, it covered the seeds' dots
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=7.5, frameon=False)
     if title:
         ax.set_title(title)
     return fig
 
 
-def plot_variant_spread(rows: list[dict], comparisons: list[dict], variants: list[str] | None = None):
+def plot_variant_spread(rows: list[dict], comparisons: list[dict], variants: list[str] | None = None,
+                        chance: float | None = None):
     """Each variant's trials (one dot per seed) and mean (bar), sorted by mean, against the baseline's mean
     and the ± 2 x noise band of a difference (tinyconv.experiments.results.compare_to_baseline); variants whose difference
-    exceeds it are drawn in colour."""
+    exceeds it are drawn in colour; the chance level (a fraction) as a vertical line when given."""
     compared = {c["variant"]: c for c in comparisons if variants is None or c["variant"] in variants}
     by_variant: dict[str, list[float]] = {}
     for row in rows:
         if row["variant"] in compared and row.get("top1") is not None:
             by_variant.setdefault(row["variant"], []).append(100 * row["top1"])
     order = sorted(by_variant, key=lambda name: np.mean(by_variant[name]))
-    fig = Figure(figsize=(7.5, 0.9 + 0.32 * len(order)), layout="constrained")
+    fig = Figure(figsize=(7.5, 1.3 + 0.32 * len(order)), layout="constrained")
     ax = fig.subplots()
     baseline = next(iter(compared.values()))["baseline"] if compared else None
     if baseline in by_variant:
@@ -698,6 +844,7 @@ def plot_variant_spread(rows: list[dict], comparisons: list[dict], variants: lis
             ax.axvspan(base_mean - 200 * noise, base_mean + 200 * noise, color="0.9", zorder=0,
                        label="baseline ± 2 x noise of a difference")
         ax.axvline(base_mean, color="0.4", ls="--", lw=1, label=f"baseline ({_shorten(baseline, 20)})")
+    _chance_line(ax, chance, vertical=True)
     for y, name in enumerate(order):
         colour = "C3" if compared[name]["exceeds"] else "C0" if name != baseline else "0.3"
         ax.plot(by_variant[name], [y] * len(by_variant[name]), "o", color=colour, alpha=0.7, ms=5)
@@ -705,5 +852,7 @@ def plot_variant_spread(rows: list[dict], comparisons: list[dict], variants: lis
     ax.set_yticks(range(len(order)), [_shorten(name, 28) for name in order], fontsize=8)
     ax.set_xlabel("val top-1 % (dots: seeds, bar: mean; red: beyond the noise)")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:  # under the axes: inside, it sat on the lowest variants' dots
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), fontsize=7, frameon=False)
     return fig

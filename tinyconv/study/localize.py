@@ -9,6 +9,8 @@ The study of notebook 07 compares ways of drawing maps on the same images:
     train, val = held_out_train(data_dir, wnids), val_with_boxes(data_dir, wnids)   # images with boxes
     scored = score_maps(model, model_wnids, train, val, layer=None)   # CAM; a layer: Grad-CAM of it
     per_stage = score_stages(model, model_wnids, train, val)          # "stage 1".."stage 3", "CAM"
+    good, bad = good_and_bad(scored, true_boxes=val.boxes)           # good: objects smaller than half the frame
+    print(versus_whole_image(scored.metrics, baseline_metrics(val.boxes)))  # the gain, against its standard error
 
 Conventions:
 - A box is (x0, y0, x1, y1) in pixels with both corners *inclusive*, as Tiny ImageNet's boxes are (a box
@@ -425,13 +427,53 @@ def score_maps(model, model_wnids, train: BoxedImages, val: BoxedImages, layer=N
     return ScoredMaps(metrics=metrics, maps=maps, boxes=boxes, ious=per_image, predicted=predicted, correct=correct)
 
 
-def good_and_bad(scored: ScoredMaps, count: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """(indices of the `count` best-localized correctly classified images, highest IoU first; indices of the
-    `count` worst-localized images, lowest IoU first). Fewer when there are fewer images."""
-    order = np.argsort(-scored.ious, kind="stable")
-    good = [i for i in order if scored.correct[i]][:count]
+def box_area_fraction(boxes, size: int = IMAGE_SIZE) -> np.ndarray:
+    """The share of the size x size frame each inclusive box (x0, y0, x1, y1) covers: float64 [N] in (0, 1]."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1) / float(size * size)
+
+
+# The good cases are chosen among images whose true box covers at most this share of the frame: a box around
+# the whole frame is matched by any map that lights up everywhere, so such an "IoU 1.00" shows nothing.
+GOOD_CASE_MAX_AREA = 0.5
+
+
+def good_and_bad(scored: ScoredMaps, count: int = 8, true_boxes=None,
+                 max_area: float = GOOD_CASE_MAX_AREA) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of `count` well-localized correctly classified images; indices of the `count` worst-localized
+    images, lowest IoU first, whatever the prediction). Fewer when there are fewer images.
+
+    Good: with `true_boxes` ([N, 4], the val boxes), the correctly classified images whose true box covers at
+    most `max_area` of the frame, highest IoU first; when fewer than `count` qualify, the other correctly
+    classified images follow, smallest true box first (the least whole-frame ones). Without `true_boxes`: the
+    correctly classified images by IoU alone.
+    """
+    correct = np.flatnonzero(scored.correct)
+    if true_boxes is None:
+        good = correct[np.argsort(-scored.ious[correct], kind="stable")][:count]
+    else:
+        area = box_area_fraction(true_boxes)
+        small = correct[area[correct] <= max_area]
+        large = correct[area[correct] > max_area]
+        good = np.concatenate([small[np.argsort(-scored.ious[small], kind="stable")],
+                               large[np.argsort(area[large], kind="stable")]])[:count]
     bad = np.argsort(scored.ious, kind="stable")[:count]
     return np.asarray(good, dtype=np.int64), np.asarray(bad, dtype=np.int64)
+
+
+def good_cases_note(scored: ScoredMaps, true_boxes, good, max_area: float = GOOD_CASE_MAX_AREA) -> str:
+    """One line saying how good_and_bad chose `good`: how many correctly classified images have a true box
+    within `max_area` of the frame, and whether the grid had to fall back on larger boxes."""
+    area = box_area_fraction(true_boxes)
+    correct = np.flatnonzero(scored.correct)
+    small = int((area[correct] <= max_area).sum())
+    within = int((area[np.asarray(good, dtype=np.int64)] <= max_area).sum())
+    text = (f"{small} of the {len(correct)} correctly classified val images have a true box covering at most "
+            f"{max_area:.0%} of the frame; shown: the {within} of them whose box fits best")
+    if within < len(good):
+        text += (f", then {len(good) - within} correctly classified image(s) with the next smallest boxes "
+                 f"(too few small boxes)")
+    return text
 
 
 def score_stages(model, model_wnids, train: BoxedImages, val: BoxedImages, batch_size: int = 64) -> dict:
@@ -477,12 +519,45 @@ def format_metrics(results: dict, baseline: dict | None = None) -> str:
 
 
 def case_titles(scored: ScoredMaps, images: BoxedImages, model_names, indices) -> list[str]:
-    """Two-line titles for good/bad case grids: the true class, the box's IoU, and the top-1 class when wrong."""
+    """Titles for good/bad case grids: the true class; the box's IoU and the share of the frame the true box
+    covers; a third line naming the top-1 class when it is wrong."""
+    area = box_area_fraction(images.boxes)
     titles = []
     for i in indices:
-        verdict = "" if scored.correct[i] else f" | {model_names[int(scored.predicted[i])]}?"
-        titles.append(f"{images.names[int(images.labels[i])]}\nIoU {scored.ious[i]:.2f}{verdict}")
+        verdict = "" if scored.correct[i] else f"\ntop-1: {model_names[int(scored.predicted[i])]}"
+        titles.append(f"{images.names[int(images.labels[i])]}\nIoU {scored.ious[i]:.2f}, box {area[i]:.0%}{verdict}")
     return titles
+
+
+def versus_whole_image(metrics: dict, baseline: dict, name: str = "CAM") -> str:
+    """One sentence comparing a map's MaxBoxAcc with the whole-image box on the same val images, with the
+    binomial standard error of that MaxBoxAcc (sqrt(p (1 - p) / n)), so that a gain within it is not read
+    as a finding.
+
+    Args:
+        metrics: ScoredMaps.metrics ("max_box_acc", "images"); baseline: baseline_metrics of the same boxes.
+    """
+    from tinyconv.study.measures import standard_error
+
+    ours, whole, images = metrics["max_box_acc"], baseline["full_image"]["max_box_acc"], int(metrics["images"])
+    diff = 100 * (ours - whole)
+    se = 100 * float(standard_error(ours, images))
+    if round(diff, 1) == 0:
+        head = f"{name}'s MaxBoxAcc ({ours:.1%}) ties with the whole-image box ({whole:.1%})"
+    else:
+        verb = "beats" if diff > 0 else "falls short of"
+        head = (f"{name}'s MaxBoxAcc ({ours:.1%}) {verb} the whole-image box ({whole:.1%}) by "
+                f"{abs(diff):.1f} points")
+    head += f" on {images:,} val images"
+    better, worse = "localizes better than", "localizes worse than"
+    if abs(diff) <= se:
+        return (f"{head}, within the binomial standard error of ±{se:.1f} points: on these images {name} is "
+                f"not shown to localize differently from a box around the whole frame.")
+    if abs(diff) <= 2 * se:
+        return (f"{head}, beyond the binomial standard error of ±{se:.1f} points but within two (±{2 * se:.1f}): "
+                f"a hint that {name} {better if diff > 0 else worse} the whole frame, not a finding.")
+    return (f"{head}, beyond two binomial standard errors (±{se:.1f} points each): {name} "
+            f"{better if diff > 0 else worse} a box around the whole frame here.")
 
 
 def trained_seed_model(repo_root) -> tuple[Path, str] | None:
@@ -543,6 +618,46 @@ def train_kernel_variants(profile: str, data_dir, out_root, kernel_sizes=(3, 13)
               overrides={"model_overrides": {"kernel_sizes": sizes}})
         runs[int(size)] = out
     return runs
+
+
+# What one more training run per kernel size costs, by profile (notebook 07 says it before training nothing).
+KERNEL_VARIANT_COST = {
+    "ci": "seconds",
+    "quick": "about 10 minutes on two CPU cores",
+    "full": "a full 100-epoch run on a GPU (hours)",
+    "reference": "a full 100-epoch run on a GPU (hours)",
+}
+
+
+def kernel_variant_runs(profile: str, data_dir, out_root, kernel_sizes=(), kernel_runs=None, run: dict | None = None,
+                        model_path=None) -> dict[int, Path]:
+    """The models notebook 07 compares by stage-1 kernel size: {kernel size: run folder or .keras file}.
+
+    `kernel_runs` ({size: folder}, keys may be strings) are taken as they are; otherwise one model per size
+    in `kernel_sizes` is trained (train_kernel_variants, into out_root; a finished run is reused). With
+    either, the studied model (`model_path`, its run config `run`) joins under its own stage-1 kernel size
+    when it was trained with the same profile and that size is not there yet. Both empty: {} and nothing is
+    trained (the notebook's default, since each size is one more training run: KERNEL_VARIANT_COST).
+    """
+    if kernel_runs:
+        runs = {int(size): Path(path) for size, path in kernel_runs.items()}
+    elif kernel_sizes:
+        runs = train_kernel_variants(profile, data_dir, out_root, kernel_sizes)
+    else:
+        return {}
+    own = stage_kernel_size(run)
+    if run and run.get("profile") == profile and own is not None and own not in runs and model_path is not None:
+        runs[own] = Path(model_path)
+    return dict(sorted(runs.items()))
+
+
+def kernel_comparison_skipped(profile: str) -> str:
+    """The one line notebook 07 prints when `kernel_sizes` is empty: what the comparison would cost under
+    `profile` and how to turn it on."""
+    cost = KERNEL_VARIANT_COST.get(profile, "one training run")
+    return (f"kernel-size comparison skipped (kernel_sizes = []): each size trains one more `{profile}` model "
+            f"({cost}); to run it set kernel_sizes = [3, 13] in the parameters cell (papermill: "
+            f'-p kernel_sizes "[3, 13]"), or pass finished runs as kernel_runs')
 
 
 def evaluate_localization(model_or_path, data_dir=None, *, classes=None, per_class: int = 10,

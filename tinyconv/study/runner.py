@@ -226,7 +226,8 @@ def _running_cell(partial: Path, nbformat) -> str:
     return f"cell {_failed_cell_number(executed, started[-1])}"
 
 
-def run_notebooks(profile: str, out, data_dir=None, only=None, progress: bool | None = None) -> list[Path]:
+def run_notebooks(profile: str, out, data_dir=None, only=None, progress: bool | None = None,
+                  notebook_parameters: dict | None = None) -> list[Path]:
     """Run the numbered notebooks in order with papermill, stopping at the first failure.
 
     The executed copies, the training run (`out/train/`) and the figures (`out/figures/`) all go to `out`;
@@ -244,6 +245,8 @@ def run_notebooks(profile: str, out, data_dir=None, only=None, progress: bool | 
         data_dir: folder holding tiny-imagenet-200/ (None: tinyconv.data.dataset.default_data_dir()).
         only: None for all, else prefixes such as ["01", "03"].
         progress: a progress bar per notebook (True) or one line per cell (False); None: bar on a terminal.
+        notebook_parameters: {notebook name or prefix such as "07": {parameter: value}}, given to the notebooks
+            it matches on top of profile, data_dir and run_dir (the ci test runs 07 with kernel_sizes=[3]).
     Returns:
         the executed notebooks, in order (the committed files when `out` is the notebooks folder).
     Raises:
@@ -273,7 +276,10 @@ def run_notebooks(profile: str, out, data_dir=None, only=None, progress: bool | 
     executed = []
     for notebook in selected:
         before = _snapshot(run_dir)
-        path = run_notebook(notebook, run_dir, parameters, progress=progress, record_roots=[REPO_ROOT, run_dir])
+        own = {name: value for prefix, values in (notebook_parameters or {}).items()
+               if notebook.name.startswith(prefix) for name, value in values.items()}
+        path = run_notebook(notebook, run_dir, {**parameters, **own}, progress=progress,
+                            record_roots=[REPO_ROOT, run_dir])
         made = _products(before, _snapshot(run_dir))
         products[notebook.name] = made
         _record(path, run_dir, profile, made, products, tracked)

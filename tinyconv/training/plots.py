@@ -56,7 +56,8 @@ def plot_history(rows: list[dict], title: str = "", reference: list[dict] | None
     return fig
 
 
-def plot_training(rows: list[dict], num_classes: int, title: str = "", reference: list[dict] | None = None):
+def plot_training(rows: list[dict], num_classes: int, title: str = "", reference: list[dict] | None = None,
+                  planned_epochs: int | None = None):
     """The one figure of a training run: loss, top-1 and the learning rate per epoch.
 
     Loss and top-1 are drawn for train and val; the top-1 panel marks chance (1 / num_classes) and the
@@ -68,6 +69,8 @@ def plot_training(rows: list[dict], num_classes: int, title: str = "", reference
         num_classes: the classes the run trains on, for the chance level.
         reference: rows of the reference's published curve (tinyconv.training.reference.read_reference_curve),
             drawn dashed on the loss and top-1 panels; None for runs it is not comparable with.
+        planned_epochs: the epochs the run's recipe plans; every panel then spans 1..planned_epochs, so a run
+            stopped early (or still going) shows how far it got. None: the epochs in `rows`.
     """
     fig = Figure(figsize=(13, 3.6), layout="constrained")
     ax_loss, ax_acc, ax_lr = fig.subplots(1, 3, gridspec_kw=dict(width_ratios=[1, 1, 0.75]))
@@ -89,6 +92,10 @@ def plot_training(rows: list[dict], num_classes: int, title: str = "", reference
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     ax_lr.grid(alpha=0.3)
     ax_lr.set_title("schedule", fontsize=10)
+    if planned_epochs:
+        for ax in (ax_loss, ax_acc, ax_lr):
+            ax.set_xlim(0, planned_epochs + 1)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_loss.set_title("loss", fontsize=10)
     ax_acc.set_title("top-1", fontsize=10)
     if title:
