@@ -187,3 +187,44 @@ def test_main_gives_back_the_sigterm_handler_and_forked_workers_still_die_of_sig
     finally:
         signal.signal(signal.SIGTERM, previous)
     capsys.readouterr()
+
+
+def test_resize_reaches_predict_and_localize_and_a_bad_value_is_refused(tmp_path, capsys, monkeypatch):
+    """`--resize {crop,squash}` (default crop) is passed to predict, and to the image loading of localize, which
+    loads its files itself; another value is argparse's one line, exit 2."""
+    import numpy as np
+    from PIL import Image
+
+    import tinyconv.deploy.inference
+    import tinyconv.study.localize
+    from tinyconv.deploy.inference import RESIZE_MODES, load_image
+
+    asked = []
+    monkeypatch.setattr(tinyconv.deploy.inference, "predict",
+                        lambda model, images, **kwargs: asked.append(kwargs["resize"]) or [])
+    for flags, mode in (([], "crop"), (["--resize", "squash"], "squash"), (["--resize=crop"], "crop")):
+        assert cli.main(["predict", "m.keras", "i.png", *flags]) == 0
+        assert asked.pop() == mode
+
+    wide = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 120, 3), dtype=np.uint8)).save(wide)
+    loaded = []
+    monkeypatch.setattr(tinyconv.study.localize, "localize_images",  # loads as the real one does: load_image(path)
+                        lambda model, paths, **kwargs: loaded.append(load_image(paths[0])) or [])
+    for flags, mode in (([], "crop"), (["--resize", "squash"], "squash")):
+        assert cli.main(["localize", "m.keras", str(wide), "--out", str(tmp_path / "maps"), *flags]) == 0
+        assert np.array_equal(loaded.pop(), load_image(wide, mode))
+    assert np.array_equal(load_image(wide), load_image(wide, "crop"))  # the block's mode ended with the command
+
+    for command in ("predict", "localize"):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main([command, "m.keras", "i.png", "--resize", "fit"])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert "argument --resize: invalid choice: 'fit' (choose from" in err[-1], err
+        subparser = cli.build_parser()._subparsers._group_actions[0].choices[command]
+        action = next(a for a in subparser._actions if "--resize" in a.option_strings)
+        assert tuple(action.choices) == RESIZE_MODES and action.default == "crop"
+        words = " ".join(subparser.format_help().split())
+        assert "crop (the default) centre-crops it to a square, then resizes" in words
+        assert "squash resizes the whole image" in words

@@ -120,7 +120,7 @@ def test_cli_export_and_predict_an_exported_file(small_model_file, synthetic_dat
     assert cli.main(["export", str(small_model_file), "--format", "onnx", "--out", str(out),
                      "--data-dir", str(synthetic_data_dir)]) == 0
     printed = capsys.readouterr().out
-    assert "check on" in printed and "passed" in printed
+    assert "parity checked on 24 val images: " in printed and "passed" in printed
     assert cli.main(["predict", str(out), str(image), "--json"]) == 0
     from_onnx = json.loads(capsys.readouterr().out)
     assert cli.main(["predict", str(small_model_file), str(image), "--json"]) == 0
@@ -128,9 +128,14 @@ def test_cli_export_and_predict_an_exported_file(small_model_file, synthetic_dat
     assert [g["wnid"] for g in from_onnx[0]["top"]] == [g["wnid"] for g in from_keras[0]["top"]]
 
 
-def _one_line_error(capsys, argv, pattern):
+def _one_line_error(capsys, argv, pattern, after_steps=False):
+    """`argv` fails with one line; after_steps: after the progress lines of the steps export began."""
     assert cli.main(argv) == 1
     err = capsys.readouterr().err.strip()
+    if after_steps:
+        steps = err.splitlines()[:-1]
+        assert steps and all(step.startswith("export: ") for step in steps), err
+        err = err.splitlines()[-1]
     assert err.count("\n") == 0 and err.startswith("tinyconv: error: "), err
     assert pattern in err, err
 
@@ -285,7 +290,7 @@ def test_an_earlier_export_is_replaced_only_with_force_and_kept_when_the_new_one
     if fmt == "savedmodel":  # a failed export leaves the earlier one as it was (the folder swap is the risky one)
         replaced = snapshot(tmp_path)
         monkeypatch.setattr(export, "FLOAT32_TOLERANCE", -1.0)  # no export can meet it
-        _one_line_error(capsys, [*argv, "--force"], "not written")
+        _one_line_error(capsys, [*argv, "--force"], "not written", after_steps=True)
         assert snapshot(tmp_path) == replaced
 
 
@@ -304,3 +309,68 @@ def test_an_onnx_export_warns_nothing(small_model_file, synthetic_data_dir, tmp_
                          "--data-dir", str(synthetic_data_dir)]) == 0
     assert [f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in caught] == []
     assert "Warning" not in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ without the dataset
+
+
+def test_the_shipped_check_images_are_real_val_images_and_package_data():
+    """The parity check's images where there is no dataset: uint8 [12, 64, 64, 3], 12 classes, in the wheel."""
+    import tomllib
+    from pathlib import Path
+
+    from tinyconv.deploy.export import SHIPPED_CHECK_IMAGES, shipped_check_images
+
+    images = shipped_check_images()
+    assert images.dtype == np.uint8 and images.shape == (12, 64, 64, 3)
+    assert SHIPPED_CHECK_IMAGES.stat().st_size < 150_000
+    with np.load(SHIPPED_CHECK_IMAGES) as shipped:
+        assert len(set(shipped["wnids"].tolist())) == 12 and all(f.startswith("val_") for f in shipped["files"])
+    assert all(image.std() > 10 for image in images)  # photos, not blank frames
+    assert not any(np.array_equal(image[..., 0], image[..., 1]) for image in images)  # colour ones
+    root = Path(__file__).resolve().parents[1]
+    package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert SHIPPED_CHECK_IMAGES.name in package_data["tinyconv.deploy"]
+    assert SHIPPED_CHECK_IMAGES.parent == root / "tinyconv" / "deploy"
+
+
+def test_export_without_a_dataset_checks_on_the_shipped_images(small_model_file, tmp_path, capsys, monkeypatch):
+    """A model file that carries its class list exports with TINYCONV_DATA_DIR an empty folder; the report says
+    the parity check ran on the images shipped with tinyconv, and stderr says each step as it starts."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("TINYCONV_DATA_DIR", str(empty))
+    out = tmp_path / "small_savedmodel"
+    assert cli.main(["export", str(small_model_file), "--format", "savedmodel", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert (f"parity checked on 12 images shipped with tinyconv (no dataset in {empty}): max relative difference"
+            in captured.out), captured.out
+    assert "passed" in captured.out
+    assert captured.err.splitlines() == [
+        "export: converting to savedmodel",
+        f"export: checking it against the Keras model on 12 images shipped with tinyconv (no dataset in {empty})"]
+    assert read_exported_metadata(out)["wnids"] == json.loads(
+        __import__("zipfile").ZipFile(small_model_file).read("tinyconv.json"))["wnids"]
+    assert list(empty.iterdir()) == []  # nothing downloaded or cached there
+
+    report = export_model(small_model_file, "savedmodel", out=tmp_path / "again", data_dir=empty)
+    assert report["check"]["images"] == 12 and "shipped with tinyconv" in report["check"]["checked_on"]
+    assert report["val"] is None and report["val_skipped"] is None  # float32: val accuracy is not asked for
+
+
+def test_what_needs_the_dataset_says_so_in_one_line_without_it(small_model_file, tmp_path, capsys):
+    """int8-full calibrates on train images and --val-accuracy measures on val: one line before the model loads;
+    a quantized export skips its default val accuracy and says so."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    data = ["--data-dir", str(empty)]
+    _one_line_error(capsys, ["export", str(small_model_file), "--format", "tflite", "--quantize", "int8-full",
+                             *data], f"int8-full calibrates on train images: no tiny-imagenet-200/ in {empty}")
+    _one_line_error(capsys, ["export", str(small_model_file), "--format", "onnx", "--val-accuracy", *data],
+                    f"--val-accuracy measures on val: no tiny-imagenet-200/ in {empty}")
+    assert list(tmp_path.iterdir()) == [empty]
+    report = export_model(small_model_file, "tflite", out=tmp_path / "small.int8.tflite", quantize="int8",
+                          data_dir=empty)
+    assert report["val"] is None and report["val_skipped"] == f"no dataset in {empty}"
+    assert report["check"]["checked_on"].startswith("12 images shipped with tinyconv")
+    assert f"val top-1 not measured: no dataset in {empty}" in format_export(report)

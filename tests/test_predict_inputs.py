@@ -1,4 +1,5 @@
-"""predict's inputs (issue 13, part): huge images, 16-bit, alpha, float arrays, a model of another input shape."""
+"""predict's inputs (issue 13, part): huge images, 16-bit, alpha, float arrays, a model of another input shape;
+centre-crop or squash; evaluate's progress; a model file alone, with no dataset (predict's stderr, localize)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from PIL import Image
 
 from tinyconv.errors import TinyconvError
 from tinyconv.deploy.inference import ALPHA_BACKGROUND, as_uint8_images, load_image, predict
+from tinyconv.fileio import read_model_metadata
 
 
 def _png_claiming(path, width: int, height: int):
@@ -142,3 +144,172 @@ def test_an_unreadable_image_among_others_is_named_and_the_others_predicted(tmp_
     with pytest.raises(SystemExit):
         cli.main(["predict", "--help"])
     assert "others are predicted, and the exit status is then 1" in " ".join(capsys.readouterr().out.split())
+
+
+# ------------------------------------------------------------------ resize: crop (default) or squash
+
+
+def _three_bands(width: int, height: int) -> np.ndarray:
+    """uint8 [height, width, 3]: red left third, blue right third, a green textured centre (so that a resize
+    of the wrong region cannot match by accident)."""
+    rng = np.random.default_rng(width * 1000 + height)
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:, : width // 3] = (220, 20, 20)
+    image[:, width - width // 3 :] = (20, 20, 220)
+    centre = image[:, width // 3 : width - width // 3]
+    centre[...] = (20, 200, 20)
+    centre[..., 1] = rng.integers(120, 256, centre.shape[:2])
+    return image
+
+
+@pytest.mark.parametrize("width, height", [(240, 80), (241, 80), (80, 240)])  # wide, odd leftover, tall
+def test_crop_resizes_the_centre_square_and_squash_the_whole_image(width, height, tmp_path):
+    """An 800 x 400 bus squashed to 64 x 64 became a king penguin: by default an image is centre-cropped to a
+    square first, and squash keeps the old whole-image resize."""
+    from tinyconv.deploy.inference import centre_square
+
+    pixels = _three_bands(width, height) if width >= height else _three_bands(height, width).transpose(1, 0, 2)
+    path = tmp_path / "photo.png"
+    Image.fromarray(pixels).save(path)
+    crop, squash = load_image(path), load_image(path, resize="squash")
+    assert np.array_equal(load_image(path, resize="crop"), crop)  # crop is the default
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    assert centre_square(width, height) == (left, top, left + side, top + side)
+    square = Image.fromarray(pixels[top : top + side, left : left + side])
+    assert np.array_equal(crop, np.asarray(square.resize((64, 64), Image.Resampling.BICUBIC)))
+    whole = np.asarray(Image.fromarray(pixels).resize((64, 64), Image.Resampling.BICUBIC))
+    assert np.array_equal(squash, whole)
+    assert not np.array_equal(crop, squash)
+    if width > height:  # the red and blue thirds are in the squashed image only
+        assert squash[:, :8, 0].mean() > 200 and squash[:, -8:, 2].mean() > 200
+        assert crop[:, :8, 0].mean() < 60 and crop[:, -8:, 2].mean() < 60
+
+
+def test_a_square_image_is_the_same_either_way_and_a_bad_mode_is_one_line(tmp_path):
+    from tinyconv.deploy.inference import images_resized
+
+    Image.fromarray(_three_bands(96, 96)).save(tmp_path / "square.png")
+    assert np.array_equal(load_image(tmp_path / "square.png"), load_image(tmp_path / "square.png", "squash"))
+    Image.fromarray(_three_bands(150, 50)).save(tmp_path / "wide.png")
+    with pytest.raises(TinyconvError, match="unknown resize mode 'fit': choose one of crop, squash"):
+        load_image(tmp_path / "wide.png", resize="fit")
+    with pytest.raises(TinyconvError, match="unknown resize mode 'fit'"):
+        predict("never-loaded.keras", [tmp_path / "wide.png"], resize="fit")
+    # a block's mode is the default of the calls inside it that name none (for localize, which loads its own files)
+    with images_resized("squash"):
+        assert np.array_equal(load_image(tmp_path / "wide.png"), load_image(tmp_path / "wide.png", "squash"))
+        assert np.array_equal(load_image(tmp_path / "wide.png", "crop"), load_image(tmp_path / "wide.png", "crop"))
+    assert np.array_equal(load_image(tmp_path / "wide.png"), load_image(tmp_path / "wide.png", "crop"))
+
+
+def test_predict_resizes_files_as_asked(tmp_path, ci_run):
+    run_dir, _ = ci_run  # only read
+    Image.fromarray(_three_bands(240, 80)).save(tmp_path / "wide.png")
+    for mode in ("crop", "squash"):
+        from_file = predict(run_dir, [tmp_path / "wide.png"], top=4, resize=mode)[0]["top"]
+        from_pixels = predict(run_dir, load_image(tmp_path / "wide.png", mode)[None], top=4)[0]["top"]
+        assert from_file == from_pixels
+    default = predict(run_dir, [tmp_path / "wide.png"], top=4)[0]["top"]
+    assert default == predict(run_dir, [tmp_path / "wide.png"], top=4, resize="crop")[0]["top"]
+    assert default != predict(run_dir, [tmp_path / "wide.png"], top=4, resize="squash")[0]["top"]
+
+
+# ------------------------------------------------------------------ evaluate's progress
+
+
+def test_evaluate_shows_a_bar_per_pass_on_stderr_and_gives_the_same_numbers(ci_run, synthetic_data_dir, capsys):
+    from tinyconv.deploy.inference import evaluate
+
+    run_dir, _ = ci_run  # only read: the ci run's 4 classes, 6 val images each
+    quiet = evaluate(run_dir, data_dir=synthetic_data_dir, batch_size=10)
+    assert capsys.readouterr().err == ""
+    shown = evaluate(run_dir, data_dir=synthetic_data_dir, batch_size=10, progress=True)
+    captured = capsys.readouterr()
+    assert shown == quiet
+    assert captured.out == ""  # stdout is left to the result (`tinyconv evaluate --json`)
+    err = captured.err
+    assert "val: " in err and "val, flipped: " in err and "/24 [" in err and "img" in err, err  # tqdm's bars
+    no_tta = evaluate(run_dir, data_dir=synthetic_data_dir, tta=False, progress=True)
+    assert "flipped" not in capsys.readouterr().err and no_tta["top1"] == quiet["top1"]
+
+
+# ------------------------------------------------------------------ a model file alone, with no dataset
+
+
+def _bare_model(ci_run, folder):
+    """The ci run's best.keras alone in `folder` (no config.json beside it): it carries its class list."""
+    import shutil
+
+    run_dir, _ = ci_run
+    folder.mkdir()
+    shutil.copyfile(run_dir / "best.keras", folder / "model.keras")
+    return folder / "model.keras"
+
+
+NATIVE_LOG_WORDS = ("cuInit", "oneDNN", "cudart_stub", "cpu_feature_guard", "absl::InitializeLog",
+                    "XNNPACK delegate")
+
+
+@pytest.mark.slow  # two TensorFlow start-ups in subprocesses
+def test_predict_from_the_command_line_prints_no_native_tensorflow_logs(ci_run, tmp_path):
+    """`tinyconv predict` once printed TensorFlow's C++ start-up lines (oneDNN, cudart_stub, cpu_feature_guard,
+    "failed call to cuInit") to stderr, the first two twice: libtensorflow_framework.so.2 and
+    _pywrap_profiler_plugin.so each carry their own copy of TensorFlow's platform code, whose initializers print
+    them as `import tensorflow` loads each library (one process, one import). TF_CPP_MIN_LOG_LEVEL does not reach
+    those written before absl's logging starts (runtime.quiet_tensorflow hides the import instead);
+    TINYCONV_TF_LOGS=1 shows them."""
+    import os
+    import subprocess
+    import sys
+
+    model = _bare_model(ci_run, tmp_path / "models")
+    (tmp_path / "empty").mkdir()
+    Image.fromarray(_three_bands(240, 80)).save(tmp_path / "bus.jpg")
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("TF_CPP_MIN_LOG_LEVEL", "TINYCONV_TF_LOGS")}  # as a user's shell has them
+    env["TINYCONV_DATA_DIR"] = str(tmp_path / "empty")
+    argv = [sys.executable, "-m", "tinyconv", "predict", str(model), str(tmp_path / "bus.jpg"), "--top", "2"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == str(tmp_path / "bus.jpg") and "2." in done.stdout
+    assert not [line for line in done.stderr.splitlines() if any(word in line for word in NATIVE_LOG_WORDS)], \
+        done.stderr
+    assert done.stderr == ""
+    shown = subprocess.run(argv, env={**env, "TINYCONV_TF_LOGS": "1"}, capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0 and shown.stdout == done.stdout
+    if not any(word in shown.stderr for word in NATIVE_LOG_WORDS):
+        pytest.skip("this machine's TensorFlow prints no native start-up lines: nothing was hidden")
+
+
+def test_localize_needs_no_dataset(ci_run, tmp_path, capsys, monkeypatch):
+    """A model file that carries its class list localizes with TINYCONV_DATA_DIR an empty folder, as predict does."""
+    from tinyconv import cli
+
+    model = _bare_model(ci_run, tmp_path / "models")
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("TINYCONV_DATA_DIR", str(tmp_path / "empty"))
+    Image.fromarray(_three_bands(240, 80)).save(tmp_path / "bus.jpg")
+    assert cli.main(["localize", str(model), str(tmp_path / "bus.jpg"), "--out", str(tmp_path / "maps")]) == 0
+    captured = capsys.readouterr()
+    carried = read_model_metadata(model)
+    line = captured.out.strip()
+    assert line.startswith(f"{tmp_path / 'bus.jpg'}: ") and line.endswith("_cam.png"), line
+    assert any(f"{name} ({wnid}, " in line for name, wnid in zip(carried["names"], carried["wnids"])), line
+    assert [p.name for p in (tmp_path / "maps").iterdir()] == ["000_bus_cam.png"]
+    assert captured.err == "" and list((tmp_path / "empty").iterdir()) == []
+
+
+def test_a_users_own_tensorflow_log_level_is_kept(monkeypatch):
+    """The CLI asks TensorFlow for warnings and errors only (TF_CPP_MIN_LOG_LEVEL=2) unless the user said
+    otherwise."""
+    import os
+
+    from tinyconv import runtime
+
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    runtime.quiet_tensorflow()
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
+    runtime.quiet_tensorflow()
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"

@@ -19,7 +19,15 @@ import threading
 from pathlib import Path
 
 from tinyconv import __version__, runtime
-from tinyconv.data.dataset import VERIFY_MAX_PROBLEMS, cache_dir, default_data_dir, format_summary, prepare, verify
+from tinyconv.data.dataset import (
+    SPLITS,
+    VERIFY_MAX_PROBLEMS,
+    cache_dir,
+    default_data_dir,
+    format_summary,
+    prepare,
+    verify,
+)
 from tinyconv.data.download import download_dataset
 from tinyconv.errors import TinyconvError
 from tinyconv.model.config import PRESETS
@@ -93,10 +101,12 @@ def cmd_verify(args) -> int:
 
 def cmd_prepare(args) -> int:
     data_dir = _data_dir(args)
-    manifest = prepare(data_dir, force=args.force)
+    splits = args.splits or SPLITS
+    manifest = prepare(data_dir, force=args.force, splits=splits)
     cache = cache_dir(data_dir)
     for split, entry in manifest["splits"].items():
-        print(f"{split}: {entry['count']} images cached in {cache / entry['images']}")
+        if split in splits:  # the others cached before are left as they were
+            print(f"{split}: {entry['count']} images cached in {cache / entry['images']}")
     return 0
 
 
@@ -195,10 +205,13 @@ def cmd_sweep(args) -> int:
 def cmd_evaluate(args) -> int:
     from tinyconv.deploy.inference import evaluate, format_evaluation  # imports TensorFlow: only for this subcommand
 
-    result = evaluate(args.model, data_dir=_data_dir(args), tta=not args.no_tta)
     if args.localization:
-        from tinyconv.study.localize import evaluate_localization, format_localization
+        from tinyconv.study.localize import evaluate_localization, format_localization, load_localizable
 
+        load_localizable(args.model, _data_dir(args))  # a model without a CAM head: one line now, not after minutes
+    # minutes on 2 CPU cores: a bar per pass over val on stderr (stdout keeps the result, --json's included)
+    result = evaluate(args.model, data_dir=_data_dir(args), tta=not args.no_tta, progress=True)
+    if args.localization:
         result["localization"] = evaluate_localization(args.model, data_dir=_data_dir(args))
     if args.json:
         _print_json(result)
@@ -211,13 +224,15 @@ def cmd_evaluate(args) -> int:
 
 def cmd_localize(args) -> int:
     # Keras/TensorFlow and matplotlib: only for this subcommand
+    from tinyconv.deploy.inference import images_resized
     from tinyconv.study.figures import plot_localization
     from tinyconv.fileio import check_writable, save_figure
     from tinyconv.study.localize import localize_images
 
     out = Path(args.out)
     check_writable(out, "the figures", folder=True)  # one line before the model loads, not a traceback after
-    results = localize_images(args.model, args.images, data_dir=_data_dir(args), threshold=args.threshold)
+    with images_resized(args.resize):  # localize_images loads the files itself and takes no resize of its own
+        results = localize_images(args.model, args.images, data_dir=_data_dir(args), threshold=args.threshold)
     out.mkdir(parents=True, exist_ok=True)
     for index, entry in enumerate(results):
         fig = plot_localization(entry["pixels"], entry["map"], entry["box"],
@@ -232,7 +247,8 @@ def cmd_localize(args) -> int:
 def cmd_predict(args) -> int:
     from tinyconv.deploy.inference import format_predictions, predict  # imports TensorFlow: only for this subcommand
 
-    result = predict(args.model, args.images, data_dir=_data_dir(args), top=args.top, skip_unreadable=True)
+    result = predict(args.model, args.images, data_dir=_data_dir(args), top=args.top, skip_unreadable=True,
+                     resize=args.resize)
     if args.json:
         _print_json(result)  # the skipped images too, as {"image", "error"} in their place
     elif any("error" not in entry for entry in result):
@@ -246,8 +262,9 @@ def cmd_predict(args) -> int:
 def cmd_export(args) -> int:
     from tinyconv.deploy.export import export_model, format_export  # imports TensorFlow: only for this subcommand
 
+    # progress: each step on stderr (converting is silent for up to a minute), bars over val when it is measured
     report = export_model(args.model, args.format, out=args.out, quantize=args.quantize, data_dir=_data_dir(args),
-                          val_accuracy=True if args.val_accuracy else None, force=args.force)
+                          val_accuracy=True if args.val_accuracy else None, force=args.force, progress=True)
     if args.json:
         _print_json(report)
     else:
@@ -318,6 +335,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    def resize_arg(p):
+        # inference.RESIZE_MODES, written out: importing inference here would import TensorFlow for --help
+        p.add_argument("--resize", choices=("crop", "squash"), default="crop",
+                       help="how an image of another shape becomes the model's 64 x 64 square: crop (the default) "
+                       "centre-crops it to a square, then resizes (keeps proportions; the sides of a wide or tall "
+                       "photo are cut off); squash resizes the whole image (nothing cut off; a wide or tall photo "
+                       "is distorted)")
+
     def data_dir_arg(p):
         p.add_argument(
             "--data-dir",
@@ -338,8 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     data_dir_arg(p)
 
-    p = add("prepare", cmd_prepare, "decode every image once into a uint8 cache under the data dir")
-    p.add_argument("--force", action="store_true", help="rebuild the cache even if it is current")
+    p = add("prepare", cmd_prepare, "decode every image once into a uint8 cache under the data dir (the splits "
+            "already cached and current are kept as they are)")
+    p.add_argument("--split", dest="splits", action="append", choices=SPLITS,
+                   help="prepare only this split (repeat for several; default: train, val and test); `evaluate` and "
+                        "the like prepare the split they need themselves")
+    p.add_argument("--force", action="store_true", help="rebuild the splits even if they are current")
     data_dir_arg(p)
 
     p = add("bench-data", cmd_bench_data, "time a fresh prepare and the cached train pipeline")
@@ -428,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=positive_int, default=5, help="classes to show per image (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON list, one entry per image: its top classes, "
                    "or for an unreadable image {\"image\", \"error\"}")
+    resize_arg(p)
     data_dir_arg(p)
 
     p = add("export", cmd_export, "export a model as a SavedModel, TFLite or ONNX file taking raw uint8 pixels, "
@@ -453,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=fraction, default=0.2,
                    help="box = largest region where the map >= THRESHOLD * its max, THRESHOLD in [0, 1] "
                    "(default: 0.2)")
+    resize_arg(p)
     data_dir_arg(p)
 
     p = add("notebooks", cmd_notebooks, "run the numbered notebooks (01_download ..) headless with papermill")

@@ -46,6 +46,15 @@ def _native_stderr_silenced():
         os.close(devnull)
 
 
+def native_logs_hidden():
+    """A context in which native code's writes to stderr are dropped (not Python's exceptions), unless
+    TINYCONV_TF_LOGS=1: for a runtime's own start-up lines, such as LiteRT's "Created TensorFlow Lite XNNPACK
+    delegate for CPU" on an interpreter's first allocation."""
+    if os.environ.get("TINYCONV_TF_LOGS") == "1":
+        return contextlib.nullcontext()
+    return _native_stderr_silenced()
+
+
 def prefer_onednn() -> None:
     """Ask TensorFlow for oneDNN's CPU kernels, unless the environment already says (TF_ENABLE_ONEDNN_OPTS=0 or 1).
 

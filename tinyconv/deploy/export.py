@@ -20,6 +20,11 @@ with the Keras model's: max |exported - keras| / max |keras| must stay within FL
 exports, and a quantized TFLite must agree on every top-1 class; its val accuracy beside the Keras model's is
 measured and reported. A float32 export that fails its check is not written.
 
+Without the dataset (a model file that carries its class list exports anywhere) the check runs on the real
+images shipped with tinyconv instead (SHIPPED_CHECK_IMAGES: 12 val images, the first colour image of 12 classes
+spread over wnids.txt, 123 kB), and the report says which images it used. What needs the dataset itself is
+refused or left out in one line: int8-full's calibration on train images, val accuracy.
+
 An export never destroys what it did not make (check_output): it replaces only an earlier export of its format,
 and that only when asked (force=True, `--force`); never the model itself, its run folder, or any other file.
 
@@ -40,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
 import warnings
 import zipfile
@@ -50,7 +56,7 @@ import numpy as np
 
 from tinyconv import fileio
 from tinyconv.data.augment import IMAGENET_MEAN, IMAGENET_STD, normalize
-from tinyconv.data.dataset import default_data_dir, load_split
+from tinyconv.data.dataset import dataset_root, default_data_dir, load_split
 from tinyconv.errors import TinyconvError
 from tinyconv.model.fast_path import inference_graph
 from tinyconv.deploy.inference import (
@@ -75,6 +81,9 @@ QUANTIZATION_KINDS = {  # what each choice quantizes, as format_export prints it
 }
 FLOAT32_TOLERANCE = 1e-4  # max |exported - keras| / max |keras| on the check batch
 CHECK_IMAGES = 64  # the fixed batch of val images of the parity check
+# the check's images where there is no dataset: real photos, like the val images, so that the logits compared are
+# those of the inputs a deployed model meets; package data (pyproject.toml, [tool.setuptools.package-data])
+SHIPPED_CHECK_IMAGES = Path(__file__).resolve().parent / "check_images.npz"
 CALIBRATION_IMAGES = 256  # train images (never val) that calibrate int8-full activation ranges (1,000 did no
 # better on the seed: 71.9 % top-1 agreement against 70.3 %, docs/deploy.md)
 INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
@@ -272,6 +281,30 @@ def check_images(data_dir, wnids) -> np.ndarray:
     return np.ascontiguousarray(val.images[index])
 
 
+def shipped_check_images() -> np.ndarray:
+    """The check images shipped with tinyconv (SHIPPED_CHECK_IMAGES): uint8 [12, 64, 64, 3] val images of 12
+    classes of Tiny ImageNet; the file also names their wnids and val files (`wnids`, `files`)."""
+    try:
+        with np.load(SHIPPED_CHECK_IMAGES, allow_pickle=False) as shipped:
+            images = shipped["images"]
+    except (OSError, KeyError, ValueError) as exc:  # a broken installation: say which file, not a traceback
+        raise TinyconvError(f"{SHIPPED_CHECK_IMAGES}: the check images shipped with tinyconv are missing or "
+                            f"unreadable ({type(exc).__name__}); reinstall tinyconv or pass --data-dir") from None
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (64, 64, 3):
+        raise TinyconvError(f"{SHIPPED_CHECK_IMAGES}: holds {images.dtype} {images.shape}, not uint8 [N, 64, 64, 3]")
+    return np.ascontiguousarray(images)
+
+
+def parity_images(data_dir, wnids) -> tuple[np.ndarray, str]:
+    """(the check batch, what it is for messages): CHECK_IMAGES val images of the model's classes when the
+    dataset is there (check_images), else the images shipped with tinyconv."""
+    if dataset_root(data_dir).is_dir():  # a dataset that is there but broken is its own one-line error
+        images = check_images(data_dir, wnids)
+        return images, f"{len(images)} val images"
+    images = shipped_check_images()
+    return images, f"{len(images)} images shipped with tinyconv (no dataset in {data_dir})"
+
+
 def calibration_images(data_dir, wnids) -> np.ndarray:
     """CALIBRATION_IMAGES train images of the model's classes, evenly spaced: int8-full calibration never sees
     val."""
@@ -298,7 +331,7 @@ def parity(exported: np.ndarray, reference: np.ndarray) -> dict:
 
 
 def export_model(model_or_path, fmt: str, out=None, quantize: str | None = None, data_dir=None,
-                 val_accuracy: bool | None = None, force: bool = False) -> dict:
+                 val_accuracy: bool | None = None, force: bool = False, progress: bool = False) -> dict:
     """Export a model (a .keras file, a run folder or a keras.Model) and check the result on the spot.
 
     Args:
@@ -307,14 +340,20 @@ def export_model(model_or_path, fmt: str, out=None, quantize: str | None = None,
         out: the file (a folder for "savedmodel"); default: beside the model (`default_output`).
         quantize: None, or one of QUANTIZATIONS: "float16", "int8", "int8-full" (TFLite only).
         data_dir: the folder holding tiny-imagenet-200/ (the check's val images; int8-full calibration images).
-        val_accuracy: also measure val top-1 of the Keras model and the export (default: when quantized).
+            Without a dataset there, the check runs on the images shipped with tinyconv (parity_images).
+        val_accuracy: also measure val top-1 of the Keras model and the export (default: when quantized and
+            the dataset is there).
         force: replace an earlier export of `fmt` at `out` (never anything else: see check_output).
+        progress: say each step on stderr as it starts, once the checks of the model and `out` have passed
+            (converting takes from seconds to a minute), with tqdm bars over the val images when val accuracy is
+            measured.
     Returns:
-        {"format", "quantize", "out", "bytes", "check": {"images", "max_relative_difference", "top1_agreement",
-         "passed", "criterion"}, "val": None or {"images", "keras_top1", "exported_top1", "drop"}}
+        {"format", "quantize", "out", "bytes", "check": {"images", "checked_on", "max_relative_difference",
+         "top1_agreement", "passed", "criterion"}, "val": None or {"images", "keras_top1", "exported_top1",
+         "drop"}, "val_skipped": None or why val accuracy was not measured}
     Raises TinyconvError (nothing written) for a bad format, an unwritable `out`, an `out` that is the model or
-    its folder or anything but an earlier export of `fmt` (that one too without `force`), or a float32 export
-    whose check fails.
+    its folder or anything but an earlier export of `fmt` (that one too without `force`), a float32 export
+    whose check fails, or int8-full or val_accuracy=True without the dataset.
     """
     if fmt not in FORMATS:
         raise TinyconvError(f"unknown export format {fmt!r}: choose one of {', '.join(FORMATS)}")
@@ -322,6 +361,12 @@ def export_model(model_or_path, fmt: str, out=None, quantize: str | None = None,
         raise TinyconvError(f"unknown quantization {quantize!r}: choose one of {', '.join(QUANTIZATIONS)}")
     if quantize is not None and fmt != "tflite":
         raise TinyconvError(f"--quantize applies to the tflite format only, not {fmt}")
+    say = _step if progress else (lambda text: None)
+    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    have_data = dataset_root(data_dir).is_dir()
+    if not have_data and (quantize == "int8-full" or val_accuracy):
+        needs = "int8-full calibrates on train images" if quantize == "int8-full" else "--val-accuracy measures on val"
+        raise TinyconvError(f"{needs}: no tiny-imagenet-200/ in {data_dir}; pass --data-dir or set $TINYCONV_DATA_DIR")
     model, run, path = load_run_model(model_or_path)
     check_input_shape(model, path)
     if out is None:
@@ -330,11 +375,13 @@ def export_model(model_or_path, fmt: str, out=None, quantize: str | None = None,
         out = default_output(path, fmt, quantize)
     out = Path(out)
     check_output(out, fmt, path, force)
-    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     classes = model_classes(model, run, data_dir)
     metadata = export_metadata(classes, path or model.name, fmt, quantize)
-    images = check_images(data_dir, classes.wnids)
+    images, checked_on = parity_images(data_dir, classes.wnids)
     calibration = calibration_images(data_dir, classes.wnids) if quantize == "int8-full" else None
+    val_skipped = None
+    if val_accuracy is None and quantize is not None and not have_data:
+        val_skipped = f"no dataset in {data_dir}"
 
     deploy = deploy_model(model)
     # written under a temporary name (a file, or a folder for a SavedModel) and moved onto `out` only once
@@ -342,6 +389,8 @@ def export_model(model_or_path, fmt: str, out=None, quantize: str | None = None,
     with fileio.atomic_path(out, f".{fmt}" if fmt != "savedmodel" else "") as tmp:
         # traced with ops the converter knows (fast_path.inference_graph): Erfc is no ONNX op, Erf no TFLite builtin
         with inference_graph("erf" if fmt == "onnx" else "tensorflow"):
+            say(f"converting to {fmt}" + (f" ({quantize})" if quantize else "")
+                + (f", calibrated on {len(calibration)} train images" if calibration is not None else ""))
             if fmt == "savedmodel":
                 write_savedmodel(deploy, tmp)
             elif fmt == "tflite":
@@ -349,8 +398,9 @@ def export_model(model_or_path, fmt: str, out=None, quantize: str | None = None,
             else:
                 write_onnx(deploy, tmp)
             attach_metadata(tmp, fmt, metadata)
+        say(f"checking it against the Keras model on {checked_on}")
         exported = load_exported(tmp, fmt)
-        check = parity(exported.logits(images), predict_logits(model, images))
+        check = {**parity(exported.logits(images), predict_logits(model, images)), "checked_on": checked_on}
         if quantize:
             check["criterion"] = "top-1 agreement 100%"
             check["passed"] = check["top1_agreement"] == 1.0
@@ -360,21 +410,31 @@ def export_model(model_or_path, fmt: str, out=None, quantize: str | None = None,
             if not check["passed"]:
                 raise TinyconvError(
                     f"{out}: the {fmt} export differs from the Keras model by {check['max_relative_difference']:.2e} "
-                    f"(relative, on {check['images']} val images), more than {FLOAT32_TOLERANCE:g}; not written")
+                    f"(relative, on {checked_on}), more than {FLOAT32_TOLERANCE:g}; not written")
         val = None
-        if val_accuracy if val_accuracy is not None else quantize is not None:
-            val = val_accuracies(model, exported, data_dir, classes)
+        if val_accuracy if val_accuracy is not None else (quantize is not None and have_data):
+            say("measuring val top-1 of the Keras model and of the export")
+            val = val_accuracies(model, exported, data_dir, classes, progress=progress)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) if out.is_dir() else out.stat().st_size
     return {"format": fmt, "quantize": quantize, "out": str(out), "bytes": int(size), "classes": len(classes.wnids),
-            "check": check, "val": val}
+            "check": check, "val": val, "val_skipped": val_skipped}
 
 
-def val_accuracies(model, exported, data_dir, classes) -> dict:
-    """Val top-1 of the Keras model and of the exported one, on every val image of the model's classes."""
+def _step(text: str) -> None:
+    """One line on stderr as a step of an export starts: the conversions take from seconds to a minute with no
+    output of their own (stdout keeps the report, which --json makes one JSON object)."""
+    print(f"export: {text}", file=sys.stderr, flush=True)
+
+
+def val_accuracies(model, exported, data_dir, classes, progress: bool = False) -> dict:
+    """Val top-1 of the Keras model and of the exported one, on every val image of the model's classes;
+    progress=True: a tqdm bar on stderr for each."""
     val = load_split(data_dir, "val", classes=classes.wnids)
     labels = np.asarray(val.labels, dtype=np.int64)
-    keras_top1 = accuracy_report(softmax(predict_logits(model, val.images)), labels, classes)["top1"]
-    exported_top1 = accuracy_report(softmax(exported.logits(val.images)), labels, classes)["top1"]
+    keras_logits = predict_logits(model, val.images, progress=progress, desc="val, keras")
+    keras_top1 = accuracy_report(softmax(keras_logits), labels, classes)["top1"]
+    exported_logits = exported.logits(val.images, progress=progress, desc=f"val, {exported.format}")
+    exported_top1 = accuracy_report(softmax(exported_logits), labels, classes)["top1"]
     return {"images": int(len(labels)), "keras_top1": keras_top1, "exported_top1": exported_top1,
             "drop": keras_top1 - exported_top1}
 
@@ -388,7 +448,8 @@ def format_export(report: dict) -> str:
         f"exported {kind}: {report['out']} ({report['bytes'] / 1e6:.1f} MB, {report['classes']} classes)",
         "input: pixels uint8 [B, 64, 64, 3] RGB 0..255 (preprocessing inside); output: logits float32 "
         f"[B, {report['classes']}] (no softmax); the class list is carried in the file",
-        f"check on {check['images']} val images: max relative difference {check['max_relative_difference']:.2e}, "
+        f"parity checked on {check.get('checked_on') or str(check['images']) + ' val images'}: "
+        f"max relative difference {check['max_relative_difference']:.2e}, "
         f"top-1 agreement {check['top1_agreement']:.1%} ({check['criterion']}: "
         f"{'passed' if check['passed'] else 'NOT MET'})",
     ]
@@ -396,4 +457,6 @@ def format_export(report: dict) -> str:
     if val:
         lines.append(f"val top-1 on {val['images']} images: keras {val['keras_top1']:.2%}, exported "
                      f"{val['exported_top1']:.2%} (drop {val['drop'] * 100:+.2f} points)")
+    elif report.get("val_skipped"):
+        lines.append(f"val top-1 not measured: {report['val_skipped']}")
     return "\n".join(lines)

@@ -9,8 +9,11 @@ written once here; evaluate and tinyconv.study.analysis (notebook 05) both use t
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import os
+import sys
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -179,12 +182,40 @@ def model_classes(model, run: dict | None, data_dir=None, classes=None) -> Class
     return ClassList(wnids, names, words)
 
 
-def predict_logits(model, images: np.ndarray, batch_size: int = 256, flip: bool = False) -> np.ndarray:
+def predict_logits(model, images: np.ndarray, batch_size: int = 256, flip: bool = False, *, progress: bool = False,
+                   desc: str | None = None) -> np.ndarray:
     """Logits [N, K] for uint8 images [N, 64, 64, 3] (an array or memmap); flip=True mirrors them left-right first.
 
     On any backend: batches are read and normalised one at a time, so a memmap is never loaded whole.
+    progress=True shows a tqdm bar on stderr, counted in images and advanced per batch, labelled `desc`
+    (default "predict", or "predict, flipped"): 10,000 val images take minutes on 2 CPU cores.
     """
-    return np.asarray(model.predict(_NormalizedBatches(images, batch_size, flip), verbose=0), dtype=np.float32)
+    batches = _NormalizedBatches(images, batch_size, flip)
+    if not progress:
+        return np.asarray(model.predict(batches, verbose=0), dtype=np.float32)
+    with progress_bar(len(images), desc or ("predict, flipped" if flip else "predict")) as bar:
+        # Keras' own bar (verbose=1) goes to stdout, which --json keeps for the result: this one writes to stderr
+        callback = _BarCallback(bar, len(images), batches.batch_size)
+        return np.asarray(model.predict(batches, verbose=0, callbacks=[callback]), dtype=np.float32)
+
+
+def progress_bar(total: int, desc: str, unit: str = "img"):
+    """A tqdm bar on stderr that goes when done (leave=False, as the dataset's decoding bars): the command's result
+    follows it, and a finished bar adds nothing to it."""
+    from tqdm.auto import tqdm  # late: inside a notebook its import warns unless tinyconv.study.params filtered it
+
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False)
+
+
+class _BarCallback(keras.callbacks.Callback):
+    """Advances a progress bar by each predicted batch's images (the last batch may be short)."""
+
+    def __init__(self, bar, total: int, batch_size: int):
+        super().__init__()
+        self.bar, self.total, self.batch_size = bar, int(total), int(batch_size)
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self.bar.update(min(self.batch_size, self.total - self.bar.n))
 
 
 class _NormalizedBatches(keras.utils.PyDataset):
@@ -283,6 +314,8 @@ class ExportedModel:
             from tensorflow.lite import Interpreter
 
         interpreter = Interpreter(model_path=str(self.path), num_threads=os.cpu_count())
+        with runtime.native_logs_hidden():  # the first allocation applies XNNPACK and prints "INFO: Created
+            interpreter.allocate_tensors()  # TensorFlow Lite XNNPACK delegate for CPU." on stderr; later ones do not
         source, target = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
         shape = [None]
 
@@ -310,11 +343,16 @@ class ExportedModel:
         """Logits of one batch (uint8 [B, 64, 64, 3], C-contiguous) in a single call of the runtime."""
         return self._run(batch)
 
-    def logits(self, images) -> np.ndarray:
-        batches = [
-            np.asarray(self._run(np.ascontiguousarray(images[i : i + self.batch_size], dtype=np.uint8)), np.float32)
-            for i in range(0, len(images), self.batch_size)
-        ]
+    def logits(self, images, *, progress: bool = False, desc: str | None = None) -> np.ndarray:
+        """Logits float32 [N, K] of uint8 images [N, 64, 64, 3], in batches; progress=True: a tqdm bar on stderr
+        labelled `desc` (default: the format)."""
+        batches = []
+        with progress_bar(len(images), desc or self.format) if progress else contextlib.nullcontext() as bar:
+            for i in range(0, len(images), self.batch_size):
+                batch = np.ascontiguousarray(images[i : i + self.batch_size], dtype=np.uint8)
+                batches.append(np.asarray(self._run(batch), np.float32))
+                if bar is not None:
+                    bar.update(len(batch))
         return np.concatenate(batches) if batches else np.zeros((0, self.num_classes), np.float32)
 
 
@@ -372,7 +410,8 @@ def accuracy_report(probs: np.ndarray, labels: np.ndarray, classes: ClassList) -
     return {"top1": float(hits1.mean()), "top5": float(hits5.mean()), "per_class": per_class}
 
 
-def evaluate(model_or_path, data_dir=None, tta: bool = True, *, classes=None, batch_size: int = 256) -> dict:
+def evaluate(model_or_path, data_dir=None, tta: bool = True, *, classes=None, batch_size: int = 256,
+             progress: bool = False) -> dict:
     """Top-1, top-5 and per-class accuracy on the official val images of the model's classes.
 
     Args:
@@ -381,6 +420,8 @@ def evaluate(model_or_path, data_dir=None, tta: bool = True, *, classes=None, ba
         data_dir: the folder holding tiny-imagenet-200/ (default: tinyconv.data.dataset.default_data_dir()).
         tta: also score the average of the softmax of x and of x flipped left-right.
         classes: for a model without a run config: None (first K) or a list of wnids.
+        progress: a tqdm bar on stderr for each pass over val ("val", then "val, flipped" for TTA); the
+            numbers are the same either way.
     Returns:
         {"model", "classes", "images", "top1", "top5", "per_class": [{wnid, name, images, top1, top5}],
          "tta": {"top1", "top5", "per_class"} or None}; accuracies are fractions.
@@ -391,7 +432,7 @@ def evaluate(model_or_path, data_dir=None, tta: bool = True, *, classes=None, ba
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     val = load_split(data_dir, "val", classes=class_list.wnids)
     labels = np.asarray(val.labels, dtype=np.int64)
-    probs = softmax(predict_logits(model, val.images, batch_size))  # [N, K]
+    probs = softmax(predict_logits(model, val.images, batch_size, progress=progress, desc="val"))  # [N, K]
     result = {
         "model": str(path) if path else model.name,
         "classes": len(class_list.wnids),
@@ -400,7 +441,8 @@ def evaluate(model_or_path, data_dir=None, tta: bool = True, *, classes=None, ba
         "tta": None,
     }
     if tta:
-        flipped = softmax(predict_logits(model, val.images, batch_size, flip=True))
+        flipped = softmax(predict_logits(model, val.images, batch_size, flip=True, progress=progress,
+                                         desc="val, flipped"))
         result["tta"] = accuracy_report((probs + flipped) / 2.0, labels, class_list)
     return result
 
@@ -431,14 +473,44 @@ def format_evaluation(result: dict, rows: int = 10) -> str:
 # after which it raises a traceback): 50 MP is a 8,660 x 5,770 photo, far beyond any use at 64 x 64.
 MAX_IMAGE_PIXELS = 50_000_000
 ALPHA_BACKGROUND = (255, 255, 255)  # transparent pixels are composited on white
+IMAGE_SIZE = 64  # the side of the square images every tinyconv model takes (check_input_shape)
+
+# How a photo of another aspect becomes a square IMAGE_SIZE image. "crop", the default: the centred square of
+# side min(width, height), then resized: objects keep the proportions they have in the photo (and in the
+# training images); what lies beyond that square is not seen. "squash": the whole photo resized to the square:
+# nothing is cut off, but everything is stretched or squeezed (an 800 x 400 bus, squeezed to half its width,
+# was taken for a king penguin).
+RESIZE_MODES = ("crop", "squash")  # `tinyconv predict/localize --resize` offers the same (tests/test_cli.py)
+_default_resize = contextvars.ContextVar("tinyconv_default_resize", default="crop")
 
 
-def load_image(path) -> np.ndarray:
+@contextlib.contextmanager
+def images_resized(mode: str):
+    """Within the block, load_image calls that name no `resize` use `mode`: for a caller that hands over paths to a
+    function that loads them itself (tinyconv.study.localize.localize_images, from `tinyconv localize --resize`)."""
+    token = _default_resize.set(check_resize(mode))
+    try:
+        yield
+    finally:
+        _default_resize.reset(token)
+
+
+def check_resize(mode) -> str:
+    """`mode` if it is one of RESIZE_MODES, else one TinyconvError line."""
+    if mode not in RESIZE_MODES:
+        raise TinyconvError(f"unknown resize mode {mode!r}: choose one of {', '.join(RESIZE_MODES)}")
+    return mode
+
+
+def load_image(path, resize: str | None = None) -> np.ndarray:
     """A JPEG or PNG of any size as uint8 [64, 64, 3] RGB (EXIF rotation applied, resized with antialiasing).
 
+    resize: "crop" (default: the centred square, then resized) or "squash" (the whole image resized, its
+    aspect lost); see RESIZE_MODES. None: "crop", or the mode of an enclosing `images_resized` block.
     16-bit images are scaled to 8 bits (not clipped); transparency is composited on white (ALPHA_BACKGROUND);
     images over MAX_IMAGE_PIXELS are refused before decoding.
     """
+    resize = check_resize(_default_resize.get() if resize is None else resize)
     path = Path(path)
     if not path.exists():
         raise TinyconvError(f"{path}: no such image file")
@@ -452,7 +524,7 @@ def load_image(path) -> np.ndarray:
             if width * height > MAX_IMAGE_PIXELS:
                 raise TinyconvError(f"{path}: {width} x {height} pixels, more than the {MAX_IMAGE_PIXELS:,} this "
                                     "command decodes; downscale it first")
-            return _to_rgb64(ImageOps.exif_transpose(picture))
+            return _to_rgb64(ImageOps.exif_transpose(picture), resize)
     except Image.DecompressionBombError:
         raise TinyconvError(f"{path}: too many pixels to decode safely") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -468,8 +540,9 @@ def _open_unchecked(path):
         Image.MAX_IMAGE_PIXELS = limit
 
 
-def _to_rgb64(picture) -> np.ndarray:
-    """Any PIL image -> uint8 [64, 64, 3]: 16-bit scaled to 8, alpha composited, resized (bicubic)."""
+def _to_rgb64(picture, resize: str = "crop") -> np.ndarray:
+    """Any PIL image -> uint8 [64, 64, 3]: 16-bit scaled to 8, alpha composited, centre-cropped to a square
+    (resize="crop") and resized (bicubic)."""
     if picture.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit (or 32-bit integer) grayscale
         values = np.asarray(picture, dtype=np.float64)
         top = 65535.0 if picture.mode != "I" or values.max() > 255 else 255.0
@@ -478,8 +551,19 @@ def _to_rgb64(picture) -> np.ndarray:
         rgba = picture.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
         picture = Image.alpha_composite(background, rgba)
-    picture = picture.convert("RGB").resize((64, 64), Image.Resampling.BICUBIC)
+    picture = picture.convert("RGB")
+    if resize == "crop":
+        picture = picture.crop(centre_square(*picture.size))
+    picture = picture.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
     return np.asarray(picture, dtype=np.uint8)
+
+
+def centre_square(width: int, height: int) -> tuple[int, int, int, int]:
+    """The PIL box (left, top, right, bottom; right and bottom exclusive) of the largest centred square of an
+    image: side min(width, height), an odd leftover pixel going to the right or bottom."""
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
 
 
 def as_uint8_images(images: np.ndarray) -> np.ndarray:
@@ -496,25 +580,29 @@ def as_uint8_images(images: np.ndarray) -> np.ndarray:
     raise TinyconvError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
 
 
-def predict(model_or_path, images, data_dir=None, top: int = 5, skip_unreadable: bool = False) -> list[dict]:
+def predict(model_or_path, images, data_dir=None, top: int = 5, skip_unreadable: bool = False,
+            resize: str = "crop") -> list[dict]:
     """The `top` most likely classes, with names, for each image.
 
     Args:
         model_or_path: a keras.Model, a .keras file, a run folder, or a model written by `tinyconv export`
             (.onnx, .tflite, SavedModel folder; run by ONNX Runtime, the TFLite interpreter, TensorFlow).
-        images: a path or a list of paths to JPEG/PNG files of any size (resized to 64x64 RGB), or an array
-            [N, 64, 64, 3] of uint8 or of floats in [0, 1].
+        images: a path or a list of paths to JPEG/PNG files of any size (made 64x64 RGB as `resize` says), or
+            an array [N, 64, 64, 3] of uint8 or of floats in [0, 1].
         data_dir: only needed for a model without a run config.json (names come from words.txt).
         top: how many classes per image.
         skip_unreadable: an image file that cannot be read (missing, damaged, not JPEG or PNG, too large) gives
             {"image": path, "error": why} in its place and the others are predicted; by default it raises
             TinyconvError. With no readable image at all the model is not loaded.
+        resize: how a file's image becomes a square: "crop" (the centred square, then resized) or "squash"
+            (the whole image resized, its proportions lost); see RESIZE_MODES. Arrays are used as given.
     Returns:
         one dict per image, in order: {"image": path or index, "top": [{"rank", "wnid", "name", "words",
         "probability"}]}, or {"image", "error"} for an image skipped as unreadable
     """
     if top < 1:
         raise TinyconvError(f"top must be >= 1, got {top}")
+    check_resize(resize)
     errors = {}  # position -> why, for the images skipped as unreadable
     if isinstance(images, np.ndarray):
         pixels, labels = as_uint8_images(images), [str(i) for i in range(len(images))]
@@ -525,7 +613,7 @@ def predict(model_or_path, images, data_dir=None, top: int = 5, skip_unreadable:
         loaded = []
         for i, p in enumerate(paths):
             try:
-                loaded.append(load_image(p))
+                loaded.append(load_image(p, resize))
             except TinyconvError as exc:
                 if not skip_unreadable:
                     raise
