@@ -187,8 +187,6 @@ def test_crop_resizes_the_centre_square_and_squash_the_whole_image(width, height
 
 
 def test_a_square_image_is_the_same_either_way_and_a_bad_mode_is_one_line(tmp_path):
-    from tinyconv.deploy.inference import images_resized
-
     Image.fromarray(_three_bands(96, 96)).save(tmp_path / "square.png")
     assert np.array_equal(load_image(tmp_path / "square.png"), load_image(tmp_path / "square.png", "squash"))
     Image.fromarray(_three_bands(150, 50)).save(tmp_path / "wide.png")
@@ -196,10 +194,6 @@ def test_a_square_image_is_the_same_either_way_and_a_bad_mode_is_one_line(tmp_pa
         load_image(tmp_path / "wide.png", resize="fit")
     with pytest.raises(TinyconvError, match="unknown resize mode 'fit'"):
         predict("never-loaded.keras", [tmp_path / "wide.png"], resize="fit")
-    # a block's mode is the default of the calls inside it that name none (for localize, which loads its own files)
-    with images_resized("squash"):
-        assert np.array_equal(load_image(tmp_path / "wide.png"), load_image(tmp_path / "wide.png", "squash"))
-        assert np.array_equal(load_image(tmp_path / "wide.png", "crop"), load_image(tmp_path / "wide.png", "crop"))
     assert np.array_equal(load_image(tmp_path / "wide.png"), load_image(tmp_path / "wide.png", "crop"))
 
 

@@ -224,15 +224,14 @@ def cmd_evaluate(args) -> int:
 
 def cmd_localize(args) -> int:
     # Keras/TensorFlow and matplotlib: only for this subcommand
-    from tinyconv.deploy.inference import images_resized
     from tinyconv.study.figures import plot_localization
     from tinyconv.fileio import check_writable, save_figure
     from tinyconv.study.localize import localize_images
 
     out = Path(args.out)
     check_writable(out, "the figures", folder=True)  # one line before the model loads, not a traceback after
-    with images_resized(args.resize):  # localize_images loads the files itself and takes no resize of its own
-        results = localize_images(args.model, args.images, data_dir=_data_dir(args), threshold=args.threshold)
+    results = localize_images(args.model, args.images, data_dir=_data_dir(args), threshold=args.threshold,
+                              resize=args.resize)
     out.mkdir(parents=True, exist_ok=True)
     for index, entry in enumerate(results):
         fig = plot_localization(entry["pixels"], entry["map"], entry["box"],

@@ -10,7 +10,6 @@ written once here; evaluate and tinyconv.study.analysis (notebook 05) both use t
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import json
 import os
 import sys
@@ -481,18 +480,6 @@ IMAGE_SIZE = 64  # the side of the square images every tinyconv model takes (che
 # nothing is cut off, but everything is stretched or squeezed (an 800 x 400 bus, squeezed to half its width,
 # was taken for a king penguin).
 RESIZE_MODES = ("crop", "squash")  # `tinyconv predict/localize --resize` offers the same (tests/test_cli.py)
-_default_resize = contextvars.ContextVar("tinyconv_default_resize", default="crop")
-
-
-@contextlib.contextmanager
-def images_resized(mode: str):
-    """Within the block, load_image calls that name no `resize` use `mode`: for a caller that hands over paths to a
-    function that loads them itself (tinyconv.study.localize.localize_images, from `tinyconv localize --resize`)."""
-    token = _default_resize.set(check_resize(mode))
-    try:
-        yield
-    finally:
-        _default_resize.reset(token)
 
 
 def check_resize(mode) -> str:
@@ -502,15 +489,15 @@ def check_resize(mode) -> str:
     return mode
 
 
-def load_image(path, resize: str | None = None) -> np.ndarray:
+def load_image(path, resize: str = "crop") -> np.ndarray:
     """A JPEG or PNG of any size as uint8 [64, 64, 3] RGB (EXIF rotation applied, resized with antialiasing).
 
     resize: "crop" (default: the centred square, then resized) or "squash" (the whole image resized, its
-    aspect lost); see RESIZE_MODES. None: "crop", or the mode of an enclosing `images_resized` block.
+    aspect lost); see RESIZE_MODES.
     16-bit images are scaled to 8 bits (not clipped); transparency is composited on white (ALPHA_BACKGROUND);
     images over MAX_IMAGE_PIXELS are refused before decoding.
     """
-    resize = check_resize(_default_resize.get() if resize is None else resize)
+    check_resize(resize)
     path = Path(path)
     if not path.exists():
         raise TinyconvError(f"{path}: no such image file")

@@ -700,7 +700,7 @@ def format_localization(result: dict) -> str:
     ])
 
 
-def localize_images(model_or_path, paths, data_dir=None, threshold: float = 0.2) -> list[dict]:
+def localize_images(model_or_path, paths, data_dir=None, threshold: float = 0.2, resize: str = "crop") -> list[dict]:
     """The top-1 class, its CAM (64x64 in [0, 1]) and its box for each JPEG/PNG file.
 
     Returns one dict per image: {"image": path, "pixels": uint8 [64, 64, 3], "map": float32 [64, 64],
@@ -711,7 +711,7 @@ def localize_images(model_or_path, paths, data_dir=None, threshold: float = 0.2)
     if not paths:
         raise TinyconvError("no images given")
     threshold = check_threshold(threshold)  # before the model loads
-    pixels = np.stack([load_image(path) for path in paths])  # [N, 64, 64, 3]
+    pixels = np.stack([load_image(path, resize) for path in paths])  # [N, 64, 64, 3]; resize: crop or squash
     model, run, _ = load_run_model(model_or_path)
     cam_layers(model)
     class_list = model_classes(model, run, data_dir)
