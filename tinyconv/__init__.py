@@ -69,15 +69,14 @@ def __dir__() -> list[str]:
 
 
 # ----------------------------------------------------------------------------------- Keras serialization
-# tinyconv's layers, activations, schedules and the export's pixel layer are registered with Keras by the
+# tinyconv's layers (the export's pixel layer among them), activations and schedules are registered with Keras by the
 # modules that define them (@keras.saving.register_keras_serializable), so a .keras file that names one loads
 # only in a process where that module has run. `import tinyconv` must stay free of Keras (it is what
 # `tinyconv --help` and the TensorFlow-free processes import), and Keras offers no lookup hook for an
 # unregistered name (it refuses to import the non-Keras module a saved config names), so the cue is Keras'
 # own import: a sys.meta_path finder sees it and imports these modules right after it. Then
 # `import tinyconv; keras.saving.load_model(path)` loads any tinyconv model on any backend (TensorFlow, JAX).
-_SERIALIZABLE_MODULES = ("tinyconv.model.kernels", "tinyconv.model.layers", "tinyconv.training.schedule",
-                         "tinyconv.deploy.export")
+_SERIALIZABLE_MODULES = ("tinyconv.model.kernels", "tinyconv.model.layers", "tinyconv.training.schedule")
 
 
 def _register_keras_objects() -> None:

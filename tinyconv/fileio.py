@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -170,6 +171,15 @@ def json_default(value):
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def file_sha256(path) -> str:
+    """The sha256 (hex) of a file, read in 1 MiB pieces (a backup's weights, a lease's state pieces)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_json(path, obj, indent: int = 2) -> None:

@@ -55,8 +55,9 @@ import keras
 import numpy as np
 
 from tinyconv import fileio
-from tinyconv.data.augment import IMAGENET_MEAN, IMAGENET_STD, normalize
+from tinyconv.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from tinyconv.data.dataset import dataset_root, default_data_dir, load_split
+from tinyconv.model.layers import PixelNormalization  # the exported graph's first layer
 from tinyconv.errors import TinyconvError
 from tinyconv.model.fast_path import inference_graph
 from tinyconv.deploy.inference import (
@@ -87,24 +88,6 @@ SHIPPED_CHECK_IMAGES = Path(__file__).resolve().parent / "check_images.npz"
 CALIBRATION_IMAGES = 256  # train images (never val) that calibrate int8-full activation ranges (1,000 did no
 # better on the seed: 71.9 % top-1 agreement against 70.3 %, docs/deploy.md)
 INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
-
-
-@keras.saving.register_keras_serializable(package="tinyconv")
-class PixelNormalization(keras.layers.Layer):
-    """uint8 (or float 0..255) RGB pixels -> float32 normalised with the ImageNet mean/std, the arithmetic of
-    training and `predict` (tinyconv.data.augment.normalize), so an exported model takes raw pixels.
-
-    Shapes: [B, H, W, 3] -> [B, H, W, 3] float32.
-    """
-
-    def call(self, inputs):
-        return normalize(inputs)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
-    def compute_output_spec(self, inputs):
-        return keras.KerasTensor(inputs.shape, dtype="float32")
 
 
 def deploy_model(model: keras.Model) -> keras.Model:

@@ -30,6 +30,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from tinyconv.data.augment import normalize
 from tinyconv.model import fast_path
 from tinyconv.model.config import BLOCK_MODES
 from tinyconv.model.fast_path import GROUPED_CONV_IMPLEMENTATIONS
@@ -769,3 +770,23 @@ class ResidualBlock(keras.layers.Layer):
             bn_epsilon=self.bn_epsilon,
         )
         return config
+
+
+# The first layer of an exported model (tinyconv.deploy.export): defined here, with the other registered layers,
+# so that loading any tinyconv .keras registers it without importing the export code.
+@keras.saving.register_keras_serializable(package="tinyconv")
+class PixelNormalization(keras.layers.Layer):
+    """uint8 (or float 0..255) RGB pixels -> float32 normalised with the ImageNet mean/std, the arithmetic of
+    training and `predict` (tinyconv.data.augment.normalize), so an exported model takes raw pixels.
+
+    Shapes: [B, H, W, 3] -> [B, H, W, 3] float32.
+    """
+
+    def call(self, inputs):
+        return normalize(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor(inputs.shape, dtype="float32")

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
@@ -24,7 +23,7 @@ from pathlib import Path
 import keras
 
 from tinyconv.errors import TinyconvError
-from tinyconv.fileio import save_model, save_weights, write_json, write_text
+from tinyconv.fileio import file_sha256, save_model, save_weights, write_json, write_text
 from tinyconv.training.plots import show_live
 
 # --------------------------------------------------------------------------------------- history.csv
@@ -407,15 +406,6 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         for old in self.backup_path.glob("epoch-*.weights.h5"):
             if old.name not in keep:
                 old.unlink(missing_ok=True)
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 (hex) of a file, read in 1 MiB pieces."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def checkpoint_damage(backup_dir: Path, entry: dict) -> str | None:

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from tinyconv.errors import TinyconvError
-from tinyconv.fileio import remove_path, replace_path, temporary_path, write_bytes, write_json
+from tinyconv.fileio import file_sha256, remove_path, replace_path, temporary_path, write_bytes, write_json
 from tinyconv.processes import running
 
 PIECE_BYTES = 16 * 2**20  # the most one returned file may hold
@@ -43,14 +43,6 @@ _STATE_NAMES = set(_PLAIN_FILES) | {"backup"}  # top-level names a restore repla
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_json(path: Path):
@@ -279,7 +271,7 @@ def restore_state(state_dir, run_dir) -> dict:
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp / name).write_bytes(data)
         for entry in manifest["files"]:
-            if _file_sha256(tmp / entry["path"]) != entry["sha256"]:
+            if file_sha256(tmp / entry["path"]) != entry["sha256"]:
                 raise TinyconvError(f"{tmp / entry['path']} does not match its sha256 once written; nothing restored")
         if run_dir.is_dir():
             for item in run_dir.iterdir():
