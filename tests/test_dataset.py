@@ -24,6 +24,7 @@ from tinyconv.data.dataset import (
     load_split,
     prepare,
     read_val_annotations,
+    selected_classes,
     read_wnids,
     read_words,
     select_classes,
@@ -243,6 +244,20 @@ def test_missing_listed_val_file_is_named(tmp_path, synthetic_data_dir):
 def test_missing_dataset_says_to_download(tmp_path):
     with pytest.raises(TinyconvError, match="run `tinyconv download`"):
         verify(tmp_path)
+
+
+def test_every_command_that_needs_the_dataset_says_to_download_it(tmp_path, capsys):
+    """train, evaluate and localize's evaluation reach the class list first (selected_classes): with no dataset
+    they name the folder and the command that fetches it, not a missing wnids.txt."""
+    from tinyconv import cli
+
+    with pytest.raises(TinyconvError, match=r"no tiny-imagenet-200/ in .*; run `tinyconv download` first"):
+        selected_classes(tmp_path, None)
+    assert cli.main(["train", "--profile", "ci", "--data-dir", str(tmp_path / "none"), "--out",
+                     str(tmp_path / "run")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"tinyconv: error: no tiny-imagenet-200/ in {tmp_path / 'none'}; run `tinyconv download` first"
+    assert not (tmp_path / "run").exists()
 
 
 # -------------------------------------------------------------------------------------------- cache

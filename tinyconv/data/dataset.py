@@ -142,7 +142,7 @@ def select_classes(all_wnids: list[str], classes) -> list[str]:
 
 def selected_classes(data_dir: Path, classes) -> tuple[list[str], list[str], dict[str, str]]:
     """(wnids, short names, full words.txt entries by wnid) of the classes `classes` selects (see select_classes)."""
-    root = dataset_root(data_dir)
+    root = require_root(data_dir)  # no dataset at all: say how to get one, not that wnids.txt is missing
     wnids = select_classes(read_wnids(root), classes)
     words = read_words(root)
     return wnids, class_names(root, wnids), {wnid: words.get(wnid, wnid) for wnid in wnids}
