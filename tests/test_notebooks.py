@@ -397,3 +397,23 @@ def test_a_failing_commit_run_leaves_the_committed_notebooks_alone(tmp_path, mon
     with pytest.raises(TinyconvError, match="02_bad.ipynb cell 3"):
         notebooks.run_notebooks("ci", book, data_dir=tmp_path / "data", progress=False)
     assert first.read_bytes() == before
+
+
+def test_the_progress_log_shows_cells_and_their_output_but_not_the_provenance_record(capsys):
+    """`make run` prints each cell's number and output; the runner's provenance line (the list of every file the
+    kernel opened, hundreds of kB) belongs in the notebook's metadata, not on the user's terminal."""
+    import logging
+
+    from tinyconv.study import provenance
+
+    log = notebooks._CellLog("04_train", 12)
+
+    def emit(message: str) -> None:
+        log.emit(logging.LogRecord("papermill", logging.INFO, __file__, 0, message, None, None))
+
+    emit("Executing Cell 3-----------------")
+    emit("val top-1 65.8%")
+    emit(provenance.MARKER + '{"modules": ["tinyconv"], "opened": [["/a/b.py", false]]}')
+    emit("Ending Cell 3-----------------")
+    emit("Executing notebook with kernel: tinyconv")
+    assert capsys.readouterr().out.splitlines() == ["[04_train] cell 3/12", "[04_train]   val top-1 65.8%"]

@@ -77,6 +77,8 @@ class _CellLog(logging.Handler):
         if message.startswith("Executing Cell "):
             number = message[len("Executing Cell ") :].strip("-")
             print(f"[{self.notebook}] cell {number}/{self.total_cells}", flush=True)
+        elif message.startswith(provenance.MARKER):
+            return  # the runner's own record of what the kernel loaded and read: for the notebook, not the log
         elif message and not message.startswith(_PAPERMILL_HEADERS):
             print(f"[{self.notebook}]   {message}", flush=True)
 
