@@ -228,3 +228,58 @@ def test_a_prepare_killed_with_sigkill_leaves_no_workers_and_the_next_one_runs_a
     manifest = prepare(data_dir, workers=1, progress=False)  # at once: the lock is free
     assert manifest["splits"]["train"]["count"] == 100
     assert not list(cache_dir(data_dir).glob(".*.tmp*"))
+
+
+def _sigterm_action(_):
+    import signal
+
+    return "default" if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL else "a Python handler"
+
+
+_SEEN = []  # [queue]: set by the test before the pool forks, so its workers inherit it
+
+
+def _decode_and_report(task):
+    _SEEN[0].put(_sigterm_action(None))
+    return _ORIGINAL_DECODE[0](task)
+
+
+_ORIGINAL_DECODE = []
+
+
+def test_pool_workers_take_sigterms_default_action_whatever_the_caller_has(tmp_path, synthetic_data_dir, monkeypatch):
+    """A Python SIGTERM handler in a decoding worker (inherited from the CLI) can miss Pool.terminate()'s SIGTERM when
+    it lands as the worker blocks on the task queue's lock; the pool's parent then waits forever (a first `tinyconv
+    evaluate` hung so after decoding val). Each worker of prepare's pool resets SIGTERM to its default action
+    (processes.start_worker), whatever handler the caller installed."""
+    import multiprocessing
+    import shutil
+    import signal
+
+    import tinyconv.data.dataset as dataset
+    from tinyconv.processes import start_worker
+
+    from tinyconv import cli
+
+    # the caller's handler, as `tinyconv evaluate` has it: cli.main's (a worker forked before start_worker has run
+    # dies by it as by the default; one that ignored SIGTERM there would hang any pool, this one included)
+    monkeypatch.setattr(cli, "_sigterm_owner", os.getpid())
+    previous = signal.signal(signal.SIGTERM, cli._on_sigterm)
+    try:
+        with multiprocessing.get_context("fork").Pool(2, initializer=start_worker, initargs=(os.getpid(),)) as pool:
+            assert set(pool.map(_sigterm_action, range(8))) == {"default"}
+
+        seen = multiprocessing.get_context("fork").SimpleQueue()
+        monkeypatch.setattr(sys.modules[__name__], "_SEEN", [seen])
+        monkeypatch.setattr(sys.modules[__name__], "_ORIGINAL_DECODE", [dataset._decode_chunk])
+        monkeypatch.setattr(dataset, "_decode_chunk", _decode_and_report)  # forked workers see the patched module
+        monkeypatch.setattr(dataset, "PARALLEL_MIN_IMAGES", 1)
+        data_dir = tmp_path / "data"
+        shutil.copytree(synthetic_data_dir / "tiny-imagenet-200", data_dir / "tiny-imagenet-200")
+        dataset.prepare(data_dir, splits=("train",), workers=2, progress=False)
+        reports = []
+        while not seen.empty():
+            reports.append(seen.get())
+        assert reports and set(reports) == {"default"}
+    finally:
+        signal.signal(signal.SIGTERM, previous)

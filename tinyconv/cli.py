@@ -540,8 +540,8 @@ class Terminated(KeyboardInterrupt):
 
 def _on_sigterm(signum, frame):
     if os.getpid() != _sigterm_owner:
-        # a process forked by the command (prepare's decoding pool) inherits this handler; Pool.terminate() ends its
-        # workers with SIGTERM, and one that raised here instead could hang the pool: die as the default does
+        # a process forked by the command inherits this handler; it must die as the default does (prepare's decoding
+        # pool resets SIGTERM in each worker, processes.start_worker: a Python handler can miss the signal there)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
         return

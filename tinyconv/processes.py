@@ -2,7 +2,8 @@
 processes that do not outlive the process that started them (prepare's and verify's decoding pool).
 
     running(pid)             False once the process has exited, a zombie (exited, not yet reaped) included
-    die_with_parent(parent)  a Pool initializer: the worker ends when `parent` does, even by SIGKILL
+    start_worker(parent)     the Pool initializer: SIGTERM's default action, and die_with_parent(parent)
+    die_with_parent(parent)  the worker ends when `parent` does, even by SIGKILL
 """
 
 from __future__ import annotations
@@ -55,3 +56,18 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
+def start_worker(parent: int) -> None:
+    """The initializer of tinyconv's process pools (prepare's and verify's decoding): the worker takes SIGTERM's
+    default action again, and ends with `parent` (die_with_parent).
+
+    Pool.terminate(), which ends every `with Pool(...)` block, sends the workers SIGTERM and waits for them. A worker
+    forked from a process with a Python SIGTERM handler (the CLI's, which stops a command as Ctrl-C does) inherits
+    that handler, and a Python handler can lose the signal: one that lands just before the worker blocks on the
+    task queue's lock (a C semaphore wait) runs only when Python code runs again, which it never does, and the
+    pool's parent waits for the worker forever. A first `tinyconv evaluate` hung so, after decoding val
+    (2026-12-06). The default action ends the worker in the kernel, whatever it is doing.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    die_with_parent(parent)

@@ -40,7 +40,7 @@ from PIL import Image, UnidentifiedImageError
 from tinyconv.errors import TinyconvError
 from tinyconv.fileio import os_error_advice, os_error_reason, remove_temporaries, temporary_path, write_json
 from tinyconv.locks import folder_lock
-from tinyconv.processes import die_with_parent
+from tinyconv.processes import start_worker
 
 DATASET_DIRNAME = "tiny-imagenet-200"
 CACHE_DIRNAME = "cache"
@@ -354,8 +354,9 @@ def _decode_all(paths: list[Path], out: Path | None, *, workers: int, desc: str,
         # numpy and PIL, so TensorFlow threads in the parent do not matter to them.
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         context = multiprocessing.get_context(method)
-        # die_with_parent: a prepare killed with SIGKILL must not leave its workers behind, holding its cache lock
-        with context.Pool(processes=workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
+        # start_worker: SIGTERM's default action (the pool's terminate() must end the workers, whatever handler the
+        # caller has), and a prepare killed with SIGKILL must not leave its workers behind, holding its cache lock
+        with context.Pool(processes=workers, initializer=start_worker, initargs=(os.getpid(),)) as pool:
             for offset, count, gray, failed, messages in pool.imap_unordered(_decode_chunk, tasks):
                 grayscale += gray
                 failures.append((offset, failed, messages))
