@@ -323,14 +323,16 @@ def test_the_shipped_check_images_are_real_val_images_and_package_data():
 
     images = shipped_check_images()
     assert images.dtype == np.uint8 and images.shape == (12, 64, 64, 3)
-    assert SHIPPED_CHECK_IMAGES.stat().st_size < 150_000
-    with np.load(SHIPPED_CHECK_IMAGES) as shipped:
-        assert len(set(shipped["wnids"].tolist())) == 12 and all(f.startswith("val_") for f in shipped["files"])
+    paths = sorted(SHIPPED_CHECK_IMAGES.glob("*.png"))
+    assert sum(path.stat().st_size for path in paths) < 150_000
+    names = [path.stem.split("_", 1) for path in paths]  # <wnid>_val_<i>
+    assert len({wnid for wnid, _ in names}) == 12 and all(wnid.startswith("n") and val.startswith("val_")
+                                                          for wnid, val in names)
     assert all(image.std() > 10 for image in images)  # photos, not blank frames
     assert not any(np.array_equal(image[..., 0], image[..., 1]) for image in images)  # colour ones
     root = Path(__file__).resolve().parents[1]
     package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    assert SHIPPED_CHECK_IMAGES.name in package_data["tinyconv.deploy"]
+    assert f"{SHIPPED_CHECK_IMAGES.name}/*.png" in package_data["tinyconv.deploy"]
     assert SHIPPED_CHECK_IMAGES.parent == root / "tinyconv" / "deploy"
 
 

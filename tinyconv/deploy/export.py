@@ -22,7 +22,7 @@ measured and reported. A float32 export that fails its check is not written.
 
 Without the dataset (a model file that carries its class list exports anywhere) the check runs on the real
 images shipped with tinyconv instead (SHIPPED_CHECK_IMAGES: 12 val images, the first colour image of 12 classes
-spread over wnids.txt, 123 kB), and the report says which images it used. What needs the dataset itself is
+spread over wnids.txt, as lossless PNGs named <wnid>_<val file>.png, 107 kB), and the report says which images it used. What needs the dataset itself is
 refused or left out in one line: int8-full's calibration on train images, val accuracy.
 
 An export never destroys what it did not make (check_output): it replaces only an earlier export of its format,
@@ -84,7 +84,7 @@ FLOAT32_TOLERANCE = 1e-4  # max |exported - keras| / max |keras| on the check ba
 CHECK_IMAGES = 64  # the fixed batch of val images of the parity check
 # the check's images where there is no dataset: real photos, like the val images, so that the logits compared are
 # those of the inputs a deployed model meets; package data (pyproject.toml, [tool.setuptools.package-data])
-SHIPPED_CHECK_IMAGES = Path(__file__).resolve().parent / "check_images.npz"
+SHIPPED_CHECK_IMAGES = Path(__file__).resolve().parent / "check_images"  # <wnid>_val_<i>.png, 64 x 64 RGB
 CALIBRATION_IMAGES = 256  # train images (never val) that calibrate int8-full activation ranges (1,000 did no
 # better on the seed: 71.9 % top-1 agreement against 70.3 %, docs/deploy.md)
 INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
@@ -266,15 +266,19 @@ def check_images(data_dir, wnids) -> np.ndarray:
 
 def shipped_check_images() -> np.ndarray:
     """The check images shipped with tinyconv (SHIPPED_CHECK_IMAGES): uint8 [12, 64, 64, 3] val images of 12
-    classes of Tiny ImageNet; the file also names their wnids and val files (`wnids`, `files`)."""
+    classes of Tiny ImageNet, in the order of their file names (<wnid>_<val file>.png)."""
+    from PIL import Image
+
+    paths = sorted(SHIPPED_CHECK_IMAGES.glob("*.png"))
     try:
-        with np.load(SHIPPED_CHECK_IMAGES, allow_pickle=False) as shipped:
-            images = shipped["images"]
-    except (OSError, KeyError, ValueError) as exc:  # a broken installation: say which file, not a traceback
+        if not paths:
+            raise FileNotFoundError(SHIPPED_CHECK_IMAGES)
+        images = np.stack([np.asarray(Image.open(path).convert("RGB"), dtype=np.uint8) for path in paths])
+    except (OSError, ValueError) as exc:  # a broken installation: say which folder, not a traceback
         raise TinyconvError(f"{SHIPPED_CHECK_IMAGES}: the check images shipped with tinyconv are missing or "
                             f"unreadable ({type(exc).__name__}); reinstall tinyconv or pass --data-dir") from None
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (64, 64, 3):
-        raise TinyconvError(f"{SHIPPED_CHECK_IMAGES}: holds {images.dtype} {images.shape}, not uint8 [N, 64, 64, 3]")
+    if images.shape[1:] != (64, 64, 3):
+        raise TinyconvError(f"{SHIPPED_CHECK_IMAGES}: holds images of {images.shape[1:]}, not 64 x 64 RGB")
     return np.ascontiguousarray(images)
 
 
