@@ -42,6 +42,7 @@ TENSORFLOW_FREE = [
     "tinyconv.locks",
     "tinyconv.processes",
     "tinyconv.checks",                    # the configs' value checks, read by --help's recipe
+    "tinyconv.progress",                  # tqdm only when a bar is made
     "tinyconv.data.download",
     "tinyconv.data.dataset",
     "tinyconv.data.augment_config",       # the recipe's augmentation fields, read by --help
@@ -67,7 +68,7 @@ def _graph() -> grimp.ImportGraph:
 
 # The layers top to bottom, as pyproject.toml's contract has them (a row of names: independent siblings)
 LAYERS = [["cli"], ["bench"], ["study"], ["experiments", "deploy"], ["training"], ["model"], ["data"],
-          ["runtime", "fileio", "locks", "processes", "checks"], ["errors"]]
+          ["runtime", "fileio", "locks", "processes", "checks", "progress"], ["errors"]]
 
 
 def _unit(module: str) -> str | None:

@@ -348,18 +348,9 @@ assert paths.count("dense") == 2 and all(
 np.save(folder / "jax_gpu_forms_logits.npy", np.asarray(gpu_model(x, training=False)))
 
 
-def gradients(net):
-    trainable = [v.value for v in net.trainable_variables]
-    fixed = [v.value for v in net.non_trainable_variables]
+from jax_gradients import gradients  # tests/jax_gradients.py
 
-    def loss(weights):
-        logits, _ = net.stateless_call(weights, fixed, x, training=True)
-        return jax.numpy.mean(jax.nn.log_softmax(logits)[:, 0])
-
-    return [np.asarray(g) for g in jax.grad(loss)(trainable)]
-
-
-pairs = list(zip(gradients(gpu_model), gradients(model)))
+pairs = list(zip(gradients(gpu_model, x), gradients(model, x)))
 # |a - b| / |b| per weight, and over all weights at once. Weights with near-zero gradients (the betas of BNs that
 # another BN follows: their gradient cancels in exact arithmetic) carry float32 rounding of ~1e-4 of their tiny norm
 worst = max(float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30)) for a, b in pairs)

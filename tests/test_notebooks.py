@@ -47,6 +47,17 @@ def test_failing_notebook_is_named_with_its_cell(tmp_path, capsys):
     assert not (tmp_path / "out" / ".07_broken.partial.ipynb").exists()
 
 
+@pytest.mark.notebooks  # executes a notebook in a Jupyter kernel
+def test_a_headless_run_prints_the_cells_but_not_the_kernels_own_chatter(tmp_path, capfd):
+    """The kernel inherits the terminal: at ipykernel's default log level it writes `[IPKernelApp] WARNING |
+    Kernel is running over TCP without encryption` there for every notebook (make run printed it seven times)."""
+    source = _write_notebook(tmp_path / "08_ok.ipynb", "print('fine')")
+    notebooks.run_notebook(source, tmp_path / "out", {}, progress=False)
+    out, err = capfd.readouterr()
+    assert "fine" in out and "[08_ok] cell" in out
+    assert "IPKernelApp" not in out + err and "without encryption" not in out + err, err
+
+
 def test_run_notebooks_only_selects_and_rejects_unknown(tmp_path):
     assert [p.name for p in notebooks.select_notebooks(["03", "01"])] == ["01_download.ipynb", "03_build_model.ipynb"]
     assert [p.name for p in notebooks.select_notebooks()] == notebooks.notebook_names()

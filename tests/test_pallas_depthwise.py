@@ -221,16 +221,7 @@ def build(form):
     return model, [layer._path for layer in model._flatten_layers() if isinstance(layer, FFTGradDepthwiseConv2D)]
 
 
-def gradients(net):
-    trainable = [v.value for v in net.trainable_variables]
-    fixed = [v.value for v in net.non_trainable_variables]
-
-    def loss(weights):
-        logits, _ = net.stateless_call(weights, fixed, x, training=True)
-        return jax.numpy.mean(jax.nn.log_softmax(logits)[:, 0])
-
-    return [np.asarray(g) for g in jax.jit(jax.grad(loss))(trainable)]
-
+from jax_gradients import gradients  # tests/jax_gradients.py
 
 def outputs(net):
     """Inference and training-mode logits; the training call's BN statistics update is undone."""
@@ -253,13 +244,13 @@ weights = reference.get_weights()
 reference.save(folder / "keras.keras")
 report = {}
 want = outputs(reference)
-want_grads = gradients(reference)
+want_grads = gradients(reference, x)
 for form in ("shifted", "pallas"):
     model, paths = build(form)
     assert paths == [form, form], (form, paths)
     model.set_weights(weights)
     got = outputs(model)
-    grads = gradients(model)
+    grads = gradients(model, x)
     report[form] = {
         "logits": max(float(np.max(np.abs(a - b)) / np.max(np.abs(b))) for a, b in zip(got, want)),
         "all_weights": float(np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(grads, want_grads))

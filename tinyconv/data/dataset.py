@@ -41,6 +41,7 @@ from tinyconv.errors import TinyconvError
 from tinyconv.fileio import os_error_advice, os_error_reason, remove_temporaries, temporary_path, write_json
 from tinyconv.locks import folder_lock
 from tinyconv.processes import start_worker
+from tinyconv.progress import progress_bar
 
 DATASET_DIRNAME = "tiny-imagenet-200"
 CACHE_DIRNAME = "cache"
@@ -331,16 +332,13 @@ def _decode_all(paths: list[Path], out: Path | None, *, workers: int, desc: str,
     """Decode every path (into the preallocated .npy `out` when given); returns the grayscale count.
 
     Without `out`, images that fail are added to `problems` in path order (required then) instead of raising."""
-    # tqdm.auto warns on import inside a notebook unless tinyconv.study.params has set its filter: import it late
-    from tqdm.auto import tqdm
-
     tasks = [
         (str(out) if out is not None else None, start, [str(p) for p in paths[start : start + DECODE_CHUNK]])
         for start in range(0, len(paths), DECODE_CHUNK)
     ]
     grayscale = 0
     failures = []  # (offset, failed count, messages) of each chunk, in the order the chunks finish
-    with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+    with progress_bar(len(paths), desc, enabled=progress) as bar:
         if workers <= 1 or len(paths) < PARALLEL_MIN_IMAGES:
             results = map(_decode_chunk, tasks)
             for offset, count, gray, failed, messages in results:

@@ -38,6 +38,7 @@ from pathlib import Path, PurePosixPath
 from tinyconv.errors import TinyconvError
 from tinyconv.locks import folder_lock
 from tinyconv.fileio import os_error_advice, os_error_reason, replace_path, temporary_path, write_json
+from tinyconv.progress import progress_bar
 
 DATASET_DIRNAME = "tiny-imagenet-200"
 OFFICIAL_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
@@ -206,12 +207,9 @@ def _looks_complete(root: Path) -> bool:
 
 
 def _file_checksums(path: Path, *, progress: bool) -> dict[str, str]:
-    from tqdm.auto import tqdm  # late: inside a notebook its import warns unless tinyconv.study.params filtered it
-
     sha256, md5 = hashlib.sha256(), hashlib.md5()
-    with open(path, "rb") as source, tqdm(
-        total=path.stat().st_size, unit="B", unit_scale=True, desc="checksum", disable=not progress, leave=False
-    ) as bar:
+    with open(path, "rb") as source, progress_bar(path.stat().st_size, "checksum", "B", enabled=progress,
+                                                   unit_scale=True) as bar:
         while chunk := source.read(CHUNK_BYTES):
             sha256.update(chunk)
             md5.update(chunk)
@@ -368,8 +366,6 @@ def _part_write_failed(part: Path, exc: OSError) -> TinyconvError:
 
 # Longer than 60 lines: one request, from the headers it sends to the last byte it writes, read top to bottom.
 def _fetch_once(url: str, data_dir: Path, expected: dict, *, progress: bool, timeout_s: float) -> None:
-    from tqdm.auto import tqdm  # late: inside a notebook its import warns unless tinyconv.study.params filtered it
-
     part, record_path = data_dir / PART_NAME, data_dir / PART_RECORD_NAME
     offset = part.stat().st_size if part.exists() else 0
     record = read_part_record(data_dir) if offset else None
@@ -412,9 +408,8 @@ def _fetch_once(url: str, data_dir: Path, expected: dict, *, progress: bool, tim
             sink = open(part, mode, buffering=0)
         except OSError as exc:
             raise _part_write_failed(part, exc) from None
-        with sink, tqdm(
-            total=total, initial=offset, unit="B", unit_scale=True, desc="download", disable=not progress
-        ) as bar:
+        with sink, progress_bar(total, "download", "B", enabled=progress, leave=True, initial=offset,
+                                unit_scale=True) as bar:
             while chunk := response.read(CHUNK_BYTES):  # network failures: OSError, retried by _fetch
                 view = memoryview(chunk)
                 try:
@@ -496,8 +491,6 @@ def _safe_members(archive: zipfile.ZipFile, zip_path: Path) -> list[zipfile.ZipI
 
 
 def _extract_into_place(zip_path: Path, root: Path, *, record: dict, progress: bool) -> None:
-    from tqdm.auto import tqdm  # late: inside a notebook its import warns unless tinyconv.study.params filtered it
-
     staging = temporary_path(root.parent / f"{DATASET_DIRNAME}.extract")  # .tiny-imagenet-200.extract.<pid>.tmp
     shutil.rmtree(staging, ignore_errors=True)
     try:
@@ -508,7 +501,7 @@ def _extract_into_place(zip_path: Path, root: Path, *, record: dict, progress: b
         try:
             with zipfile.ZipFile(zip_path) as archive:
                 members = _safe_members(archive, zip_path)
-                for info in tqdm(members, desc="extract", unit="file", disable=not progress, leave=False):
+                for info in progress_bar(len(members), "extract", "file", enabled=progress, iterable=members):
                     archive.extract(info, staging)  # reading each entry checks its CRC
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
             raise TinyconvError(f"{zip_path} is not a readable zip ({exc}); it may be truncated") from None

@@ -9,10 +9,8 @@ written once here; evaluate and tinyconv.study.analysis (notebook 05) both use t
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import sys
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ import tinyconv.training.schedule  # noqa: F401  (registers WarmupCosine, the sa
 from tinyconv.data.dataset import OFFICIAL_COUNTS, default_data_dir, load_split, selected_classes
 from tinyconv.errors import TinyconvError
 from tinyconv.data.augment import normalize
+from tinyconv.progress import progress_bar
 
 # ------------------------------------------------------------------------------------------ loading
 
@@ -198,14 +197,6 @@ def predict_logits(model, images: np.ndarray, batch_size: int = 256, flip: bool 
         return np.asarray(model.predict(batches, verbose=0, callbacks=[callback]), dtype=np.float32)
 
 
-def progress_bar(total: int, desc: str, unit: str = "img"):
-    """A tqdm bar on stderr that goes when done (leave=False, as the dataset's decoding bars): the command's result
-    follows it, and a finished bar adds nothing to it."""
-    from tqdm.auto import tqdm  # late: inside a notebook its import warns unless tinyconv.study.params filtered it
-
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False)
-
-
 class _BarCallback(keras.callbacks.Callback):
     """Advances a progress bar by each predicted batch's images (the last batch may be short)."""
 
@@ -346,12 +337,11 @@ class ExportedModel:
         """Logits float32 [N, K] of uint8 images [N, 64, 64, 3], in batches; progress=True: a tqdm bar on stderr
         labelled `desc` (default: the format)."""
         batches = []
-        with progress_bar(len(images), desc or self.format) if progress else contextlib.nullcontext() as bar:
+        with progress_bar(len(images), desc or self.format, enabled=progress) as bar:
             for i in range(0, len(images), self.batch_size):
                 batch = np.ascontiguousarray(images[i : i + self.batch_size], dtype=np.uint8)
                 batches.append(np.asarray(self._run(batch), np.float32))
-                if bar is not None:
-                    bar.update(len(batch))
+                bar.update(len(batch))
         return np.concatenate(batches) if batches else np.zeros((0, self.num_classes), np.float32)
 
 

@@ -268,11 +268,13 @@ def format_noise_report(rows: list[dict], baseline: str | None = None, z: float 
         lines += ["", f"**Within the noise** ({len(within)}): " + ", ".join(
             f"`{c['variant']}` ({c['diff'] * 100:+.1f})" for c in sorted(within, key=lambda c: -c["diff"]))]
     if setup is not None:
+        scope = f"**Scope.** {setup_scope(setup)}"
         example = max(beyond, key=lambda c: abs(c["diff"]), default=None)
-        lines += ["", f"**Scope.** {setup_scope(setup)}" + (
-            f" So `{example['variant']}` {example['diff'] * 100:+.1f} points beyond the noise says that it "
-            f"{'learns faster' if example['diff'] > 0 else 'learns slower'} in this set-up, not that it would "
-            "end {} after a full schedule.".format("higher" if example["diff"] > 0 else "lower") if example else "")]
+        if example is not None:  # the largest verdict, read as what it can say: speed, not the final figure
+            faster, higher = ("learns faster", "higher") if example["diff"] > 0 else ("learns slower", "lower")
+            scope += (f" So `{example['variant']}` {example['diff'] * 100:+.1f} points beyond the noise says that it "
+                      f"{faster} in this set-up, not that it would end {higher} after a full schedule.")
+        lines += ["", scope]
     return "\n".join(lines)
 
 

@@ -16,7 +16,6 @@ when the runner wrote them. This module is what the notebooks import; the runner
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +28,6 @@ from tinyconv.training.recipe import PROFILES
 # The notebooks import this module first; TensorFlow's C++ start-up chatter would otherwise land in their
 # outputs (kernels inherit the variable, so papermill runs are quiet too).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Without ipywidgets, tqdm.auto falls back to text bars in a notebook and says so with a warning on import;
-# the text bars are what we want, so the warning is only noise in the outputs.
-warnings.filterwarnings("ignore", message="IProgress not found", module="tqdm")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"

@@ -34,6 +34,10 @@ def notebook_names(notebook_dir: Path | None = None) -> list[str]:
 # One cell may run this long before the runner gives up on it: generous, as the train cell of a `full` run
 # on a GPU takes hours; a hung kernel is still reported instead of waiting forever.
 CELL_TIMEOUT_S = 12 * 3600
+# The kernel's own log (IPKernelApp's, not the cells' output, which papermill shows) goes to the terminal of a
+# headless run; at its default level ipykernel >= 7 warns there once per notebook that the local kernel's TCP
+# sockets are not encrypted, which says nothing about the run. Errors of the kernel app still show.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 
 
 def select_notebooks(only=None, notebook_dir: Path | None = None) -> list[Path]:
@@ -169,6 +173,7 @@ def run_notebook(
             log_output=not progress,
             cwd=str(cwd or notebook.parent),
             execution_timeout=cell_timeout,
+            extra_arguments=KERNEL_ARGUMENTS,
         )
     except (CellTimeoutError, DeadKernelError) as exc:
         cell = _running_cell(partial, nbformat)
