@@ -71,6 +71,7 @@ if [ -n "${TINYCONV_DEPTHWISE:-}" ]; then
 elif [ "$forms_s" != 0 ]; then
     phase forms
     forms_json=$runs/$name.forms.json
+    mkdir -p "$runs"  # a first lease has restored nothing there yet
     # the fastest agreeing form of the 9x9 depthwise conv; on failure training keeps the default form (cuDNN)
     profile=()  # the step measured is the run's: its recipe's (the train flags' --profile, else the reference's)
     for ((i = 1; i < $#; i++)); do

@@ -14,10 +14,13 @@ from pathlib import Path
 from tinyconv.training.callbacks import read_history
 
 
-def kill_when(process: subprocess.Popen, ready: Callable[[], bool], timeout: float, what: str = "the moment") -> None:
+def kill_when(process: subprocess.Popen, ready: Callable[[], bool], timeout: float, what: str = "the moment", *,
+              group: bool = False) -> None:
     """Poll `ready()` while `process` runs, SIGKILL it as soon as it returns true, and reap it. Asserts that
     `ready` came within `timeout` seconds and that the process was still running then (really killed mid-run);
-    the process is killed in any case. On failure the message carries its output when it was piped."""
+    the process is killed in any case. On failure the message carries its output when it was piped.
+    group=True kills its whole process group (start it with start_new_session=True): a script and its children."""
+    kill = (lambda: os.killpg(process.pid, signal.SIGKILL)) if group else process.kill
     try:
         deadline = time.monotonic() + timeout
         while process.poll() is None and time.monotonic() < deadline and not ready():
@@ -26,11 +29,11 @@ def kill_when(process: subprocess.Popen, ready: Callable[[], bool], timeout: flo
             output = process.stdout.read() if process.stdout else ""
             raise AssertionError(f"the process ended (exit {process.returncode}) before it could be killed\n{output}")
         assert ready(), f"{what} did not come within {timeout:.0f} s"
-        os.kill(process.pid, signal.SIGKILL)
+        kill()
         process.wait(timeout=30)
     finally:
         if process.poll() is None:
-            process.kill()
+            kill()
             process.wait(timeout=30)
     assert process.returncode == -signal.SIGKILL
 

@@ -1,6 +1,7 @@
 """The shell scripts of a GPU lease (docs/gpu.md): split_file.sh cuts the zip into pieces named as gpu_receive.sh
 keeps them and gpu_train.sh joins them, and the join gives the zip back; gpu_train.sh, rehearsed as two leases
-under JAX on CPU, continues one run from the first lease to the second."""
+under JAX on CPU (the first killed mid-epoch), continues one run from the first lease to the second as if it had
+never stopped. This is the one rehearsal of a lease; tests/test_run_state.py checks the state's pieces."""
 
 from __future__ import annotations
 
@@ -50,14 +51,34 @@ sys.meta_path.insert(0, _Blocker())
 """
 
 
+# A stand-in for the GPU machine's python3 in the first lease: `-m tinyconv train` runs tests/sleepy_cli.py (which
+# stops for good in the middle of epoch 2, so that the kill lands there); every other call is plain python.
+_SLEEPY_PYTHON = """#!/usr/bin/env bash
+if [ "$1 $2 $3" = "-m tinyconv train" ]; then shift 2; exec "{python}" "{sleepy}" "$@"; fi
+exec "{python}" "$@"
+"""
+
+
+def _chosen_form(lease_log: str) -> str:
+    """The form a lease chose, read from its lease.log as the next lease's set-up reads it (docs/gpu.md)."""
+    lines = [line for line in lease_log.splitlines() if line.startswith("chosen depthwise form: ")]
+    assert len(lines) == 1, lease_log[-3000:]
+    return lines[0].removeprefix("chosen depthwise form: ")
+
+
 @pytest.mark.jax
+@pytest.mark.kill
 @pytest.mark.slow
-def test_two_leases_of_the_lease_script_continue_one_run_under_jax(synthetic_data_dir, tmp_path):
-    """scripts/gpu_train.sh rehearsed on CPU under JAX, as two leases on two fresh machines: the first trains until
-    its time limit (one epoch of three) and returns the run's state in $OUT/state; `tinyconv state keep` makes it
-    the state kept in the repository; the second restores it, times the depthwise forms, chooses one, and finishes
-    the run. Each $OUT holds few enough files to come back whole (at most 8). No process of it may import TensorFlow,
-    which the GPU machines lack."""
+def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted(synthetic_data_dir, tmp_path):
+    """scripts/gpu_train.sh rehearsed on CPU under JAX, as two leases on two fresh machines, the whole protocol of
+    docs/gpu.md: the first lease times the depthwise forms, chooses one, trains with it and is SIGKILLed mid-epoch 2
+    (as the device tool kills a call at its limit: the whole process group, the state watcher too); what it had
+    returned in $OUT/state (epoch 1) is made the kept state with `tinyconv state keep`; the second lease, given the
+    chosen form, restores that state on a fresh machine and finishes the run. Its history equals an uninterrupted
+    run's with the same form to within 1e-6 (relative; measured: bit for bit on JAX CPU, the tolerance only absorbs
+    another XLA CPU thread schedule). Each $OUT holds few enough files to come back whole (at most 8), and no
+    process of it may import TensorFlow, which the GPU machines lack."""
+    from killing import kill_when
     from synthetic import zip_dataset  # tests/ (conftest puts it on sys.path)
 
     from tinyconv.training.callbacks import read_history
@@ -67,58 +88,101 @@ def test_two_leases_of_the_lease_script_continue_one_run_under_jax(synthetic_dat
     subprocess.run(["bash", str(ROOT / "scripts/split_file.sh"), str(archive), str(tmp_path / "pieces"), "200000"],
                    capture_output=True, text=True, check=True)
     kept = tmp_path / "repo-results" / "ci-lease" / "state"
-    cache = tmp_path / "xla-cache"
+    sleepy = tmp_path / "sleepy-python"
+    sleepy.write_text(_SLEEPY_PYTHON.format(python=sys.executable, sleepy=ROOT / "tests" / "sleepy_cli.py"))
+    sleepy.chmod(0o755)
+    train_flags = ["--profile", "ci", "--epochs", "3"]
 
-    def lease(number: int, minutes: str, forms_s: int) -> subprocess.CompletedProcess:
-        machine = tmp_path / f"machine{number}"  # a fresh machine: nothing of the first lease is left on it
-        env = {**os.environ, "STAGE": str(machine / "stage"), "SITE": str(machine / "site"),
-               "DATA": str(machine / "data"), "RUNS": str(machine / "runs"), "OUT": str(machine / "OUT"),
-               "SHA256": sha, "PYTHON": sys.executable, "STATE_IN": str(kept), "FORMS_S": str(forms_s),
-               "FORMS_FLAGS": "--batch-size 4", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2",
-               "JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    def machine_env(number: int, **extra) -> dict:
+        machine = tmp_path / f"machine{number}"  # a fresh machine: nothing of another lease is on it
+        return {**os.environ, "STAGE": str(machine / "stage"), "SITE": str(machine / "site"),
+                "DATA": str(machine / "data"), "RUNS": str(machine / "runs"), "OUT": str(machine / "OUT"),
+                "SHA256": sha, "PYTHON": sys.executable, "STATE_IN": str(kept), "FORMS_FLAGS": "--batch-size 4",
+                "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla"),
+                "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", **extra}
+
+    def receive(env: dict) -> None:
         for piece in sorted((tmp_path / "pieces").iterdir()):
             subprocess.run(["bash", str(ROOT / "scripts/gpu_receive.sh"), str(piece)], env=env, capture_output=True,
                            check=True)
         # as on the GPU machines, no TensorFlow: $SITE is on every Python's path there, so a sitecustomize in it
         # refuses `import tensorflow` in each process the script starts (made after the pieces: with a $SITE,
         # gpu_receive.sh reports the machine's JAX, which is the GPU machine's python3 there)
-        (machine / "site").mkdir(parents=True)
-        (machine / "site" / "sitecustomize.py").write_text(_NO_TENSORFLOW)
-        done = subprocess.run(["bash", str(ROOT / "scripts/gpu_train.sh"), "ci-lease", minutes, "--profile", "ci",
-                               "--epochs", "3"], env=env, capture_output=True, text=True, timeout=600)
-        log = (machine / "OUT" / "lease.log").read_text()
-        assert done.returncode == 0, log[-3000:]
-        assert log in done.stdout  # the call's output shows the log
-        files = [path for path in (machine / "OUT").rglob("*") if path.is_file()]
+        Path(env["SITE"]).mkdir(parents=True)
+        (Path(env["SITE"]) / "sitecustomize.py").write_text(_NO_TENSORFLOW)
+
+    def returned(env: dict) -> tuple[str, list[Path]]:
+        log = (Path(env["OUT"]) / "lease.log").read_text()
+        files = [path for path in Path(env["OUT"]).rglob("*") if path.is_file()]
         assert len(files) <= 8, files
-        return done
+        assert "blocked: this process runs without TensorFlow" not in log
+        return log, files
 
-    first = lease(1, "0.001", forms_s=0)  # the time limit stops it after its first epoch
-    assert "phase restore" not in first.stdout and "phase forms" not in first.stdout
-    returned = tmp_path / "machine1" / "OUT" / "state"
-    manifest = json.loads((returned / "manifest.json").read_text())
-    assert manifest["epoch"] == 1 and not manifest["complete"]
-    subprocess.run([sys.executable, "-m", "tinyconv", "state", "keep", str(returned), str(kept), "--run",
-                    str(tmp_path / "here" / "ci-lease")], check=True, capture_output=True)
+    # lease 1: the forms, then training with the chosen one until the call is killed in epoch 2
+    hung = tmp_path / "hung"
+    first = machine_env(1, PYTHON=str(sleepy), FORMS_S="120", SLEEPY_HANG_EPOCH="2", SLEEPY_HANG_FILE=str(hung))
+    receive(first)
+    with open(tmp_path / "call1.out", "w") as shown:  # a file, not a pipe: a full pipe would stall the script's tee
+        call = subprocess.Popen(["bash", str(ROOT / "scripts/gpu_train.sh"), "ci-lease", "auto", *train_flags],
+                                env=first, stdout=shown, stderr=subprocess.STDOUT, start_new_session=True)
+    meta = tmp_path / "machine1" / "runs" / "ci-lease" / "backup" / "training_metadata.json"
+    packed = tmp_path / "machine1" / "OUT" / "state" / "manifest.json"
 
-    second = lease(2, "auto", forms_s=120)
-    assert "phase restore" in second.stdout and "from epoch 2 of 3" in second.stdout
+    def mid_epoch_two_with_epoch_one_returned() -> bool:  # the trainer stops for good after epoch 2's second step
+        return hung.exists() and packed.exists() and json.loads(packed.read_text())["epoch"] == 1
+
+    kill_when(call, mid_epoch_two_with_epoch_one_returned, 300, "epoch 2 with epoch 1's state returned", group=True)
+    assert hung.read_text() == "epoch 2, step 2\n" and json.loads(meta.read_text())["epoch"] == 1
+    log, _ = returned(first)
+    assert "phase forms" in log and "phase restore" not in log and "phase done" not in log
+    form = _chosen_form(log)
     # the forms: each measured in the run's own train step (the ci recipe's model, float32 on a CPU), checked
     # against keras, the fastest that agrees chosen and used for training
-    choice = json.loads((tmp_path / "machine2" / "runs" / "ci-lease.forms.json").read_text())
+    choice = json.loads((tmp_path / "machine1" / "runs" / "ci-lease.forms.json").read_text())
     assert choice["profile"] == "ci" and choice["device"].startswith("CPU") and choice["dtype_policy"] == "float32"
     assert set(choice["forms"]) == {"keras", "shifted", "pallas"}
-    for name, form in choice["forms"].items():
-        assert form["error"] is None and form["agrees"] and form["step_ms"] > 0, (name, form)
-        assert form["max_rel_diff"] <= choice["tolerance"] == 1e-3, (name, form)
-        assert form["layers_in_form"] == "2/2", (name, form)  # the ci model's 9x9 and 3x3 both took the form
-    assert choice["chosen"] == min(choice["forms"], key=lambda name: choice["forms"][name]["step_ms"])
-    assert f"chosen depthwise form: {choice['chosen']}" in second.stdout
-    assert "blocked: this process runs without TensorFlow" not in second.stdout
-    returned = tmp_path / "machine2" / "OUT" / "state"
-    manifest = json.loads((returned / "manifest.json").read_text())
-    assert manifest["epoch"] == 3 and manifest["complete"]
-    subprocess.run([sys.executable, "-m", "tinyconv", "state", "keep", str(returned), str(kept), "--run",
+    for name, result in choice["forms"].items():
+        assert result["error"] is None and result["agrees"] and result["step_ms"] > 0, (name, result)
+        assert result["max_rel_diff"] <= choice["tolerance"] == 1e-3, (name, result)
+        assert result["layers_in_form"] == "2/2", (name, result)  # the ci model's 9x9 and 3x3 both took the form
+    assert form == choice["chosen"] == min(choice["forms"], key=lambda name: choice["forms"][name]["step_ms"])
+    manifest = json.loads(packed.read_text())
+    assert manifest["epoch"] == 1 and not manifest["complete"]
+    subprocess.run([sys.executable, "-m", "tinyconv", "state", "keep", str(packed.parent), str(kept), "--run",
                     str(tmp_path / "here" / "ci-lease")], check=True, capture_output=True)
+
+    # the same run uninterrupted, with the same form (beside lease 2: both cores are busy either way)
+    whole = tmp_path / "whole" / "ci-lease"
+    uninterrupted = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "no_tensorflow.py"), "tinyconv", "train", *train_flags, "--data-dir",
+         str(tmp_path / "machine1" / "data"), "--out", str(whole)], cwd=ROOT,
+        env={**first, "KERAS_BACKEND": "jax", "TINYCONV_DEPTHWISE": form}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+
+    # lease 2, a fresh machine given the form lease 1 chose: restore, finish the run
+    second = machine_env(2, TINYCONV_DEPTHWISE=form)
+    receive(second)
+    done = subprocess.run(["bash", str(ROOT / "scripts/gpu_train.sh"), "ci-lease", "auto", *train_flags],
+                          env=second, capture_output=True, text=True, timeout=600)
+    log, _ = returned(second)
+    assert done.returncode == 0, log[-3000:]
+    assert log in done.stdout  # the call's output shows the log
+    assert "phase restore" in log and "from epoch 2 of 3" in log and "phase forms" not in log
+    assert f"depthwise form given: {form}" in log
+    manifest = json.loads((tmp_path / "machine2" / "OUT" / "state" / "manifest.json").read_text())
+    assert manifest["epoch"] == 3 and manifest["complete"]
+
+    whole_out, _ = uninterrupted.communicate(timeout=300)
+    assert uninterrupted.returncode == 0, whole_out[-3000:]
+    got = read_history(tmp_path / "machine2" / "runs" / "ci-lease" / "history.csv")
+    want = read_history(whole / "history.csv")
+    assert [row["epoch"] for row in got] == [row["epoch"] for row in want] == [0, 1, 2]
+    for row, expected in zip(got, want):
+        for key in ("loss", "top1", "top5", "val_loss", "val_top1", "val_top5", "lr"):
+            assert row[key] == pytest.approx(expected[key], rel=1e-6, abs=1e-7), (row["epoch"], key)
+
+    # back here: the complete state is kept as the run's figures, and the state itself goes
+    subprocess.run([sys.executable, "-m", "tinyconv", "state", "keep", str(tmp_path / "machine2" / "OUT" / "state"),
+                    str(kept), "--run", str(tmp_path / "here" / "ci-lease")], check=True, capture_output=True)
     assert not kept.exists() and (kept.parent / "metrics.json").is_file()
     assert [row["epoch"] for row in read_history(kept.parent / "history.csv")] == [0, 1, 2]

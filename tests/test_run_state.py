@@ -1,6 +1,7 @@
 """The run's state between GPU leases (tinyconv/training/run_state.py, `tinyconv state`): pack a run folder into
-checked pieces, refuse every damaged or foreign set in one line with nothing written, restore byte for byte, and
-the rehearsal of a lease: a JAX run killed mid-epoch, its state restored into a fresh folder and resumed there."""
+checked pieces, refuse every damaged or foreign set in one line with nothing written, restore byte for byte. The
+rehearsal of a whole lease (a JAX run killed mid-epoch, its state restored on a fresh machine and resumed there, with
+the same history as an uninterrupted run) is tests/test_gpu_scripts.py's, through the lease script itself."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -266,69 +266,3 @@ def test_watch_packs_each_epoch_and_once_more_when_the_process_ends(run_copy, tm
     manifest = run_state.watch_state(run_copy, tmp_path / "out", sleeper.pid, interval=0.1, log=lines.append)
     sleeper.wait()
     assert manifest["epoch"] == 2 and len(lines) == 1
-
-
-# ---------------------------------------------------------------------------------------- the rehearsal
-
-
-@pytest.mark.jax
-@pytest.mark.kill
-@pytest.mark.slow
-def test_lease_rehearsal_kill_restore_into_a_fresh_folder_and_resume_under_jax(synthetic_data_dir, tmp_path):
-    """A lease rehearsed on CPU under JAX without TensorFlow: a 3-epoch ci run with `tinyconv state watch` beside
-    it, SIGKILLed in epoch 2 after epoch 1's backup; the pieces restored into a FRESH folder; training resumed
-    there to the end. Its history.csv has epochs 0, 1, 2 once each, and its losses and accuracies equal an
-    uninterrupted 3-epoch run's to within 1e-6 (relative); measured: JAX on CPU gives the same numbers bit for
-    bit here (difference 0.0), the tolerance only absorbs a different XLA CPU thread schedule."""
-    pytest.importorskip("jax")
-    from killing import kill_when
-
-    from tinyconv.training.callbacks import read_history
-
-    blocker = REPO / "tests" / "no_tensorflow.py"
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    train = ["train", "--profile", "ci", "--epochs", "3", "--data-dir", str(synthetic_data_dir)]
-    lease_run, state = tmp_path / "lease" / "ci", tmp_path / "OUT" / "state"
-
-    trainer = subprocess.Popen([sys.executable, str(blocker), "sleepy_cli", *train, "--out", str(lease_run)],
-                               cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    watcher = subprocess.Popen([sys.executable, str(blocker), "tinyconv", "state", "watch", str(lease_run),
-                                str(state), "--pid", str(trainer.pid), "--interval", "0.2"],
-                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    uninterrupted = subprocess.Popen([sys.executable, str(blocker), "tinyconv", *train, "--out",
-                                      str(tmp_path / "whole" / "ci")], cwd=REPO, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    meta = lease_run / "backup" / "training_metadata.json"
-    seen = []
-
-    def in_epoch_two() -> bool:  # sleepy_cli pauses 2 s after each backup: kill once epoch 2 is training
-        if not seen and meta.exists():
-            seen.append(time.monotonic())
-        return bool(seen) and time.monotonic() - seen[0] > 2.5
-
-    kill_when(trainer, in_epoch_two, 240, "epoch 2 after epoch 1's backup")
-    assert json.loads(meta.read_text())["epoch"] == 1 and not (lease_run / "metrics.json").exists()
-    watch_out, _ = watcher.communicate(timeout=60)
-    assert watcher.returncode == 0, watch_out
-    manifest = json.loads((state / "manifest.json").read_text())
-    assert manifest["epoch"] == 1 and not manifest["complete"]
-
-    fresh = tmp_path / "fresh" / "ci"  # the next lease: nothing of the killed folder but the pieces
-    restore = subprocess.run([sys.executable, str(blocker), "tinyconv", "state", "restore", str(state), str(fresh)],
-                             cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
-    assert restore.returncode == 0, restore.stderr
-    resumed = subprocess.run([sys.executable, str(blocker), "tinyconv", *train, "--out", str(fresh)], cwd=REPO,
-                             env=env, capture_output=True, text=True, timeout=240)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resuming {fresh} from epoch 2 of 3" in resumed.stdout
-    whole_out, _ = uninterrupted.communicate(timeout=240)
-    assert uninterrupted.returncode == 0, whole_out[-3000:]
-
-    got, want = read_history(fresh / "history.csv"), read_history(tmp_path / "whole" / "ci" / "history.csv")
-    assert [row["epoch"] for row in got] == [row["epoch"] for row in want] == [0, 1, 2]
-    for row, expected in zip(got, want):
-        for key in ("loss", "top1", "top5", "val_loss", "val_top1", "val_top5", "lr"):
-            assert row[key] == pytest.approx(expected[key], rel=1e-6, abs=1e-7), (row["epoch"], key)
-    print("max relative difference:", max(abs(r[k] - e[k]) / max(abs(e[k]), 1e-12) for r, e in zip(got, want)
-                                           for k in ("loss", "top1", "top5", "val_loss", "val_top1", "val_top5")))
