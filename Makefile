@@ -28,10 +28,10 @@ run: setup
 	$(BIN)/tinyconv notebooks --profile $(PROFILE)
 
 test: setup chromium
-	$(BIN)/python -m pytest tests -n 2 --dist loadfile
+	$(BIN)/python -m pytest tests -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: setup
-	$(BIN)/python -m pytest tests -n 2 --dist loadfile -m "not (slow or realdata or jax or ray or kill or notebooks or browser)"
+	$(BIN)/python -m pytest tests -n 2 --dist loadfile --no-loadscope-reorder -m "not (slow or realdata or jax or ray or kill or notebooks or browser)"
 
 # The browser test (tests/test_browser.py) drives the system's Chromium. Installed here when missing and this is
 # root with apt-get (CI, a fresh Debian machine); elsewhere the test says how to install it.

@@ -53,19 +53,44 @@ def real_data_dir() -> Path:
 
 EXPENSIVE = ("realdata", "jax", "ray", "kill", "notebooks")  # the markers `make test-fast` leaves out
 
+# The files that take longest in `make test`, longest first: seconds on their worker, from a timeline of both workers
+# (2026-12-06, 2-core CPU; the real data's preparation counted where it ran). pytest-xdist's loadfile hands out whole
+# files in this order (`--no-loadscope-reorder`; by default it orders them by their number of tests), and the
+# longest-first order lets the two workers end together: on 2026-12-06 one idled 71 s while the other finished.
+# A stale list costs only that balance.
+LONGEST_FIRST = [
+    "test_notebook_series.py",  # 136 (the seven notebooks at ci, the real data's preparation)
+    "test_jax_backend.py",      # ~130 (JAX subprocesses)
+    "test_run_control.py",      # 124 (kills, SIGTERM, damaged checkpoints)
+    "test_sweep.py",            # 113 (two Ray clusters)
+    "test_train.py",            # 93
+    "test_gpu_scripts.py",      # 69 (two leases)
+    "test_export.py",           # 65
+    "test_notebooks.py",        # 41
+    "test_jax_parity.py",       # ~35
+    "test_pallas_depthwise.py",  # 35
+    "test_models.py",           # 31
+    "test_predict_inputs.py",   # 30
+    "test_dataset.py",          # 29
+    "test_browser.py",          # 25
+    "test_saved_models.py",     # 22
+    "test_locks.py",            # 20
+]
+
 
 def pytest_collection_modifyitems(config, items):
     """Mark every test that uses the real dataset `realdata` (`make test-fast` leaves those out).
 
-    Under pytest-xdist (`make test` runs `-n 2 --dist loadfile`: each file on one worker), the files that hold
-    expensive tests go first, so that the longest ones do not start last while the other worker idles; the
-    order within a file, and of the other files, stays."""
+    Under pytest-xdist (`make test` runs `-n 2 --dist loadfile`: each file on one worker), the files go longest
+    first (LONGEST_FIRST, then the other files that hold expensive tests, then the rest), so that a long file does
+    not start last while the other worker idles; the order within a file stays."""
     for item in items:
         if "real_data_dir" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.realdata)
     if hasattr(config, "workerinput"):  # a worker: each collects, and all sort alike
         heavy = {item.path for item in items if any(item.get_closest_marker(m) for m in EXPENSIVE)}
-        items.sort(key=lambda item: item.path not in heavy)
+        rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+        items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), item.path not in heavy))
 
 
 def pytest_configure(config):
