@@ -20,6 +20,8 @@ rm -rf "$out" && mkdir -p "$out"
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 -d "$out" \
     "keras==$keras_version" "namex==$namex_version" "optree==$optree_version"
-"$python" -m pip wheel --quiet --no-deps --no-build-isolation -w "$out" .
+# built in pip's isolated build environment, with the setuptools pyproject.toml asks for (>= 77 reads its SPDX
+# license; a venv's own setuptools may be older: with --no-build-isolation this step failed)
+"$python" -m pip wheel --quiet --no-deps -w "$out" .
 ls -l "$out"
 du -sh "$out"

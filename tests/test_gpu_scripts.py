@@ -38,6 +38,33 @@ def test_pieces_travel_and_join_back_to_the_same_zip(tmp_path):
     assert "cat \"$stage\"/zip.*" in (ROOT / "scripts/gpu_train.sh").read_text()  # the join the test repeats
 
 
+def test_the_offline_bundle_holds_the_wheels_the_gpu_machine_lacks_and_they_install_for_its_python(tmp_path):
+    """scripts/offline_bundle.sh, the first step of a lease's preparation (docs/gpu.md): keras as pyproject.toml pins
+    it, namex, optree for CPython 3.12 on x86_64, and tinyconv's own wheel with its package data; all four install
+    with gpu_receive.sh's pip flags for the GPU machine's Python. (It once failed at tinyconv's wheel: the venv's
+    old setuptools could not read pyproject.toml's SPDX license under --no-build-isolation.)"""
+    import keras
+
+    out = tmp_path / "whl"
+    done = subprocess.run(["bash", str(ROOT / "scripts/offline_bundle.sh"), str(out)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHON": sys.executable})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    names = sorted(path.name for path in out.iterdir())
+    assert [name.split("-")[0] for name in names] == ["keras", "namex", "optree", "tinyconv"], names
+    assert names[0] == f"keras-{keras.__version__}-py3-none-any.whl"
+    assert "-cp312-cp312-manylinux" in names[2] and names[2].endswith("x86_64.whl"), names[2]
+    assert sum(path.stat().st_size for path in out.iterdir()) < 8 * 2**20  # it travels with call 1 (64 MiB)
+
+    site = tmp_path / "site"  # gpu_receive.sh's install, for Python 3.12 on x86_64 as the GPU machine runs it
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                    "--target", str(site), "--python-version", "3.12", "--implementation", "cp", "--only-binary=:all:",
+                    "--platform", "manylinux_2_28_x86_64", *map(str, sorted(out.iterdir()))], check=True,
+                   capture_output=True, text=True, timeout=300)
+    assert (site / "keras" / "__init__.py").is_file() and (site / "optree").is_dir()
+    assert (site / "tinyconv" / "training" / "reference_curve.csv").is_file()
+    assert len(list((site / "tinyconv" / "deploy" / "check_images").glob("*.png"))) == 12
+
+
 _NO_TENSORFLOW = """
 import sys
 
