@@ -36,6 +36,11 @@ def test_pieces_travel_and_join_back_to_the_same_zip(tmp_path):
     joined = subprocess.run(f'cat "{stage}"/zip.*', shell=True, capture_output=True, check=True).stdout
     assert joined == data
     assert "cat \"$stage\"/zip.*" in (ROOT / "scripts/gpu_train.sh").read_text()  # the join the test repeats
+    # here the pieces and wheels live in ignored folders: a device call carries only those its `carry` names
+    # (six pieces at once would be 230 MB of a call's 64 MiB)
+    ignored = subprocess.run(["git", "check-ignore", "pieces/zip.00", ".whl/keras.whl"], cwd=ROOT,
+                             capture_output=True, text=True)
+    assert ignored.stdout.split() == ["pieces/zip.00", ".whl/keras.whl"], ignored
 
 
 def test_the_offline_bundle_holds_the_wheels_the_gpu_machine_lacks_and_they_install_for_its_python(tmp_path):
