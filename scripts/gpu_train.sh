@@ -92,6 +92,10 @@ if [ "$minutes" = auto ]; then
     left=$(( call_s - ($(date +%s) - started) - margin_s ))
     minutes=$("$py" -c "import sys; print(max(0.1, int(sys.argv[1]) / 60))" "$left")
 fi
+# the device and software of this lease, in its log before training (a call killed at its limit keeps them too):
+# `tinyconv state keep` files the log in results/NAME/leases/
+"$py" -c "import jax, jaxlib, keras, numpy, sys; print('versions: python', sys.version.split()[0], 'jax', jax.__version__, 'jaxlib', jaxlib.__version__, 'keras', keras.__version__, 'numpy', numpy.__version__, 'devices', jax.devices())"
+(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no nvidia-smi")
 phase "train ($minutes min)"
 "$py" -m tinyconv train --out "$runs/$name" --time-limit "$minutes" "$@" &
 train_pid=$!
@@ -101,6 +105,4 @@ status=0
 wait "$train_pid" || status=$?
 wait "$watch_pid" || true
 phase "done (train exit $status)"
-"$py" -c "import jax, jaxlib, keras, numpy, sys; print('versions: python', sys.version.split()[0], 'jax', jax.__version__, 'jaxlib', jaxlib.__version__, 'keras', keras.__version__, 'numpy', numpy.__version__, 'devices', jax.devices())"
-(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no nvidia-smi")
 exit "$status"

@@ -218,3 +218,8 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
                     str(kept), "--run", str(tmp_path / "here" / "ci-lease")], check=True, capture_output=True)
     assert not kept.exists() and (kept.parent / "metrics.json").is_file()
     assert [row["epoch"] for row in read_history(kept.parent / "history.csv")] == [0, 1, 2]
+    # a log per lease, the killed one's too, each naming the software it ran
+    logs = sorted((kept.parent / "leases").iterdir())
+    assert [path.name for path in logs] == ["lease-01.log", "lease-02.log"]
+    assert all("versions: python" in path.read_text() for path in logs)
+    assert "phase forms" in logs[0].read_text() and "phase restore" in logs[1].read_text()

@@ -218,10 +218,19 @@ def test_keep_makes_the_returned_state_the_kept_one_and_removes_it_once_complete
 
     returned, kept, run = tmp_path / "OUT" / "state", tmp_path / "results" / "ci" / "state", tmp_path / "here" / "ci"
     pack_state(run_copy, returned, piece_bytes=PIECE)
+    (tmp_path / "OUT" / "lease.log").write_text("versions: python 3.12\nlease one\n")  # as gpu_train.sh's $OUT
     assert main(["state", "keep", str(returned), str(kept), "--run", str(run)]) == 0
-    assert f"kept in {kept}" in capsys.readouterr().out
+    assert f"kept in {kept} (config and history beside it)" in capsys.readouterr().out
     assert _tree(kept) == _tree(returned)  # the pieces and the manifest, as returned
     assert json.loads((run / "backup/training_metadata.json").read_text())["epoch"] == 2
+    # the curve so far and the config, readable without a restore, and the lease's log, filed once
+    assert (kept.parent / "history.csv").read_bytes() == (run_copy / "history.csv").read_bytes()
+    assert (kept.parent / "config.json").read_bytes() == (run_copy / "config.json").read_bytes()
+    assert not (kept.parent / "metrics.json").exists()
+    assert main(["state", "keep", str(returned), str(kept), "--run", str(run)]) == 0  # the same lease kept twice
+    assert [p.name for p in (kept.parent / "leases").iterdir()] == ["lease-01.log"]
+    assert (kept.parent / "leases" / "lease-01.log").read_text() == "versions: python 3.12\nlease one\n"
+    capsys.readouterr()
 
     # an older lease's state must not replace it; a damaged piece and a different run are refused, nothing changed
     older = tmp_path / "older-out"
@@ -253,9 +262,11 @@ def test_keep_makes_the_returned_state_the_kept_one_and_removes_it_once_complete
     shutil.copy(run_copy / "best.keras", run_copy / "model.keras")
     (run_copy / "metrics.json").write_text('{"epochs": 2}')
     pack_state(run_copy, returned, piece_bytes=PIECE)
+    (tmp_path / "OUT" / "lease.log").write_text("versions: python 3.12\nlease two\n")
     assert main(["state", "keep", str(returned), str(kept), "--run", str(run)]) == 0
     assert not kept.exists() and "removed" in capsys.readouterr().out
-    assert sorted(p.name for p in kept.parent.iterdir()) == ["config.json", "history.csv", "metrics.json"]
+    assert sorted(p.name for p in kept.parent.iterdir()) == ["config.json", "history.csv", "leases", "metrics.json"]
+    assert sorted(p.name for p in (kept.parent / "leases").iterdir()) == ["lease-01.log", "lease-02.log"]
     assert (kept.parent / "metrics.json").read_text() == '{"epochs": 2}'
     assert (run / "model.keras").is_file() and (run / "metrics.json").is_file()
 

@@ -303,7 +303,7 @@ def cmd_state(args) -> int:
     elif args.action == "keep":
         manifest = run_state.keep_state(args.state, args.kept, args.run)
         where = (f"{args.kept} removed (the run is complete; config, history and metrics beside it)"
-                 if manifest["complete"] else f"kept in {args.kept}")
+                 if manifest["complete"] else f"kept in {args.kept} (config and history beside it)")
         print(f"restored {args.run} at epoch {manifest['epoch']}; the state is {where}")
         return 0
     else:
@@ -521,8 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
     q = actions.add_parser("keep", help="a lease's returned STATE becomes the state KEPT in the repository",
                            description="check a lease's returned STATE, restore it into RUN, and make it the run's "
                            "state at KEPT (e.g. results/seed-reference/state), replacing an older one of the same "
-                           "run; a complete run's KEPT is removed and its config.json, history.csv and metrics.json "
-                           "written beside it (docs/gpu.md)")
+                           "run, with the run's config.json and history.csv beside it and the lease.log found beside "
+                           "STATE in leases/lease-NN.log; a complete run's KEPT is removed, its metrics.json added "
+                           "(docs/gpu.md)")
     q.add_argument("state", metavar="STATE", help="the returned folder with manifest.json and its pieces")
     q.add_argument("kept", metavar="KEPT", help="the run's state folder in the repository")
     q.add_argument("--run", required=True, help="the run folder to restore into (as `state restore`)")

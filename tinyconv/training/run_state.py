@@ -334,8 +334,13 @@ def _check_target(run_dir: Path, files: dict[str, bytes], manifest: dict) -> Non
                             f"further than the state's epoch {manifest['epoch']}; nothing restored")
 
 
-# The small files of a finished run that stay in the repository once its state is removed (results/NAME/).
-_KEPT_WHEN_COMPLETE = ("config.json", "history.csv", "metrics.json")
+# The small files of a run written beside its kept state after every lease, readable without restoring it (the
+# curve so far for notebook 04 and docs/results.md), and what stays in the repository once the state is removed
+# (results/NAME/; metrics.json only once the run is complete).
+_KEPT_BESIDE = ("config.json", "history.csv", "metrics.json")
+# The log a lease's call writes beside its returned state ($OUT/lease.log, scripts/gpu_train.sh): its phases, the
+# chosen form, the device and the software versions; each lease's is kept in results/NAME/leases/ as lease-NN.log.
+LEASE_LOG = "lease.log"
 
 
 def keep_state(returned_dir, kept_dir, run_dir) -> dict:
@@ -345,9 +350,11 @@ def keep_state(returned_dir, kept_dir, run_dir) -> dict:
     next lease restores it and continues. Everything is checked first: the returned pieces (as `read_state`), that
     they hold the same run as the state kept there, and no earlier epoch than it. Then the returned state is restored
     into `run_dir` (the model and curves for this machine; as `restore_state`), and `kept_dir` is replaced by a copy of
-    the returned pieces, whole or not at all. A complete run needs its state no more: `kept_dir` is removed and the
-    run's config.json, history.csv and metrics.json are written beside it (the models stay in `run_dir`; the
-    repository's history grows by the state's size with each lease, so it goes as soon as it is not needed).
+    the returned pieces, whole or not at all. Beside it go the run's config.json and history.csv (and metrics.json
+    once complete), and the lease's log when one lies beside the returned state (`lease.log`, as in the call's $OUT):
+    into leases/lease-NN.log, numbered in order, the same log never twice. A complete run needs its state no more:
+    `kept_dir` is removed (the models stay in `run_dir`; the repository's history grows by the state's size with
+    each lease, so it goes as soon as it is not needed).
 
     Raises:
         TinyconvError (one line naming the file): a damaged returned state, a kept state of another run or further
@@ -369,11 +376,12 @@ def keep_state(returned_dir, kept_dir, run_dir) -> dict:
         raise TinyconvError(f"{kept_dir} exists and holds no manifest.json: not a run state; nothing changed")
     restore_state(returned_dir, run_dir)
     try:
+        kept_dir.parent.mkdir(parents=True, exist_ok=True)
+        for name in _KEPT_BESIDE:
+            if name in files:
+                write_bytes(kept_dir.parent / name, files[name])
+        _keep_lease_log(returned_dir.parent / LEASE_LOG, kept_dir.parent / "leases")
         if manifest["complete"]:
-            kept_dir.parent.mkdir(parents=True, exist_ok=True)
-            for name in _KEPT_WHEN_COMPLETE:
-                if name in files:
-                    write_bytes(kept_dir.parent / name, files[name])
             remove_path(kept_dir)
             return manifest
         tmp = temporary_path(kept_dir, ".keep")
@@ -387,3 +395,16 @@ def keep_state(returned_dir, kept_dir, run_dir) -> dict:
         remove_path(temporary_path(kept_dir, ".keep"))
         raise TinyconvError(f"keeping the state in {kept_dir} failed: {exc.strerror or exc}; {run_dir} holds it") from None
     return manifest
+
+
+def _keep_lease_log(log: Path, folder: Path) -> None:
+    """Copy a lease's log into `folder` as the next lease-NN.log, unless the same log is there already (keep run
+    twice on one returned folder)."""
+    if not log.is_file():
+        return
+    data = log.read_bytes()
+    logs = sorted(folder.glob("lease-*.log")) if folder.is_dir() else []
+    if any(path.read_bytes() == data for path in logs):
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    write_bytes(folder / f"lease-{len(logs) + 1:02d}.log", data)
