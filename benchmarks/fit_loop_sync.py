@@ -22,6 +22,7 @@ from pathlib import Path
 
 import keras
 
+from tinyconv.runtime import describe_device
 from tinyconv.training.callbacks import read_history
 from tinyconv.training.overrides import parse_overrides
 from tinyconv.training.train import train
@@ -59,6 +60,7 @@ def main() -> int:
                 figures[name].append(images_per_s(run_dir))
                 print(f"round {round_ + 1} {name}: {figures[name][-1]:,.0f} train images/s", flush=True)
     result = {
+        "device": describe_device(),
         "backend": keras.config.backend(),
         "profile": args.profile,
         "async_images_per_s": statistics.median(figures["async"]),

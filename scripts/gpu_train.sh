@@ -12,7 +12,10 @@
 #  3. forms    at most $FORMS_S seconds (default 120; 0 skips) timing the depthwise conv's forms in the whole train
 #              step (benchmarks/gpu_profile.py --choose); the fastest whose numbers agree is used (TINYCONV_DEPTHWISE;
 #              set it to skip the measurement and use a form an earlier lease on the same kind of GPU chose)
-#  4. train    `tinyconv train --time-limit`, with `tinyconv state watch` beside it packing the run's complete
+#  4. sync     with $SYNC_S > 0 (default 0: skipped), at most that many seconds of benchmarks/fit_loop_sync.py on the
+#              real data and the run's recipe: the fit loop's train images/s with and without a host round trip per
+#              step ($SYNC_ROUNDS rounds, default 2), once per kind of GPU
+#  5. train    `tinyconv train --time-limit`, with `tinyconv state watch` beside it packing the run's complete
 #              resumable state into $OUT/state after every epoch (pieces <= 16 MiB + manifest.json, written last), so a
 #              call killed at its limit still returns the newest epoch
 #
@@ -33,6 +36,7 @@ runs=${RUNS:-/tmp/tinyconv-runs}
 py=${PYTHON:-python3}
 state_in=${STATE_IN:-$repo/results/$name/state}
 forms_s=${FORMS_S:-120}
+sync_s=${SYNC_S:-0}
 call_s=${CALL_S:-570}
 margin_s=${MARGIN_S:-60}
 # tinyconv from this checkout (the committed code the lease was prepared with), keras and its two small
@@ -65,6 +69,15 @@ if [ -f "$state_in/manifest.json" ]; then
     "$py" -m tinyconv state restore "$state_in" "$runs/$name"
 fi
 
+# what is measured is the run's own step: its recipe's (the train flags' --profile, else the reference's) and preset
+profile=()
+preset=()
+for ((i = 1; i < $#; i++)); do
+    j=$((i + 1))
+    if [ "${!i}" = --profile ]; then profile=(--profile "${!j}"); fi
+    if [ "${!i}" = --preset ]; then preset=(--preset "${!j}"); fi
+done
+
 if [ -n "${TINYCONV_DEPTHWISE:-}" ]; then
     # a form chosen by an earlier lease on the same kind of GPU (its lease.log): the two minutes go to training
     echo "depthwise form given: $TINYCONV_DEPTHWISE"
@@ -73,10 +86,6 @@ elif [ "$forms_s" != 0 ]; then
     forms_json=$runs/$name.forms.json
     mkdir -p "$runs"  # a first lease has restored nothing there yet
     # the fastest agreeing form of the 9x9 depthwise conv; on failure training keeps the default form (cuDNN)
-    profile=()  # the step measured is the run's: its recipe's (the train flags' --profile, else the reference's)
-    for ((i = 1; i < $#; i++)); do
-        if [ "${!i}" = --profile ]; then j=$((i + 1)); profile=(--profile "${!j}"); fi
-    done
     if "$py" "$repo/benchmarks/gpu_profile.py" --choose --budget-s "$forms_s" --json "$forms_json" "${profile[@]}" \
             ${FORMS_FLAGS:-}; then
         TINYCONV_DEPTHWISE=$("$py" -c "import json, sys; print(json.load(open(sys.argv[1]))['chosen'])" "$forms_json")
@@ -86,6 +95,15 @@ elif [ "$forms_s" != 0 ]; then
     else
         echo "forms: the measurement failed; training with the default form"
     fi
+fi
+
+if [ "$sync_s" != 0 ]; then
+    # the fit loop's train images/s with and without a host round trip per step, on the real data and the run's
+    # recipe (2 epochs of 50 images a class: the second epoch's steps are timed), within $SYNC_S seconds
+    phase sync
+    timeout "$sync_s" "$py" "$repo/benchmarks/fit_loop_sync.py" --data-dir "$data" "${profile[@]}" "${preset[@]}" \
+        --epochs 2 --rounds "${SYNC_ROUNDS:-2}" --set max_train_per_class=50 ${SYNC_FLAGS:-} \
+        || echo "sync: stopped (its $SYNC_S s budget, or a failure); training goes on"
 fi
 
 if [ "$minutes" = auto ]; then

@@ -152,7 +152,8 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
 
     # lease 1: the forms, then training with the chosen one until the call is killed in epoch 2
     hung = tmp_path / "hung"
-    first = machine_env(1, PYTHON=str(sleepy), FORMS_S="120", SLEEPY_HANG_EPOCH="2", SLEEPY_HANG_FILE=str(hung))
+    first = machine_env(1, PYTHON=str(sleepy), FORMS_S="120", SYNC_S="240", SYNC_ROUNDS="1", SLEEPY_HANG_EPOCH="2",
+                        SLEEPY_HANG_FILE=str(hung))
     receive(first)
     with open(tmp_path / "call1.out", "w") as shown:  # a file, not a pipe: a full pipe would stall the script's tee
         call = subprocess.Popen(["bash", str(ROOT / "scripts/gpu_train.sh"), "ci-lease", "auto", *train_flags],
@@ -167,7 +168,13 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
     assert hung.read_text() == "epoch 2, step 2\n" and json.loads(meta.read_text())["epoch"] == 1
     log, _ = returned(first)
     assert "phase forms" in log and "phase restore" not in log and "phase done" not in log
+    assert "versions: python" in log  # the device and software, before training: a killed call has them too
     form = _chosen_form(log)
+    # the fit loop with and without a host round trip per step, with the chosen form, before training
+    assert log.index("chosen depthwise form") < log.index("phase sync") < log.index("phase train")
+    sync = json.loads(next(line for line in log.splitlines() if line.startswith('{"device"')))
+    assert sync["backend"] == "jax" and sync["profile"] == "ci" and sync["device"].startswith("CPU")
+    assert sync["async_images_per_s"] > 0 and sync["sync_images_per_s"] > 0 and sync["async_over_sync"] > 0
     # the forms: each measured in the run's own train step (the ci recipe's model, float32 on a CPU), checked
     # against keras, the fastest that agrees chosen and used for training
     choice = json.loads((tmp_path / "machine1" / "runs" / "ci-lease.forms.json").read_text())
@@ -200,6 +207,7 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
     assert done.returncode == 0, log[-3000:]
     assert log in done.stdout  # the call's output shows the log
     assert "phase restore" in log and "from epoch 2 of 3" in log and "phase forms" not in log
+    assert "phase sync" not in log  # off unless asked for
     assert f"depthwise form given: {form}" in log
     manifest = json.loads((tmp_path / "machine2" / "OUT" / "state" / "manifest.json").read_text())
     assert manifest["epoch"] == 3 and manifest["complete"]
