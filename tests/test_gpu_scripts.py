@@ -70,6 +70,64 @@ def test_the_offline_bundle_holds_the_wheels_the_gpu_machine_lacks_and_they_inst
     assert len(list((site / "tinyconv" / "deploy" / "check_images").glob("*.png"))) == 12
 
 
+def test_lease_prepare_readies_a_lease_and_refuses_a_call_over_the_limit_before_any_device_time(synthetic_data_dir,
+                                                                                                    tmp_path):
+    """scripts/lease_prepare.sh on a copy of this checkout: wheels, pieces, the kept state moved aside, every call's
+    load counted as the device tool counts it (tracked and untracked-unignored files, plus its carry), and the calls
+    printed in order with the zip's sha256; a call over the limit is one line each and exit 1."""
+    import shutil
+
+    from synthetic import zip_dataset
+
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT, repo, ignore=shutil.ignore_patterns(".git", ".venv", "data", "runs", "build", ".whl", "pieces",
+                                                               "*.egg-info", "__pycache__", ".pytest_cache"))
+    subprocess.run("git init -q && git add -A", shell=True, cwd=repo, check=True)
+    state = repo / "results" / "ci-lease" / "state"  # a run's kept state, as `tinyconv state keep` leaves it
+    state.mkdir(parents=True)
+    (state / "manifest.json").write_text('{"epoch": 3}')
+    (state / "state-e0003-abcd.part00").write_bytes(b"\0" * 300_000)
+    archive = zip_dataset(synthetic_data_dir / "tiny-imagenet-200", tmp_path / "tiny-imagenet-200.zip")
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    env = {**os.environ, "PYTHON": sys.executable, "ZIP": str(archive), "PIECE_BYTES": "200000",
+           "ASIDE": str(tmp_path / "aside"), "TRAIN_FLAGS": "--profile ci"}
+
+    done = subprocess.run(["bash", "scripts/lease_prepare.sh", "ci-lease"], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    pieces = sorted(path.name for path in (repo / "pieces").glob("zip.*"))
+    assert len(pieces) >= 2 and (repo / "pieces" / ".sha256").read_text().strip() == sha
+    assert len(list((repo / ".whl").glob("*.whl"))) == 4
+    assert not state.exists() and (tmp_path / "aside" / "manifest.json").is_file()  # moved aside, epoch named
+    assert f"moved results/ci-lease/state (epoch 3) to {tmp_path / 'aside'}" in done.stdout
+    shortest = min(pieces, key=lambda name: (repo / "pieces" / name).stat().st_size)
+    lines = done.stdout.splitlines()
+    calls = [line for line in lines if line.strip().startswith("call ")]
+    assert len(calls) == len(pieces) + 1
+    assert calls[0].split("carry ", 1)[1] == f'[".whl", "pieces/{shortest}"]'  # the wheels ride with the short piece
+    assert f"mv {tmp_path / 'aside'} results/ci-lease/state" in lines[lines.index(calls[-1]) - 1]
+    assert calls[-1].endswith("carry none")
+    assert f"SHA256={sha} scripts/gpu_train.sh ci-lease auto --profile ci" in done.stdout
+    assert "state keep <files_at>/state results/ci-lease/state --run runs/ci-lease" in done.stdout
+
+    # the same again: the pieces of that zip are kept; with a smaller limit every call is refused, one line each,
+    # before anything is moved (the state stays where it is); and a state set aside earlier is never overwritten
+    (tmp_path / "aside").rename(state)
+    over = subprocess.run(["bash", "scripts/lease_prepare.sh", "ci-lease"], cwd=repo, env={**env, "LIMIT_BYTES": "100000"},
+                          capture_output=True, text=True, timeout=300)
+    assert over.returncode == 1 and f"pieces/ already holds the pieces of {sha}" in over.stdout
+    refused = over.stderr.strip().splitlines()
+    assert len(refused) == len(pieces) + 1 and all(line.startswith("lease_prepare: a call would carry ") for line in refused)
+    assert "4. state" not in over.stdout and (state / "manifest.json").is_file()
+    (tmp_path / "aside").mkdir()
+    kept = subprocess.run(["bash", "scripts/lease_prepare.sh", "ci-lease"], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert kept.returncode == 1 and kept.stderr.strip() == (
+        f"lease_prepare: {tmp_path / 'aside'} exists (an earlier lease's state set aside?): move it back or away "
+        "first; nothing moved")
+    assert (state / "manifest.json").is_file()
+
+
 _NO_TENSORFLOW = """
 import sys
 
