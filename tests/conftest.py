@@ -61,10 +61,10 @@ EXPENSIVE = ("realdata", "jax", "ray", "kill", "notebooks")  # the markers `make
 LONGEST_FIRST = [
     "test_notebook_series.py",  # 136 (the seven notebooks at ci, the real data's preparation)
     "test_jax_backend.py",      # ~130 (JAX subprocesses)
+    "test_gpu_scripts.py",      # ~125 (two leases with the forms and sync phases; the lease preparation three times)
     "test_run_control.py",      # 124 (kills, SIGTERM, damaged checkpoints)
     "test_sweep.py",            # 113 (two Ray clusters)
     "test_train.py",            # 93
-    "test_gpu_scripts.py",      # 69 (two leases)
     "test_export.py",           # 65
     "test_notebooks.py",        # 41
     "test_jax_parity.py",       # ~35
