@@ -2,7 +2,7 @@
 #   make run   download the dataset when missing, then run the numbered notebooks headless (profile auto)
 #   make test       the whole test suite (unit, real data, JAX, Ray, kill-and-resume, the notebook series run once
 #                   with papermill at the ci profile); in CI too (.ci/run)
-#   make test-fast  the cheap part for iterating (under two minutes): leaves out the tests marked slow, realdata,
+#   make test-fast  the cheap part for iterating (under three minutes): leaves out the tests marked slow, realdata,
 #                   jax, ray, kill, notebooks and browser (pyproject.toml [tool.pytest.ini_options] markers)
 PYTHON ?= python3
 VENV   ?= .venv
