@@ -4,7 +4,8 @@
 #   scripts/lease_prepare.sh [NAME]          # NAME: the run, default seed-reference
 #   ZIP=path/to/tiny-imagenet-200.zip scripts/lease_prepare.sh   # default: the path ../shared/data/assemble prints
 #
-#  1. wheels   keras, namex, optree and tinyconv into .whl/ (scripts/offline_bundle.sh)
+#  1. wheels   keras, namex, optree and tinyconv into .whl/ (scripts/offline_bundle.sh); kept when built from
+#              the same pyproject.toml and tinyconv files
 #  2. pieces   the zip cut into pieces/zip.NN (scripts/split_file.sh); kept when pieces/ already holds that zip's
 #  3. budget   every call's load, counted as the device tool counts it (the tracked files, the untracked files git
 #               does not ignore, and what its carry names), against $LIMIT_BYTES (64 MiB): exit 1 with one line per
@@ -25,9 +26,16 @@ aside=${ASIDE:-/tmp/$name-state-aside}
 zip=${ZIP:-$("$repo/../shared/data/assemble" | tail -1)}
 
 echo "1. wheels"
-log=$(mktemp)
-bash scripts/offline_bundle.sh .whl > "$log" 2>&1 || { cat "$log" >&2; rm -f "$log"; exit 1; }
-rm -f "$log"
+# built again only when what they are built from changed: pyproject.toml (the pins) and tinyconv's tracked files
+fingerprint=$(git ls-files -z pyproject.toml tinyconv | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+if [ -f .whl/.fingerprint ] && [ "$(cat .whl/.fingerprint)" = "$fingerprint" ]; then
+    echo ".whl/ already holds the wheels of this checkout"
+else
+    log=$(mktemp)
+    bash scripts/offline_bundle.sh .whl > "$log" 2>&1 || { cat "$log" >&2; rm -f "$log"; exit 1; }
+    rm -f "$log"
+    echo "$fingerprint" > .whl/.fingerprint
+fi
 ls .whl
 
 echo "2. pieces of $zip"

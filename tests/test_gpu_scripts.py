@@ -97,7 +97,7 @@ def test_lease_prepare_readies_a_lease_and_refuses_a_call_over_the_limit_before_
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     pieces = sorted(path.name for path in (repo / "pieces").glob("zip.*"))
     assert len(pieces) >= 2 and (repo / "pieces" / ".sha256").read_text().strip() == sha
-    assert len(list((repo / ".whl").glob("*.whl"))) == 4
+    assert len(list((repo / ".whl").glob("*.whl"))) == 4 and "already holds the wheels" not in done.stdout
     assert not state.exists() and (tmp_path / "aside" / "manifest.json").is_file()  # moved aside, epoch named
     assert f"moved results/ci-lease/state (epoch 3) to {tmp_path / 'aside'}" in done.stdout
     shortest = min(pieces, key=lambda name: (repo / "pieces" / name).stat().st_size)
@@ -116,16 +116,19 @@ def test_lease_prepare_readies_a_lease_and_refuses_a_call_over_the_limit_before_
     over = subprocess.run(["bash", "scripts/lease_prepare.sh", "ci-lease"], cwd=repo, env={**env, "LIMIT_BYTES": "100000"},
                           capture_output=True, text=True, timeout=300)
     assert over.returncode == 1 and f"pieces/ already holds the pieces of {sha}" in over.stdout
+    assert ".whl/ already holds the wheels of this checkout" in over.stdout
     refused = over.stderr.strip().splitlines()
     assert len(refused) == len(pieces) + 1 and all(line.startswith("lease_prepare: a call would carry ") for line in refused)
     assert "4. state" not in over.stdout and (state / "manifest.json").is_file()
     (tmp_path / "aside").mkdir()
+    with open(repo / "tinyconv" / "errors.py", "a") as changed:  # the code changed: its wheels are built again
+        changed.write("# changed\n")
     kept = subprocess.run(["bash", "scripts/lease_prepare.sh", "ci-lease"], cwd=repo, env=env, capture_output=True,
                           text=True, timeout=300)
     assert kept.returncode == 1 and kept.stderr.strip() == (
         f"lease_prepare: {tmp_path / 'aside'} exists (an earlier lease's state set aside?): move it back or away "
         "first; nothing moved")
-    assert (state / "manifest.json").is_file()
+    assert (state / "manifest.json").is_file() and "already holds the wheels" not in kept.stdout
 
 
 _NO_TENSORFLOW = """
