@@ -376,6 +376,16 @@ def keep_state(returned_dir, kept_dir, run_dir) -> dict:
         raise TinyconvError(f"{kept_dir} exists and holds no manifest.json: not a run state; nothing changed")
     restore_state(returned_dir, run_dir)
     try:
+        # the state first, then the files beside it, which describe it; a complete run's state goes only once they
+        # are written
+        if not manifest["complete"]:
+            tmp = temporary_path(kept_dir, ".keep")
+            remove_path(tmp)
+            tmp.mkdir(parents=True)
+            for piece in manifest["pieces"]:
+                shutil.copy2(returned_dir / piece["name"], tmp / piece["name"])
+            shutil.copy2(returned_dir / MANIFEST_NAME, tmp / MANIFEST_NAME)
+            replace_path(tmp, kept_dir)
         kept_dir.parent.mkdir(parents=True, exist_ok=True)
         for name in _KEPT_BESIDE:
             if name in files:
@@ -383,14 +393,6 @@ def keep_state(returned_dir, kept_dir, run_dir) -> dict:
         _keep_lease_log(returned_dir.parent / LEASE_LOG, kept_dir.parent / "leases")
         if manifest["complete"]:
             remove_path(kept_dir)
-            return manifest
-        tmp = temporary_path(kept_dir, ".keep")
-        remove_path(tmp)
-        tmp.mkdir(parents=True)
-        for piece in manifest["pieces"]:
-            shutil.copy2(returned_dir / piece["name"], tmp / piece["name"])
-        shutil.copy2(returned_dir / MANIFEST_NAME, tmp / MANIFEST_NAME)
-        replace_path(tmp, kept_dir)
     except OSError as exc:
         remove_path(temporary_path(kept_dir, ".keep"))
         raise TinyconvError(f"keeping the state in {kept_dir} failed: {exc.strerror or exc}; {run_dir} holds it") from None
