@@ -68,7 +68,6 @@ LONGEST_FIRST = [
     "test_export.py",           # 65
     "test_notebooks.py",        # 41
     "test_jax_parity.py",       # ~35
-    "test_pallas_depthwise.py",  # 35
     "test_models.py",           # 31
     "test_predict_inputs.py",   # 30
     "test_dataset.py",          # 29
@@ -76,6 +75,10 @@ LONGEST_FIRST = [
     "test_saved_models.py",     # 22
     "test_locks.py",            # 20
 ]
+# The files that start JAX in the worker's own process go after all others: JAX then warns at every os.fork() of that
+# process ("os.fork() is incompatible with multithreaded code"), and test_dataset.py, test_locks.py and test_cli.py
+# fork (prepare's decoding pool, on purpose: tinyconv/data/dataset.py). The other JAX tests run JAX in subprocesses.
+JAX_IN_PROCESS_LAST = {"test_pallas_depthwise.py"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -83,14 +86,16 @@ def pytest_collection_modifyitems(config, items):
 
     Under pytest-xdist (`make test` runs `-n 2 --dist loadfile`: each file on one worker), the files go longest
     first (LONGEST_FIRST, then the other files that hold expensive tests, then the rest), so that a long file does
-    not start last while the other worker idles; the order within a file stays."""
+    not start last while the other worker idles, except JAX_IN_PROCESS_LAST, which go last; the order within a file
+    stays. A worker runs the files in the order it is handed them, so no file of it forks after JAX started there."""
     for item in items:
         if "real_data_dir" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.realdata)
     if hasattr(config, "workerinput"):  # a worker: each collects, and all sort alike
         heavy = {item.path for item in items if any(item.get_closest_marker(m) for m in EXPENSIVE)}
         rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-        items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), item.path not in heavy))
+        items.sort(key=lambda item: (item.path.name in JAX_IN_PROCESS_LAST, rank.get(item.path.name, len(rank)),
+                                     item.path not in heavy))
 
 
 def pytest_configure(config):
