@@ -5,11 +5,14 @@
 The probe is an `async_safe` callback that notes the thread each batch-end hook runs in. Keras runs a fit's
 batch-end hooks in worker threads only when every callback allows it (CallbackList._configure_async_dispatch),
 so the probe sees worker threads only if none of the run's own callbacks makes each step wait for the host.
+It also notes when epoch 1 began and when its last step's results had reached Python (Keras turns a step's logs
+into floats before the hook: the step had run), for the history's train time to be compared with.
 """
 
 import json
 import sys
 import threading
+import time
 
 import keras
 import numpy as np
@@ -24,9 +27,20 @@ class ThreadProbe(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self.threads = []
+        self.epoch = None
+        self.epoch_begin = None  # perf_counter when epoch 1 began
+        self.last_step_ready = None  # perf_counter when epoch 1's last step's logs were here
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        if epoch == 0:
+            self.epoch_begin = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
         self.threads.append(threading.current_thread() is threading.main_thread())
+        if self.epoch == 0:
+            ready = time.perf_counter()
+            self.last_step_ready = max(ready, self.last_step_ready or ready)  # worker threads may finish in any order
 
 
 class PoisonWeights(keras.callbacks.Callback):
@@ -46,4 +60,5 @@ if __name__ == "__main__":
         error = None
     except TinyconvError as exc:
         error = str(exc)
-    print(json.dumps({"error": error, "hooks": len(probe.threads), "on_main_thread": sum(probe.threads)}))
+    print(json.dumps({"error": error, "hooks": len(probe.threads), "on_main_thread": sum(probe.threads),
+                      "epoch_1_last_step_ready_s": probe.last_step_ready - probe.epoch_begin}))
