@@ -20,9 +20,12 @@
 #              call killed at its limit still returns the newest epoch
 #
 # MINUTES bounds the training steps; `auto` takes what is left of the call: $CALL_S (default 570 s: the device tool's
-# 600 s a call less a margin) minus the time spent so far minus $MARGIN_S (default 60 s: the last epoch's validation
-# and pack). Everything the call prints goes to $OUT/lease.log, one file, so that $OUT holds at most 8 files even
-# while a new state replaces the old (lease.log, 2 x (manifest + 3 pieces) for the seed).
+# 600 s a call less a margin) minus the time spent so far minus $MARGIN_S (default 30 s: what the time limit does not
+# count, which is the start before epoch 1 and the exit and last pack after the stop; on the H100 lease of 2026-11-26
+# they took 35 s together: 421 s of train phase, 386 s of epochs. So a call ends ~575 s in, and the call's 30 s
+# above is what is left for an epoch that runs long; if the kill comes first, the epoch before it was returned).
+# Everything the call prints goes to $OUT/lease.log, one file, so that $OUT holds at most 8 files even while a new
+# state replaces the old (lease.log, 2 x (manifest + 3 pieces) for the seed).
 set -euo pipefail
 name=$1
 minutes=$2
@@ -38,7 +41,7 @@ state_in=${STATE_IN:-$repo/results/$name/state}
 forms_s=${FORMS_S:-120}
 sync_s=${SYNC_S:-0}
 call_s=${CALL_S:-570}
-margin_s=${MARGIN_S:-60}
+margin_s=${MARGIN_S:-30}
 # tinyconv from this checkout (the committed code the lease was prepared with), keras and its two small
 # dependencies from the wheels gpu_receive.sh installed into $SITE
 export PYTHONPATH=$repo:$site KERAS_BACKEND=jax TINYCONV_DATA_DIR=$data PYTHONUNBUFFERED=1
