@@ -147,11 +147,9 @@ def wait_for_steps(model) -> None:
     The step counter is an output of the last step's compiled computation, whose outputs are ready when all of it
     has run, and a device runs the steps in order (each takes the state the one before it left). Keras has given
     the model its variables back (the JAX trainer's state sync) by the time a fit starts the epoch's validation.
-    Reading one integer is the whole cost.
+    Reading one integer is the whole cost. Called in a fit, so the model has its optimizer.
     """
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is not None and getattr(optimizer, "iterations", None) is not None:
-        keras.ops.convert_to_numpy(optimizer.iterations)
+    keras.ops.convert_to_numpy(model.optimizer.iterations)
 
 
 class HistoryWriter(keras.callbacks.Callback):
