@@ -4,7 +4,7 @@
     KERAS_BACKEND=jax python benchmarks/gpu_profile.py --choose --budget-s 120 --json FILE [--batch-size 128]
 
 --choose (what the GPU lease script runs before training; docs/gpu.md): for each form of FFTGradDepthwiseConv2D
-that TINYCONV_DEPTHWISE names (keras, shifted, pallas: tinyconv.model.fast_path), the train step exactly as
+that TINYCONV_DEPTHWISE names (keras, dense, pallas, shifted: tinyconv.model.fast_path), the train step exactly as
 `tinyconv train` builds it (tinyconv.training.train.compiled_model: the recipe's optimizer and loss, its dtype
 policy, mixed_bfloat16 on a GPU; the `reference` profile's recipe by default, --profile), on one random batch:
 one step from the same initial weights as the keras form, compared with it (`step_differences`: the loss, the
@@ -121,6 +121,14 @@ def _sg_bwd(res, g):
 dw_grouped_shiftgrad.defvjp(_sg_fwd, _sg_bwd)
 
 
+def dw_dense(x, w):
+    """One ordinary conv with the taps on a block-diagonal [kh, kw, C, C] kernel: C times the multiply-adds, on the
+    matrix units (tinyconv.model.kernels.depthwise_conv_dense)."""
+    from tinyconv.model.kernels import depthwise_conv_dense
+
+    return depthwise_conv_dense(x, w)
+
+
 def dw_pallas(x, w):
     """tinyconv.model.pallas_depthwise: the Pallas stencil with its own two gradients (Triton; interpreted off a GPU)."""
     from tinyconv.model import fast_path, pallas_depthwise
@@ -134,6 +142,7 @@ FORMS = {
     "shift": dw_shift,
     "shift_barrier": dw_shift_barrier,
     "grouped_shiftgrad": dw_grouped_shiftgrad,
+    "dense": dw_dense,
     "pallas": dw_pallas,
 }
 
@@ -299,7 +308,11 @@ def patched_depthwise(form, min_taps: int = 1):
 
 # ------------------------------------------------------------------ --choose: the depthwise form to train with
 
-CHOICE_FORMS = ("keras", "shifted", "pallas")  # TINYCONV_DEPTHWISE values; keras first: the others are checked against it
+# TINYCONV_DEPTHWISE values, in the order they are measured: keras first (the others are checked against it), then by
+# what they promise, so that a budget too short for all leaves out the least likely: dense (cuDNN's dense kernels,
+# which the down convs already gained from), pallas (never run on a GPU), shifted (slower than keras in the whole step
+# on an H100: 39.5 against 36.0 ms; docs/performance.md).
+CHOICE_FORMS = ("keras", "dense", "pallas", "shifted")
 # A form agrees with keras when, after one step from the same weights and batch, every difference of `step_differences`
 # is at most this, by dtype policy. float32: rounding only (correct forms measured <= 1e-4 on a CPU). bf16: each form
 # rounds its bf16 outputs at other places. On a CPU (ci profile, batch 8, mixed_bfloat16) the correct forms (shifted,

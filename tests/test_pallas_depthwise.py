@@ -6,8 +6,9 @@ TINYCONV_DEPTHWISE asks for (tinyconv.model.fast_path):
 - exported for CUDA on this CPU machine, the seed's depthwise convs lower to Triton kernels, forward and gradients,
   even where Pallas would otherwise take Mosaic GPU (which refuses this kernel);
 - the tiles fit the shapes, or the shape is refused in one line;
-- a small model on JAX with the shifted and pallas forms gives the default form's outputs and gradients, and saves
-  the same .keras file; a bad TINYCONV_DEPTHWISE is one line;
+- a small model on JAX with the dense, shifted and pallas forms gives the default form's outputs and gradients, and
+  saves the same .keras file; a bad TINYCONV_DEPTHWISE is one line; the dense form, exported for CUDA, is ordinary
+  convolutions only (forward and both gradients), where Keras' form is grouped ones;
 - `benchmarks/gpu_profile.py --choose`, the lease script's call, is rehearsed with the script itself
   (tests/test_gpu_scripts.py).
 
@@ -185,11 +186,11 @@ def test_bad_depthwise_setting_is_one_line_and_tensorflow_keeps_its_forms(monkey
         return layer._path
 
     assert keras.config.backend() == "tensorflow"
-    assert [form(s) for s in ("auto", "", "shifted", "pallas", "keras")] == ["fft", "fft", "fft", "fft", "keras"]
+    assert [form(s) for s in ("auto", "", "dense", "shifted", "pallas", "keras")] == ["fft"] * 5 + ["keras"]
     monkeypatch.setenv("TINYCONV_DEPTHWISE", "cudnn")
     with pytest.raises(TinyconvError) as caught:
         FFTGradDepthwiseConv2D(9, padding="same").build((None, 16, 16, 8))
-    assert str(caught.value) == "TINYCONV_DEPTHWISE must be one of auto, keras, shifted, pallas, got 'cudnn'"
+    assert str(caught.value) == "TINYCONV_DEPTHWISE must be one of auto, keras, dense, shifted, pallas, got 'cudnn'"
 
 
 _JAX_FORMS = r'''
@@ -245,9 +246,10 @@ reference.save(folder / "keras.keras")
 report = {}
 want = outputs(reference)
 want_grads = gradients(reference, x)
-for form in ("shifted", "pallas"):
+FORMS = {"dense": ["dense", "keras"], "shifted": ["shifted", "shifted"], "pallas": ["pallas", "pallas"]}
+for form, expected_paths in FORMS.items():  # dense takes the 5x5 (25 taps), not the 3x3 (fast_path.DENSE_MIN_TAPS)
     model, paths = build(form)
-    assert paths == [form, form], (form, paths)
+    assert paths == expected_paths, (form, paths)
     model.set_weights(weights)
     got = outputs(model)
     grads = gradients(model, x)
@@ -277,25 +279,50 @@ plain = FFTGradDepthwiseConv2D(5, padding="same", activation="relu", bias_initia
 xs = np.random.default_rng(2).standard_normal((2, 8, 8, 4)).astype("float32")
 plain_out = np.asarray(plain(xs))
 report["misfits"] = {}
-for form in ("shifted", "pallas"):
+for form in FORMS:
     os.environ["TINYCONV_DEPTHWISE"] = form
     layer = FFTGradDepthwiseConv2D(5, padding="same", activation="relu", bias_initializer="random_normal")
     layer.build(xs.shape)
     layer.set_weights(plain.get_weights())
     report[form]["bias_relu"] = float(np.max(np.abs(np.asarray(layer(xs)) - plain_out)))
-    misfits = {
-        "strides": (dict(kernel_size=3, strides=2, padding="same"), (None, 8, 8, 4)),
-        "valid": (dict(kernel_size=3, padding="valid"), (None, 8, 8, 4)),
-        "dilation": (dict(kernel_size=3, padding="same", dilation_rate=2), (None, 8, 8, 4)),
-        "multiplier": (dict(kernel_size=3, padding="same", depth_multiplier=2), (None, 8, 8, 4)),
-        "even": (dict(kernel_size=4, padding="same"), (None, 8, 8, 4)),
-        "unknown_width": (dict(kernel_size=3, padding="same"), (None, 8, None, 4)),
-        "width_12": (dict(kernel_size=3, padding="same"), (None, 8, 12, 4)),
+    misfits = {  # 5x5 kernels (6x6 the even one): dense's DENSE_MIN_TAPS is met, so only the named misfit counts
+        "strides": (dict(kernel_size=5, strides=2, padding="same"), (None, 8, 8, 4)),
+        "valid": (dict(kernel_size=5, padding="valid"), (None, 8, 8, 4)),
+        "dilation": (dict(kernel_size=5, padding="same", dilation_rate=2), (None, 8, 8, 4)),
+        "multiplier": (dict(kernel_size=5, padding="same", depth_multiplier=2), (None, 8, 8, 4)),
+        "even": (dict(kernel_size=6, padding="same"), (None, 8, 8, 4)),
+        "unknown_width": (dict(kernel_size=5, padding="same"), (None, 8, None, 4)),
+        "width_12": (dict(kernel_size=5, padding="same"), (None, 8, 12, 4)),
+        "taps_9": (dict(kernel_size=3, padding="same"), (None, 8, 8, 4)),
+        "taps_21": (dict(kernel_size=(3, 7), padding="same"), (None, 8, 8, 4)),
+        "taps_25": (dict(kernel_size=(1, 25), padding="same"), (None, 8, 32, 4)),
     }
     for name, (kwargs, shape) in misfits.items():
         layer = FFTGradDepthwiseConv2D(**kwargs)
         layer.build(shape)
         report["misfits"][f"{form} {name}"] = layer._path
+
+# the dense form's point: the seed's 9x9 at 32x32x128 as ungrouped convolutions for CUDA (cuDNN's dense kernels on
+# the matrix units), forward and both gradients, where Keras' form groups each by channel
+import re
+
+import jax.numpy as jnp
+
+from tinyconv.model import pallas_depthwise
+from tinyconv.model.kernels import depthwise_conv_dense
+
+
+def cuda_groups(conv):
+    def value_and_grad(a, b):
+        return jax.value_and_grad(lambda a, b: jnp.sum(conv(a, b).astype(jnp.float32)), (0, 1))(a, b)
+
+    specs = jax.ShapeDtypeStruct((128, 32, 32, 128), jnp.bfloat16), jax.ShapeDtypeStruct((9, 9, 128, 1), jnp.bfloat16)
+    text = jax.export.export(jax.jit(value_and_grad), platforms=["cuda"])(*specs).mlir_module()
+    return [[re.search(name + r" = (\d+)", line).group(1) for name in ("feature_group_count", "batch_group_count")]
+            for line in text.splitlines() if "stablehlo.convolution" in line]
+
+
+report["cuda_groups"] = {"dense": cuda_groups(depthwise_conv_dense), "keras": cuda_groups(pallas_depthwise.depthwise_conv_xla)}
 
 os.environ["TINYCONV_DEPTHWISE"] = "fast"
 try:
@@ -315,7 +342,8 @@ def test_jax_forms_give_the_default_forms_outputs_gradients_and_saved_model(tmp_
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     report = json.loads((tmp_path / "report.json").read_text())
-    for form in ("shifted", "pallas"):
+    forms = {"dense": ["dense", "keras"], "shifted": ["shifted", "shifted"], "pallas": ["pallas", "pallas"]}
+    for form, paths in forms.items():
         result = report[form]
         assert result["logits"] <= 1e-5, (form, result)  # inference and training-mode outputs, float32
         # every weight's gradient as one vector, and the depthwise kernels' own (the gradients the form computes)
@@ -323,7 +351,7 @@ def test_jax_forms_give_the_default_forms_outputs_gradients_and_saved_model(tmp_
         assert result["bias_relu"] <= 1e-6, (form, result)
         # saved in this form, loaded in the default one (and back): the same weights give the same logits
         assert result["loaded_logits"] <= 1e-5 and result["reloaded_logits"] <= 1e-5, (form, result)
-        assert result["loaded_paths"] == [form, form], (form, result)
+        assert result["loaded_paths"] == paths, (form, result)
         assert result["same_weights"], form
     # the forms never reach the file: the same config as the default form's
     import zipfile
@@ -332,13 +360,21 @@ def test_jax_forms_give_the_default_forms_outputs_gradients_and_saved_model(tmp_
         with zipfile.ZipFile(tmp_path / name) as archive:
             return json.loads(archive.read("config.json"))
 
-    for form in ("shifted", "pallas"):
+    for form in forms:
         assert config(f"{form}.keras") == config("keras.keras"), form
-    expected = {f"{form} {name}": "keras" for form in ("shifted", "pallas")
+    expected = {f"{form} {name}": "keras" for form in forms
                 for name in ("strides", "valid", "dilation", "multiplier", "even", "unknown_width")}
-    expected.update({"shifted width_12": "shifted", "pallas width_12": "keras"})  # Triton needs a power-of-two W
+    expected.update({"shifted width_12": "shifted", "pallas width_12": "keras",  # Triton needs a power-of-two W
+                     "dense width_12": "dense"})
+    # dense only from fast_path.DENSE_MIN_TAPS taps on; the others take any odd kernel
+    expected.update({"dense taps_9": "keras", "dense taps_21": "keras", "dense taps_25": "dense"})
+    expected.update({f"{form} taps_{n}": form for form in ("shifted", "pallas") for n in (9, 21, 25)})
     assert report["misfits"] == expected
-    assert report["bad_value"] == "TINYCONV_DEPTHWISE must be one of auto, keras, shifted, pallas, got 'fast'"
+    assert report["bad_value"] == "TINYCONV_DEPTHWISE must be one of auto, keras, dense, shifted, pallas, got 'fast'"
+    # the dense form for CUDA: forward, input and kernel gradient as ungrouped convolutions; keras' grouped by channel
+    assert report["cuda_groups"]["dense"] == [["1", "1"]] * 3, report["cuda_groups"]
+    grouped = report["cuda_groups"]["keras"]
+    assert len(grouped) == 3 and all("128" in pair for pair in grouped), grouped
 
 # `gpu_profile.py --choose`, the lease script's choice of form, is rehearsed where the script runs it:
 # tests/test_gpu_scripts.py::test_two_leases_of_the_lease_script_continue_one_run_under_jax.

@@ -11,8 +11,8 @@ reaches a saved model: a `.keras` file saved on a CPU takes the GPU forms when l
     AxialDepthwiseConv2D (build)                  axial_conv          "shifted" on a GPU, else "depthwise"
     FFTGradDepthwiseConv2D (build)                depthwise_conv      TINYCONV_DEPTHWISE (below): "auto" is "fft" on
                                                                       TensorFlow on a CPU (stride 1, "same", odd square
-                                                                      k >= 5), else "keras"; "shifted" or "pallas" on
-                                                                      JAX for the layers that qualify
+                                                                      k >= 5), else "keras"; "dense", "shifted" or
+                                                                      "pallas" on JAX for the layers that qualify
     kernels.depthwise_conv_pallas (call)          pallas_interpret    the Triton kernels on a GPU, Pallas' interpreter
                                                                       elsewhere
     FusedBatchNormalization (call)                batch_norm          "fused" when training on TensorFlow
@@ -30,11 +30,14 @@ The depthwise conv's form can be asked for with the environment variable TINYCON
 is built (benchmarks/gpu_profile.py --choose times the forms on a GPU and names the fastest that agrees):
     auto     (unset) "fft" on TensorFlow on a CPU, "keras" otherwise: the forms measured so far
     keras    Keras' layer: XLA's grouped convolution on JAX (cuDNN on a GPU); also turns the FFT off on TensorFlow
+    dense    kernels.depthwise_conv_dense, one ordinary conv with a block-diagonal kernel (JAX): C times the
+             multiply-adds on the matrix units; only for kernels of at least DENSE_MIN_TAPS taps
     shifted  kernels.depthwise_conv_shifted, kh*kw shifted multiply-adds that XLA fuses (JAX)
     pallas   tinyconv.model.pallas_depthwise, the Pallas kernels (JAX): Triton on a GPU, interpreted on a CPU
-"shifted" and "pallas" are JAX forms: on TensorFlow they mean "auto" (an export or other TensorFlow process on the
-same machine sees the same variable). A layer they do not fit (stride, dilation, padding, depth_multiplier, an even
-kernel, channels_first, unknown H or W; for pallas also the tiling, pallas_depthwise.unsupported) stays "keras".
+"dense", "shifted" and "pallas" are JAX forms: on TensorFlow they mean "auto" (an export or other TensorFlow process
+on the same machine sees the same variable). A layer they do not fit (stride, dilation, padding, depth_multiplier,
+an even kernel, channels_first, unknown H or W; for dense also a kernel of fewer taps than DENSE_MIN_TAPS; for pallas
+also the tiling, pallas_depthwise.unsupported) stays "keras".
 Any other value is a one-line TinyconvError when a layer is built.
 """
 
@@ -56,8 +59,13 @@ GELU_FORMS = ("tensorflow", "erf")  # the GELU forms an export can ask for (infe
 # (docs/performance.md, "Training on CPU").
 FFT_MIN_KERNEL_SIZE = 5
 
+# The "dense" form multiplies a depthwise conv's multiply-adds by its channels. Below this many taps cuDNN's own
+# depthwise kernel is already cheap (the seed's 3x3 at 16x16x256: 0.18 ms forward and backward on an H100, against
+# 13.1 ms for its two 9x9s; docs/performance.md), and 256 times its work could not win; such layers stay "keras".
+DENSE_MIN_TAPS = 25
+
 DEPTHWISE_VARIABLE = "TINYCONV_DEPTHWISE"
-DEPTHWISE_SETTINGS = ("auto", "keras", "shifted", "pallas")
+DEPTHWISE_SETTINGS = ("auto", "keras", "dense", "shifted", "pallas")
 
 _INFERENCE_GRAPH: list[str] = []  # the GELU form of the active inference_graph() contexts (innermost last)
 
@@ -98,12 +106,14 @@ def depthwise_conv(layer, input_shape) -> str:
         "fft"      the kernel gradient by FFT (kernels.fft_depthwise_conv): TensorFlow on a CPU, where TensorFlow's
                    own kernel gradient is slow for large kernels
         "keras"    the Keras layer (XLA's grouped convolution on JAX, cuDNN on a GPU)
+        "dense"    kernels.depthwise_conv_dense, when TINYCONV_DEPTHWISE asks for it on JAX and the kernel has at
+                   least DENSE_MIN_TAPS taps
         "shifted"  kernels.depthwise_conv_shifted, when TINYCONV_DEPTHWISE asks for it on JAX
         "pallas"   kernels.depthwise_conv_pallas, when TINYCONV_DEPTHWISE asks for it on JAX and the shape tiles
     """
     setting = depthwise_setting()
     kh, kw = layer.kernel_size
-    plain = (  # what the three other forms compute: a stride-1 "same" conv, one output channel per input channel
+    plain = (  # what the other forms compute: a stride-1 "same" conv, one output channel per input channel
         tuple(layer.strides) == (1, 1)
         and tuple(layer.dilation_rate) == (1, 1)
         and layer.padding == "same"
@@ -114,11 +124,13 @@ def depthwise_conv(layer, input_shape) -> str:
     if backend == "tensorflow":
         fft = setting != "keras" and plain and kh == kw and kh % 2 == 1 and kh >= FFT_MIN_KERNEL_SIZE
         return "fft" if fft and not has_gpu() else "keras"
-    if backend != "jax" or setting not in ("shifted", "pallas") or not plain or kh % 2 == 0 or kw % 2 == 0:
+    if backend != "jax" or setting not in ("dense", "shifted", "pallas") or not plain or kh % 2 == 0 or kw % 2 == 0:
         return "keras"
     _, height, width, channels = input_shape
-    if height is None or width is None:  # both forms unroll over static H and W
+    if height is None or width is None:  # shifted and pallas unroll over static H and W; dense asks the same
         return "keras"
+    if setting == "dense":
+        return "dense" if kh * kw >= DENSE_MIN_TAPS else "keras"
     if setting == "shifted":
         return "shifted"
     from tinyconv.model import pallas_depthwise  # JAX only: imported where the form is asked for

@@ -4,10 +4,12 @@ takes is decided in tinyconv.model.fast_path, never here.
 
     FusedBatchNormalization  keras.layers.BatchNormalization trained on TensorFlow's fused kernel
     FFTGradDepthwiseConv2D   keras.layers.DepthwiseConv2D whose kernel gradient is computed by FFT on CPU; on JAX
-                             optionally shifted multiply-adds or the Pallas kernels (TINYCONV_DEPTHWISE)
+                             optionally a block-diagonal dense conv, shifted multiply-adds or the Pallas kernels
+                             (TINYCONV_DEPTHWISE)
     gelu                     exact GELU whose gradient reuses the forward's normal CDF; one XLA-fused kernel at
                              inference on CPU
     gelu_exact, gelu_tanh    GELU as serializable activations for keras.layers.Activation
+    depthwise_conv_dense     a stride-1 depthwise conv as one ordinary conv with a block-diagonal kernel
     depthwise_conv_shifted   a stride-1 depthwise conv as shifted multiply-adds (the axial convs on a GPU)
     depthwise_conv_pallas    a stride-1 depthwise conv in Pallas (tinyconv.model.pallas_depthwise, JAX only)
     convmixer_block_inference  ConvMixerBlock's call at inference on a CPU: GELU, BN, SE, layer scale and the
@@ -66,6 +68,23 @@ def gelu_fused(x, approximate: bool = False):
         return fused
 
     return _fused(("gelu", approximate), make)(x)
+
+
+def depthwise_conv_dense(x, kernel):
+    """Stride-1 "same" depthwise conv [B, H, W, C] * [kh, kw, C, 1] as one ordinary convolution whose [kh, kw, C, C]
+    kernel holds each channel's taps on its diagonal and zeros elsewhere, in keras.ops (any backend).
+
+    C times the multiply-adds, but on a GPU's matrix units in cuDNN's dense kernels, the same trade GroupedConv2D's
+    "dense" form makes for the down-sampling convs. For the seed's 9x9 at 32x32x128 (batch 128, bf16) the forward and
+    both gradients are ~1 TFLOP per block, a few ms at the H100's dense conv rate, where cuDNN's depthwise kernels
+    and their layout transforms took 6.5 ms per block (docs/performance.md, "What limits the step"); whether it wins
+    in the whole step is measured by the GPU lease (benchmarks/gpu_profile.py --choose). The zeros add exact zeros,
+    so the result is the depthwise conv's up to the order of the sum; the kernel's gradient is the dense gradient's
+    diagonal (the product with the identity's derivative).
+    """
+    channels = int(kernel.shape[2])
+    diagonal = kernel * ops.eye(channels, dtype=kernel.dtype)[None, None]  # [kh, kw, C, 1] * [1, 1, C, C]
+    return ops.conv(x, diagonal, strides=1, padding="same")
 
 
 def depthwise_conv_shifted(x, kernel):
@@ -324,14 +343,16 @@ class FFTGradDepthwiseConv2D(keras.layers.DepthwiseConv2D):
 
     The form is fast_path.depthwise_conv's choice, made when the layer is built: "fft" (stride 1, "same" padding,
     depth_multiplier 1, odd kernels of at least fast_path.FFT_MIN_KERNEL_SIZE, TensorFlow without a GPU: the kernel
-    gradient by FFT, `fft_depthwise_conv`), "shifted" (`depthwise_conv_shifted`) or "pallas"
-    (`depthwise_conv_pallas`) on JAX when TINYCONV_DEPTHWISE asks for them, else "keras": exactly the Keras layer.
+    gradient by FFT, `fft_depthwise_conv`), "dense" (`depthwise_conv_dense`), "shifted" (`depthwise_conv_shifted`)
+    or "pallas" (`depthwise_conv_pallas`) on JAX when TINYCONV_DEPTHWISE asks for them, else "keras": exactly the
+    Keras layer.
     Bias and activation follow the conv in every form, as in Keras'. Shapes: [B, H, W, C] -> [B, H, W, C].
     """
 
     def build(self, input_shape):
         super().build(input_shape)
-        # "fft", "keras", "shifted" or "pallas", decided when the graph is built; never saved (get_config is Keras')
+        # "fft", "keras", "dense", "shifted" or "pallas", decided when the graph is built; never saved (get_config is
+        # Keras')
         self._path = fast_path.depthwise_conv(self, input_shape)
 
     def call(self, inputs):
@@ -343,6 +364,8 @@ class FFTGradDepthwiseConv2D(keras.layers.DepthwiseConv2D):
             # a tensor, not the variable: tf.custom_gradient must not see variables read inside it
             kernel = tf.identity(ops.cast(self.kernel, self.compute_dtype))
             y = fft_depthwise_conv(inputs, kernel)
+        elif self._path == "dense":
+            y = depthwise_conv_dense(inputs, ops.cast(self.kernel, self.compute_dtype))
         elif self._path == "shifted":
             y = depthwise_conv_shifted(inputs, ops.cast(self.kernel, self.compute_dtype))
         else:  # "pallas"
