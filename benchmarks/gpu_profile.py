@@ -17,7 +17,7 @@ FILE gets
 `KERAS_BACKEND=jax python benchmarks/gpu_profile.py --choose --batch-size 8 --budget-s 60 --json /tmp/x.json`
 (the pallas form runs in Pallas' interpreter there: slow, but the same kernels).
 
-The profile (--out), next session: `--skip convs --forms shift_barrier,grouped_shiftgrad,pallas --min-taps 25`
+The profile (--out), next session: `--skip convs --forms dense,pallas,shift_barrier,grouped_shiftgrad --min-taps 25`
 (the 9x9 alone in each form, the axial convs already shifted), after `python benchmarks/pallas_depthwise.py time`.
 
 1. The seed's train step (bf16, batch 128, AdamW, as `tinyconv bench`) under jax.profiler for --steps steps: the
