@@ -1,12 +1,14 @@
 """What limits the seed's train step on a GPU, and which form of its depthwise conv to train with.
 
     KERAS_BACKEND=jax python benchmarks/gpu_profile.py --out DIR [--batch-size 128] [--steps 10]
-    KERAS_BACKEND=jax python benchmarks/gpu_profile.py --choose --budget-s 120 --json FILE [--batch-size 128]
+    KERAS_BACKEND=jax python benchmarks/gpu_profile.py --choose --budget-s 120 --json FILE [-- TRAIN FLAGS]
 
 --choose (what the GPU lease script runs before training; docs/gpu.md): for each form of FFTGradDepthwiseConv2D
 that TINYCONV_DEPTHWISE names (keras, dense, pallas, shifted: tinyconv.model.fast_path), the train step exactly as
-`tinyconv train` builds it (tinyconv.training.train.compiled_model: the recipe's optimizer and loss, its dtype
-policy, mixed_bfloat16 on a GPU; the `reference` profile's recipe by default, --profile), on one random batch:
+`tinyconv train TRAIN FLAGS` builds it (the flags after `--`, read by tinyconv.cli.train_request; default: the
+`reference` profile; tinyconv.training.train.compiled_model: the recipe's optimizer, schedule and loss, its batch
+size, its dtype policy, mixed_bfloat16 on a GPU), so that it is the very program training then compiles (under a
+JAX_COMPILATION_CACHE_DIR, as in the lease's gpu_train.sh, training loads it from there), on one random batch:
 one step from the same initial weights as the keras form, compared with it (`step_differences`: the loss, the
 updated weights and the step's gradients), then the whole step timed. A form that fails is recorded with its error
 and the next one runs. --budget-s bounds the whole: a form starts only while the time left covers what the keras
@@ -14,7 +16,7 @@ form's compile and first step took, and the forms share the timing time left; no
 FILE gets
     {"device": ..., "forms": {name: {"step_ms", "images_per_s", "agrees", "max_rel_diff", "error"}}, "chosen": name}
 (and the run's settings): the fastest form that agrees, keras when none else does. Rehearse it on a CPU:
-`KERAS_BACKEND=jax python benchmarks/gpu_profile.py --choose --batch-size 8 --budget-s 60 --json /tmp/x.json`
+`KERAS_BACKEND=jax python benchmarks/gpu_profile.py --choose --budget-s 60 --json /tmp/x.json -- --profile reference --batch-size 8`
 (the pallas form runs in Pallas' interpreter there: slow, but the same kernels).
 
 The profile (--out), next session: `--skip convs --forms dense,pallas,shift_barrier,grouped_shiftgrad --min-taps 25`
@@ -55,6 +57,7 @@ import jax.numpy as jnp  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from tinyconv.data.dataset import OFFICIAL_COUNTS  # noqa: E402
 from tinyconv.model.build import build_model  # noqa: E402
 from tinyconv.model.config import get_config  # noqa: E402
 
@@ -321,17 +324,19 @@ CHOICE_FORMS = ("keras", "dense", "pallas", "shifted")
 AGREEMENT_TOLERANCE = {"float32": 1e-3, "mixed_bfloat16": 0.1, "mixed_float16": 0.1}
 
 
-def training_plan(profile: str, batch_size: int, policy: str | None):
-    """The RunPlan `tinyconv train --profile PROFILE --batch-size B` would compile its model from, without a dataset:
-    the recipe, its preset's model for the classes it trains, and the dtype policy and XLA setting train chooses on
-    this machine (runtime.precision_policy, runtime.use_jit), or `policy` when given."""
+def training_plan(train_flags: list[str], policy: str | None):
+    """The RunPlan `tinyconv train TRAIN_FLAGS` would compile its model from, without a dataset: the recipe, its
+    preset's model for the classes it trains, and the dtype policy and XLA setting train chooses on this machine
+    (runtime.precision_policy, runtime.use_jit), or `policy` when given."""
     from pathlib import Path
 
     from tinyconv import runtime
+    from tinyconv.cli import train_request
     from tinyconv.training.recipe import make_config
     from tinyconv.training.train import RunPlan
 
-    config = make_config(profile, batch_size=batch_size)
+    preset, profile, overrides = train_request(train_flags)
+    config = make_config(profile, preset, **overrides)
     classes = config.classes
     num_classes = 200 if classes is None else (classes if isinstance(classes, int) else len(classes))
     model_config = get_config(config.preset, **{**config.model_overrides, "num_classes": num_classes})
@@ -426,21 +431,26 @@ def measure_form(form: str, plan, batch, steps_per_epoch: int, steps: int, deadl
     return entry
 
 
-def choose_form(profile: str, batch_size: int, budget_s: float, steps: int, policy: str | None) -> dict:
+def choose_form(train_flags: list[str], budget_s: float, steps: int, policy: str | None) -> dict:
     """Measure every CHOICE_FORMS form in the whole train step (measure_form) within `budget_s` seconds, and name the
     fastest that agrees with keras (keras when none else does, or when keras itself failed)."""
     from tinyconv import runtime
 
     deadline = time.perf_counter() + budget_s
-    plan = training_plan(profile, batch_size, policy)
+    plan = training_plan(train_flags, policy)
     config, size = plan.config, plan.model_config.image_size
+    batch_size = config.batch_size
     rng = np.random.default_rng(0)
     batch = (rng.standard_normal((batch_size, size, size, 3), dtype=np.float32),
              np.eye(plan.model_config.num_classes, dtype=np.float32)[
                  rng.integers(0, plan.model_config.num_classes, size=batch_size)])
-    steps_per_epoch = max(1, 500 * plan.model_config.num_classes // batch_size)  # 500 train images a class
+    # the steps of the run's epoch, as training counts them on the official data (its images a class, capped by the
+    # recipe): the schedule's constants are then the run's, so each form's step is the very program training compiles,
+    # and under gpu_train.sh's JAX_COMPILATION_CACHE_DIR training loads the chosen one instead of compiling it again
+    per_class = min(OFFICIAL_COUNTS["train_per_class"], config.max_train_per_class or OFFICIAL_COUNTS["train_per_class"])
+    steps_per_epoch = max(1, per_class * plan.model_config.num_classes // batch_size)
     result = {"device": runtime.describe_device(), "forms": {}, "chosen": "keras",
-              "profile": profile, "preset": config.preset, "batch_size": batch_size,
+              "train_flags": train_flags, "profile": plan.profile, "preset": config.preset, "batch_size": batch_size,
               "dtype_policy": plan.doc["dtype_policy"], "budget_s": budget_s,
               "tolerance": AGREEMENT_TOLERANCE[plan.doc["dtype_policy"]],
               "jax": jax.__version__, "keras": keras.__version__}
@@ -491,9 +501,7 @@ def main() -> int:
                         help="time each depthwise form in the train step and choose one (writes --json)")
     parser.add_argument("--json", help="--choose: where the choice is written")
     parser.add_argument("--budget-s", type=float, default=120.0, help="--choose: seconds after which nothing more is measured")
-    parser.add_argument("--profile", default="reference",
-                        help="--choose: the recipe whose train step is measured (the lease trains `reference`)")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=128, help="the profile's batch (--choose: the run's)")
     parser.add_argument("--steps", type=int, default=10, help="steps profiled; --choose: most steps timed per form")
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--policy", default=None,
@@ -503,13 +511,15 @@ def main() -> int:
     parser.add_argument("--min-taps", type=int, default=1,
                         help="swap only depthwise convs with at least this many taps (25: the 9x9 alone)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: profile, convs, forms")
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    train_flags = argv[argv.index("--") + 1:] if "--" in argv else ["--profile", "reference"]
+    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     if args.choose:
         if not args.json:
             parser.error("--choose needs --json FILE")
         from tinyconv.fileio import write_json
 
-        write_json(args.json, choose_form(args.profile, args.batch_size, args.budget_s, args.steps, args.policy))
+        write_json(args.json, choose_form(train_flags, args.budget_s, args.steps, args.policy))
         return 0
     if not args.out:
         parser.error("--out DIR is needed (or --choose)")

@@ -45,6 +45,11 @@ margin_s=${MARGIN_S:-30}
 # tinyconv from this checkout (the committed code the lease was prepared with), keras and its two small
 # dependencies from the wheels gpu_receive.sh installed into $SITE
 export PYTHONPATH=$repo:$site KERAS_BACKEND=jax TINYCONV_DATA_DIR=$data PYTHONUNBUFFERED=1
+# JAX's persistent compilation cache, on the machine: the forms' phase compiles the run's own train step in each form
+# (gpu_profile.py --choose), so training loads the chosen form's step from here instead of compiling it again (on a
+# CPU, the seed's reference step: 47.6 s compiled, 0.6 s loaded); on a GPU the forms also share XLA's per-fusion
+# autotuning results through it (JAX's default jax_persistent_cache_enable_xla_caches)
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/tinyconv-jax-cache}
 mkdir -p "$OUT"
 log=$OUT/lease.log
 exec > >(tee -a "$log") 2>&1   # the call's output shows it too
@@ -72,7 +77,7 @@ if [ -f "$state_in/manifest.json" ]; then
     "$py" -m tinyconv state restore "$state_in" "$runs/$name"
 fi
 
-# what is measured is the run's own step: its recipe's (the train flags' --profile, else the reference's) and preset
+# the sync phase measures the run's recipe (the train flags' --profile, else the reference's) and preset
 profile=()
 preset=()
 for ((i = 1; i < $#; i++)); do
@@ -89,8 +94,9 @@ elif [ "$forms_s" != 0 ]; then
     forms_json=$runs/$name.forms.json
     mkdir -p "$runs"  # a first lease has restored nothing there yet
     # the fastest agreeing form of the 9x9 depthwise conv; on failure training keeps the default form (cuDNN)
-    if "$py" "$repo/benchmarks/gpu_profile.py" --choose --budget-s "$forms_s" --json "$forms_json" "${profile[@]}" \
-            ${FORMS_FLAGS:-}; then
+    # (the run's own train step: gpu_profile.py builds it from the train flags, as `tinyconv train` does)
+    if "$py" "$repo/benchmarks/gpu_profile.py" --choose --budget-s "$forms_s" --json "$forms_json" ${FORMS_FLAGS:-} \
+            -- "$@"; then
         TINYCONV_DEPTHWISE=$("$py" -c "import json, sys; print(json.load(open(sys.argv[1]))['chosen'])" "$forms_json")
         export TINYCONV_DEPTHWISE
         echo "forms: $(cat "$forms_json")"

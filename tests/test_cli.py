@@ -28,6 +28,15 @@ def test_recipe_fields_work_as_flags(synthetic_data_dir, tmp_path, capsys):
     assert json.loads(printed[printed.index("\n{") + 1:]) == json.loads((out / "metrics.json").read_text())
 
 
+def test_train_request_reads_train_flags_as_train_does():
+    """What benchmarks/gpu_profile.py --choose builds a GPU lease's train step from: call 7's train flags, every kind
+    of recipe flag included; the flags that only say where and how long (--out, --time-limit) set no recipe field."""
+    flags = ["--preset", "seed", "--profile", "reference", "--epochs", "3", "--batch-size", "64", "--lr", "2e-3",
+             "--set", "mix_prob=0.5", "--out", "/tmp/x", "--time-limit", "9"]
+    assert cli.train_request(flags) == ("seed", "reference", {"epochs": 3, "batch_size": 64, "lr": 2e-3, "mix_prob": 0.5})
+    assert cli.train_request([]) == (None, "quick", {})  # train's own defaults
+
+
 def test_unknown_recipe_flag_is_a_one_line_error(synthetic_data_dir, tmp_path, capsys):
     rc = cli.main(["train", "--profile", "ci", "--data-dir", str(synthetic_data_dir), "--out", str(tmp_path / "r"),
                    "--learning-speed", "3"])

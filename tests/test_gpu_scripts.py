@@ -190,8 +190,8 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
         machine = tmp_path / f"machine{number}"  # a fresh machine: nothing of another lease is on it
         return {**os.environ, "STAGE": str(machine / "stage"), "SITE": str(machine / "site"),
                 "DATA": str(machine / "data"), "RUNS": str(machine / "runs"), "OUT": str(machine / "OUT"),
-                "SHA256": sha, "PYTHON": sys.executable, "STATE_IN": str(kept), "FORMS_FLAGS": "--batch-size 4",
-                "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla"),
+                "SHA256": sha, "PYTHON": sys.executable, "STATE_IN": str(kept), "JAX_PLATFORMS": "cpu",
+                "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla"),
                 "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", **extra}
 
     def receive(env: dict) -> None:
@@ -240,6 +240,7 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
     # against keras, the fastest that agrees chosen and used for training
     choice = json.loads((tmp_path / "machine1" / "runs" / "ci-lease.forms.json").read_text())
     assert choice["profile"] == "ci" and choice["device"].startswith("CPU") and choice["dtype_policy"] == "float32"
+    assert choice["train_flags"] == train_flags and choice["batch_size"] == 16  # the run's own step: ci's batch
     assert list(choice["forms"]) == ["keras", "dense", "pallas", "shifted"]  # measured in gpu_profile's order
     for name, result in choice["forms"].items():
         assert result["error"] is None and result["agrees"] and result["step_ms"] > 0, (name, result)
@@ -247,6 +248,11 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
         # the ci model's 9x9 and 3x3 both took the form; dense only the 9x9 (fast_path.DENSE_MIN_TAPS)
         assert result["layers_in_form"] == ("1/2" if name == "dense" else "2/2"), (name, result)
     assert form == choice["chosen"] == min(choice["forms"], key=lambda name: choice["forms"][name]["step_ms"])
+    # and the very program training compiles: under the persistent compilation cache (on for every compile here)
+    # training loaded its train step, written by the forms' phase, and wrote no train step of its own
+    train_began = int(next(line for line in log.splitlines() if " phase train " in line).split()[0])
+    steps = sorted((tmp_path / "xla").glob("jit_train_step-*"))
+    assert len(steps) >= 4 and not [path for path in steps if path.stat().st_mtime >= train_began], steps
     manifest = json.loads(packed.read_text())
     assert manifest["epoch"] == 1 and not manifest["complete"]
     subprocess.run([sys.executable, "-m", "tinyconv", "state", "keep", str(packed.parent), str(kept), "--run",

@@ -171,20 +171,32 @@ def _rerun_with_backend(backend: str) -> int:
 # ------------------------------------------------------------------------------------------ training
 
 
-def cmd_train(args) -> int:
-    from tinyconv.training.train import train  # imports TensorFlow (~3 s): only for this subcommand
-
+def train_overrides(args) -> dict:
+    """The recipe fields `tinyconv train`'s flags set: --set and the per-field flags, --epochs, --batch-size, --classes."""
     overrides = parse_overrides(args.set or [])
     for name in ("epochs", "batch_size", "classes"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
+    return overrides
+
+
+def train_request(flags: list[str]) -> tuple[str | None, str, dict]:
+    """(preset, profile, overrides) of `tinyconv train FLAGS`, read as that command reads them: for a tool that builds
+    the run's model without training it (benchmarks/gpu_profile.py --choose, given a GPU lease's train flags)."""
+    args = parse_args(["train", *flags])
+    return args.preset, args.profile, train_overrides(args)
+
+
+def cmd_train(args) -> int:
+    from tinyconv.training.train import train  # imports TensorFlow (~3 s): only for this subcommand
+
     metrics = train(
         preset=args.preset,
         profile=args.profile,
         data_dir=_data_dir(args),
         out=args.out,
-        overrides=overrides,
+        overrides=train_overrides(args),
         time_limit=args.time_limit,
         restart=args.restart,
     )
@@ -568,7 +580,8 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _main(argv: list[str] | None) -> int:
+def parse_args(argv: list[str] | None):
+    """The command line's namespace; `train` also takes a flag per recipe field (`--lr 1e-3`), added to its --set."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
@@ -578,6 +591,11 @@ def _main(argv: list[str] | None) -> int:
             args.set = (args.set or []) + recipe_flags(extra)
         except ValueError as exc:
             parser.error(str(exc))
+    return args
+
+
+def _main(argv: list[str] | None) -> int:
+    args = parse_args(argv)
     try:
         if args.command not in _COMMANDS_WITHOUT_TENSORFLOW and runtime.backend() == "tensorflow":
             quiet_tensorflow()  # keep TensorFlow's native start-up chatter off the terminal
