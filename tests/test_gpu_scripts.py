@@ -191,6 +191,7 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
         return {**os.environ, "STAGE": str(machine / "stage"), "SITE": str(machine / "site"),
                 "DATA": str(machine / "data"), "RUNS": str(machine / "runs"), "OUT": str(machine / "OUT"),
                 "SHA256": sha, "PYTHON": sys.executable, "STATE_IN": str(kept), "JAX_PLATFORMS": "cpu",
+                "FORMS_FLAGS": "--steps 2",  # 2 timed steps a form, not 10: each of 4 forms at the ci batch of 16
                 "TF_CPP_MIN_LOG_LEVEL": "2", "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla"),
                 "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", **extra}
 
