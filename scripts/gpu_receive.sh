@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# On the offline GPU machine: keep one piece of the dataset zip (and install the wheels, once).
+# On the offline GPU machine: keep one piece of the dataset's pack (and install the wheels, once).
 #
 #   scripts/gpu_receive.sh PIECE_FILE [WHEEL_DIR]
 #

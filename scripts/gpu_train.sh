@@ -5,10 +5,11 @@
 #   OUT=/path SHA256=<hex> scripts/gpu_train.sh NAME MINUTES|auto [train flags...]
 #   e.g. OUT=$OUT SHA256=<hex> scripts/gpu_train.sh seed-reference auto --preset seed --profile reference
 #
-#  1. data     join the pieces, check the zip's sha256, extract, decode the cache with every core (skipped when an
-#              earlier call on this machine already prepared the same zip)
+#  1. data     join the pieces of the pack (scripts/pack_data.py), check its sha256, extract, decode the train and
+#              val caches with every core (skipped when an earlier call on this machine prepared the same pack)
 #  2. state    restore the run's state from $STATE_IN (default results/NAME/state, the one place it lives in the
-#              repository between leases) when it holds a manifest: training then continues that run
+#              repository between leases) when it holds a manifest: training then continues that run. Skipped when
+#              the run is on this machine already: a later train call of the same lease continues it from there
 #  3. forms    at most $FORMS_S seconds (default 120; 0 skips) timing the depthwise conv's forms in the whole train
 #              step (benchmarks/gpu_profile.py --choose); the fastest whose numbers agree is used (TINYCONV_DEPTHWISE;
 #              set it to skip the measurement and use a form an earlier lease on the same kind of GPU chose)
@@ -56,23 +57,29 @@ exec > >(tee -a "$log") 2>&1   # the call's output shows it too
 phase() { echo "$(date +%s) phase $* (+$(( $(date +%s) - started )) s)"; }
 
 phase data
-if [ -f "$data/.zip-sha256" ] && [ "$(cat "$data/.zip-sha256")" = "$SHA256" ]; then
-    echo "the zip $SHA256 was extracted and prepared by an earlier call on this machine"
+if [ -f "$data/.pack-sha256" ] && [ "$(cat "$data/.pack-sha256")" = "$SHA256" ]; then
+    echo "the pack $SHA256 was extracted and prepared by an earlier call on this machine"
 else
-    cat "$stage"/zip.* > "$stage/tiny-imagenet-200.zip"
-    echo "${SHA256}  $stage/tiny-imagenet-200.zip" | sha256sum -c -
-    if command -v unzip > /dev/null; then
-        # unzip (C) extracts in ~9 s where tinyconv download's checked Python extraction takes ~50 s; the zip's
-        # sha256 was checked above, and prepare decodes (and so checks) every image
-        mkdir -p "$data" && unzip -q -o "$stage/tiny-imagenet-200.zip" -d "$data"
+    cat "$stage"/pack.* > "$stage/tiny-imagenet-200.tar.xz"
+    echo "${SHA256}  $stage/tiny-imagenet-200.tar.xz" | sha256sum -c -
+    mkdir -p "$data"
+    # the pack (scripts/pack_data.py): train and val of the official zip, byte for byte; its sha256 was checked
+    # above, and prepare decodes (and so checks) every image. xz's tar where there is one (8 s on a 2-core CPU),
+    # else Python's (17 s there)
+    if command -v xz > /dev/null; then
+        tar -xJf "$stage/tiny-imagenet-200.tar.xz" -C "$data"
     else
-        "$py" -m tinyconv download --url "$stage/tiny-imagenet-200.zip" --sha256 "$SHA256"
+        "$py" -m tarfile --filter data -e "$stage/tiny-imagenet-200.tar.xz" "$data"
     fi
-    "$py" -m tinyconv prepare
-    echo "$SHA256" > "$data/.zip-sha256"
+    "$py" -m tinyconv prepare --split train --split val  # the pack has no test split: training never reads it
+    echo "$SHA256" > "$data/.pack-sha256"
 fi
 
-if [ -f "$state_in/manifest.json" ]; then
+if [ -f "$runs/$name/config.json" ]; then
+    # a later train call of the same lease (the machine still warm): the run on this machine is where the last
+    # call left it, ahead of the repository's state, so it goes on from there
+    echo "continuing the run an earlier call trained on this machine ($runs/$name)"
+elif [ -f "$state_in/manifest.json" ]; then
     phase restore
     "$py" -m tinyconv state restore "$state_in" "$runs/$name"
 fi

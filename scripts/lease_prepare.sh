@@ -6,24 +6,31 @@
 #
 #  1. wheels   keras, namex, optree and tinyconv into .whl/ (scripts/offline_bundle.sh); kept when built from
 #              the same pyproject.toml and tinyconv files
-#  2. pieces   the zip cut into pieces/zip.NN (scripts/split_file.sh); kept when pieces/ already holds that zip's
+#  2. data     the zip packed for the lease into pieces/tiny-imagenet-200.tar.xz (scripts/pack_data.py: train and
+#              val, byte for byte, xz-compressed: 150 MB against the zip's 242); kept when made from the same zip
 #  3. budget   every call's load, counted as the device tool counts it (the tracked files, the untracked files git
-#               does not ignore, and what its carry names), against $LIMIT_BYTES (64 MiB): exit 1 with one line per
-#               call over it, before anything is moved or any device time spent
-#  4. state    results/NAME/state moved aside to $ASIDE (default /tmp/NAME-state-aside) if the repository keeps one:
-#               the piece calls must not carry its 43 MB; call 7 needs it back (the printed `mv`); an $ASIDE that
-#               exists already (an earlier lease's, never moved back) is refused, never overwritten
-#  5. plan     the calls in order: carry, command (with the zip's sha256) and the `state keep` for after
+#              does not ignore, and what its carry names) without what step 4 sets aside; the pack cut into the
+#              fewest pieces (pieces/pack.NN, scripts/split_file.sh) whose calls fit in $LIMIT_BYTES (64 MiB), the
+#              wheels riding with one of them ($PIECE_BYTES overrides the size); exit 1 with one line per call
+#              over it, before anything is moved or any device time spent
+#  4. aside    moved to $ASIDE (default /tmp/NAME-aside), so that calls that do not need them do not carry them: the
+#              run's kept state results/NAME/state (43 MB: only the train call needs it; the printed `mv` puts it
+#              back before that call) and models/ (the shipped models, 11 MB: no call needs them; back after the
+#              lease). An $ASIDE that exists already (an earlier lease's, never moved back) is refused, never
+#              overwritten. Both are tracked by git, so `git checkout -- models results/NAME/state` brings them back too
+#  5. plan     the calls in order: carry, bytes, command (with the pack's sha256), and what to run after; the
+#              last, a second train call with what the first leaves of the lease (docs/gpu.md)
 #
-# .whl/ and pieces/ are ignored by git, so a call carries only the pieces its carry names. The call that carries
-# the wheels takes the shortest piece.
+# .whl/ and pieces/ are ignored by git, so a call carries only the pieces its carry names.
 set -euo pipefail
 name=${1:-seed-reference}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 limit=${LIMIT_BYTES:-67108864}
-aside=${ASIDE:-/tmp/$name-state-aside}
+aside=${ASIDE:-/tmp/$name-aside}
 zip=${ZIP:-$("$repo/../shared/data/assemble" | tail -1)}
+python=${PYTHON:-python3}
+state=results/$name/state
 
 echo "1. wheels"
 # built again only when what they are built from changed: pyproject.toml (the pins) and tinyconv's tracked files
@@ -38,27 +45,48 @@ else
 fi
 ls .whl
 
-echo "2. pieces of $zip"
-sha=$(sha256sum "$zip" | cut -d' ' -f1)
-if [ -f pieces/.sha256 ] && [ "$(cat pieces/.sha256)" = "$sha" ]; then
-    echo "pieces/ already holds the pieces of $sha"
+echo "2. data: the pack of $zip"
+pack=pieces/tiny-imagenet-200.tar.xz
+zip_sha=$(sha256sum "$zip" | cut -d' ' -f1)
+if [ -f pieces/.zip-sha256 ] && [ "$(cat pieces/.zip-sha256)" = "$zip_sha" ] && [ -f pieces/.pack-sha256 ] && [ -f "$pack" ]; then
+    echo "pieces/ already holds the pack of $zip_sha"
 else
     rm -rf pieces
-    bash scripts/split_file.sh "$zip" pieces ${PIECE_BYTES:-} > /dev/null
-    echo "$sha" > pieces/.sha256
+    "$python" scripts/pack_data.py "$zip" "$pack"
+    sha256sum "$pack" | cut -d' ' -f1 > pieces/.pack-sha256
+    echo "$zip_sha" > pieces/.zip-sha256
 fi
+sha=$(cat pieces/.pack-sha256)
 
 echo "3. budget (a call may carry $limit bytes)"
-# what every call carries: tracked files present in the tree and untracked files git does not ignore, but for the
-# kept state, which the piece calls leave behind (step 4) and call 7 carries
-state=results/$name/state
-base=$( { git ls-files -z; git ls-files -z --others --exclude-standard; } | { grep -zv "^$state/" || true; } \
+# what every call carries: tracked files present in the tree and untracked files git does not ignore, but for what
+# step 4 sets aside (the kept state and models/)
+base=$( { git ls-files -z; git ls-files -z --others --exclude-standard; } | { grep -zv -e "^$state/" -e "^models/" || true; } \
         | xargs -0 -r stat -c %s -- 2>/dev/null | awk '{s += $1} END {print s + 0}')
-size() { du -sb "$@" | awk '{s += $1} END {print s + 0}'; }
-mapfile -t pieces < <(ls pieces/zip.* | sort)
+size() { find "$@" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }  # the files' bytes, as a call counts
+wheels=$(size .whl)
+pack_bytes=$(stat -c %s "$pack")
+piece_bytes=${PIECE_BYTES:-}
+if [ -z "$piece_bytes" ]; then
+    # the fewest equal pieces such that the call with the wheels fits; the other calls carry less
+    room=$((limit - base - wheels))
+    if [ "$room" -le 0 ]; then
+        echo "lease_prepare: the repository ($base bytes) and .whl/ ($wheels) leave no room for data in a call of $limit bytes" >&2
+        exit 1
+    fi
+    count=$(( (pack_bytes + room - 1) / room ))
+    piece_bytes=$(( (pack_bytes + count - 1) / count ))
+fi
+if [ "$(cat pieces/.piece-bytes 2> /dev/null)" != "$piece_bytes" ]; then
+    rm -f pieces/pack.[0-9]*
+    bash scripts/split_file.sh "$pack" pieces "$piece_bytes" > /dev/null
+    echo "$piece_bytes" > pieces/.piece-bytes
+fi
+mapfile -t pieces < <(ls pieces/pack.[0-9]* | sort)
+echo "${#pieces[@]} pieces of at most $piece_bytes bytes: ${pieces[*]}"
 shortest=$(for p in "${pieces[@]}"; do echo "$(stat -c %s "$p") $p"; done | sort -n | head -1 | cut -d' ' -f2)
 calls=()      # "carry|command|bytes"
-calls+=("[\".whl\", \"$shortest\"]|scripts/gpu_receive.sh $shortest .whl|$((base + $(size .whl "$shortest")))")
+calls+=("[\".whl\", \"$shortest\"]|scripts/gpu_receive.sh $shortest .whl|$((base + wheels + $(size "$shortest")))")
 for p in "${pieces[@]}"; do
     [ "$p" = "$shortest" ] && continue
     calls+=("[\"$p\"]|scripts/gpu_receive.sh $p|$((base + $(size "$p")))")
@@ -78,16 +106,23 @@ done
 [ "$over" = 0 ] || exit 1
 echo "every call fits: the largest carries $(for call in "${calls[@]}"; do echo "${call##*|}"; done | sort -n | tail -1) bytes"
 
-echo "4. state"
+echo "4. aside"
+if [ -e "$aside" ]; then
+    echo "lease_prepare: $aside exists (an earlier lease's, never moved back?): move it back or away first; nothing moved" >&2
+    exit 1
+fi
+mkdir -p "$aside"
 if [ "$kept_bytes" != 0 ]; then
-    if [ -e "$aside" ]; then
-        echo "lease_prepare: $aside exists (an earlier lease's state set aside?): move it back or away first; nothing moved" >&2
-        exit 1
-    fi
-    mv "$state" "$aside"
-    echo "moved $state (epoch $(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['epoch'])" "$aside/manifest.json")) to $aside"
+    mv "$state" "$aside/state"
+    echo "moved $state (epoch $("$python" -c "import json, sys; print(json.load(open(sys.argv[1]))['epoch'])" "$aside/state/manifest.json")) to $aside/state"
 else
     echo "no kept state in $state: the run starts fresh"
+fi
+back="rmdir $aside"
+if [ -d models ]; then
+    mv models "$aside/models"
+    back="mv $aside/models models && $back"
+    echo "moved models/ to $aside/models"
 fi
 
 echo "5. the calls, back to back (the machine goes back after 30 s idle)"
@@ -96,8 +131,14 @@ for call in "${calls[@]}"; do
     n=$((n + 1))
     rest=${call%|*}
     if [ "$n" = "${#calls[@]}" ] && [ "$kept_bytes" != 0 ]; then
-        echo "   before call $n: mv $aside $state"
+        echo "   before call $n: mv $aside/state $state"
     fi
-    printf '   call %d  carry %s\n           %s\n' "$n" "${rest%%|*}" "${rest#*|}"
+    printf '   call %d  carry %s  (%d bytes)\n           %s\n' "$n" "${rest%%|*}" "${call##*|}" "${rest#*|}"
 done
-echo "   then: .venv/bin/tinyconv state keep <files_at>/state $state --run runs/$name"
+# what the train call leaves of the lease's 15 minutes goes to a second train call on the same machine, issued at
+# once (30 s idle gives the machine back): the run, data and compiled step are still there
+printf '   call %d  carry none, at once if the reply of call %d shows lease.budget_left_s >= 90; timeout_s = budget_left_s\n' \
+    "$((n + 1))" "$n"
+echo "           CALL_S=<budget_left_s - 15> TINYCONV_DEPTHWISE=<the form in call $n's log> $train"
+echo "   then: $back"
+echo "   then, for each train call in turn: .venv/bin/tinyconv state keep <files_at>/state $state --run runs/$name"

@@ -29,7 +29,7 @@ def test_recipe_fields_work_as_flags(synthetic_data_dir, tmp_path, capsys):
 
 
 def test_train_request_reads_train_flags_as_train_does():
-    """What benchmarks/gpu_profile.py --choose builds a GPU lease's train step from: call 7's train flags, every kind
+    """What benchmarks/gpu_profile.py --choose builds a GPU lease's train step from: the train call's flags, every kind
     of recipe flag included; the flags that only say where and how long (--out, --time-limit) set no recipe field."""
     flags = ["--preset", "seed", "--profile", "reference", "--epochs", "3", "--batch-size", "64", "--lr", "2e-3",
              "--set", "mix_prob=0.5", "--out", "/tmp/x", "--time-limit", "9"]

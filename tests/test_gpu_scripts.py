@@ -1,7 +1,7 @@
-"""The shell scripts of a GPU lease (docs/gpu.md): split_file.sh cuts the zip into pieces named as gpu_receive.sh
-keeps them and gpu_train.sh joins them, and the join gives the zip back; gpu_train.sh, rehearsed as two leases
-under JAX on CPU (the first killed mid-epoch), continues one run from the first lease to the second as if it had
-never stopped. This is the one rehearsal of a lease; tests/test_run_state.py checks the state's pieces."""
+"""The scripts of a GPU lease (docs/gpu.md): pack_data.py packs the zip's train and val, split_file.sh cuts the
+pack into pieces named as gpu_receive.sh keeps them and gpu_train.sh joins them, and the join gives the pack back;
+gpu_train.sh, rehearsed as two leases under JAX on CPU (the first killed mid-epoch), continues one run from the
+first lease to the second as if it had never stopped. This is the one rehearsal of a lease; tests/test_run_state.py checks the state's pieces."""
 
 from __future__ import annotations
 
@@ -18,29 +18,93 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_pieces_travel_and_join_back_to_the_same_zip(tmp_path):
+def test_pieces_travel_and_join_back_to_the_same_pack(tmp_path):
     data = np.random.default_rng(0).integers(0, 256, 1_000_003, dtype=np.uint8).tobytes()
-    original = tmp_path / "tiny-imagenet-200.zip"
+    original = tmp_path / "tiny-imagenet-200.tar.xz"
     original.write_bytes(data)
     split = subprocess.run(["bash", str(ROOT / "scripts/split_file.sh"), str(original), str(tmp_path / "pieces"),
                             "300000"], capture_output=True, text=True, check=True)
     assert hashlib.sha256(data).hexdigest() in split.stdout
     pieces = sorted(p.name for p in (tmp_path / "pieces").iterdir())
-    assert pieces == ["zip.00", "zip.01", "zip.02", "zip.03"]
+    assert pieces == ["pack.00", "pack.01", "pack.02", "pack.03"]
 
     stage = tmp_path / "stage"  # the far side: one gpu_receive.sh call per piece, then gpu_train.sh's join
     env = {**os.environ, "STAGE": str(stage), "SITE": str(tmp_path / "no-site")}
     for name in reversed(pieces):  # arrival order does not matter
         subprocess.run(["bash", str(ROOT / "scripts/gpu_receive.sh"), str(tmp_path / "pieces" / name)],
                        env=env, capture_output=True, text=True, check=True)
-    joined = subprocess.run(f'cat "{stage}"/zip.*', shell=True, capture_output=True, check=True).stdout
+    joined = subprocess.run(f'cat "{stage}"/pack.*', shell=True, capture_output=True, check=True).stdout
     assert joined == data
-    assert "cat \"$stage\"/zip.*" in (ROOT / "scripts/gpu_train.sh").read_text()  # the join the test repeats
+    assert "cat \"$stage\"/pack.*" in (ROOT / "scripts/gpu_train.sh").read_text()  # the join the test repeats
     # here the pieces and wheels live in ignored folders: a device call carries only those its `carry` names
-    # (six pieces at once would be 230 MB of a call's 64 MiB)
-    ignored = subprocess.run(["git", "check-ignore", "pieces/zip.00", ".whl/keras.whl"], cwd=ROOT,
+    # (three pieces at once would be 150 MB of a call's 64 MiB)
+    ignored = subprocess.run(["git", "check-ignore", "pieces/pack.00", ".whl/keras.whl"], cwd=ROOT,
                              capture_output=True, text=True)
-    assert ignored.stdout.split() == ["pieces/zip.00", ".whl/keras.whl"], ignored
+    assert ignored.stdout.split() == ["pieces/pack.00", ".whl/keras.whl"], ignored
+
+
+# the two ways gpu_train.sh extracts the pack (xz's tar where there is an xz, else Python's), as it writes them
+_EXTRACTS = {"tar": 'tar -xJf "$stage/tiny-imagenet-200.tar.xz" -C "$data"',
+             "python": '"$py" -m tarfile --filter data -e "$stage/tiny-imagenet-200.tar.xz" "$data"'}
+
+
+def test_the_pack_holds_train_and_val_byte_for_byte_and_prepares_to_the_zips_caches(synthetic_data_dir, tmp_path):
+    """scripts/pack_data.py, what a lease carries instead of the zip (docs/gpu.md): every file of the zip but the
+    unlabeled test split, byte for byte, whichever of gpu_train.sh's two ways extracts it; `prepare` of its train
+    and val gives the very caches the zip's files give. Bad input is one line naming the file, and nothing is
+    written."""
+    import zipfile
+
+    from synthetic import zip_dataset
+
+    from tinyconv.data.dataset import prepare
+
+    archive = zip_dataset(synthetic_data_dir / "tiny-imagenet-200", tmp_path / "tiny-imagenet-200.zip")
+    pack = tmp_path / "pieces" / "tiny-imagenet-200.tar.xz"
+    made = subprocess.run([sys.executable, str(ROOT / "scripts/pack_data.py"), str(archive), str(pack)],
+                          capture_output=True, text=True, check=True)
+    with zipfile.ZipFile(archive) as source:
+        want = {info.filename: source.read(info) for info in source.infolist()
+                if not info.is_dir() and "/test/" not in info.filename}
+    assert len(want) == 5 * (20 + 1) + 6 * 5 + 1 + 2  # per class 20 images and boxes; val; annotations; wnids, words
+    assert made.stdout.strip() == (f"{pack}: {len(want)} files, {pack.stat().st_size} bytes, "
+                                   f"sha256 {hashlib.sha256(pack.read_bytes()).hexdigest()}")
+    assert [path.name for path in pack.parent.iterdir()] == [pack.name]  # no partial file left
+    script = (ROOT / "scripts/gpu_train.sh").read_text()
+    for way, command in _EXTRACTS.items():
+        assert command in script
+        data = tmp_path / way
+        stage = tmp_path / "pieces"
+        subprocess.run(["bash", "-c", f'mkdir -p "$data" && {command}'], env={**os.environ, "stage": str(stage), "data": str(data),
+                                                     "py": sys.executable}, check=True)
+        got = {path.relative_to(data).as_posix(): path.read_bytes() for path in data.rglob("*") if path.is_file()}
+        assert got == want, way
+    prepare(tmp_path / "tar", splits=("train", "val"), progress=False)
+    original = tmp_path / "original"
+    with zipfile.ZipFile(archive) as source:
+        source.extractall(original)
+    prepare(original, splits=("train", "val"), progress=False)
+    for name in ("train_images.npy", "train_labels.npy", "train_files.txt", "val_images.npy", "val_labels.npy"):
+        assert (tmp_path / "tar" / "cache" / name).read_bytes() == (original / "cache" / name).read_bytes(), name
+
+    # bad input: one line naming the file, exit 1, nothing written
+    out = tmp_path / "bad" / "pack.tar.xz"
+    for bad, problem in ((tmp_path / "tar" / "tiny-imagenet-200" / "wnids.txt", "not a readable zip"),
+                         (tmp_path / "missing.zip", "not a readable zip")):
+        refused = subprocess.run([sys.executable, str(ROOT / "scripts/pack_data.py"), str(bad), str(out)],
+                                 capture_output=True, text=True)
+        assert refused.returncode == 1 and refused.stderr.startswith(f"pack_data: {bad}: {problem}"), refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+    foreign = tmp_path / "foreign.zip"
+    with zipfile.ZipFile(foreign, "w") as other:
+        other.writestr("tiny-imagenet-200/wnids.txt", "n0\n")
+        other.writestr("tiny-imagenet-200/../escape.txt", "x")
+    refused = subprocess.run([sys.executable, str(ROOT / "scripts/pack_data.py"), str(foreign), str(out)],
+                             capture_output=True, text=True)
+    assert refused.returncode == 1 and refused.stderr.strip() == (
+        f"pack_data: {foreign}: 'tiny-imagenet-200/../escape.txt' is not under tiny-imagenet-200/ (not the official "
+        "zip?)")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_the_offline_bundle_holds_the_wheels_the_gpu_machine_lacks_and_they_install_for_its_python(tmp_path):
@@ -72,9 +136,11 @@ def test_the_offline_bundle_holds_the_wheels_the_gpu_machine_lacks_and_they_inst
 
 def test_lease_prepare_readies_a_lease_and_refuses_a_call_over_the_limit_before_any_device_time(synthetic_data_dir,
                                                                                                     tmp_path):
-    """scripts/lease_prepare.sh on a copy of this checkout: wheels, pieces, the kept state moved aside, every call's
-    load counted as the device tool counts it (tracked and untracked-unignored files, plus its carry), and the calls
-    printed in order with the zip's sha256; a call over the limit is one line each and exit 1."""
+    """scripts/lease_prepare.sh on a copy of this checkout: wheels, the pack cut into the fewest pieces whose calls
+    fit, the kept state and models/ moved aside, every call's load counted as the device tool counts it (tracked and
+    untracked-unignored files, plus its carry), and the calls printed in order with the pack's sha256; a call over
+    the limit is one line each and exit 1."""
+    import re
     import shutil
 
     from synthetic import zip_dataset
@@ -88,47 +154,94 @@ def test_lease_prepare_readies_a_lease_and_refuses_a_call_over_the_limit_before_
     (state / "manifest.json").write_text('{"epoch": 3}')
     (state / "state-e0003-abcd.part00").write_bytes(b"\0" * 300_000)
     archive = zip_dataset(synthetic_data_dir / "tiny-imagenet-200", tmp_path / "tiny-imagenet-200.zip")
-    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
-    env = {**os.environ, "PYTHON": sys.executable, "ZIP": str(archive), "PIECE_BYTES": "200000",
-           "ASIDE": str(tmp_path / "aside"), "TRAIN_FLAGS": "--profile ci"}
+    aside = tmp_path / "aside"
+    env = {**os.environ, "PYTHON": sys.executable, "ZIP": str(archive), "ASIDE": str(aside), "TRAIN_FLAGS": "--profile ci"}
+    models = sorted(path.name for path in (repo / "models").iterdir())
 
-    done = subprocess.run(["bash", "scripts/lease_prepare.sh", "ci-lease"], cwd=repo, env=env, capture_output=True,
-                          text=True, timeout=300)
+    def run(**extra) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "scripts/lease_prepare.sh", "ci-lease"], cwd=repo, env={**env, **extra},
+                              capture_output=True, text=True, timeout=300)
+
+    def planned(stdout: str) -> list[tuple[str, int]]:
+        """(carry, bytes) of each call printed."""
+        return [(found[1], int(found[2])) for found in re.finditer(r"call \d+  carry (.+)  \((\d+) bytes\)", stdout)]
+
+    def put_back() -> None:
+        (aside / "state").rename(state)
+        (aside / "models").rename(repo / "models")
+        aside.rmdir()
+
+    # at the default limit the small synthetic pack is one piece, riding with the wheels
+    done = run()
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    pieces = sorted(path.name for path in (repo / "pieces").glob("zip.*"))
-    assert len(pieces) >= 2 and (repo / "pieces" / ".sha256").read_text().strip() == sha
+    pack = repo / "pieces" / "tiny-imagenet-200.tar.xz"
+    sha = hashlib.sha256(pack.read_bytes()).hexdigest()
+    assert (repo / "pieces" / ".pack-sha256").read_text().strip() == sha
+    assert (repo / "pieces" / ".zip-sha256").read_text().strip() == hashlib.sha256(archive.read_bytes()).hexdigest()
     assert len(list((repo / ".whl").glob("*.whl"))) == 4 and "already holds the wheels" not in done.stdout
-    assert not state.exists() and (tmp_path / "aside" / "manifest.json").is_file()  # moved aside, epoch named
-    assert f"moved results/ci-lease/state (epoch 3) to {tmp_path / 'aside'}" in done.stdout
-    shortest = min(pieces, key=lambda name: (repo / "pieces" / name).stat().st_size)
+    assert sorted(path.name for path in (repo / "pieces").glob("pack.*")) == ["pack.00"]
+    calls = planned(done.stdout)
+    assert [carry for carry, _ in calls] == ['[".whl", "pieces/pack.00"]', "none"]
+    # moved aside: the state (epoch named) and models/, and what brings them back printed where it is needed
+    assert not state.exists() and (aside / "state" / "manifest.json").is_file()
+    assert sorted(path.name for path in (aside / "models").iterdir()) == models and not (repo / "models").exists()
+    assert f"moved results/ci-lease/state (epoch 3) to {aside / 'state'}" in done.stdout
     lines = done.stdout.splitlines()
-    calls = [line for line in lines if line.strip().startswith("call ")]
-    assert len(calls) == len(pieces) + 1
-    assert calls[0].split("carry ", 1)[1] == f'[".whl", "pieces/{shortest}"]'  # the wheels ride with the short piece
-    assert f"mv {tmp_path / 'aside'} results/ci-lease/state" in lines[lines.index(calls[-1]) - 1]
-    assert calls[-1].endswith("carry none")
-    assert f"SHA256={sha} scripts/gpu_train.sh ci-lease auto --profile ci" in done.stdout
-    assert "state keep <files_at>/state results/ci-lease/state --run runs/ci-lease" in done.stdout
+    last = next(i for i, line in enumerate(lines) if line.strip().startswith("call 2 "))
+    assert lines[last - 1].strip() == f"before call 2: mv {aside / 'state'} results/ci-lease/state"
+    assert f"SHA256={sha} scripts/gpu_train.sh ci-lease auto --profile ci" in lines[last + 1]
+    # and a second train call with what the first leaves of the lease, on the machine still warm
+    assert lines[last + 2].strip().startswith("call 3  carry none, at once if the reply of call 2 shows "
+                                              "lease.budget_left_s >= 90")
+    assert lines[last + 3].strip() == ("CALL_S=<budget_left_s - 15> TINYCONV_DEPTHWISE=<the form in call 2's log> "
+                                       f"OUT=$OUT SHA256={sha} scripts/gpu_train.sh ci-lease auto --profile ci")
+    assert lines[last + 4].strip() == f"then: mv {aside / 'models'} models && rmdir {aside}"
+    assert lines[last + 5].strip() == ("then, for each train call in turn: .venv/bin/tinyconv state keep "
+                                       "<files_at>/state results/ci-lease/state --run runs/ci-lease")
+    # each call's bytes as the device tool counts them: the tree without what was set aside, plus its carry
+    wheels = sum(path.stat().st_size for path in (repo / ".whl").iterdir())
+    tree = subprocess.run("{ git ls-files; git ls-files --others --exclude-standard; } | sort -u", shell=True,
+                          cwd=repo, capture_output=True, text=True, check=True).stdout.split()
+    base = sum((repo / name).stat().st_size for name in tree if (repo / name).is_file())
+    kept = sum(path.stat().st_size for path in (aside / "state").iterdir())
+    assert calls == [('[".whl", "pieces/pack.00"]', base + wheels + pack.stat().st_size), ("none", base + kept)]
 
-    # the same again: the pieces of that zip are kept; with a smaller limit every call is refused, one line each,
-    # before anything is moved (the state stays where it is); and a state set aside earlier is never overwritten
-    (tmp_path / "aside").rename(state)
-    over = subprocess.run(["bash", "scripts/lease_prepare.sh", "ci-lease"], cwd=repo, env={**env, "LIMIT_BYTES": "100000"},
-                          capture_output=True, text=True, timeout=300)
-    assert over.returncode == 1 and f"pieces/ already holds the pieces of {sha}" in over.stdout
-    assert ".whl/ already holds the wheels of this checkout" in over.stdout
+    # a limit that leaves room for a third of the pack beside the wheels: three pieces, the fewest that fit
+    put_back()
+    limit = base + wheels + pack.stat().st_size // 3 + 10
+    three = run(LIMIT_BYTES=str(limit))
+    assert three.returncode == 0, three.stdout[-2000:] + three.stderr[-3000:]
+    assert "pieces/ already holds the pack of " in three.stdout and "already holds the wheels" in three.stdout
+    pieces = sorted(path.name for path in (repo / "pieces").glob("pack.*"))
+    assert pieces == ["pack.00", "pack.01", "pack.02"]
+    calls = planned(three.stdout)
+    assert len(calls) == 4 and all(load <= limit for _, load in calls) and calls[-1][0] == "none"
+    shortest = min(pieces, key=lambda name: (repo / "pieces" / name).stat().st_size)
+    assert calls[0][0] == f'[".whl", "pieces/{shortest}"]'  # the wheels ride with the short piece
+    assert b"".join((repo / "pieces" / name).read_bytes() for name in pieces) == pack.read_bytes()
+
+    # with a smaller limit every call is refused, one line each, before anything is moved; and a folder set aside
+    # earlier is never overwritten
+    put_back()
+    over = run(LIMIT_BYTES="100000", PIECE_BYTES="200000")
     refused = over.stderr.strip().splitlines()
-    assert len(refused) == len(pieces) + 1 and all(line.startswith("lease_prepare: a call would carry ") for line in refused)
-    assert "4. state" not in over.stdout and (state / "manifest.json").is_file()
-    (tmp_path / "aside").mkdir()
+    pieces = list((repo / "pieces").glob("pack.*"))
+    assert over.returncode == 1 and len(refused) == len(pieces) + 1, over.stderr
+    assert all(line.startswith("lease_prepare: a call would carry ") for line in refused)
+    assert "4. aside" not in over.stdout and (state / "manifest.json").is_file() and (repo / "models").is_dir()
+    none = run(LIMIT_BYTES=str(base))
+    assert none.returncode == 1 and none.stderr.strip() == (
+        f"lease_prepare: the repository ({base} bytes) and .whl/ ({wheels}) leave no room for data in a call of "
+        f"{base} bytes")
+    aside.mkdir()
     with open(repo / "tinyconv" / "errors.py", "a") as changed:  # the code changed: its wheels are built again
         changed.write("# changed\n")
-    kept = subprocess.run(["bash", "scripts/lease_prepare.sh", "ci-lease"], cwd=repo, env=env, capture_output=True,
-                          text=True, timeout=300)
+    kept = run()
     assert kept.returncode == 1 and kept.stderr.strip() == (
-        f"lease_prepare: {tmp_path / 'aside'} exists (an earlier lease's state set aside?): move it back or away "
-        "first; nothing moved")
-    assert (state / "manifest.json").is_file() and "already holds the wheels" not in kept.stdout
+        f"lease_prepare: {aside} exists (an earlier lease's, never moved back?): move it back or away first; "
+        "nothing moved")
+    assert (state / "manifest.json").is_file() and (repo / "models").is_dir()
+    assert "already holds the wheels" not in kept.stdout
 
 
 _NO_TENSORFLOW = """
@@ -167,7 +280,8 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
     docs/gpu.md: the first lease times the depthwise forms, chooses one, trains with it and is SIGKILLed mid-epoch 2
     (as the device tool kills a call at its limit: the whole process group, the state watcher too); what it had
     returned in $OUT/state (epoch 1) is made the kept state with `tinyconv state keep`; the second lease, given the
-    chosen form, restores that state on a fresh machine and finishes the run. Its history equals an uninterrupted
+    chosen form, restores that state on a fresh machine, is killed in epoch 3, and its second train call, on the
+    same machine, continues the run there and finishes it. Its history equals an uninterrupted
     run's with the same form to within 1e-6 (relative; measured: bit for bit on JAX CPU, the tolerance only absorbs
     another XLA CPU thread schedule). Each $OUT holds few enough files to come back whole (at most 8), and no
     process of it may import TensorFlow, which the GPU machines lack."""
@@ -177,9 +291,13 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
     from tinyconv.training.callbacks import read_history
 
     archive = zip_dataset(synthetic_data_dir / "tiny-imagenet-200", tmp_path / "tiny-imagenet-200.zip")
-    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
-    subprocess.run(["bash", str(ROOT / "scripts/split_file.sh"), str(archive), str(tmp_path / "pieces"), "200000"],
-                   capture_output=True, text=True, check=True)
+    pack = tmp_path / "tiny-imagenet-200.tar.xz"  # what a lease carries: train and val of the zip (no test split)
+    subprocess.run([sys.executable, str(ROOT / "scripts/pack_data.py"), str(archive), str(pack)], check=True,
+                   capture_output=True)
+    sha = hashlib.sha256(pack.read_bytes()).hexdigest()
+    subprocess.run(["bash", str(ROOT / "scripts/split_file.sh"), str(pack), str(tmp_path / "pieces"),
+                    str(pack.stat().st_size // 3 + 1)], capture_output=True, text=True, check=True)
+    assert len(list((tmp_path / "pieces").iterdir())) == 3
     kept = tmp_path / "repo-results" / "ci-lease" / "state"
     sleepy = tmp_path / "sleepy-python"
     sleepy.write_text(_SLEEPY_PYTHON.format(python=sys.executable, sleepy=ROOT / "tests" / "sleepy_cli.py"))
@@ -267,18 +385,34 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
         env={**first, "KERAS_BACKEND": "jax", "TINYCONV_DEPTHWISE": form}, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
 
-    # lease 2, a fresh machine given the form lease 1 chose: restore, finish the run
-    second = machine_env(2, TINYCONV_DEPTHWISE=form)
+    # lease 2, a fresh machine given the form lease 1 chose: its train call restores the state and is killed in
+    # epoch 3, once it has returned epoch 2
+    hung = tmp_path / "hung2"
+    second = machine_env(2, TINYCONV_DEPTHWISE=form, PYTHON=str(sleepy), SLEEPY_HANG_EPOCH="3",
+                         SLEEPY_HANG_FILE=str(hung))
     receive(second)
-    done = subprocess.run(["bash", str(ROOT / "scripts/gpu_train.sh"), "ci-lease", "auto", *train_flags],
-                          env=second, capture_output=True, text=True, timeout=600)
+    with open(tmp_path / "call2.out", "w") as shown:
+        call = subprocess.Popen(["bash", str(ROOT / "scripts/gpu_train.sh"), "ci-lease", "auto", *train_flags],
+                                env=second, stdout=shown, stderr=subprocess.STDOUT, start_new_session=True)
+    packed = tmp_path / "machine2" / "OUT" / "state" / "manifest.json"
+    kill_when(call, lambda: hung.exists() and packed.exists() and json.loads(packed.read_text())["epoch"] == 2, 300,
+              "epoch 3 with epoch 2's state returned", group=True)
     log, _ = returned(second)
-    assert done.returncode == 0, log[-3000:]
-    assert log in done.stdout  # the call's output shows the log
     assert "phase restore" in log and "from epoch 2 of 3" in log and "phase forms" not in log
     assert "phase sync" not in log  # off unless asked for
     assert f"depthwise form given: {form}" in log
-    manifest = json.loads((tmp_path / "machine2" / "OUT" / "state" / "manifest.json").read_text())
+    # ... and a second train call of the same lease, on the same machine (still warm, as a call issued at once
+    # finds it) with a fresh $OUT, goes on from the run there, not from the repository's older state, and finishes
+    topup = {**machine_env(2, TINYCONV_DEPTHWISE=form), "OUT": str(tmp_path / "machine2" / "OUT-topup")}
+    done = subprocess.run(["bash", str(ROOT / "scripts/gpu_train.sh"), "ci-lease", "auto", *train_flags],
+                          env=topup, capture_output=True, text=True, timeout=600)
+    topup_log, _ = returned(topup)
+    assert done.returncode == 0, topup_log[-3000:]
+    assert topup_log in done.stdout  # the call's output shows the log
+    assert "was extracted and prepared by an earlier call on this machine" in topup_log
+    assert "continuing the run an earlier call trained on this machine" in topup_log
+    assert "phase restore" not in topup_log and "from epoch 3 of 3" in topup_log
+    manifest = json.loads((Path(topup["OUT"]) / "state" / "manifest.json").read_text())
     assert manifest["epoch"] == 3 and manifest["complete"]
 
     whole_out, _ = uninterrupted.communicate(timeout=300)
@@ -290,13 +424,16 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
         for key in ("loss", "top1", "top5", "val_loss", "val_top1", "val_top5", "lr"):
             assert row[key] == pytest.approx(expected[key], rel=1e-6, abs=1e-7), (row["epoch"], key)
 
-    # back here: the complete state is kept as the run's figures, and the state itself goes
-    subprocess.run([sys.executable, "-m", "tinyconv", "state", "keep", str(tmp_path / "machine2" / "OUT" / "state"),
-                    str(kept), "--run", str(tmp_path / "here" / "ci-lease")], check=True, capture_output=True)
+    # back here: each call's state is kept in turn (epoch 2, then the complete run: the run's figures, and the
+    # state itself goes)
+    for returned_state in (packed.parent, Path(topup["OUT"]) / "state"):
+        subprocess.run([sys.executable, "-m", "tinyconv", "state", "keep", str(returned_state), str(kept), "--run",
+                        str(tmp_path / "here" / "ci-lease")], check=True, capture_output=True)
     assert not kept.exists() and (kept.parent / "metrics.json").is_file()
     assert [row["epoch"] for row in read_history(kept.parent / "history.csv")] == [0, 1, 2]
-    # a log per lease, the killed one's too, each naming the software it ran
+    # a log per call, the killed ones' too, each naming the software it ran
     logs = sorted((kept.parent / "leases").iterdir())
-    assert [path.name for path in logs] == ["lease-01.log", "lease-02.log"]
+    assert [path.name for path in logs] == ["lease-01.log", "lease-02.log", "lease-03.log"]
     assert all("versions: python" in path.read_text() for path in logs)
     assert "phase forms" in logs[0].read_text() and "phase restore" in logs[1].read_text()
+    assert "continuing the run an earlier call trained" in logs[2].read_text()
