@@ -48,15 +48,14 @@ ls .whl
 echo "2. data: the pack of $zip"
 pack=pieces/tiny-imagenet-200.tar.xz
 zip_sha=$(sha256sum "$zip" | cut -d' ' -f1)
-if [ -f pieces/.zip-sha256 ] && [ "$(cat pieces/.zip-sha256)" = "$zip_sha" ] && [ -f pieces/.pack-sha256 ] && [ -f "$pack" ]; then
+if [ -f pieces/.zip-sha256 ] && [ "$(cat pieces/.zip-sha256)" = "$zip_sha" ] && [ -f "$pack" ]; then
     echo "pieces/ already holds the pack of $zip_sha"
 else
     rm -rf pieces
     "$python" scripts/pack_data.py "$zip" "$pack"
-    sha256sum "$pack" | cut -d' ' -f1 > pieces/.pack-sha256
     echo "$zip_sha" > pieces/.zip-sha256
 fi
-sha=$(cat pieces/.pack-sha256)
+sha=$(sha256sum "$pack" | cut -d' ' -f1)  # what the train call checks the joined pieces against
 
 echo "3. budget (a call may carry $limit bytes)"
 # what every call carries: tracked files present in the tree and untracked files git does not ignore, but for what
@@ -77,7 +76,9 @@ if [ -z "$piece_bytes" ]; then
     count=$(( (pack_bytes + room - 1) / room ))
     piece_bytes=$(( (pack_bytes + count - 1) / count ))
 fi
-if [ "$(cat pieces/.piece-bytes 2> /dev/null)" != "$piece_bytes" ]; then
+# cut again unless the pieces there are this size and join to the pack
+joined=$( { cat pieces/pack.[0-9]* 2> /dev/null || true; } | sha256sum | cut -d' ' -f1)
+if [ "$(cat pieces/.piece-bytes 2> /dev/null)" != "$piece_bytes" ] || [ "$joined" != "$sha" ]; then
     rm -f pieces/pack.[0-9]*
     bash scripts/split_file.sh "$pack" pieces "$piece_bytes" > /dev/null
     echo "$piece_bytes" > pieces/.piece-bytes
