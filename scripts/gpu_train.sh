@@ -12,7 +12,8 @@
 #              the run is on this machine already: a later train call of the same lease continues it from there
 #  3. forms    at most $FORMS_S seconds (default 120; 0 skips) timing the depthwise conv's forms in the whole train
 #              step (benchmarks/gpu_profile.py --choose); the fastest whose numbers agree is used (TINYCONV_DEPTHWISE;
-#              set it to skip the measurement and use a form an earlier lease on the same kind of GPU chose)
+#              set it to skip the measurement and use a form an earlier lease on the same kind of GPU chose). A
+#              later call on the same machine uses the form the first one trained with ($RUNS/NAME.form)
 #  4. sync     with $SYNC_S > 0 (default 0: skipped), at most that many seconds of benchmarks/fit_loop_sync.py on the
 #              real data and the run's recipe: the fit loop's train images/s with and without a host round trip per
 #              step ($SYNC_ROUNDS rounds, default 2), once per kind of GPU
@@ -93,25 +94,33 @@ for ((i = 1; i < $#; i++)); do
     if [ "${!i}" = --preset ]; then preset=(--preset "${!j}"); fi
 done
 
+mkdir -p "$runs"  # a first lease has restored nothing there yet
+form_file=$runs/$name.form  # the form this machine's calls train with: a later call of the lease reads it
 if [ -n "${TINYCONV_DEPTHWISE:-}" ]; then
     # a form chosen by an earlier lease on the same kind of GPU (its lease.log): the two minutes go to training
     echo "depthwise form given: $TINYCONV_DEPTHWISE"
+elif [ -f "$form_file" ]; then
+    # an earlier call of this lease measured the forms (or was given one) on this very machine
+    TINYCONV_DEPTHWISE=$(cat "$form_file")
+    export TINYCONV_DEPTHWISE
+    echo "depthwise form of an earlier call on this machine: $TINYCONV_DEPTHWISE"
 elif [ "$forms_s" != 0 ]; then
     phase forms
     forms_json=$runs/$name.forms.json
-    mkdir -p "$runs"  # a first lease has restored nothing there yet
     # the fastest agreeing form of the 9x9 depthwise conv; on failure training keeps the default form (cuDNN)
     # (the run's own train step: gpu_profile.py builds it from the train flags, as `tinyconv train` does)
     if "$py" "$repo/benchmarks/gpu_profile.py" --choose --budget-s "$forms_s" --json "$forms_json" ${FORMS_FLAGS:-} \
             -- "$@"; then
         TINYCONV_DEPTHWISE=$("$py" -c "import json, sys; print(json.load(open(sys.argv[1]))['chosen'])" "$forms_json")
-        export TINYCONV_DEPTHWISE
         echo "forms: $(cat "$forms_json")"
         echo "chosen depthwise form: $TINYCONV_DEPTHWISE"
     else
+        TINYCONV_DEPTHWISE=auto  # the default form; not measured again by a later call on this machine
         echo "forms: the measurement failed; training with the default form"
     fi
+    export TINYCONV_DEPTHWISE
 fi
+if [ -n "${TINYCONV_DEPTHWISE:-}" ]; then echo "$TINYCONV_DEPTHWISE" > "$form_file"; fi
 
 if [ "$sync_s" != 0 ]; then
     # the fit loop's train images/s with and without a host round trip per step, on the real data and the run's

@@ -140,6 +140,6 @@ done
 # once (30 s idle gives the machine back): the run, data and compiled step are still there
 printf '   call %d  carry none, at once if the reply of call %d shows lease.budget_left_s >= 90; timeout_s = budget_left_s\n' \
     "$((n + 1))" "$n"
-echo "           CALL_S=<budget_left_s - 15> TINYCONV_DEPTHWISE=<the form in call $n's log> $train"
+echo "           CALL_S=<budget_left_s - 15> $train"   # the same machine: its data, run and form are there
 echo "   then: $back"
 echo "   then, for each train call in turn: .venv/bin/tinyconv state keep <files_at>/state $state --run runs/$name"

@@ -193,8 +193,7 @@ def test_lease_prepare_readies_a_lease_and_refuses_a_call_over_the_limit_before_
     # and a second train call with what the first leaves of the lease, on the machine still warm
     assert lines[last + 2].strip().startswith("call 3  carry none, at once if the reply of call 2 shows "
                                               "lease.budget_left_s >= 90")
-    assert lines[last + 3].strip() == ("CALL_S=<budget_left_s - 15> TINYCONV_DEPTHWISE=<the form in call 2's log> "
-                                       f"OUT=$OUT SHA256={sha} scripts/gpu_train.sh ci-lease auto --profile ci")
+    assert lines[last + 3].strip() == f"CALL_S=<budget_left_s - 15> OUT=$OUT SHA256={sha} scripts/gpu_train.sh ci-lease auto --profile ci"
     assert lines[last + 4].strip() == f"then: mv {aside / 'models'} models && rmdir {aside}"
     assert lines[last + 5].strip() == ("then, for each train call in turn: .venv/bin/tinyconv state keep "
                                        "<files_at>/state results/ci-lease/state --run runs/ci-lease")
@@ -373,6 +372,7 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
         # the ci model's 9x9 and 3x3 both took the form; dense only the 9x9 (fast_path.DENSE_MIN_TAPS)
         assert result["layers_in_form"] == ("1/2" if name == "dense" else "2/2"), (name, result)
     assert form == choice["chosen"] == min(choice["forms"], key=lambda name: choice["forms"][name]["step_ms"])
+    assert (tmp_path / "machine1" / "runs" / "ci-lease.form").read_text() == f"{form}\n"  # for a later call there
     # and the very program training compiles: under the persistent compilation cache (on for every compile here)
     # training loaded its train step, written by the forms' phase, and wrote no train step of its own
     train_began = int(next(line for line in log.splitlines() if " phase train " in line).split()[0])
@@ -409,7 +409,7 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
     assert f"depthwise form given: {form}" in log
     # ... and a second train call of the same lease, on the same machine (still warm, as a call issued at once
     # finds it) with a fresh $OUT, goes on from the run there, not from the repository's older state, and finishes
-    topup = {**machine_env(2, TINYCONV_DEPTHWISE=form), "OUT": str(tmp_path / "machine2" / "OUT-topup")}
+    topup = {**machine_env(2), "OUT": str(tmp_path / "machine2" / "OUT-topup")}  # no form given: it has one
     done = subprocess.run(["bash", str(ROOT / "scripts/gpu_train.sh"), "ci-lease", "auto", *train_flags],
                           env=topup, capture_output=True, text=True, timeout=600)
     topup_log, _ = returned(topup)
@@ -417,6 +417,7 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
     assert topup_log in done.stdout  # the call's output shows the log
     assert "was extracted and prepared by an earlier call on this machine" in topup_log
     assert "continuing the run an earlier call trained on this machine" in topup_log
+    assert f"depthwise form of an earlier call on this machine: {form}" in topup_log and "phase forms" not in topup_log
     assert "phase restore" not in topup_log and "from epoch 3 of 3" in topup_log
     manifest = json.loads((Path(topup["OUT"]) / "state" / "manifest.json").read_text())
     assert manifest["epoch"] == 3 and manifest["complete"]
