@@ -117,11 +117,19 @@ def test_tiles_fit_the_shape_or_the_shape_is_refused_in_one_line():
 # ----------------------------------------------------------------------------------- CUDA lowering, on a CPU
 
 
+# The GPU the leases get (H100 or H200: both compute capability 9.0), named to the lowering as an abstract device:
+# Pallas' Triton lowering in JAX 0.11 (the GPU machines' JAX) asks the device for its compute capability and, with no
+# GPU here, refuses without one ("No supported GPU devices found"); JAX 0.10.2 (this machine's) takes it as well.
+LEASE_GPU = jax.sharding.AbstractDevice(device_kind="NVIDIA H100 80GB HBM3", num_cores=132, platform="gpu")
+
+
 def _cuda_module(fn, *specs) -> str:
-    """fn exported for CUDA (no GPU needed: it is lowered, not compiled), as MLIR text. The Triton custom calls have
-    no export compatibility guarantee: their safety check is turned off, which changes nothing in the lowering."""
+    """fn exported for CUDA on an H100 (no GPU needed: it is lowered, not compiled), as MLIR text. The Triton custom
+    calls have no export compatibility guarantee: their safety check is turned off, which changes nothing in the
+    lowering."""
     checks = [jax.export.DisabledSafetyCheck.custom_call(name) for name in TRITON_CALLS]
-    return jax.export.export(jax.jit(fn), platforms=["cuda"], disabled_checks=checks)(*specs).mlir_module()
+    with jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((1,), ("x",), abstract_device=LEASE_GPU)):
+        return jax.export.export(jax.jit(fn), platforms=["cuda"], disabled_checks=checks)(*specs).mlir_module()
 
 
 def _custom_calls(text: str) -> list[str]:
@@ -149,8 +157,11 @@ def test_seed_depthwise_convs_lower_to_triton_for_cuda_forward_and_gradients(sha
 def test_triton_is_used_where_pallas_would_default_to_mosaic_gpu():
     x = jax.ShapeDtypeStruct((8, 32, 32, 128), jnp.bfloat16)
     w = jax.ShapeDtypeStruct((9, 9, 128, 1), jnp.bfloat16)
-    before = jax.config.jax_pallas_use_mosaic_gpu
-    jax.config.update("jax_pallas_use_mosaic_gpu", True)  # Pallas' default in JAX 0.10 and 0.11, set in case
+    # Pallas' default in JAX 0.10, set in case; JAX 0.11 (the GPU machines') no longer has the option
+    switch = hasattr(jax.config, "jax_pallas_use_mosaic_gpu")
+    before = jax.config.jax_pallas_use_mosaic_gpu if switch else None
+    if switch:
+        jax.config.update("jax_pallas_use_mosaic_gpu", True)
     try:
         # the control: a Pallas call without compiler params lowers to Mosaic GPU here
         from jax.experimental import pallas as pl
@@ -162,11 +173,15 @@ def test_triton_is_used_where_pallas_would_default_to_mosaic_gpu():
             warnings.simplefilter("ignore", DeprecationWarning)
             bare = _cuda_module(lambda v: pl.pallas_call(double, out_shape=jax.ShapeDtypeStruct((128,), jnp.float32))(v),
                                 jax.ShapeDtypeStruct((128,), jnp.float32))
-        assert any("mosaic" in call for call in _custom_calls(bare)), _custom_calls(bare)
+        if switch:  # the control, JAX 0.10: Pallas' default is Mosaic GPU
+            assert any("mosaic" in call for call in _custom_calls(bare)), _custom_calls(bare)
+        else:  # JAX 0.11 went back to Triton as the default (pallas_call.py's gpu_lowering): ours is Triton either way
+            assert _custom_calls(bare) and all(call in TRITON_CALLS for call in _custom_calls(bare)), _custom_calls(bare)
         ours = _custom_calls(_cuda_module(lambda a, b: pd.depthwise_conv(a, b, interpret=False), x, w))
         assert ours and all(call in TRITON_CALLS for call in ours), ours
     finally:
-        jax.config.update("jax_pallas_use_mosaic_gpu", before)
+        if switch:
+            jax.config.update("jax_pallas_use_mosaic_gpu", before)
 
 
 # --------------------------------------------------------------------------------------- the layer's forms

@@ -18,14 +18,13 @@ The three kernels, for xpad = x padded to [N, H+kh-1, W+kw-1, C] and g = dL/dout
     kernel grad  dk[i, j, c] = sum_nhw xpad[n, h+i, w+j, c] * g[n, h, w, c]: one program per (channel tile,
                  image chunk, row tile) loops over its images and writes kh*kw partial sums; XLA adds them
 
-Backend: Triton, explicitly (`compiler_params=pltriton.CompilerParams(...)`). Pallas lowers a GPU call with no
-compiler params to Mosaic GPU by default (jax_pallas_use_mosaic_gpu, True by default), which stages whole-array
-blocks in shared memory and refuses this kernel (it asks for ~52 MB at the seed's batch 128). Pallas picks the GPU
-backend by the type of `compiler_params` before it reads that default (jax/_src/pallas/pallas_call.py), and
-`jax.experimental.pallas.triton.CompilerParams` exists in JAX 0.10.2 (this venv) and 0.11 (the GPU machine), whose
-changelog deprecates the Triton backend without removing it. The custom call is "__gpu$xla.gpu.triton" with jaxlib
-<= 0.10.2 and, by 0.10.2's source, "triton_kernel_call_ffi" with a newer one (tests/test_pallas_depthwise.py exports
-the kernels for CUDA on a CPU and checks which).
+Backend: Triton, explicitly (`compiler_params=pltriton.CompilerParams(...)`). JAX 0.10.2 (this venv) lowers a GPU
+call with no compiler params to Mosaic GPU by default (jax_pallas_use_mosaic_gpu), which stages whole-array blocks in
+shared memory and refuses this kernel (it asks for ~52 MB at the seed's batch 128); JAX 0.11.2 (the GPU machines')
+has no such option and lowers it to Triton. Pallas picks the GPU backend by the type of `compiler_params` first
+(jax/_src/pallas/pallas_call.py), so this kernel is Triton under both; 0.11 warns that the Triton backend is
+deprecated, without removing it. The custom call is "__gpu$xla.gpu.triton" under both (tests/test_pallas_depthwise.py
+exports the kernels for an H100 on a CPU and checks it; run under JAX 0.11.2 too on 2026-12-06, in a Python 3.12 venv).
 `interpret=True` runs the same kernels in Pallas' interpreter on any device (slowly): the form on a CPU.
 
 Tiling constraints (`choose_tiles`; `unsupported` says why a shape cannot be taken):
