@@ -61,6 +61,11 @@ phase data
 if [ -f "$data/.pack-sha256" ] && [ "$(cat "$data/.pack-sha256")" = "$SHA256" ]; then
     echo "the pack $SHA256 was extracted and prepared by an earlier call on this machine"
 else
+    if ! compgen -G "$stage/pack.*" > /dev/null; then
+        # e.g. a second train call that found a fresh machine: the one with the data went back after 30 s idle
+        echo "gpu_train.sh: no pieces of the pack in $stage: this machine received none (scripts/gpu_receive.sh)" >&2
+        exit 1
+    fi
     cat "$stage"/pack.* > "$stage/tiny-imagenet-200.tar.xz"
     echo "${SHA256}  $stage/tiny-imagenet-200.tar.xz" | sha256sum -c -
     mkdir -p "$data"

@@ -43,6 +43,21 @@ def test_pieces_travel_and_join_back_to_the_same_pack(tmp_path):
     assert ignored.stdout.split() == ["pieces/pack.00", ".whl/keras.whl"], ignored
 
 
+def test_a_train_call_on_a_machine_without_the_pieces_is_one_line_and_does_nothing(tmp_path):
+    """A second train call that finds a fresh machine (the warm one went back after 30 s idle) has no data: one line
+    saying so, exit 1, no data folder, no run."""
+    env = {**os.environ, "STAGE": str(tmp_path / "stage"), "DATA": str(tmp_path / "data"),
+           "RUNS": str(tmp_path / "runs"), "OUT": str(tmp_path / "OUT"), "SHA256": "0" * 64, "PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(ROOT / "scripts/gpu_train.sh"), "ci-lease", "auto", "--profile", "ci"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    said = (f"gpu_train.sh: no pieces of the pack in {tmp_path / 'stage'}: this machine received none "
+            "(scripts/gpu_receive.sh)")
+    # everything the script prints goes to the call's output and $OUT/lease.log, stderr included
+    assert done.returncode == 1 and done.stdout.strip().splitlines()[-1] == said, done.stdout
+    assert (tmp_path / "OUT" / "lease.log").read_text().strip().splitlines()[-1] == said
+    assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()
+
+
 # the two ways gpu_train.sh extracts the pack (xz's tar where there is an xz, else Python's), as it writes them
 _EXTRACTS = {"tar": 'tar -xJf "$stage/tiny-imagenet-200.tar.xz" -C "$data"',
              "python": '"$py" -m tarfile --filter data -e "$stage/tiny-imagenet-200.tar.xz" "$data"'}
