@@ -11,7 +11,12 @@ site=${SITE:-/tmp/site}
 mkdir -p "$stage"
 cp "$1" "$stage/"
 if [ -n "${2:-}" ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "$2"/*.whl
+    wheels=("$2"/*.whl)
+    if python3 -c "import typing_extensions" 2> /dev/null; then
+        # the machine's own (beside PyTorch) stays in charge: $SITE comes first on PYTHONPATH and would shadow it
+        wheels=($(printf '%s\n' "${wheels[@]}" | grep -v '/typing_extensions-'))
+    fi
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "${wheels[@]}"
 fi
 ls -l "$stage"
 if [ -d "$site" ]; then

@@ -4,8 +4,8 @@
 #   scripts/lease_prepare.sh [NAME]          # NAME: the run, default seed-reference
 #   ZIP=path/to/tiny-imagenet-200.zip scripts/lease_prepare.sh   # default: the path ../shared/data/assemble prints
 #
-#  1. wheels   keras, namex, optree and tinyconv into .whl/ (scripts/offline_bundle.sh); kept when built from
-#              the same pyproject.toml and tinyconv files
+#  1. wheels   keras, namex, optree, typing_extensions and tinyconv into .whl/ (scripts/offline_bundle.sh); kept
+#              when built from the same pyproject.toml, tinyconv files and offline_bundle.sh
 #  2. data     the zip packed for the lease into pieces/tiny-imagenet-200.tar.xz (scripts/pack_data.py: train and
 #              val, byte for byte, xz-compressed: 150 MB against the zip's 242); kept when made from the same zip
 #  3. budget   every call's load, counted as the device tool counts it (the tracked files, the untracked files git
@@ -33,8 +33,9 @@ python=${PYTHON:-python3}
 state=results/$name/state
 
 echo "1. wheels"
-# built again only when what they are built from changed: pyproject.toml (the pins) and tinyconv's tracked files
-fingerprint=$(git ls-files -z pyproject.toml tinyconv | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+# built again only when what they are built from changed: pyproject.toml (the pins), tinyconv's tracked files and
+# the script that builds them
+fingerprint=$(git ls-files -z pyproject.toml tinyconv scripts/offline_bundle.sh | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
 if [ -f .whl/.fingerprint ] && [ "$(cat .whl/.fingerprint)" = "$fingerprint" ]; then
     echo ".whl/ already holds the wheels of this checkout"
 else

@@ -124,9 +124,11 @@ def test_the_pack_holds_train_and_val_byte_for_byte_and_prepares_to_the_zips_cac
 
 def test_the_offline_bundle_holds_the_wheels_the_gpu_machine_lacks_and_they_install_for_its_python(tmp_path):
     """scripts/offline_bundle.sh, the first step of a lease's preparation (docs/gpu.md): keras as pyproject.toml pins
-    it, namex, optree for CPython 3.12 on x86_64, and tinyconv's own wheel with its package data; all four install
-    with gpu_receive.sh's pip flags for the GPU machine's Python. (It once failed at tinyconv's wheel: the venv's
-    old setuptools could not read pyproject.toml's SPDX license under --no-build-isolation.)"""
+    it, namex, optree for CPython 3.12 on x86_64, optree's typing_extensions, and tinyconv's own wheel with its
+    package data; gpu_receive.sh installs them for the GPU machine's Python, typing_extensions only where that
+    Python lacks it (the GPU machines have it beside PyTorch; a Python 3.12 with JAX alone does not, and there keras
+    failed to import: "you need to have `optree` installed"). (The bundle once failed at tinyconv's wheel: the
+    venv's old setuptools could not read pyproject.toml's SPDX license under --no-build-isolation.)"""
     import keras
 
     out = tmp_path / "whl"
@@ -134,19 +136,42 @@ def test_the_offline_bundle_holds_the_wheels_the_gpu_machine_lacks_and_they_inst
                           text=True, timeout=300, env={**os.environ, "PYTHON": sys.executable})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     names = sorted(path.name for path in out.iterdir())
-    assert [name.split("-")[0] for name in names] == ["keras", "namex", "optree", "tinyconv"], names
+    assert [name.split("-")[0] for name in names] == ["keras", "namex", "optree", "tinyconv", "typing_extensions"], names
     assert names[0] == f"keras-{keras.__version__}-py3-none-any.whl"
     assert "-cp312-cp312-manylinux" in names[2] and names[2].endswith("x86_64.whl"), names[2]
     assert sum(path.stat().st_size for path in out.iterdir()) < 8 * 2**20  # it travels with call 1 (64 MiB)
 
-    site = tmp_path / "site"  # gpu_receive.sh's install, for Python 3.12 on x86_64 as the GPU machine runs it
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-                    "--target", str(site), "--python-version", "3.12", "--implementation", "cp", "--only-binary=:all:",
-                    "--platform", "manylinux_2_28_x86_64", *map(str, sorted(out.iterdir()))], check=True,
-                   capture_output=True, text=True, timeout=300)
-    assert (site / "keras" / "__init__.py").is_file() and (site / "optree").is_dir()
-    assert (site / "tinyconv" / "training" / "reference_curve.csv").is_file()
-    assert len(list((site / "tinyconv" / "deploy" / "check_images").glob("*.png"))) == 12
+    # gpu_receive.sh's install, as the GPU machine's python3 runs it: a stand-in python3 whose pip installs for
+    # CPython 3.12 on x86_64, and which has typing_extensions or not
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(_GPU_PYTHON.format(python=sys.executable))
+    (bin_dir / "python3").chmod(0o755)
+    (tmp_path / "piece").write_bytes(b"a piece")
+    for has_typing in (True, False):
+        site = tmp_path / f"site-{has_typing}"
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "STAGE": str(tmp_path / "stage"),
+               "SITE": str(site), "HAS_TYPING": "0" if has_typing else "1"}
+        subprocess.run(["bash", str(ROOT / "scripts/gpu_receive.sh"), str(tmp_path / "piece"), str(out)], env=env,
+                       check=True, capture_output=True, text=True, timeout=300)
+        assert (site / "keras" / "__init__.py").is_file() and (site / "optree").is_dir()
+        assert (site / "tinyconv" / "training" / "reference_curve.csv").is_file()
+        assert len(list((site / "tinyconv" / "deploy" / "check_images").glob("*.png"))) == 12
+        # the machine's own typing_extensions is not shadowed; where there is none, the bundle's is installed
+        assert (site / "typing_extensions.py").is_file() != has_typing
+
+
+# A stand-in for the GPU machine's python3 in gpu_receive.sh: pip installs for CPython 3.12 on x86_64;
+# `import typing_extensions` succeeds or not by $HAS_TYPING (0: it does); the other -c checks pass.
+_GPU_PYTHON = """#!/usr/bin/env bash
+if [ "$1" = -c ]; then case "$2" in *typing_extensions*) exit "$HAS_TYPING" ;; *) exit 0 ;; esac; fi
+if [ "$1 $2 $3" = "-m pip install" ]; then
+    shift 3
+    exec "{python}" -m pip install --python-version 3.12 --implementation cp --only-binary=:all: \\
+        --platform manylinux_2_28_x86_64 "$@"
+fi
+exec "{python}" "$@"
+"""
 
 
 def test_lease_prepare_readies_a_lease_and_refuses_a_call_over_the_limit_before_any_device_time(synthetic_data_dir,
