@@ -77,12 +77,13 @@ if [ -z "$piece_bytes" ]; then
     count=$(( (pack_bytes + room - 1) / room ))
     piece_bytes=$(( (pack_bytes + count - 1) / count ))
 fi
-# cut again unless the pieces there are this size and join to the pack
+# cut again unless the pieces there are of this size (the first one says: split makes all but the last that long)
+# and join to the pack
 joined=$( { cat pieces/pack.[0-9]* 2> /dev/null || true; } | sha256sum | cut -d' ' -f1)
-if [ "$(cat pieces/.piece-bytes 2> /dev/null)" != "$piece_bytes" ] || [ "$joined" != "$sha" ]; then
+first=$(( piece_bytes < pack_bytes ? piece_bytes : pack_bytes ))
+if [ "$(stat -c %s pieces/pack.00 2> /dev/null)" != "$first" ] || [ "$joined" != "$sha" ]; then
     rm -f pieces/pack.[0-9]*
     bash scripts/split_file.sh "$pack" pieces "$piece_bytes" > /dev/null
-    echo "$piece_bytes" > pieces/.piece-bytes
 fi
 mapfile -t pieces < <(ls pieces/pack.[0-9]* | sort)
 echo "${#pieces[@]} pieces of at most $piece_bytes bytes: ${pieces[*]}"
