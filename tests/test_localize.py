@@ -33,6 +33,7 @@ from tinyconv.study.localize import (
     iou,
     kernel_comparison_skipped,
     kernel_variant_runs,
+    layer_maps,
     ScoredMaps,
     box_area_fraction,
     localization_maps,
@@ -43,6 +44,7 @@ from tinyconv.study.localize import (
     score_maps,
     score_stages,
     stage_kernel_size,
+    stage_layers,
     train_kernel_variants,
     trained_seed_model,
     upsample,
@@ -334,6 +336,56 @@ def test_score_stages_gives_grad_cam_per_stage_and_cam():
     rows = metrics_table(results, baseline_metrics(val.boxes))
     assert [row["maps"] for row in rows] == ["stage 1", "stage 2", "stage 3", "CAM", "centre box", "whole image"]
     assert rows[-1]["top-1"] is None and 0 <= rows[0]["MaxBoxAcc"] <= 100
+
+
+def _noisy_squares(count: int, wnids, seed: int) -> BoxedImages:
+    """`count` images of random noise with a brighter square each, of random classes of `wnids`, boxes exact."""
+    rng = np.random.default_rng(seed)
+    images, boxes = rng.integers(0, 120, (count, 64, 64, 3), dtype=np.uint8), []
+    for image in images:
+        x0, y0 = rng.integers(0, 40, 2)
+        size = int(rng.integers(8, 24))
+        image[y0 : y0 + size, x0 : x0 + size] += 120
+        boxes.append((x0, y0, x0 + size - 1, y0 + size - 1))
+    return BoxedImages(images=images, labels=rng.integers(0, len(wnids), count), boxes=np.array(boxes),
+                       wnids=list(wnids), names=list(wnids), files=[f"n{i}.png" for i in range(count)])
+
+
+def test_score_stages_from_one_pass_equals_a_pass_per_stage():
+    """score_stages draws every stage's Grad-CAM and CAM from one forward and one backward pass per batch; each
+    must be what a pass of its own gives (score_maps with that layer), over several batches, the last one short."""
+    from tinyconv.model.build import build_model
+
+    keras.utils.set_random_seed(1)
+    model = build_model("tiny", num_classes=3, widths=(8, 8, 8), depths=(1, 1, 1))
+    wnids = ["x", "y", "z"]
+    train, val = _noisy_squares(4, wnids, seed=0), _noisy_squares(6, wnids, seed=1)
+    one = score_stages(model, wnids, train, val, batch_size=4)
+    layers = {**stage_layers(model), "CAM": None}
+    assert list(one) == list(layers) == ["stage 1", "stage 2", "stage 3", "CAM"]
+    for name, layer in layers.items():
+        alone = score_maps(model, wnids, train, val, layer, batch_size=4)
+        np.testing.assert_allclose(one[name].maps, alone.maps, rtol=0, atol=1e-5, err_msg=name)
+        assert one[name].metrics == alone.metrics, name
+        np.testing.assert_array_equal(one[name].boxes, alone.boxes)
+        np.testing.assert_array_equal(one[name].predicted, alone.predicted)
+    assert len({float(one[name].maps.std()) for name in one}) == 4  # four different maps, not one copied
+
+
+def test_layer_maps_gives_each_layers_grad_cam_and_cam_in_the_order_asked():
+    model = square_model()
+    x = normalize(np.stack([square_image(), square_image((0, 0, 15, 31)), square_image((30, 30, 61, 45))]))
+    (cam, grad, cam_again), logits = layer_maps(model, x, [None, "stage1_block1", None], classes=[0, 1, 0],
+                                                batch_size=2)
+    expected_cam, expected_logits = class_activation_maps(model, x, [0, 1, 0])
+    np.testing.assert_allclose(cam, expected_cam, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(cam, cam_again)
+    np.testing.assert_allclose(grad, grad_cam(model, x, "stage1_block1", [0, 1, 0])[0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(logits, expected_logits, rtol=1e-6, atol=1e-6)
+    with pytest.raises(TinyconvError, match=r"outputs \(None, 2\), not a \[B, h, w, C\] map"):
+        layer_maps(model, x, [model.get_layer("head_pool")])
+    with pytest.raises(TinyconvError, match="no layer named 'nope'"):
+        layer_maps(model, x, [None, "nope"])
 
 
 def test_held_out_train_and_val_subsets(synthetic_data_dir):

@@ -8,7 +8,7 @@ The study of notebook 07 compares ways of drawing maps on the same images:
 
     train, val = held_out_train(data_dir, wnids), val_with_boxes(data_dir, wnids)   # images with boxes
     scored = score_maps(model, model_wnids, train, val, layer=None)   # CAM; a layer: Grad-CAM of it
-    per_stage = score_stages(model, model_wnids, train, val)          # "stage 1".."stage 3", "CAM"
+    per_stage = score_stages(model, model_wnids, train, val)          # "stage 1".."stage 3", "CAM" (one pass)
     good, bad = good_and_bad(scored, true_boxes=val.boxes)           # good: objects smaller than half the frame
     print(versus_whole_image(scored.metrics, baseline_metrics(val.boxes)))  # the gain, against its standard error
 
@@ -88,11 +88,16 @@ def class_activation_maps(model, images_normalized, classes=None, batch_size: in
         features = np.asarray(ops.convert_to_numpy(features), dtype=np.float32)  # [B, h, w, C]
         out = np.asarray(ops.convert_to_numpy(out), dtype=np.float32)  # [B, K]
         chosen = out.argmax(-1) if classes is None else np.asarray(classes[start : start + batch_size])
-        maps.append(np.einsum("bhwc,cb->bhw", features, kernel[:, chosen]))
+        maps.append(_cam(features, kernel, chosen))
         logits.append(out)
     if not maps:
         return np.zeros((0, 0, 0), np.float32), np.zeros((0, int(model.output_shape[-1])), np.float32)
     return np.concatenate(maps).astype(np.float32), np.concatenate(logits)
+
+
+def _cam(features, kernel, chosen) -> np.ndarray:
+    """CAM from the last stage's features [B, h, w, C] and the head's kernel [C, K] for class chosen[b] of each."""
+    return np.einsum("bhwc,cb->bhw", np.asarray(features, np.float32), kernel[:, chosen])
 
 
 def grad_cam(model, images_normalized, layer, classes=None, batch_size: int = 32):
@@ -100,33 +105,67 @@ def grad_cam(model, images_normalized, layer, classes=None, batch_size: int = 32
 
     Returns (maps float32 [N, h, w] >= 0, logits float32 [N, K]); classes None means each image's top-1.
     """
+    (maps,), logits = layer_maps(model, images_normalized, [layer], classes, batch_size)
+    return maps, logits
+
+
+def layer_maps(model, images_normalized, layers, classes=None, batch_size: int = 32):
+    """The maps of several layers from one forward and one backward pass per batch: Grad-CAM of each layer (a name
+    or a layer with a [B, h, w, C] output), CAM (see class_activation_maps) where `layers` holds None.
+
+    One pass gives them all because a forward pass computes every layer's output and one gradient of the class
+    score reaches every layer below it; a pass per layer computed the same forward again for each (notebook 07
+    scored the seed's three stages and CAM in four forward and three backward passes per batch instead of one
+    each: benchmarks/localize_stages.py, docs/performance.md).
+
+    Returns:
+        (a float32 [N, h, w] per entry of `layers`, in their order: Grad-CAM maps >= 0, CAM maps unclipped;
+         logits float32 [N, K]). classes None means each image's top-1.
+    """
     # GradientTape: Grad-CAM runs on the TensorFlow backend only; imported here so that importing
-    # tinyconv.study.localize never pulls TensorFlow into a JAX process (CAM above needs no gradient).
+    # tinyconv.study.localize never pulls TensorFlow into a JAX process (CAM alone needs no gradient).
     import tensorflow as tf
 
-    if isinstance(layer, str):
-        try:
-            layer = model.get_layer(layer)
-        except ValueError:
-            raise TinyconvError(f"model {model.name} has no layer named {layer!r}") from None
-    if len(layer.output.shape) != 4:
-        raise TinyconvError(f"layer {layer.name} outputs {tuple(layer.output.shape)}, not a [B, h, w, C] map")
-    probe = keras.Model(model.input, [layer.output, model.outputs[0]])
-    maps, logits = [], []
+    resolved = []
+    for layer in layers:
+        if isinstance(layer, str):
+            try:
+                layer = model.get_layer(layer)
+            except ValueError:
+                raise TinyconvError(f"model {model.name} has no layer named {layer!r}") from None
+        if layer is not None and len(layer.output.shape) != 4:
+            raise TinyconvError(f"layer {layer.name} outputs {tuple(layer.output.shape)}, not a [B, h, w, C] map")
+        resolved.append(layer)
+    graded = [layer for layer in resolved if layer is not None]
+    kernel = None
+    outputs = [layer.output for layer in graded]
+    if None in resolved:
+        pool, head = cam_layers(model)
+        kernel = np.asarray(ops.convert_to_numpy(head.kernel), dtype=np.float32)  # [C, K]
+        outputs.append(pool.input)
+    probe = keras.Model(model.input, [*outputs, model.outputs[0]])
+    maps, logits = [[] for _ in resolved], []
     for start in range(0, len(images_normalized), batch_size):
         x = tf.convert_to_tensor(np.asarray(images_normalized[start : start + batch_size]), tf.float32)
         with tf.GradientTape() as tape:
-            features, out = probe(x, training=False)
-            features = tf.cast(features, tf.float32)  # [B, h, w, C]
-            tape.watch(features)
+            *features, out = probe(x, training=False)
+            tape.watch(features[: len(graded)])
             out = tf.cast(out, tf.float32)  # [B, K]
             chosen = tf.argmax(out, -1) if classes is None else tf.constant(classes[start : start + batch_size])
             score = tf.reduce_sum(tf.gather(out, chosen, axis=1, batch_dims=1))
-        grads = tape.gradient(score, features)  # [B, h, w, C]
-        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)  # [B, 1, 1, C]
-        maps.append(tf.nn.relu(tf.reduce_sum(weights * features, axis=-1)).numpy())
+        grads = tape.gradient(score, features[: len(graded)])  # one backward pass for every graded layer
+        graded_maps = []
+        for feature, grad in zip(features, grads):
+            feature, grad = tf.cast(feature, tf.float32), tf.cast(grad, tf.float32)  # [B, h, w, C]
+            weights = tf.reduce_mean(grad, axis=(1, 2), keepdims=True)  # [B, 1, 1, C]
+            graded_maps.append(tf.nn.relu(tf.reduce_sum(weights * feature, axis=-1)).numpy())
+        for i, layer in enumerate(resolved):
+            maps[i].append(graded_maps.pop(0) if layer is not None else _cam(features[-1], kernel, chosen.numpy()))
         logits.append(out.numpy())
-    return np.concatenate(maps).astype(np.float32), np.concatenate(logits)
+    if not logits:
+        empty = np.zeros((0, 0, 0), np.float32)
+        return [empty for _ in resolved], np.zeros((0, int(model.output_shape[-1])), np.float32)
+    return [np.concatenate(m).astype(np.float32) for m in maps], np.concatenate(logits)
 
 
 def upsample(maps, size: int = IMAGE_SIZE) -> np.ndarray:
@@ -370,12 +409,19 @@ def localization_maps(model, images, classes=None, layer=None, batch_size: int =
     Returns:
         (maps float32 [N, 64, 64], logits float32 [N, K]).
     """
+    (maps,), logits = _maps_at_64(model, images, classes, [layer], batch_size)
+    return maps, logits
+
+
+def _maps_at_64(model, images, classes, layers, batch_size: int):
+    """localization_maps for several layers (None: CAM) from one pass per batch: ([N, 64, 64] per layer, logits)."""
     x = normalize(np.ascontiguousarray(images))
-    if layer is None:
+    if all(layer is None for layer in layers):  # CAM alone needs no gradient, so no TensorFlow
         maps, logits = class_activation_maps(model, x, classes, batch_size)
+        raw = [maps] * len(layers)
     else:
-        maps, logits = grad_cam(model, x, layer, classes, batch_size=min(batch_size, 32))
-    return normalize_maps(upsample(maps)), logits
+        raw, logits = layer_maps(model, x, layers, classes, batch_size=min(batch_size, 32))
+    return [normalize_maps(upsample(maps)) for maps in raw], logits
 
 
 def stage_layers(model) -> dict[str, object]:
@@ -413,18 +459,29 @@ def score_maps(model, model_wnids, train: BoxedImages, val: BoxedImages, layer=N
     Args:
         model_wnids: the class of each model output (see BoxedImages.labels_for).
     """
-    train_maps, _ = localization_maps(model, train.images, train.labels_for(model_wnids), layer, batch_size)
-    chosen = choose_thresholds(box_ious(train_maps, train.boxes, thresholds), thresholds)
+    return score_layers(model, model_wnids, train, val, {"maps": layer}, thresholds, batch_size)["maps"]
+
+
+def score_layers(model, model_wnids, train: BoxedImages, val: BoxedImages, layers: dict,
+                 thresholds=THRESHOLDS, batch_size: int = 64) -> dict:
+    """score_maps for each of `layers` (name -> a layer, or None for CAM), all from one pass over train and one
+    over val (layer_maps): {name: ScoredMaps}."""
+    train_maps, _ = _maps_at_64(model, train.images, train.labels_for(model_wnids), list(layers.values()), batch_size)
     labels = val.labels_for(model_wnids)
-    maps, logits = localization_maps(model, val.images, labels, layer, batch_size)
-    ious = box_ious(maps, val.boxes, thresholds)
+    val_maps, logits = _maps_at_64(model, val.images, labels, list(layers.values()), batch_size)
     predicted = logits.argmax(-1)
     correct = predicted == labels
-    metrics = localization_metrics(ious, correct, thresholds, chosen)
-    metrics.update(top1=float(correct.mean()) if len(correct) else 0.0, images=len(val), train_images=len(train))
-    boxes = np.array([box_from_map(m, metrics["threshold"]) for m in maps], dtype=np.int64).reshape(-1, 4)
-    per_image = np.array([iou(box, true) for box, true in zip(boxes, val.boxes)], dtype=np.float64)
-    return ScoredMaps(metrics=metrics, maps=maps, boxes=boxes, ious=per_image, predicted=predicted, correct=correct)
+    scored = {}
+    for name, train_maps_of, maps in zip(layers, train_maps, val_maps):
+        chosen = choose_thresholds(box_ious(train_maps_of, train.boxes, thresholds), thresholds)
+        ious = box_ious(maps, val.boxes, thresholds)
+        metrics = localization_metrics(ious, correct, thresholds, chosen)
+        metrics.update(top1=float(correct.mean()) if len(correct) else 0.0, images=len(val), train_images=len(train))
+        boxes = np.array([box_from_map(m, metrics["threshold"]) for m in maps], dtype=np.int64).reshape(-1, 4)
+        per_image = np.array([iou(box, true) for box, true in zip(boxes, val.boxes)], dtype=np.float64)
+        scored[name] = ScoredMaps(metrics=metrics, maps=maps, boxes=boxes, ious=per_image, predicted=predicted,
+                                  correct=correct)
+    return scored
 
 
 def box_area_fraction(boxes, size: int = IMAGE_SIZE) -> np.ndarray:
@@ -481,12 +538,8 @@ def score_stages(model, model_wnids, train: BoxedImages, val: BoxedImages, batch
 
     Grad-CAM needs TensorFlow (see grad_cam); on another backend only "CAM" is returned.
     """
-    results = {}
-    if keras.backend.backend() == "tensorflow":
-        for name, layer in stage_layers(model).items():
-            results[name] = score_maps(model, model_wnids, train, val, layer, batch_size=batch_size)
-    results["CAM"] = score_maps(model, model_wnids, train, val, None, batch_size=batch_size)
-    return results
+    stages = stage_layers(model) if keras.backend.backend() == "tensorflow" else {}
+    return score_layers(model, model_wnids, train, val, {**stages, "CAM": None}, batch_size=batch_size)
 
 
 def metrics_table(results: dict, baseline: dict | None = None) -> list[dict]:
