@@ -169,6 +169,12 @@ def test_data_helpers():
     np.testing.assert_allclose(mean, pixels.mean(axis=0))
     np.testing.assert_allclose(std, pixels.std(axis=0))
     np.testing.assert_array_equal(analysis.count_per_class([0, 2, 2], 4), [1, 0, 2, 0])
+    # every value, chunks that do not divide the images: the histograms' sums are exact
+    images = np.random.default_rng(3).integers(0, 256, size=(7, 16, 16, 3), dtype=np.uint8)
+    mean, std = analysis.channel_stats(images, chunk=3)
+    pixels = images.reshape(-1, 3).astype(np.float64)
+    np.testing.assert_allclose(mean, pixels.mean(axis=0), rtol=1e-13)
+    np.testing.assert_allclose(std, pixels.std(axis=0), rtol=1e-12)
 
 
 def test_augmentation_examples_keep_shapes_and_the_original():

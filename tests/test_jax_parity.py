@@ -67,6 +67,12 @@ x = np.load(folder / "x.npy")
 # a model saved under TensorFlow, run here
 model = keras.saving.load_model(folder / "tf_model.keras")
 np.save(folder / "jax_logits_of_tf_model.npy", np.asarray(model(x, training=False)))
+# notebook 05's effective receptive fields (input gradients) of its first and last stage, here through jax.grad
+from tinyconv.study import analysis
+
+stages = analysis.stage_outputs(model)
+np.save(folder / "jax_erfs_of_tf_model.npy",
+        np.stack([analysis.effective_receptive_field(model, x[:2], stages[s]) for s in (1, max(stages))]))
 
 # a model built and saved here, to be run under TensorFlow
 keras.utils.set_random_seed(1)  # imports TensorFlow when installed: the blocker makes that fail harmlessly
@@ -184,6 +190,25 @@ def test_same_weights_same_logits_on_both_backends_and_keras_files_cross(jax_sid
     moving = [v for v in model.variables if v.path.endswith("moving_variance")]
     assert moving and all(not np.allclose(np.asarray(v), 1.0) for v in moving)  # the statistics travelled
     assert not np.allclose(jax_logits, tf_logits, atol=1e-3)  # two different models: the comparison can fail
+
+
+def test_effective_receptive_fields_are_the_same_on_both_backends(jax_side):
+    """Notebook 05's input gradients: through GradientTape here, through jax.grad on a GPU machine (no TensorFlow
+    there; before 2026-12-06 the notebook failed on JAX). The same model file, the same images."""
+    import keras
+
+    import tinyconv.deploy.inference  # noqa: F401
+    from tinyconv.study import analysis
+
+    folder, _ = jax_side
+    model = keras.saving.load_model(folder / "tf_model.keras")
+    x = np.load(folder / "x.npy")[:2]
+    stages = analysis.stage_outputs(model)
+    here = np.stack([analysis.effective_receptive_field(model, x, stages[s]) for s in (1, max(stages))])
+    there = np.load(folder / "jax_erfs_of_tf_model.npy")
+    assert here.shape == there.shape == (2, 64, 64) and np.allclose(here.sum(axis=(1, 2)), 1.0)
+    assert not np.allclose(here[0], here[1])  # two different fields: the comparison can fail
+    assert _max_relative_difference(there, here) <= 1e-4
 
 
 def test_gpu_forms_compute_what_the_cpu_forms_compute(jax_side):

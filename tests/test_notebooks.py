@@ -114,6 +114,27 @@ def test_resolve_profile(monkeypatch, capsys):
     assert notebook_params.resolve_profile("auto") == "quick"
 
 
+def test_auto_says_how_to_use_a_gpu_the_backend_cannot(monkeypatch, capsys, tmp_path):
+    """A GPU machine with tinyconv's CPU wheels: `make run` trains `quick` on the CPU, and says so, with what to
+    install for JAX on the GPU the driver lists (/proc/driver/nvidia/gpus/<bus id>/, one folder a GPU)."""
+    from tinyconv import runtime
+
+    monkeypatch.setattr(notebook_params, "has_gpu", lambda: False)
+    monkeypatch.setattr(runtime, "NVIDIA_GPUS", tmp_path / "nvidia" / "gpus")
+    assert runtime.nvidia_gpus_present() == 0  # no driver: nothing to say
+    assert notebook_params.resolve_profile("auto") == "quick"
+    assert "NVIDIA" not in capsys.readouterr().out
+    for bus in ("0000:17:00.0", "0000:65:00.0"):
+        (runtime.NVIDIA_GPUS / bus).mkdir(parents=True)
+    assert runtime.nvidia_gpus_present() == 2
+    assert notebook_params.resolve_profile("auto") == "quick"
+    said = capsys.readouterr().out
+    from importlib.metadata import version
+
+    assert said.startswith("profile auto -> quick: no GPU is visible") and "lists 2 GPU(s)" in said
+    assert f'.venv/bin/pip install "jax[cuda13]=={version("jax")}"' in said and "KERAS_BACKEND=jax make run" in said
+
+
 def test_resolve_params_from_arguments_environment_and_defaults(tmp_path, monkeypatch):
     monkeypatch.delenv("TINYCONV_PROFILE", raising=False)
     monkeypatch.delenv("TINYCONV_RUN_DIR", raising=False)

@@ -107,6 +107,18 @@ def _jax_gpus() -> list:
     return [device for device in jax.devices() if device.platform == "gpu"]
 
 
+NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # a folder per GPU where NVIDIA's Linux driver is loaded
+
+
+def nvidia_gpus_present() -> int:
+    """How many NVIDIA GPUs the machine's driver lists, whether or not the Keras backend can use them (a CPU-only
+    TensorFlow or JAX sees none): 0 where there is no driver. Reads /proc; imports nothing."""
+    try:
+        return sum(1 for entry in NVIDIA_GPUS.iterdir() if entry.is_dir())
+    except OSError:
+        return 0
+
+
 def has_gpu() -> bool:
     """Whether the Keras backend places ops on a GPU (TensorFlow or JAX); never imports TensorFlow off it."""
     if backend() == "jax":

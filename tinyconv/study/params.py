@@ -22,7 +22,7 @@ from pathlib import Path
 from tinyconv import fileio
 from tinyconv.data.dataset import default_data_dir
 from tinyconv.errors import TinyconvError
-from tinyconv.runtime import has_gpu, quiet_tensorflow
+from tinyconv.runtime import backend, has_gpu, nvidia_gpus_present, quiet_tensorflow
 from tinyconv.training.recipe import PROFILES
 
 # The notebooks import this module first; TensorFlow's C++ start-up chatter would otherwise land in their
@@ -132,6 +132,16 @@ def save_figure(fig, params: NotebookParams, name: str) -> None:
     fileio.save_figure(fig, target, dpi=110, bbox_inches="tight")
 
 
+def _jax_version() -> str:
+    """The installed jax's version (its CUDA build must be the same version), read without importing it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("jax")
+    except PackageNotFoundError:
+        return "<the version pyproject.toml pins>"
+
+
 def resolve_profile(profile: str, verbose: bool = True) -> str:
     """Turn "auto" into a concrete profile: "full" when a GPU is visible, else "quick".
 
@@ -151,6 +161,11 @@ def resolve_profile(profile: str, verbose: bool = True) -> str:
         chosen, why = "full", "a GPU is visible"
     else:
         chosen, why = "quick", "no GPU is visible (the 100-epoch full recipe would take days on a CPU)"
+        gpus = nvidia_gpus_present()
+        if gpus:  # the machine has GPUs that this backend's build cannot use: say how to use them
+            why += (f"; yet this machine's NVIDIA driver lists {gpus} GPU(s), which the {backend()} backend here "
+                    f"cannot use: for JAX on them, `.venv/bin/pip install \"jax[cuda13]=={_jax_version()}\"` "
+                    "(cuda12 for an older driver) and `KERAS_BACKEND=jax make run` (README, \"On a GPU: JAX\")")
     if verbose:
         print(f"profile auto -> {chosen}: {why}", flush=True)
     return chosen
