@@ -73,6 +73,11 @@ from tinyconv.study import analysis
 stages = analysis.stage_outputs(model)
 np.save(folder / "jax_erfs_of_tf_model.npy",
         np.stack([analysis.effective_receptive_field(model, x[:2], stages[s]) for s in (1, max(stages))]))
+# notebook 07's maps: CAM and each stage's Grad-CAM, here through jax.vjp over the model cut at the stages
+from tinyconv.study import localize
+
+maps, _ = localize.layer_maps(model, x[:2], [None, *localize.stage_layers(model).values()])
+np.savez(folder / "jax_maps_of_tf_model.npz", *maps)
 
 # a model built and saved here, to be run under TensorFlow
 keras.utils.set_random_seed(1)  # imports TensorFlow when installed: the blocker makes that fail harmlessly
@@ -209,6 +214,25 @@ def test_effective_receptive_fields_are_the_same_on_both_backends(jax_side):
     assert here.shape == there.shape == (2, 64, 64) and np.allclose(here.sum(axis=(1, 2)), 1.0)
     assert not np.allclose(here[0], here[1])  # two different fields: the comparison can fail
     assert _max_relative_difference(there, here) <= 1e-4
+
+
+def test_grad_cam_of_every_stage_and_cam_are_the_same_on_both_backends(jax_side):
+    """Notebook 07's maps: through TensorFlow's tape here, through jax.vjp over the model cut at each stage on a GPU
+    machine (before 2026-12-06 notebook 07 scored CAM only on JAX). The same model file, the same images."""
+    import keras
+
+    import tinyconv.deploy.inference  # noqa: F401
+    from tinyconv.study import localize
+
+    folder, _ = jax_side
+    model = keras.saving.load_model(folder / "tf_model.keras")
+    x = np.load(folder / "x.npy")[:2]
+    here, _ = localize.layer_maps(model, x, [None, *localize.stage_layers(model).values()])
+    there = np.load(folder / "jax_maps_of_tf_model.npz")
+    assert len(here) == len(there.files) == 4  # CAM and three stages
+    for mine, theirs in zip(here, (there[name] for name in there.files)):
+        assert mine.shape == theirs.shape and mine.std() > 0
+        assert _max_relative_difference(theirs, mine) <= 1e-4
 
 
 def test_gpu_forms_compute_what_the_cpu_forms_compute(jax_side):

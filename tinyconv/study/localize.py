@@ -116,16 +116,14 @@ def layer_maps(model, images_normalized, layers, classes=None, batch_size: int =
     One pass gives them all because a forward pass computes every layer's output and one gradient of the class
     score reaches every layer below it; a pass per layer computed the same forward again for each (notebook 07
     scored the seed's three stages and CAM in four forward and three backward passes per batch instead of one
-    each: benchmarks/localize_stages.py, docs/performance.md).
+    each: benchmarks/localize_stages.py, docs/performance.md). On TensorFlow the gradients come from its tape; on
+    JAX (a GPU machine has no TensorFlow) from jax.vjp through the model cut at each layer, which must therefore
+    cut it in two (the stages' outputs do; a layer inside a residual block does not: one line says so).
 
     Returns:
         (a float32 [N, h, w] per entry of `layers`, in their order: Grad-CAM maps >= 0, CAM maps unclipped;
          logits float32 [N, K]). classes None means each image's top-1.
     """
-    # GradientTape: Grad-CAM runs on the TensorFlow backend only; imported here so that importing
-    # tinyconv.study.localize never pulls TensorFlow into a JAX process (CAM alone needs no gradient).
-    import tensorflow as tf
-
     resolved = []
     for layer in layers:
         if isinstance(layer, str):
@@ -137,14 +135,31 @@ def layer_maps(model, images_normalized, layers, classes=None, batch_size: int =
             raise TinyconvError(f"layer {layer.name} outputs {tuple(layer.output.shape)}, not a [B, h, w, C] map")
         resolved.append(layer)
     graded = [layer for layer in resolved if layer is not None]
-    kernel = None
-    outputs = [layer.output for layer in graded]
+    kernel, extra = None, []
     if None in resolved:
         pool, head = cam_layers(model)
         kernel = np.asarray(ops.convert_to_numpy(head.kernel), dtype=np.float32)  # [C, K]
-        outputs.append(pool.input)
-    probe = keras.Model(model.input, [*outputs, model.outputs[0]])
+        extra = [pool.input]
+    passes = _jax_passes if keras.backend.backend() == "jax" else _tensorflow_passes
     maps, logits = [[] for _ in resolved], []
+    for graded_maps, cam_features, out, chosen in passes(model, graded, extra, images_normalized, classes, batch_size):
+        graded_maps = iter(graded_maps)
+        for i, layer in enumerate(resolved):
+            maps[i].append(next(graded_maps) if layer is not None else _cam(cam_features, kernel, chosen))
+        logits.append(out)
+    if not logits:
+        empty = np.zeros((0, 0, 0), np.float32)
+        return [empty for _ in resolved], np.zeros((0, int(model.output_shape[-1])), np.float32)
+    return [np.concatenate(m).astype(np.float32) for m in maps], np.concatenate(logits)
+
+
+def _tensorflow_passes(model, graded, extra, images_normalized, classes, batch_size):
+    """Per batch of layer_maps on TensorFlow: (Grad-CAM map of each graded layer, the extra output (CAM's
+    features) or None, logits, the class chosen for each image), all numpy."""
+    # imported here, so that importing tinyconv.study.localize never pulls TensorFlow into a JAX process
+    import tensorflow as tf
+
+    probe = keras.Model(model.input, [*(layer.output for layer in graded), *extra, model.outputs[0]])
     for start in range(0, len(images_normalized), batch_size):
         x = tf.convert_to_tensor(np.asarray(images_normalized[start : start + batch_size]), tf.float32)
         with tf.GradientTape() as tape:
@@ -159,13 +174,52 @@ def layer_maps(model, images_normalized, layers, classes=None, batch_size: int =
             feature, grad = tf.cast(feature, tf.float32), tf.cast(grad, tf.float32)  # [B, h, w, C]
             weights = tf.reduce_mean(grad, axis=(1, 2), keepdims=True)  # [B, 1, 1, C]
             graded_maps.append(tf.nn.relu(tf.reduce_sum(weights * feature, axis=-1)).numpy())
-        for i, layer in enumerate(resolved):
-            maps[i].append(graded_maps.pop(0) if layer is not None else _cam(features[-1], kernel, chosen.numpy()))
-        logits.append(out.numpy())
-    if not logits:
-        empty = np.zeros((0, 0, 0), np.float32)
-        return [empty for _ in resolved], np.zeros((0, int(model.output_shape[-1])), np.float32)
-    return [np.concatenate(m).astype(np.float32) for m in maps], np.concatenate(logits)
+        yield graded_maps, (features[-1] if extra else None), out.numpy(), np.asarray(chosen)
+
+
+def _jax_passes(model, graded, extra, images_normalized, classes, batch_size):
+    """layer_maps' batches on JAX: the model cut at each graded layer (in the model's order), run forward piece by
+    piece, the class score differentiated with respect to the last cut and carried back through each piece with
+    jax.vjp (one backward pass); the same yields as _tensorflow_passes."""
+    import jax
+    import jax.numpy as jnp
+
+    order = {id(layer): i for i, layer in enumerate(model.layers)}
+    cuts = [layer.output for layer in sorted({id(layer): layer for layer in graded}.values(),
+                                              key=lambda layer: order[id(layer)])]
+    if extra and not any(extra[0] is cut for cut in cuts):  # CAM's features: the head's input, after every stage
+        cuts.append(extra[0])
+    try:  # the model in pieces between the cuts: input -> cut 1 -> cut 2 ... -> logits
+        pieces = [keras.Model(model.input, cuts[0])] + [keras.Model(a, b) for a, b in zip(cuts, cuts[1:])]
+        tail = keras.Model(cuts[-1], model.outputs[0])
+    except ValueError as exc:  # Keras: a piece needs a tensor that its cut does not give
+        raise TinyconvError(f"model {model.name}: the layers {[layer.name for layer in graded]} do not each cut it "
+                            f"in two, which Grad-CAM needs on JAX (on TensorFlow any layer works): {exc}") from None
+
+    for start in range(0, len(images_normalized), batch_size):
+        x = jnp.asarray(np.asarray(images_normalized[start : start + batch_size], dtype=np.float32))
+        given = None if classes is None else jnp.asarray(np.asarray(classes[start : start + batch_size]))
+        acts = []
+        for piece in pieces:
+            acts.append(piece(x if not acts else acts[-1], training=False))
+
+        def score(last):
+            out = tail(last, training=False).astype(jnp.float32)  # [B, K]
+            chosen = jnp.argmax(out, -1) if given is None else given
+            return jnp.sum(jnp.take_along_axis(out, chosen[:, None], axis=1)), (out, chosen)
+
+        grads = [None] * len(cuts)
+        grads[-1], (out, chosen) = jax.grad(score, has_aux=True)(acts[-1])
+        for i in range(len(cuts) - 1, 0, -1):  # back through the pieces between cuts: one backward pass in all
+            _, back = jax.vjp(lambda a, piece=pieces[i]: piece(a, training=False), acts[i - 1])
+            (grads[i - 1],) = back(grads[i])
+        maps = {}
+        for cut, feature, grad in zip(cuts, acts, grads):
+            feature, grad = np.asarray(feature, np.float32), np.asarray(grad, np.float32)  # [B, h, w, C]
+            weights = grad.mean(axis=(1, 2), keepdims=True)  # [B, 1, 1, C]
+            maps[id(cut)] = (np.maximum((weights * feature).sum(axis=-1), 0.0), feature)
+        cam_features = maps[id(extra[0])][1] if extra else None
+        yield [maps[id(layer.output)][0] for layer in graded], cam_features, np.asarray(out), np.asarray(chosen)
 
 
 def upsample(maps, size: int = IMAGE_SIZE) -> np.ndarray:
@@ -536,10 +590,9 @@ def good_cases_note(scored: ScoredMaps, true_boxes, good, max_area: float = GOOD
 def score_stages(model, model_wnids, train: BoxedImages, val: BoxedImages, batch_size: int = 64) -> dict:
     """{"stage 1": ScoredMaps (Grad-CAM of its output), ..., "CAM": ScoredMaps}: which stage localizes best.
 
-    Grad-CAM needs TensorFlow (see grad_cam); on another backend only "CAM" is returned.
+    Both backends: on JAX through the model cut at each stage's output (layer_maps).
     """
-    stages = stage_layers(model) if keras.backend.backend() == "tensorflow" else {}
-    return score_layers(model, model_wnids, train, val, {**stages, "CAM": None}, batch_size=batch_size)
+    return score_layers(model, model_wnids, train, val, {**stage_layers(model), "CAM": None}, batch_size=batch_size)
 
 
 def metrics_table(results: dict, baseline: dict | None = None) -> list[dict]:
