@@ -560,3 +560,20 @@ def test_cli_evaluate_with_localization(saved_models, synthetic_data_dir, capsys
     rc = cli.main(["evaluate", str(saved_models / "flat.keras"), "--no-tta", "--localization",
                    "--data-dir", str(synthetic_data_dir)])
     assert rc == 1 and "no global-average-pooling" in _one_line_error(capsys)
+
+
+def test_grad_cam_of_a_layer_that_does_not_cut_the_model_is_one_line_for_jax():
+    """On JAX, layer_maps cuts the model at each layer (Keras builds the pieces between them); a layer on one of two
+    parallel branches does not cut it, and is refused in one line naming the layers. The pieces are built before any
+    computation, so the refusal shows under TensorFlow too (the stages' outputs do cut it: test_jax_parity.py)."""
+    from tinyconv.study.localize import _jax_passes
+
+    inputs = keras.Input((64, 64, 3))
+    left = keras.layers.Conv2D(2, 3, padding="same", name="left")(inputs)
+    right = keras.layers.Conv2D(2, 1, name="right")(inputs)
+    x = keras.layers.Add(name="join")([left, right])
+    outputs = keras.layers.Dense(2, name="head")(keras.layers.GlobalAveragePooling2D(name="pool")(x))
+    model = keras.Model(inputs, outputs, name="branches")
+    images = normalize(np.stack([square_image()]))
+    with pytest.raises(TinyconvError, match=r"model branches: the layers \['left'\] do not each cut it in two"):
+        next(_jax_passes(model, [model.get_layer("left")], [], images, None, 2))
