@@ -135,6 +135,9 @@ def layer_maps(model, images_normalized, layers, classes=None, batch_size: int =
             raise TinyconvError(f"layer {layer.name} outputs {tuple(layer.output.shape)}, not a [B, h, w, C] map")
         resolved.append(layer)
     graded = [layer for layer in resolved if layer is not None]
+    if not graded:  # CAM alone: a forward pass, no gradient
+        maps, logits = class_activation_maps(model, images_normalized, classes, batch_size)
+        return [maps for _ in resolved], logits
     kernel, extra = None, []
     if None in resolved:
         pool, head = cam_layers(model)
@@ -199,9 +202,11 @@ def _jax_passes(model, graded, extra, images_normalized, classes, batch_size):
     for start in range(0, len(images_normalized), batch_size):
         x = jnp.asarray(np.asarray(images_normalized[start : start + batch_size], dtype=np.float32))
         given = None if classes is None else jnp.asarray(np.asarray(classes[start : start + batch_size]))
-        acts = []
-        for piece in pieces:
-            acts.append(piece(x if not acts else acts[-1], training=False))
+        acts, backs = [pieces[0](x, training=False)], []  # forward once, keeping each later piece's vjp
+        for piece in pieces[1:]:
+            act, back = jax.vjp(lambda a, piece=piece: piece(a, training=False), acts[-1])
+            acts.append(act)
+            backs.append(back)
 
         def score(last):
             out = tail(last, training=False).astype(jnp.float32)  # [B, K]
@@ -211,8 +216,7 @@ def _jax_passes(model, graded, extra, images_normalized, classes, batch_size):
         grads = [None] * len(cuts)
         grads[-1], (out, chosen) = jax.grad(score, has_aux=True)(acts[-1])
         for i in range(len(cuts) - 1, 0, -1):  # back through the pieces between cuts: one backward pass in all
-            _, back = jax.vjp(lambda a, piece=pieces[i]: piece(a, training=False), acts[i - 1])
-            (grads[i - 1],) = back(grads[i])
+            (grads[i - 1],) = backs[i - 1](grads[i])
         maps = {}
         for cut, feature, grad in zip(cuts, acts, grads):
             feature, grad = np.asarray(feature, np.float32), np.asarray(grad, np.float32)  # [B, h, w, C]
