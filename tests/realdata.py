@@ -157,7 +157,8 @@ def serve_file(path: Path, *, cut_after: int | None = None, honor_range: bool = 
 
     server = Server(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() waits for the loop's next poll: at the default 0.5 s that was half a second of every download test
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.server_address[1]}/{path.name}"
     return FileServer(url=url, server=server, thread=thread, state=state, requests=requests, if_range=if_range)
