@@ -5,7 +5,7 @@ forward pass each and a backward pass per stage: what score_stages did before 20
     python benchmarks/localize_stages.py --data-dir DIR [--model models/seed-reference-e15.keras] [--classes 10]
         [--train-per-class 10] [--val-per-class 50] [--rounds 2]
 
-The images are 07's: held-out train images (thresholds) and val images with boxes of the model's first
+The images are 07's: train images with boxes (thresholds) and val images with boxes of the model's first
 `--classes` classes (the `quick` profile's 10 classes, 10 and all 50 per class, are the defaults). Each round times
 both ways in one process, alternating which goes first; the first call of each shape also pays for tracing and
 XLA compilation of the fused inference kernels, which both ways share. Both must give the same maps and metrics;
@@ -45,7 +45,7 @@ def main() -> int:
     args = parser.parse_args()
     model, classes, _ = localize.load_localizable(args.model, args.data_dir)
     wnids = classes.wnids[: args.classes]
-    train = localize.held_out_train(args.data_dir, wnids, per_class=args.train_per_class)
+    train = localize.train_with_boxes(args.data_dir, wnids, per_class=args.train_per_class)
     val = localize.val_with_boxes(args.data_dir, wnids, per_class=args.val_per_class)
     ways = {"one pass (score_stages)": lambda: localize.score_stages(model, classes.wnids, train, val),
             "a pass per map (score_maps each)": lambda: per_stage(model, classes.wnids, train, val)}

@@ -19,6 +19,7 @@ from tinyconv.study.localize import (
     BoxedImages,
     baseline_metrics,
     box_from_map,
+    box_hits,
     cam_layers,
     choose_thresholds,
     class_activation_maps,
@@ -29,7 +30,6 @@ from tinyconv.study.localize import (
     good_and_bad,
     good_cases_note,
     grad_cam,
-    held_out_train,
     iou,
     kernel_comparison_skipped,
     kernel_variant_runs,
@@ -46,10 +46,12 @@ from tinyconv.study.localize import (
     stage_kernel_size,
     stage_layers,
     train_kernel_variants,
+    train_with_boxes,
     trained_seed_model,
     upsample,
     val_with_boxes,
     versus_whole_image,
+    whole_image_hits,
 )
 
 SQUARE = (12, 20, 43, 51)  # x0, y0, x1, y1 inclusive: 32 x 32 pixels, on the 4-pixel grid of the model below
@@ -125,6 +127,12 @@ def test_normalize_and_upsample():
     normed = normalize_maps(maps)
     assert (normed[0] == 0).all() and normed[1].min() == 0 and normed[1].max() == 1
     assert upsample(normed).shape == (2, 64, 64) and upsample(normed[1]).shape == (64, 64)
+    # a map of a model whose outputs are not finite is refused, not turned into zeros (a whole-image box)
+    for bad in (np.nan, np.inf):
+        broken = maps.copy()
+        broken[1, 2, 2] = bad
+        with pytest.raises(TinyconvError, match="1 of the maps hold NaN or inf"):
+            normalize_maps(broken)
 
 
 # --------------------------------------------------------------------------------------------- boxes
@@ -182,10 +190,16 @@ def test_metrics_on_a_hand_made_set():
     assert result["gt_known_loc"] == 0.5  # 0.8 and 0.6 reach 0.5
     assert result["top1_loc"] == 0.25  # ... and only the first is classified correctly
     assert result["box_acc"] == {0.3: 0.75, 0.5: 0.5, 0.7: 0.25}
-    assert result["max_box_acc"] == pytest.approx(0.5)
-    assert result["oracle_max_box_acc"] == pytest.approx((0.75 + 0.5 + 0.5) / 3)  # 0.7 is best at 0.6
-    oracle = localization_metrics(ious, correct, thresholds)  # thresholds chosen on these images
-    assert oracle["max_box_acc"] == pytest.approx(oracle["oracle_max_box_acc"])
+    assert result["train_threshold_box_acc"] == pytest.approx(0.5)  # at the thresholds given
+    # MaxBoxAcc (Choe et al.): each level's best threshold on these images, whatever was chosen elsewhere
+    assert result["max_box_acc"] == pytest.approx((0.75 + 0.5 + 0.5) / 3)  # 0.7 is best at 0.6
+    on_these = localization_metrics(ious, correct, thresholds)  # thresholds chosen on these images
+    assert on_these["train_threshold_box_acc"] == pytest.approx(on_these["max_box_acc"])
+    assert on_these["max_box_acc"] == result["max_box_acc"]
+    # per image: the share of levels each box meets at the chosen thresholds; the mean is BoxAcc over the levels
+    hits = box_hits(ious, thresholds, {0.3: 0.2, 0.5: 0.2, 0.7: 0.2})
+    assert hits.tolist() == pytest.approx([1.0, 2 / 3, 1 / 3, 0.0])
+    assert hits.mean() == pytest.approx(result["train_threshold_box_acc"])
 
 
 def test_centre_box_baseline():
@@ -203,10 +217,10 @@ def test_evaluate_localization_on_synthetic_data(synthetic_data_dir):
     wnids = selected_classes(synthetic_data_dir, 5)[0]
     result = evaluate_localization(square_model(num_classes=5), synthetic_data_dir, classes=wnids)
     assert result["images"] == 30 and result["train_images"] == 50  # 6 val, 10 of 20 train per class
-    for key in ("gt_known_loc", "top1_loc", "max_box_acc", "oracle_max_box_acc"):
+    for key in ("gt_known_loc", "top1_loc", "train_threshold_box_acc", "max_box_acc"):
         assert 0.0 <= result[key] <= 1.0
     assert result["top1_loc"] <= result["gt_known_loc"]
-    assert result["max_box_acc"] <= result["oracle_max_box_acc"] + 1e-12
+    assert result["train_threshold_box_acc"] <= result["max_box_acc"] + 1e-12  # the best on val is at least as good
     assert result["top1"] == pytest.approx(0.2)  # class 0 always wins: 6 of 30 val images
     text = format_localization(result)
     assert "GT-known loc" in text and "centre-box baseline" in text and "whole-image box" in text
@@ -252,7 +266,7 @@ def _scored(ious, correct) -> ScoredMaps:
     n = len(ious)
     return ScoredMaps(metrics={}, maps=np.zeros((n, 64, 64), np.float32), boxes=np.zeros((n, 4), np.int64),
                       ious=np.asarray(ious, dtype=np.float64), predicted=np.zeros(n, np.int64),
-                      correct=np.asarray(correct, dtype=bool))
+                      correct=np.asarray(correct, dtype=bool), hits=np.zeros(n))
 
 
 WHOLE, HALF, QUARTER = (0, 0, 63, 63), (0, 0, 63, 31), (16, 16, 47, 47)  # 100 %, 50 % and 25 % of the frame
@@ -282,20 +296,58 @@ def test_good_cases_skip_whole_frame_boxes_and_fall_back_on_the_next_smallest():
     assert good_and_bad(scored, count=2)[0].tolist() == [0, 6]
 
 
-def test_versus_whole_image_states_the_difference_and_its_standard_error():
-    baseline = {"full_image": {"max_box_acc": 0.369}}
-    # quick: CAM 38.4 % on 500 images, 1.5 points over the whole image, SE sqrt(.384 * .616 / 500) = 2.2 points
-    text = versus_whole_image({"max_box_acc": 0.384, "images": 500}, baseline)
-    assert text.startswith("CAM's MaxBoxAcc (38.4%) beats the whole-image box (36.9%) by 1.5 points on 500 val images")
-    assert "within the binomial standard error of ±2.2 points" in text and "not shown" in text
-    text = versus_whole_image({"max_box_acc": 0.40, "images": 500}, baseline)  # 3.1 points: between 1 and 2 SE
-    assert "by 3.1 points" in text and "beyond the binomial standard error of ±2.2 points but within two" in text
-    text = versus_whole_image({"max_box_acc": 0.45, "images": 10_000}, baseline, name="stage 3")
-    assert "by 8.1 points on 10,000 val images, beyond two binomial standard errors (±0.5 points each)" in text
-    assert "stage 3 localizes better than a box around the whole frame" in text
-    text = versus_whole_image({"max_box_acc": 0.30, "images": 10_000}, baseline)
-    assert "falls short of the whole-image box (36.9%) by 6.9 points" in text and "localizes worse" in text
-    assert "ties with" in versus_whole_image({"max_box_acc": 0.369, "images": 500}, baseline)
+SMALL = QUARTER  # IoU with the whole image 0.25: the whole image meets no level on it
+
+
+def _hits(values) -> ScoredMaps:
+    """A ScoredMaps whose `hits` (each image's share of the IoU levels met) are `values`."""
+    scored = _scored(np.zeros(len(values)), np.zeros(len(values), bool))
+    scored.hits = np.asarray(values, dtype=np.float64)
+    return scored
+
+
+def test_whole_image_hits_are_its_max_box_acc_per_image():
+    boxes = [WHOLE, SMALL, (0, 0, 44, 44)]  # IoU 1, 0.25, 0.494: levels met 3, 0, 1 of (0.3, 0.5, 0.7)
+    assert whole_image_hits(boxes).tolist() == pytest.approx([1.0, 0.0, 1 / 3])
+    assert whole_image_hits(boxes).mean() == pytest.approx(baseline_metrics(boxes)["full_image"]["max_box_acc"])
+
+
+def test_versus_whole_image_pairs_the_images_and_states_the_paired_standard_error():
+    # 500 images; the whole image meets every level on the first 200 (large boxes), none on the rest
+    boxes = [WHOLE] * 200 + [SMALL] * 300
+    # the map: the same as the whole image on 490 images, better on 10: +2.0 points, agreeing almost everywhere.
+    # Paired SE: sd of the differences (ten 1s, 490 0s) / sqrt(500) = 0.63 points; the binomial SE of a 42 %
+    # accuracy on 500 images would be 2.2 points and call this "not shown"
+    ours = [1.0] * 200 + [1.0] * 10 + [0.0] * 290
+    diff = np.array(ours) - whole_image_hits(boxes)
+    se = 100 * np.std(diff, ddof=1) / np.sqrt(500)
+    text = versus_whole_image(_hits(ours), boxes)
+    assert text.startswith("CAM's BoxAcc at train thresholds (42.0%) beats the whole-image box (40.0%) by 2.0 points "
+                           "on 500 val images, beyond two standard errors of the paired difference")
+    assert f"±{se:.1f} points each" in text and se == pytest.approx(0.63, abs=0.01)
+    assert "CAM localizes better than a box around the whole frame" in text
+    # the same +2.0 points made of many disagreements both ways: 60 images better, 50 worse -> SE 2.1, not shown
+    ours = [1.0] * 150 + [0.0] * 50 + [1.0] * 60 + [0.0] * 240
+    text = versus_whole_image(_hits(ours), boxes, name="stage 3")
+    assert "by 2.0 points" in text and "within the standard error of the paired difference (±2.1 points)" in text
+    assert "stage 3 is not shown to localize differently" in text
+    # between one and two: 30 better, 20 worse -> +2.0 points, SE 1.4
+    ours = [1.0] * 180 + [0.0] * 20 + [1.0] * 30 + [0.0] * 270
+    text = versus_whole_image(_hits(ours), boxes)
+    assert "by 2.0 points" in text and "(±1.4 points) but within two: a hint that CAM localizes better" in text
+    worse = versus_whole_image(_hits([0.0] * 200 + [0.0] * 300), boxes)
+    assert "falls short of the whole-image box (40.0%) by 40.0 points" in worse and "localizes worse" in worse
+    assert "ties with" in versus_whole_image(_hits(whole_image_hits(boxes)), boxes)
+    with pytest.raises(TinyconvError, match="500 scored images but 2 true boxes"):
+        versus_whole_image(_hits(ours), boxes[:2])
+
+
+def test_versus_whole_image_on_scored_maps_uses_their_train_threshold_hits():
+    model = square_model(num_classes=2)
+    val = _squares(4, ["a"])
+    scored = score_maps(model, ["a", "b"], _squares(3, ["a"]), val)
+    assert scored.hits.mean() == pytest.approx(scored.metrics["train_threshold_box_acc"])
+    assert "CAM's BoxAcc at train thresholds" in versus_whole_image(scored, val.boxes)
 
 
 def test_kernel_variant_runs_trains_nothing_by_default(tmp_path, monkeypatch):
@@ -388,12 +440,12 @@ def test_layer_maps_gives_each_layers_grad_cam_and_cam_in_the_order_asked():
         layer_maps(model, x, [None, "nope"])
 
 
-def test_held_out_train_and_val_subsets(synthetic_data_dir):
+def test_train_with_boxes_and_val_subsets(synthetic_data_dir):
     wnids = selected_classes(synthetic_data_dir, 5)[0]
-    train = held_out_train(synthetic_data_dir, wnids[1:3], per_class=4, seed=1)
+    train = train_with_boxes(synthetic_data_dir, wnids[1:3], per_class=4, seed=1)
     assert len(train) == 8 and train.wnids == wnids[1:3] and sorted(set(train.labels.tolist())) == [0, 1]
     assert train.images.shape == (8, 64, 64, 3) and (train.boxes[:, 2] >= train.boxes[:, 0]).all()
-    assert train.files == held_out_train(synthetic_data_dir, wnids[1:3], per_class=4, seed=1).files
+    assert train.files == train_with_boxes(synthetic_data_dir, wnids[1:3], per_class=4, seed=1).files
     val = val_with_boxes(synthetic_data_dir, wnids, per_class=2)
     assert len(val) == 10 and np.bincount(val.labels).tolist() == [2] * 5
     assert len(val_with_boxes(synthetic_data_dir, wnids)) == 30
@@ -406,7 +458,8 @@ def test_format_metrics_and_case_titles():
     scored = score_maps(model, ["a", "b"], _squares(2, ["b"]), val)  # top-1 is "a": every image is wrong
     text = format_metrics({"CAM": scored}, baseline_metrics(val.boxes))
     lines = text.splitlines()
-    assert lines[0].split() == ["maps", "top-1", "GT-known", "loc", "top-1", "loc", "MaxBoxAcc", "threshold"]
+    assert lines[0].split() == ["maps", "top-1", "GT-known", "loc", "top-1", "loc", "BoxAcc@train", "MaxBoxAcc",
+                                "threshold"]
     assert lines[2].split()[:2] == ["CAM", "0.0"] and lines[3].split()[:3] == ["centre", "box", "-"]
     titles = case_titles(scored, val, ["ant", "bee"], [2, 0])
     area = (val.boxes[2, 2] - val.boxes[2, 0] + 1) * (val.boxes[2, 3] - val.boxes[2, 1] + 1) / 64**2  # 28 x 28
@@ -470,20 +523,20 @@ def test_plot_maps_by_method_has_a_column_per_method():
 
 
 def test_plot_localization_metrics_bars_and_baselines():
-    metrics = {"stage 1": {"gt_known_loc": 0.4, "top1_loc": 0.2, "max_box_acc": 0.3},
-               "CAM": {"gt_known_loc": 0.6, "top1_loc": 0.5, "max_box_acc": 0.55}}
+    metrics = {"stage 1": {"gt_known_loc": 0.4, "top1_loc": 0.2, "train_threshold_box_acc": 0.25, "max_box_acc": 0.3},
+               "CAM": {"gt_known_loc": 0.6, "top1_loc": 0.5, "train_threshold_box_acc": 0.52, "max_box_acc": 0.55}}
     baseline = {"max_box_acc": 0.45, "full_image": {"max_box_acc": 0.35}}
     fig = tinyfigures.plot_localization_metrics({"quick": metrics, "seed": metrics}, baseline, title="per stage")
     assert len(fig.axes) == 2
     ax = fig.axes[0]
     heights = sorted(round(bar.get_height(), 6) for bar in ax.patches)
-    assert heights == sorted([40.0, 20.0, 30.0, 60.0, 50.0, 55.0])
+    assert heights == sorted([40.0, 20.0, 25.0, 30.0, 60.0, 50.0, 52.0, 55.0])
     assert sorted(line.get_ydata()[0] for line in ax.get_lines()) == [35.0, 45.0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["stage 1", "CAM"]
     assert ax.get_title() == "quick" and ax.get_ylabel() == "% of val images"
     # each bar's value is written on it; the baselines run behind the bars, so they cross no value label, and
     # the scale fits the highest bar (60 %) instead of 0-105
-    assert sorted(t.get_text() for t in ax.texts) == ["20", "30", "40", "50", "55", "60"]
+    assert sorted(t.get_text() for t in ax.texts) == ["20", "25", "30", "40", "50", "52", "55", "60"]
     assert max(line.get_zorder() for line in ax.get_lines()) < min(bar.get_zorder() for bar in ax.patches)
     assert 60 < ax.get_ylim()[1] < 80
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -493,7 +546,7 @@ def test_plot_localization_metrics_bars_and_baselines():
     boxes = [t.get_window_extent(renderer) for t in ax.texts]
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
     assert sorted(t.get_text() for t in fig.legends[0].get_texts()) == sorted(
-        ["GT-known loc", "top-1 loc", "MaxBoxAcc", "centre box MaxBoxAcc", "whole image MaxBoxAcc"])
+        ["GT-known loc", "top-1 loc", "BoxAcc@train", "MaxBoxAcc", "centre box MaxBoxAcc", "whole image MaxBoxAcc"])
     # three or four panels wrap into rows of two (not a 1,900 px wide strip); an unused slot is hidden
     fig = tinyfigures.plot_localization_metrics({f"p{i}": metrics for i in range(3)}, baseline)
     visible = [ax for ax in fig.axes if ax.get_visible()]

@@ -462,8 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a .keras file or a run folder")
     p.add_argument("--no-tta", action="store_true", help="skip the horizontal-flip test-time augmentation")
     p.add_argument("--localization", action="store_true",
-                   help="also score class activation map boxes on the val boxes (GT-known loc, top-1 loc, "
-                        "MaxBoxAcc; threshold chosen on 10 held-out train images per class)")
+                   help="also score class activation map boxes on the val boxes (GT-known loc, top-1 loc and "
+                        "BoxAcc at thresholds chosen on 10 train images with boxes per class; MaxBoxAcc)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     data_dir_arg(p)
 

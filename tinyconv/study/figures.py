@@ -680,21 +680,24 @@ def plot_maps_by_method(images, maps: dict, boxes: dict | None = None, true_boxe
     return fig
 
 
-LOCALIZATION_KEYS = (("gt_known_loc", "GT-known loc"), ("top1_loc", "top-1 loc"), ("max_box_acc", "MaxBoxAcc"))
+LOCALIZATION_KEYS = (("gt_known_loc", "GT-known loc"), ("top1_loc", "top-1 loc"),
+                     ("train_threshold_box_acc", "BoxAcc@train"), ("max_box_acc", "MaxBoxAcc"))
 
 
 def plot_localization_metrics(groups: dict, baseline: dict | None = None, title: str = ""):
-    """Grouped bars of GT-known loc, top-1 loc and MaxBoxAcc (percent), one panel per group.
+    """Grouped bars of GT-known loc, top-1 loc, BoxAcc at train thresholds and MaxBoxAcc (percent), one panel per
+    group (tinyconv.study.localize's docstring defines them).
 
     Args:
         groups: panel title -> {bar group name -> localization metrics dict (tinyconv.study.localize.score_maps)}.
         baseline: tinyconv.study.localize.baseline_metrics of the same val boxes: the centre box's MaxBoxAcc drawn
-            dashed across each panel, the whole-image box's dotted.
+            dashed across each panel, the whole-image box's dotted (a fixed box has no threshold to choose: its
+            MaxBoxAcc is its BoxAcc at any threshold).
     """
     # at most two panels a row: four side by side came out ~1900 px wide, scaled down to unreadable in a notebook
     columns = min(2, len(groups))
     rows = -(-len(groups) // columns)
-    panel_width = max(3.8, 1.2 + 1.15 * max(len(g) for g in groups.values()))
+    panel_width = max(3.8, 1.2 + 1.5 * max(len(g) for g in groups.values()))
     fig = Figure(figsize=(panel_width * columns, 3.2 * rows + 0.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
     for ax in axes[len(groups):]:
@@ -710,7 +713,8 @@ def plot_localization_metrics(groups: dict, baseline: dict | None = None, title:
         positions = np.arange(len(entries))
         for j, (key, label) in enumerate(LOCALIZATION_KEYS):
             values = [100 * metrics[key] for metrics in entries.values()]
-            bars = ax.bar(positions + (j - 1) * width, values, width, label=label, color=f"C{j}", zorder=2)
+            offset = (j - (len(LOCALIZATION_KEYS) - 1) / 2) * width
+            bars = ax.bar(positions + offset, values, width, label=label, color=f"C{j}", zorder=2)
             for bar, value in zip(bars, values):  # inside the bar's top (white), above it when too short
                 inside = value >= 0.12 * top
                 ax.text(bar.get_x() + bar.get_width() / 2, value - 0.01 * top if inside else value + 0.01 * top,
