@@ -224,6 +224,11 @@ def test_evaluate_localization_on_synthetic_data(synthetic_data_dir):
     assert result["top1"] == pytest.approx(0.2)  # class 0 always wins: 6 of 30 val images
     text = format_localization(result)
     assert "GT-known loc" in text and "centre-box baseline" in text and "whole-image box" in text
+    comparison = result["versus_whole_image"]  # the paired comparison, in the JSON and as the last line
+    assert comparison["images"] == 30 and comparison["box_acc"] == pytest.approx(result["train_threshold_box_acc"])
+    assert comparison["whole_image"] == pytest.approx(result["baseline"]["full_image"]["max_box_acc"])
+    assert comparison["difference"] == pytest.approx(comparison["box_acc"] - comparison["whole_image"])
+    assert text.splitlines()[-1].strip().startswith("CAM's BoxAcc at train thresholds")
 
 
 def _squares(count: int, wnids, names=None) -> BoxedImages:

@@ -684,36 +684,42 @@ def case_titles(scored: ScoredMaps, images: BoxedImages, model_names, indices) -
     return titles
 
 
-def versus_whole_image(scored: ScoredMaps, true_boxes, name: str = "CAM") -> str:
-    """One sentence comparing a map's boxes with the whole-image box on the same val images, so that a gain
-    within its standard error is not read as a finding.
+def compare_with_whole_image(scored: ScoredMaps, true_boxes) -> dict:
+    """A map's boxes against the whole-image box on the same val images, image by image: each image's box_hits at
+    the train thresholds (scored.hits) against the whole image's (whole_image_hits).
 
-    The two are compared image by image: each image's box_hits at the train thresholds (scored.hits) against
-    the whole image's (whole_image_hits), their mean difference and the standard error of that paired difference
-    (measures.paired_standard_error). Both boxes are scored on the same images, and most images go the same way
-    for both, so the paired error is several times smaller than either accuracy's binomial one (notebook 07's
-    `quick` model on 500 images, 2026-12-06: 0.42 against 2.2 points). BoxAcc at train thresholds, not MaxBoxAcc:
-    MaxBoxAcc picks the map's best threshold on these very images, which a fixed box cannot, so it would favour
-    the map.
+    Both boxes are scored on the same images, and most images go the same way for both, so the error of the
+    difference is that of the paired differences (measures.paired_standard_error), several times smaller than
+    either accuracy's binomial one (notebook 07's `quick` model on 500 images, 2026-12-06: 0.4 against 2.2
+    points). BoxAcc at train thresholds, not MaxBoxAcc: MaxBoxAcc picks the map's best threshold on these very
+    images, which a fixed box cannot, so it would favour the map.
 
     Args:
         scored: ScoredMaps of the val images; true_boxes: their boxes [N, 4] (BoxedImages.boxes).
+    Returns:
+        {"images", "box_acc" (the map's BoxAcc at train thresholds), "whole_image" (the whole image's),
+         "difference" (their difference), "standard_error" (of the paired difference)}: fractions.
     """
     from tinyconv.study.measures import paired_standard_error
 
     ours, whole = np.asarray(scored.hits, dtype=np.float64), whole_image_hits(true_boxes)
     if ours.shape != whole.shape:
         raise TinyconvError(f"{len(ours)} scored images but {len(whole)} true boxes: score and compare the same images")
-    images = len(ours)
-    diff = 100 * float(np.mean(ours - whole)) if images else 0.0
-    se = 100 * float(paired_standard_error(ours, whole))
-    ours_acc, whole_acc = float(ours.mean()) if images else 0.0, float(whole.mean()) if images else 0.0
-    what = f"{name}'s BoxAcc at train thresholds ({ours_acc:.1%})"
+    mean = lambda values: float(values.mean()) if len(values) else 0.0  # noqa: E731
+    return {"images": len(ours), "box_acc": mean(ours), "whole_image": mean(whole), "difference": mean(ours - whole),
+            "standard_error": paired_standard_error(ours, whole)}
+
+
+def describe_comparison(comparison: dict, name: str = "CAM") -> str:
+    """compare_with_whole_image's result as one sentence, so that a gain within its standard error is not read as
+    a finding: within one standard error "not shown", within two "a hint", beyond two a finding."""
+    diff, se, images = 100 * comparison["difference"], 100 * comparison["standard_error"], comparison["images"]
+    what = f"{name}'s BoxAcc at train thresholds ({comparison['box_acc']:.1%})"
     if round(diff, 1) == 0:
-        head = f"{what} ties with the whole-image box ({whole_acc:.1%})"
+        head = f"{what} ties with the whole-image box ({comparison['whole_image']:.1%})"
     else:
         verb = "beats" if diff > 0 else "falls short of"
-        head = f"{what} {verb} the whole-image box ({whole_acc:.1%}) by {abs(diff):.1f} points"
+        head = f"{what} {verb} the whole-image box ({comparison['whole_image']:.1%}) by {abs(diff):.1f} points"
     head += f" on {images:,} val images"
     better, worse = "localizes better than", "localizes worse than"
     error = "the standard error of the paired difference"
@@ -725,6 +731,11 @@ def versus_whole_image(scored: ScoredMaps, true_boxes, name: str = "CAM") -> str
                 f"{better if diff > 0 else worse} the whole frame, not a finding.")
     return (f"{head}, beyond two standard errors of the paired difference (±{se:.1f} points each): {name} "
             f"{better if diff > 0 else worse} a box around the whole frame here.")
+
+
+def versus_whole_image(scored: ScoredMaps, true_boxes, name: str = "CAM") -> str:
+    """describe_comparison of compare_with_whole_image: one sentence (notebook 07)."""
+    return describe_comparison(compare_with_whole_image(scored, true_boxes), name)
 
 
 def trained_seed_model(repo_root) -> tuple[Path, str] | None:
@@ -835,7 +846,8 @@ def evaluate_localization(model_or_path, data_dir=None, *, classes=None, per_cla
         model_or_path: a keras.Model, a .keras file or a run folder (see tinyconv.deploy.inference.load_run_model).
         per_class: train images per class (drawn with `seed`) on which the thresholds are chosen.
     Returns:
-        localization_metrics' dict plus {"images", "train_images", "top1", "baseline": baseline_metrics}.
+        localization_metrics' dict plus {"images", "train_images", "top1", "baseline": baseline_metrics,
+        "versus_whole_image": compare_with_whole_image}.
     """
     from tinyconv.deploy.inference import load_run_model, model_classes  # inference imports the layers (Keras)
 
@@ -845,9 +857,9 @@ def evaluate_localization(model_or_path, data_dir=None, *, classes=None, per_cla
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     train = train_with_boxes(data_dir, class_list.wnids, per_class, seed)
     val = val_with_boxes(data_dir, class_list.wnids)
-    result = score_maps(model, class_list.wnids, train, val, None, thresholds, batch_size).metrics
-    result["baseline"] = baseline_metrics(val.boxes)
-    return result
+    scored = score_maps(model, class_list.wnids, train, val, None, thresholds, batch_size)
+    return {**scored.metrics, "baseline": baseline_metrics(val.boxes),
+            "versus_whole_image": compare_with_whole_image(scored, val.boxes)}
 
 
 def format_localization(result: dict) -> str:
@@ -865,6 +877,7 @@ def format_localization(result: dict) -> str:
         f"MaxBoxAcc {base['max_box_acc']:.2%}",
         f"  whole-image box: GT-known loc {base['full_image']['gt_known_loc']:.2%}   "
         f"MaxBoxAcc {base['full_image']['max_box_acc']:.2%}",
+        f"  {describe_comparison(result['versus_whole_image'])}",
     ])
 
 
