@@ -124,7 +124,7 @@ def test_the_pack_holds_train_and_val_byte_for_byte_and_prepares_to_the_zips_cac
 
 def test_the_offline_bundle_holds_the_wheels_the_gpu_machine_lacks_and_they_install_for_its_python(tmp_path):
     """scripts/offline_bundle.sh, the first step of a lease's preparation (docs/gpu.md): keras as pyproject.toml pins
-    it, namex, optree for CPython 3.12 on x86_64, optree's typing_extensions, and tinyconv's own wheel with its
+    it, namex, optree and simplejpeg for CPython 3.12 on x86_64, optree's typing_extensions, and tinyconv's own wheel with its
     package data; gpu_receive.sh installs them for the GPU machine's Python, typing_extensions only where that
     Python lacks it (the GPU machines have it beside PyTorch; a Python 3.12 with JAX alone does not, and there keras
     failed to import: "you need to have `optree` installed"). (The bundle once failed at tinyconv's wheel: the
@@ -136,9 +136,11 @@ def test_the_offline_bundle_holds_the_wheels_the_gpu_machine_lacks_and_they_inst
                           text=True, timeout=300, env={**os.environ, "PYTHON": sys.executable})
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     names = sorted(path.name for path in out.iterdir())
-    assert [name.split("-")[0] for name in names] == ["keras", "namex", "optree", "tinyconv", "typing_extensions"], names
+    assert [name.split("-")[0] for name in names] == [
+        "keras", "namex", "optree", "simplejpeg", "tinyconv", "typing_extensions"], names
     assert names[0] == f"keras-{keras.__version__}-py3-none-any.whl"
-    assert "-cp312-cp312-manylinux" in names[2] and names[2].endswith("x86_64.whl"), names[2]
+    for compiled in (names[2], names[3]):  # optree, simplejpeg
+        assert "-cp312-cp312-manylinux" in compiled and compiled.endswith("x86_64.whl"), compiled
     assert sum(path.stat().st_size for path in out.iterdir()) < 8 * 2**20  # it travels with call 1 (64 MiB)
 
     # gpu_receive.sh's install, as the GPU machine's python3 runs it: a stand-in python3 whose pip installs for
@@ -155,6 +157,7 @@ def test_the_offline_bundle_holds_the_wheels_the_gpu_machine_lacks_and_they_inst
         subprocess.run(["bash", str(ROOT / "scripts/gpu_receive.sh"), str(tmp_path / "piece"), str(out)], env=env,
                        check=True, capture_output=True, text=True, timeout=300)
         assert (site / "keras" / "__init__.py").is_file() and (site / "optree").is_dir()
+        assert (site / "simplejpeg").is_dir()  # tinyconv prepare decodes the pack's JPEGs with it
         assert (site / "tinyconv" / "training" / "reference_curve.csv").is_file()
         assert len(list((site / "tinyconv" / "deploy" / "check_images").glob("*.png"))) == 12
         # the machine's own typing_extensions is not shadowed; where there is none, the bundle's is installed
