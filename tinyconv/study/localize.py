@@ -15,7 +15,9 @@ The study of notebook 07 compares ways of drawing maps on the same images:
 Conventions:
 - A box is (x0, y0, x1, y1) in pixels with both corners *inclusive*, as Tiny ImageNet's boxes are (a box
   covering the whole 64x64 image is (0, 0, 63, 63)); `iou` counts pixels, so its width is x1 - x0 + 1.
-- A map's box is the bounding box of the largest 8-connected component of map >= fraction * max(map).
+- A map's box is the bounding box of the largest 8-connected component of map >= fraction * max(map)
+  (clovaai/wsolevaluation thresholds with cv2's `>`; on maps scaled to [0, 1] and fractions 0.05 .. 0.95 the two
+  differ only on pixels exactly at the threshold).
 - CAM (Zhou et al., 2016) is exact for a head that is global average pooling + Dense: the logit of class k is
   mean_{h,w} sum_c f[h, w, c] W[c, k] + b[k], so sum_c f[h, w, c] W[c, k] is each position's share of it.
 - Grad-CAM (Selvaraju et al., 2017) for any layer: relu(sum_c mean_{h,w}(d logit_k / d A_c) A_c).
