@@ -4,7 +4,7 @@
 #   scripts/lease_prepare.sh [NAME]          # NAME: the run, default seed-reference
 #   ZIP=path/to/tiny-imagenet-200.zip scripts/lease_prepare.sh   # default: the path ../shared/data/assemble prints
 #
-#  1. wheels   keras, namex, optree, typing_extensions and tinyconv into .whl/ (scripts/offline_bundle.sh); kept
+#  1. wheels   keras, namex, optree, typing_extensions, simplejpeg and tinyconv into .whl/ (scripts/offline_bundle.sh); kept
 #              when built from the same pyproject.toml, tinyconv files and offline_bundle.sh
 #  2. data     the zip packed for the lease into pieces/tiny-imagenet-200.tar.xz (scripts/pack_data.py: train and
 #              val, byte for byte, xz-compressed: 150 MB against the zip's 242); kept when made from the same zip
