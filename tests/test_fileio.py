@@ -142,13 +142,14 @@ def test_a_full_disk_during_prepare_is_one_line_before_any_decoding(synthetic_da
 
 
 def test_a_damaged_manifest_is_one_line_for_load_split_and_rebuilt_by_prepare(synthetic_data_dir, tmp_path, capsys):
-    from tinyconv.data.dataset import load_split, prepare
+    from tinyconv.data.dataset import CACHE_VERSION, load_split, prepare
     from tinyconv.errors import TinyconvError
 
     data_dir = _copy_dataset(synthetic_data_dir, tmp_path)
     manifest = prepare(data_dir, progress=False)
     path = data_dir / "cache" / "manifest.json"
-    for damaged in ('{"version": 1, "splits": {}}', "[1, 2]", '{"version": 1, "spl'):
+    version = f'{{"version": {CACHE_VERSION}'  # the current format's, damaged otherwise
+    for damaged in (version + ', "splits": {}}', "[1, 2]", version + ', "spl'):
         path.write_text(damaged)
         with pytest.raises(TinyconvError, match=r"manifest\.json is (not a tinyconv cache manifest|unreadable).*"
                                                 r"run `tinyconv prepare --force`"):

@@ -221,7 +221,7 @@ def test_lease_prepare_readies_a_lease_and_refuses_a_call_over_the_limit_before_
     sha = hashlib.sha256(pack.read_bytes()).hexdigest()
     assert f"SHA256={sha} " in done.stdout
     assert (repo / "pieces" / ".zip-sha256").read_text().strip() == hashlib.sha256(archive.read_bytes()).hexdigest()
-    assert len(list((repo / ".whl").glob("*.whl"))) == 5 and "already holds the wheels" not in done.stdout
+    assert len(list((repo / ".whl").glob("*.whl"))) == 6 and "already holds the wheels" not in done.stdout
     assert sorted(path.name for path in (repo / "pieces").glob("pack.*")) == ["pack.00"]
     calls = planned(done.stdout)
     assert [carry for carry, _ in calls] == ['[".whl", "pieces/pack.00"]', "none"]
