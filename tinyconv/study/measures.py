@@ -4,6 +4,7 @@
     ring_area_share(k)            the share of a k x k kernel's cells at each ring distance (uniform energy)
     erf_radius(erf, mass)         the radius holding `mass` of an effective receptive field
     standard_error(accuracy, n)   the binomial standard error of an accuracy over n images
+    paired_standard_error(a, b)   the standard error of mean(a - b) for two scores of the same images
     energy_by_distance(kernel)    a kernel's energy by ring distance from its center
 """
 
