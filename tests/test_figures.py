@@ -242,8 +242,12 @@ def test_sweep_costs_reads_as_short_tick_labels_and_separate_pareto_labels():
     """Costs close together (parameters 340k-360k: a linear axis) get short engineering labels, not raw counts
     that run into each other, and neighbouring Pareto labels do not overlap."""
     summary = [dict(variant=f"tiny-stem-shuffle-unfold-{i}", params=340_000 + 5_000 * i, macs=45e6 + 1e6 * i,
-                    train_img_s=100.0 + 10 * i, top1=0.5 + 0.0005 * i, sd=0.01) for i in range(5)]
+                    train_img_s=100.0 + 10 * i, top1=0.5 + 0.0005 * i, sd=0.01, n=2) for i in range(5)]
     fig = tinyfigures.plot_sweep_costs(summary, baseline="tiny-stem-shuffle-unfold-0")
+    # the bars are comparison intervals: 2 x pooled sd / sqrt(2n) = 2 x 1 point / 2 = 1 point each way, so that two
+    # means of 2 seeds whose bars do not overlap differ by more than 2 x sd x sqrt(2/2) = 2 points (the test's rule)
+    segments = fig.axes[0].containers[0][2][0].get_segments()
+    assert [round(float(b[1][1] - b[0][1]) / 2, 6) for b in segments] == [1.0] * 5
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     canvas = FigureCanvasAgg(fig)

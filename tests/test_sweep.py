@@ -236,6 +236,21 @@ def test_pareto_front_noise_and_results_round_trip(tmp_path):
     assert [value for value, _ in sweep_results.setting_series(back, "model.kernel_sizes")] == [5, 3, 5, 3]
     md = (tmp_path / "results.md").read_text()
     assert md.count("| far-s") == 2 and "| late-s0 | tiny |" in md and "pending" in md
+    # the noise is estimated (3 degrees of freedom here), so the test's false-alarm rate is Student's, not 5 %;
+    # with two variants compared, Bonferroni's threshold is given too, and `far` (t = 10 / 1.41 = 7.1) passes it
+    dof = 3
+    assert sweep_results.pooled_dof(summary) == dof
+    p = sweep_results.two_sided_p(2.0, dof)
+    assert p == pytest.approx(0.1393, abs=1e-4)  # t with 3 dof: far from the normal curve's 0.0455
+    assert f"which noise alone does with probability {p:.3f} (Student's t, 3 degrees of freedom)" in report
+    strict = sweep_results.bonferroni_z(2, dof)
+    assert strict == pytest.approx(4.177, abs=1e-3)  # t(3) quantile at 1 - 0.05 / 4
+    assert (f"2 variants were each compared with the baseline, so about {2 * p:.1f} of them would pass" in report
+            and f"Bonferroni's stricter {strict:.2f} times the noise" in report and "all of those beyond the noise "
+            "remain: `far` (7.1x)" in report)
+    with pytest.raises(TinyconvError, match=r"baseline 'nope' has no finished trial in these results; variants: "
+                                            r"base, close, far"):
+        sweep_results.compare_to_baseline(summary, "nope")
 
 
 # ---------------------------------------------------------------------------------------- Ray sweep

@@ -93,21 +93,57 @@ def pooled_sd(summary: list[dict]) -> float | None:
     return math.sqrt(num / dof) if dof else None
 
 
+def pooled_dof(summary: list[dict]) -> int:
+    """The degrees of freedom of pooled_sd: the sum of n - 1 over the variants with 2+ seeds."""
+    return sum(s["n"] - 1 for s in summary if s["sd"] is not None)
+
+
+def two_sided_p(z: float, dof: int) -> float:
+    """P(|T| > z) for Student's t with `dof` degrees of freedom: how often a difference that is noise alone passes
+    the `z`-noise test when the noise is itself estimated from `dof` degrees of freedom (0.062 for z = 2 and 17,
+    not the normal curve's 0.046)."""
+    from scipy import stats  # a dependency (pyproject.toml); imported where used
+
+    return float(2 * stats.t.sf(abs(z), dof))
+
+
+def bonferroni_z(comparisons: int, dof: int, alpha: float = 0.05) -> float:
+    """The |t| a difference must exceed so that `comparisons` tests together call noise real with probability at
+    most `alpha` (Bonferroni: alpha / comparisons each, two-sided)."""
+    from scipy import stats
+
+    return float(stats.t.isf(alpha / (2 * max(comparisons, 1)), dof))
+
+
+def _baseline(summary: list[dict], baseline: str | None) -> dict:
+    """The summary row of `baseline`, or the first variant when None; a name with no finished trial is one line."""
+    if baseline is None:
+        return summary[0]
+    found = next((s for s in summary if s["variant"] == baseline), None)
+    if found is None:
+        raise TinyconvError(f"baseline {baseline!r} has no finished trial in these results; variants: "
+                            f"{', '.join(s['variant'] for s in summary)}")
+    return found
+
+
 def compare_to_baseline(summary: list[dict], baseline: str | None = None, z: float = 2.0) -> list[dict]:
     """Each variant's mean top-1 minus the baseline's, with the noise of that difference (the pooled seed sd
-    times sqrt(1/n1 + 1/n2)) and whether |difference| exceeds `z` times it (about 95 % for z = 2).
+    times sqrt(1/n1 + 1/n2)) and whether |difference| exceeds `z` times it. The noise is estimated, so a difference
+    of noise alone passes with two_sided_p(z, pooled_dof) (6 % for z = 2 and 17 degrees of freedom), and with many
+    variants a few pass by chance: format_noise_report says how many and which survive Bonferroni's correction.
 
-    The baseline is `baseline` (a variant name) or the first variant. Rows: variant, diff, noise, exceeds.
+    The baseline is `baseline` (a variant name) or the first variant. Rows: variant, diff, noise, t, exceeds.
     """
     if not summary:
         return []
-    base = next((s for s in summary if s["variant"] == baseline), summary[0])
+    base = _baseline(summary, baseline)
     sd = pooled_sd(summary)
     out = []
     for s in summary:
         diff = s["top1"] - base["top1"]
         noise = sd * math.sqrt(1 / s["n"] + 1 / base["n"]) if sd is not None else None
-        out.append({"variant": s["variant"], "baseline": base["variant"], "diff": diff, "noise": noise,
+        t = diff / noise if noise else None
+        out.append({"variant": s["variant"], "baseline": base["variant"], "diff": diff, "noise": noise, "t": t,
                     "exceeds": noise is not None and s is not base and abs(diff) > z * noise})
     return out
 
@@ -250,12 +286,16 @@ def format_noise_report(rows: list[dict], baseline: str | None = None, z: float 
     if sd is None:
         return (f"Every variant has a single seed, so the seed-to-seed noise cannot be estimated and no difference "
                 f"from the baseline `{base}` ({base_top1:.2%}) can be called real. Run at least two seeds.")
-    seeds = sorted({s["n"] for s in summary})
+    pooled = [s for s in summary if s["sd"] is not None]
+    seeds = sorted({s["n"] for s in pooled})
+    dof = pooled_dof(summary)
+    chance = two_sided_p(z, dof)
     lines = [f"**Noise.** Across seeds, val top-1 of one variant varies with a standard deviation of "
-             f"**{sd * 100:.2f} points** (pooled over {len(summary)} variants with {'/'.join(map(str, seeds))} "
-             f"seeds each). A difference of two means of n seeds each has about {sd * 100:.2f} x sqrt(2/n) points "
-             f"of noise; a difference counts as real here when it exceeds {z:g} times that (about 95 %).", "",
-             f"**Baseline** `{base}`: {base_top1:.2%}.", ""]
+             f"**{sd * 100:.2f} points** (pooled over the {len(pooled)} variants with {'/'.join(map(str, seeds))} "
+             f"seeds each: {dof} degrees of freedom). A difference of two means of n seeds each has about "
+             f"{sd * 100:.2f} x sqrt(2/n) points of noise; a difference counts as real here when it exceeds {z:g} "
+             f"times that, which noise alone does with probability {chance:.3f} (Student's t, {dof} degrees of "
+             f"freedom).", "", f"**Baseline** `{base}`: {base_top1:.2%}.", ""]
     beyond = [c for c in comparisons if c["exceeds"]]
     within = [c for c in comparisons if not c["exceeds"] and c["variant"] != base]
     if beyond:
@@ -267,6 +307,21 @@ def format_noise_report(rows: list[dict], baseline: str | None = None, z: float 
     if within:
         lines += ["", f"**Within the noise** ({len(within)}): " + ", ".join(
             f"`{c['variant']}` ({c['diff'] * 100:+.1f})" for c in sorted(within, key=lambda c: -c["diff"]))]
+    tested = [c for c in comparisons if c["variant"] != base and c["t"] is not None]
+    if len(tested) > 1:
+        strict = bonferroni_z(len(tested), dof)
+        kept = [c for c in beyond if abs(c["t"]) > strict]
+        names = ", ".join(f"`{c['variant']}` ({abs(c['t']):.1f}x)" for c in kept)
+        if not beyond:
+            verdict = "none passed even the first test"
+        elif not kept:
+            verdict = "none of those beyond the noise remains"
+        else:
+            verdict = f"{'all' if len(kept) == len(beyond) else len(kept)} of those beyond the noise remain: {names}"
+        lines += ["", f"**Many comparisons.** {len(tested)} variants were each compared with the baseline, so about "
+                      f"{len(tested) * chance:.1f} of them would pass the {z:g}-noise test by chance alone. Held to "
+                      f"Bonferroni's stricter {strict:.2f} times the noise (all {len(tested)} tests together wrong at "
+                      f"most 5 % of the time): {verdict}."]
     if setup is not None:
         scope = f"**Scope.** {setup_scope(setup)}"
         example = max(beyond, key=lambda c: abs(c["diff"]), default=None)
@@ -353,7 +408,7 @@ def format_setup_md(setup: dict, summary: list[dict], baseline: str | None = Non
     """Markdown for notebook 06: the sweep's set-up (sweep_setup), its chance level and the baseline's mean
     against it; every number from the sweep's own files, which it names."""
     text = f"**What one trial is.** {setup_scope(setup)}"
-    base = next((s for s in summary if s["variant"] == baseline), summary[0] if summary else None)
+    base = _baseline(summary, baseline) if summary else None
     if setup.get("chance"):
         text += f" Chance is **{setup['chance']:.1%}**"
         text += f"; the baseline `{base['variant']}` reaches **{base['top1']:.1%}**." if base is not None else "."

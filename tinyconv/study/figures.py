@@ -757,9 +757,16 @@ def _chance_line(ax, chance: float | None, vertical: bool = False) -> None:
 
 def plot_sweep_costs(summary: list[dict], baseline: str | None = None, chance: float | None = None):
     """Mean val top-1 of each sweep variant (tinyconv.experiments.results.variant_summary) against its parameters, MACs and
-    train images/s, error bars one seed sd, the Pareto front (no variant both cheaper and more accurate;
-    for images/s, faster) joined by a line and labelled, and the chance level (a fraction) when given."""
-    from tinyconv.experiments.results import pareto_front
+    train images/s, the Pareto front (no variant both cheaper and more accurate; for images/s, faster) joined by a
+    line and labelled, and the chance level (a fraction) when given.
+
+    Error bars are comparison intervals: ± 2 x pooled sd / sqrt(2 n) for a mean of n seeds, half the difference
+    that counts as real in compare_to_baseline, so that two variants of as many seeds differ beyond the noise
+    exactly when their bars do not overlap. (They were each variant's own seed sd: with two seeds one degree of
+    freedom, 0.1 to 7.5 points in the committed sweep, against the 7.9 points a difference must exceed.)"""
+    from tinyconv.experiments.results import pareto_front, pooled_sd
+
+    noise = pooled_sd(summary)
 
     fig = Figure(figsize=(13, 4.6), layout="constrained")
     axes = fig.subplots(1, len(SWEEP_COSTS), sharey=True)
@@ -768,8 +775,9 @@ def plot_sweep_costs(summary: list[dict], baseline: str | None = None, chance: f
         entries = [s for s in summary if isinstance(s.get(key), (int, float))]
         xs = np.array([s[key] for s in entries], dtype=float)
         ys = np.array([100 * s["top1"] for s in entries])
-        errors = [100 * s["sd"] if s["sd"] is not None else 0.0 for s in entries]
-        ax.errorbar(xs, ys, yerr=errors, fmt="o", color="0.55", ms=4, capsize=2, lw=0.8, label="variant (± sd)")
+        errors = [100 * 2 * noise / np.sqrt(2 * s["n"]) if noise is not None else 0.0 for s in entries]
+        ax.errorbar(xs, ys, yerr=errors, fmt="o", color="0.55", ms=4, capsize=2, lw=0.8,
+                    label="variant (bars that do not overlap differ beyond the noise)")
         front = pareto_front([(-x if higher_better else x, y) for x, y in zip(xs, ys)])
         front.sort(key=lambda i: xs[i])
         ax.plot(xs[front], ys[front], "o-", color="C3", ms=6, lw=1.2, label="Pareto front")

@@ -268,7 +268,7 @@ def normalize_maps(maps) -> np.ndarray:
 
 def _label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """8-connected components of a bool [H, W] mask: (labels int [H, W], 0 = background, count)."""
-    from scipy import ndimage  # scipy is a dependency of the environment; imported where used
+    from scipy import ndimage  # a dependency (pyproject.toml); imported where used
 
     labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
     return labels, int(count)
