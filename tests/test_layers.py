@@ -48,6 +48,29 @@ def test_axial_equals_depthwise_with_outer_product_kernel():
     np.testing.assert_allclose(np.asarray(layer(x)), reference.numpy(), rtol=1e-4, atol=1e-4)
 
 
+def test_axial_kernels_start_independent_and_reproducible():
+    """The reference's two 1-D kernels are separate DepthwiseConv2D layers with their own draws. One Keras 3
+    initializer instance used twice gave kernel_col the very numbers of kernel_row (the same seed, the same size):
+    every axial kernel started as a symmetric r r^T (until 2026-12-06)."""
+
+    def kernels(**kwargs):
+        layer = AxialDepthwiseConv2D(7, **kwargs)
+        layer.build((None, 8, 8, 64))
+        return layer.axial_kernels()
+
+    keras.utils.set_random_seed(0)
+    row, col = kernels()
+    assert not np.allclose(row, col) and abs(np.corrcoef(row.ravel(), col.ravel())[0, 1]) < 0.15  # 448 pairs
+    assert row.std() == pytest.approx(col.std(), rel=0.15)  # the same initializer's scale for both
+    keras.utils.set_random_seed(0)
+    again = kernels()
+    assert np.array_equal(again[0], row) and np.array_equal(again[1], col)  # a seeded run stays reproducible
+    seeded = kernels(kernel_initializer=keras.initializers.GlorotUniform(seed=3))
+    assert not np.allclose(*seeded)
+    assert all(np.array_equal(a, b) for a, b in zip(seeded, kernels(
+        kernel_initializer=keras.initializers.GlorotUniform(seed=3))))
+
+
 def test_axial_rejects_even_kernel():
     with pytest.raises(ValueError, match="odd"):
         AxialDepthwiseConv2D(4)

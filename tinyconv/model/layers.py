@@ -48,6 +48,18 @@ BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 
 
+def _independent_copy(initializer):
+    """An initializer like `initializer` (same class and settings) whose draws are independent of its draws: a
+    fresh seed when it has none (Keras then draws one from Python's random, which keras.utils.set_random_seed
+    seeds), its seed + 1 when it has an int seed, so a seeded model stays reproducible."""
+    config = initializer.get_config()
+    if "seed" not in config:  # not random (zeros, constants): nothing to make independent
+        return initializer
+    seed = config["seed"]
+    config["seed"] = seed + 1 if isinstance(seed, int) else None
+    return initializer.__class__.from_config(config)
+
+
 @keras.saving.register_keras_serializable(package="tinyconv")
 class GroupedGlorotUniform(keras.initializers.GlorotUniform):
     """Glorot-uniform for a grouped conv kernel, over the fans of ONE group: the init of `groups` separate convs.
@@ -119,8 +131,12 @@ class AxialDepthwiseConv2D(keras.layers.Layer):
         self.kernel_row = self.add_weight(
             name="kernel_row", shape=(1, k, channels, 1), initializer=self.kernel_initializer
         )
+        # A Keras 3 initializer instance holds its seed (drawn at construction when none is given), so the same
+        # instance gives the same numbers for shapes of the same size: until 2026-12-06 kernel_col started equal
+        # to kernel_row, every axial kernel the symmetric outer product r r^T. The reference builds the two as
+        # separate DepthwiseConv2D layers, each with its own glorot_uniform: independent draws, as here.
         self.kernel_col = self.add_weight(
-            name="kernel_col", shape=(k, 1, channels, 1), initializer=self.kernel_initializer
+            name="kernel_col", shape=(k, 1, channels, 1), initializer=_independent_copy(self.kernel_initializer)
         )
         self._path = fast_path.axial_conv()  # "shifted" or "depthwise"; the weights and config are the same either way
 
