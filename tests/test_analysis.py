@@ -263,6 +263,37 @@ def test_untrained_twin_is_the_runs_initialisation(tmp_path):
         analysis.untrained_twin(analysis.TrainedModel(model=other, path="x.keras", run={"model": config.to_dict()}, val=None))
 
 
+def test_untrained_twin_takes_its_batchnorm_statistics_from_val_images(tmp_path):
+    """Keras' initial BatchNorm statistics (mean 0, variance 1) match no input: in inference mode an untrained
+    model's activations then collapse, and notebook 05 read its receptive fields and gates from that collapse. The
+    twin's statistics come from val images: in inference mode it computes what training mode computes on them."""
+    from tinyconv.data.augment import normalize
+    from tinyconv.model.build import build_model
+    from tinyconv.model.config import get_config
+
+    class Val:  # the part of a Split untrained_twin reads
+        images = np.random.default_rng(0).integers(0, 256, (16, 64, 64, 3), dtype=np.uint8)
+
+        def __len__(self):
+            return len(self.images)
+
+    config = get_config("tiny", num_classes=10, depths=(1, 1, 1))
+    keras.utils.set_random_seed(7)
+    initial = build_model(config)
+    loaded = analysis.TrainedModel(model=initial, path=tmp_path / "m.keras",
+                                   run={"model": config.to_dict(), "train": {"seed": 7}}, val=Val())
+    x = np.asarray(normalize(Val.images))
+    raw = analysis.untrained_twin(loaded, calibration_images=0)
+    twin = analysis.untrained_twin(loaded, calibration_images=16)
+    for a, b in zip(twin.trainable_weights, raw.trainable_weights):  # the weights are the initialisation's
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    batch_mode = np.asarray(raw(x, training=True))
+    np.testing.assert_allclose(np.asarray(twin(x, training=False)), batch_mode, rtol=0.02, atol=0.02 * np.abs(batch_mode).max())
+    assert not np.allclose(np.asarray(raw(x, training=False)), batch_mode, rtol=0.1, atol=0.1 * np.abs(batch_mode).max())
+    norms = [layer for layer in twin._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and all(layer.momentum == config.bn_momentum for layer in norms)  # restored after calibrating
+
+
 def test_profile_model_config_and_seed():
     quick = analysis.profile_model_config("quick")
     assert (quick.name, quick.num_classes) == ("tiny", 10)

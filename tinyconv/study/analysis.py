@@ -521,9 +521,35 @@ def default_model(run_model, repo_root) -> tuple[Path, str]:
     return Path(run_model), "the model notebook 04 trained (its best checkpoint)"
 
 
-def untrained_twin(loaded: TrainedModel):
+def calibrate_batchnorm(model, images_normalized) -> int:
+    """Set every BatchNormalization's moving mean and variance to the statistics of its input over
+    `images_normalized` (one forward pass in training mode with momentum 0, restored after); returns how many.
+
+    An untrained model's BatchNorms still hold moving mean 0 and variance 1, which no input matches, so in
+    inference mode its activations shrink block after block (in the seed's twin the stage-2 input had a standard
+    deviation of 0.013) and whatever is read from them (effective receptive fields, squeeze-excite gates) shows
+    that collapse, not the initialisation. Calibrated, inference mode computes what the network computes on
+    these images at initialisation in training mode, image by image.
+    """
+    layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in layers]
+    try:
+        for layer in layers:
+            layer.momentum = 0.0
+        model(ops.convert_to_tensor(np.asarray(images_normalized, dtype=np.float32)), training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    return len(layers)
+
+
+def untrained_twin(loaded: TrainedModel, calibration_images: int = 64):
     """The same preset, built and initialised as its training run started: same config, same seed, no
     training. Comparing with it separates what training changed from what initialisation put there.
+
+    Its BatchNorm statistics are set from the first `calibration_images` val images (calibrate_batchnorm; 0
+    leaves Keras' initial 0 and 1): until 2026-12-06 they were not, and notebook 05's untrained receptive fields
+    and gates were those of collapsed activations. The weights are untouched.
 
     The weights equal the run's starting weights when the backend is the one it trained with (Keras draws
     initial weights with the backend's random generator); across backends (a JAX-trained model analysed with
@@ -551,6 +577,8 @@ def untrained_twin(loaded: TrainedModel):
             f"{loaded.path}: cannot rebuild it untrained ({config.name} has {twin.count_params():,} parameters, "
             f"the model {model.count_params():,})"
         )
+    if calibration_images and loaded.val is not None and len(loaded.val):
+        calibrate_batchnorm(twin, augment_ops.normalize(np.asarray(loaded.val.images[:calibration_images])))
     return twin
 
 
