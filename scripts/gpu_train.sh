@@ -9,11 +9,14 @@
 #              val caches with every core (skipped when an earlier call on this machine prepared the same pack)
 #  2. state    restore the run's state from $STATE_IN (default results/NAME/state, the one place it lives in the
 #              repository between leases) when it holds a manifest: training then continues that run. Skipped when
-#              the run is on this machine already: a later train call of the same lease continues it from there
+#              the run is on this machine already: a later train call of the same lease continues it from there.
+#              With neither, the call stops at once unless FRESH=1 says to start the run (its first lease): a state
+#              left aside by lease_prepare.sh would otherwise start the run over without a word
 #  3. forms    at most $FORMS_S seconds (default 120; 0 skips) timing the depthwise conv's forms in the whole train
-#              step (benchmarks/gpu_profile.py --choose); the fastest whose numbers agree is used (TINYCONV_DEPTHWISE;
-#              set it to skip the measurement and use a form an earlier lease on the same kind of GPU chose). A
-#              later call on the same machine uses the form the first one trained with ($RUNS/NAME.form)
+#              step (benchmarks/gpu_profile.py --choose); the fastest whose numbers agree is used. Skipped, and the
+#              two minutes go to training, when the form is known: TINYCONV_DEPTHWISE given; the form an earlier
+#              call on this machine trained with ($RUNS/NAME.form); or the form of the run's last session
+#              (sessions.jsonl, restored with the state) when it ran on the same kind of device
 #  4. sync     with $SYNC_S > 0 (default 0: skipped), at most that many seconds of benchmarks/fit_loop_sync.py on the
 #              real data and the run's recipe: the fit loop's train images/s with and without a host round trip per
 #              step ($SYNC_ROUNDS rounds, default 2), once per kind of GPU
@@ -56,6 +59,14 @@ mkdir -p "$OUT"
 log=$OUT/lease.log
 exec > >(tee -a "$log") 2>&1   # the call's output shows it too
 phase() { echo "$(date +%s) phase $* (+$(( $(date +%s) - started )) s)"; }
+
+if [ ! -f "$runs/$name/config.json" ] && [ ! -f "$state_in/manifest.json" ] && [ "${FRESH:-0}" != 1 ]; then
+    # checked before any device time goes to the data: a lease continues the kept run, and a state moved aside and
+    # not put back (lease_prepare.sh) must not silently become a new run from epoch 1
+    echo "gpu_train.sh: no state to continue ($state_in/manifest.json is missing) and no run $name on this machine;" \
+         "put the kept state back, or set FRESH=1 to start the run from epoch 1" >&2
+    exit 1
+fi
 
 phase data
 if [ -f "$data/.pack-sha256" ] && [ "$(cat "$data/.pack-sha256")" = "$SHA256" ]; then
@@ -109,6 +120,25 @@ elif [ -f "$form_file" ]; then
     TINYCONV_DEPTHWISE=$(cat "$form_file")
     export TINYCONV_DEPTHWISE
     echo "depthwise form of an earlier call on this machine: $TINYCONV_DEPTHWISE"
+elif last_form=$("$py" - "$runs/$name/sessions.jsonl" <<'PY'
+# the depthwise form of the run's last session when it ran on this kind of device (exit 1 otherwise)
+import json, sys
+from pathlib import Path
+try:
+    last = json.loads(Path(sys.argv[1]).read_text().splitlines()[-1])
+except (OSError, ValueError, IndexError):
+    sys.exit(1)  # no session recorded (a new run, or one from before sessions.jsonl)
+if not isinstance(last, dict) or last.get("depthwise_form") in (None, "auto"):
+    sys.exit(1)  # "auto": that session's measurement failed, or it was never made: measure here
+from tinyconv import runtime  # JAX starts only when there is a form to compare devices for
+if last.get("device") != runtime.describe_device():
+    sys.exit(1)  # another kind of GPU: its fastest form may differ
+print(last["depthwise_form"])
+PY
+); then
+    TINYCONV_DEPTHWISE=$last_form
+    export TINYCONV_DEPTHWISE
+    echo "depthwise form of the run's last session, on this kind of device: $TINYCONV_DEPTHWISE"
 elif [ "$forms_s" != 0 ]; then
     phase forms
     forms_json=$runs/$name.forms.json

@@ -96,7 +96,11 @@ for p in "${pieces[@]}"; do
 done
 kept_bytes=0
 if [ -f "$state/manifest.json" ]; then kept_bytes=$(size "$state"); fi
-train="OUT=\$OUT SHA256=$sha scripts/gpu_train.sh $name auto ${TRAIN_FLAGS:---preset seed --profile reference}"
+# with no kept state the train call starts the run (FRESH=1); with one it must find and continue it, and stops at
+# once if the state was not put back (gpu_train.sh)
+fresh=""
+if [ ! -f "$state/manifest.json" ]; then fresh="FRESH=1 "; fi
+train="${fresh}OUT=\$OUT SHA256=$sha scripts/gpu_train.sh $name auto ${TRAIN_FLAGS:---preset seed --profile reference}"
 calls+=("none|$train|$((base + kept_bytes))")
 over=0
 for call in "${calls[@]}"; do
@@ -119,7 +123,7 @@ if [ "$kept_bytes" != 0 ]; then
     mv "$state" "$aside/state"
     echo "moved $state (epoch $("$python" -c "import json, sys; print(json.load(open(sys.argv[1]))['epoch'])" "$aside/state/manifest.json")) to $aside/state"
 else
-    echo "no kept state in $state: the run starts fresh"
+    echo "no kept state in $state: the run starts fresh (FRESH=1 in the train call)"
 fi
 back="rmdir $aside"
 if [ -d models ]; then

@@ -47,7 +47,8 @@ def test_a_train_call_on_a_machine_without_the_pieces_is_one_line_and_does_nothi
     """A second train call that finds a fresh machine (the warm one went back after 30 s idle) has no data: one line
     saying so, exit 1, no data folder, no run."""
     env = {**os.environ, "STAGE": str(tmp_path / "stage"), "DATA": str(tmp_path / "data"),
-           "RUNS": str(tmp_path / "runs"), "OUT": str(tmp_path / "OUT"), "SHA256": "0" * 64, "PYTHON": sys.executable}
+           "RUNS": str(tmp_path / "runs"), "OUT": str(tmp_path / "OUT"), "SHA256": "0" * 64, "PYTHON": sys.executable,
+           "FRESH": "1"}
     done = subprocess.run(["bash", str(ROOT / "scripts/gpu_train.sh"), "ci-lease", "auto", "--profile", "ci"], env=env,
                           capture_output=True, text=True, timeout=60)
     said = (f"gpu_train.sh: no pieces of the pack in {tmp_path / 'stage'}: this machine received none "
@@ -56,6 +57,24 @@ def test_a_train_call_on_a_machine_without_the_pieces_is_one_line_and_does_nothi
     assert done.returncode == 1 and done.stdout.strip().splitlines()[-1] == said, done.stdout
     assert (tmp_path / "OUT" / "lease.log").read_text().strip().splitlines()[-1] == said
     assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_train_call_with_no_state_to_continue_stops_before_the_data_unless_told_to_start_afresh(tmp_path):
+    """The kept state moved aside by lease_prepare.sh and not put back: the train call would have trained the run
+    from epoch 1 again, and its returned state would have replaced the kept one. It stops at once instead (no
+    device time spent on the data), in one line naming the missing manifest and FRESH=1."""
+    (tmp_path / "stage").mkdir()
+    (tmp_path / "stage" / "pack.00").write_bytes(b"a piece")
+    env = {**os.environ, "STAGE": str(tmp_path / "stage"), "DATA": str(tmp_path / "data"),
+           "RUNS": str(tmp_path / "runs"), "OUT": str(tmp_path / "OUT"), "SHA256": "0" * 64, "PYTHON": sys.executable,
+           "STATE_IN": str(tmp_path / "results" / "state")}
+    done = subprocess.run(["bash", str(ROOT / "scripts/gpu_train.sh"), "ci-lease", "auto", "--profile", "ci"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    said = (f"gpu_train.sh: no state to continue ({tmp_path / 'results' / 'state' / 'manifest.json'} is missing) and "
+            "no run ci-lease on this machine; put the kept state back, or set FRESH=1 to start the run from epoch 1")
+    assert done.returncode == 1 and done.stdout.strip().splitlines() == [said], done.stdout
+    assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()
+    assert not (tmp_path / "stage" / "tiny-imagenet-200.tar.xz").exists()  # the pieces were not even joined
 
 
 # the two ways gpu_train.sh extracts the pack (xz's tar where there is an xz, else Python's), as it writes them
@@ -290,6 +309,12 @@ def test_lease_prepare_readies_a_lease_and_refuses_a_call_over_the_limit_before_
         "nothing moved")
     assert (state / "manifest.json").is_file() and (repo / "models").is_dir()
     assert "already holds the wheels" not in kept.stdout
+    # a run's first lease (no kept state): its train call says to start the run, and only that one
+    aside.rmdir()
+    shutil.rmtree(state)
+    first = run()
+    assert first.returncode == 0 and "no kept state in results/ci-lease/state: the run starts fresh" in first.stdout
+    assert f"FRESH=1 OUT=$OUT SHA256={sha} scripts/gpu_train.sh ci-lease auto --profile ci" in first.stdout
 
 
 _NO_TENSORFLOW = """
@@ -381,7 +406,7 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
     # lease 1: the forms, then training with the chosen one until the call is killed in epoch 2
     hung = tmp_path / "hung"
     first = machine_env(1, PYTHON=str(sleepy), FORMS_S="120", SYNC_S="240", SYNC_ROUNDS="1", SLEEPY_HANG_EPOCH="2",
-                        SLEEPY_HANG_FILE=str(hung))
+                        SLEEPY_HANG_FILE=str(hung), FRESH="1")  # the run's first lease: nothing kept yet
     receive(first)
     with open(tmp_path / "call1.out", "w") as shown:  # a file, not a pipe: a full pipe would stall the script's tee
         call = subprocess.Popen(["bash", str(ROOT / "scripts/gpu_train.sh"), "ci-lease", "auto", *train_flags],
@@ -434,11 +459,10 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
         env={**first, "KERAS_BACKEND": "jax", "TINYCONV_DEPTHWISE": form}, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
 
-    # lease 2, a fresh machine given the form lease 1 chose: its train call restores the state and is killed in
-    # epoch 3, once it has returned epoch 2
+    # lease 2, a fresh machine of the same kind: its train call restores the state, takes the form lease 1 chose
+    # from the run's sessions.jsonl (the same device), and is killed in epoch 3, once it has returned epoch 2
     hung = tmp_path / "hung2"
-    second = machine_env(2, TINYCONV_DEPTHWISE=form, PYTHON=str(sleepy), SLEEPY_HANG_EPOCH="3",
-                         SLEEPY_HANG_FILE=str(hung))
+    second = machine_env(2, PYTHON=str(sleepy), SLEEPY_HANG_EPOCH="3", SLEEPY_HANG_FILE=str(hung))
     receive(second)
     with open(tmp_path / "call2.out", "w") as shown:
         call = subprocess.Popen(["bash", str(ROOT / "scripts/gpu_train.sh"), "ci-lease", "auto", *train_flags],
@@ -449,7 +473,7 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
     log, _ = returned(second)
     assert "phase restore" in log and "from epoch 2 of 3" in log and "phase forms" not in log
     assert "phase sync" not in log  # off unless asked for
-    assert f"depthwise form given: {form}" in log
+    assert f"depthwise form of the run's last session, on this kind of device: {form}" in log
     # ... and a second train call of the same lease, on the same machine (still warm, as a call issued at once
     # finds it) with a fresh $OUT, goes on from the run there, not from the repository's older state, and finishes
     topup = {**machine_env(2), "OUT": str(tmp_path / "machine2" / "OUT-topup")}  # no form given: it has one
@@ -481,6 +505,11 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
                         str(tmp_path / "here" / "ci-lease")], check=True, capture_output=True)
     assert not kept.exists() and (kept.parent / "metrics.json").is_file()
     assert [row["epoch"] for row in read_history(kept.parent / "history.csv")] == [0, 1, 2]
+    # one line per training session, each with the epoch it started from, its device and its form
+    sessions = [json.loads(line) for line in (kept.parent / "sessions.jsonl").read_text().splitlines()]
+    assert [session["from_epoch"] for session in sessions] == [0, 1, 2]
+    assert {session["depthwise_form"] for session in sessions} == {form}
+    assert all(session["backend"] == "jax" and session["device"].startswith("CPU") for session in sessions)
     # a log per call, the killed ones' too, each naming the software it ran
     logs = sorted((kept.parent / "leases").iterdir())
     assert [path.name for path in logs] == ["lease-01.log", "lease-02.log", "lease-03.log"]

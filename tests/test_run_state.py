@@ -63,7 +63,7 @@ def test_pack_and_restore_give_the_same_files(run_copy, tmp_path):
         assert _sha(out / piece["name"]) == piece["sha256"] and (out / piece["name"]).stat().st_size == piece["bytes"]
     paths = [entry["path"] for entry in manifest["files"]]
     assert paths == ["backup/epoch-0002.weights.h5", "backup/training_metadata.json", "best.keras", "config.json",
-                     "history.csv"]  # only the newest checkpoint
+                     "history.csv", "sessions.jsonl"]  # only the newest checkpoint
     meta = json.loads((run_copy / "backup/training_metadata.json").read_text())
 
     restored = tmp_path / "fresh" / "ci"
@@ -265,7 +265,8 @@ def test_keep_makes_the_returned_state_the_kept_one_and_removes_it_once_complete
     (tmp_path / "OUT" / "lease.log").write_text("versions: python 3.12\nlease two\n")
     assert main(["state", "keep", str(returned), str(kept), "--run", str(run)]) == 0
     assert not kept.exists() and "removed" in capsys.readouterr().out
-    assert sorted(p.name for p in kept.parent.iterdir()) == ["config.json", "history.csv", "leases", "metrics.json"]
+    assert sorted(p.name for p in kept.parent.iterdir()) == ["config.json", "history.csv", "leases", "metrics.json",
+                                                             "sessions.jsonl"]
     assert sorted(p.name for p in (kept.parent / "leases").iterdir()) == ["lease-01.log", "lease-02.log"]
     assert (kept.parent / "metrics.json").read_text() == '{"epochs": 2}'
     assert (run / "model.keras").is_file() and (run / "metrics.json").is_file()
@@ -277,3 +278,70 @@ def test_watch_packs_each_epoch_and_once_more_when_the_process_ends(run_copy, tm
     manifest = run_state.watch_state(run_copy, tmp_path / "out", sleeper.pid, interval=0.1, log=lines.append)
     sleeper.wait()
     assert manifest["epoch"] == 2 and len(lines) == 1
+
+
+def _at_epoch_one(run_copy: Path, folder: Path) -> Path:
+    """A copy of run_copy whose backup is its epoch-1 checkpoint, its history.csv still holding epochs 1 and 2: as a
+    kill between epoch 2's history row and epoch 2's backup leaves a run."""
+    shutil.copytree(run_copy, folder)
+    meta = json.loads((folder / "backup/training_metadata.json").read_text())
+    (folder / "backup/training_metadata.json").write_text(json.dumps({**meta["previous"], "previous": None}))
+    return folder
+
+
+def test_pack_cuts_the_history_to_the_epochs_of_its_checkpoint(run_copy, tmp_path):
+    behind = _at_epoch_one(run_copy, tmp_path / "behind")
+    assert len((behind / "history.csv").read_text().splitlines()) == 3  # header, epochs 1 and 2
+    manifest = pack_state(behind, tmp_path / "out", piece_bytes=PIECE)
+    assert manifest["epoch"] == 1
+    restore_state(tmp_path / "out", tmp_path / "restored")
+    lines = (tmp_path / "restored/history.csv").read_text().splitlines()
+    assert lines == (behind / "history.csv").read_text().splitlines()[:2]  # the header and epoch 1's row, as written
+
+
+def test_keep_refuses_a_run_started_afresh_even_with_the_kept_state_moved_aside(run_copy, tmp_path):
+    """A lease that found no state to restore trains the run from epoch 1 again; its returned state is the same
+    config at a later epoch, but its history is not the kept one's: refused, whether the kept state is in place or
+    was moved aside (lease_prepare.sh) and not put back, and nothing changes."""
+    kept = tmp_path / "results" / "ci" / "state"
+    pack_state(_at_epoch_one(run_copy, tmp_path / "first"), tmp_path / "first-out", piece_bytes=PIECE)
+    keep_state(tmp_path / "first-out", kept, tmp_path / "here")
+    afresh = tmp_path / "afresh"
+    shutil.copytree(run_copy, afresh)
+    lines = (afresh / "history.csv").read_text().splitlines()
+    cells = lines[1].split(",")
+    cells[-1] = repr(float(cells[-1]) * 1.01)  # epoch 1 of another session: its images/s differ
+    (afresh / "history.csv").write_text("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n")
+    pack_state(afresh, tmp_path / "afresh-out", piece_bytes=PIECE)
+    before = _tree(kept.parent)
+    with pytest.raises(TinyconvError, match=r"afresh-out holds another run's history: its epoch 1 differs from "
+                                            r".*state's \(a run started afresh"):
+        keep_state(tmp_path / "afresh-out", kept, tmp_path / "elsewhere")
+    shutil.move(kept, tmp_path / "aside")  # lease_prepare.sh moved it aside, and it was not put back
+    with pytest.raises(TinyconvError, match=r"its epoch 1 differs from .*history.csv's"):
+        keep_state(tmp_path / "afresh-out", kept, tmp_path / "elsewhere")
+    shutil.move(tmp_path / "aside", kept)
+    assert _tree(kept.parent) == before and not (tmp_path / "elsewhere").exists()
+    # the run itself, one epoch further: it continues the kept history, and is kept
+    pack_state(run_copy, tmp_path / "next-out", piece_bytes=PIECE)
+    assert keep_state(tmp_path / "next-out", kept, tmp_path / "here")["epoch"] == 2
+
+
+def test_pack_never_replaces_another_runs_state_or_a_later_epoch(run_copy, tmp_path, capsys):
+    from tinyconv.cli import main
+
+    out = tmp_path / "out"
+    pack_state(run_copy, out, piece_bytes=PIECE)
+    before = _tree(out)
+    other = tmp_path / "other"
+    shutil.copytree(run_copy, other)
+    config = json.loads((other / "config.json").read_text())
+    config["train"]["lr"] *= 2
+    (other / "config.json").write_text(json.dumps(config))
+    assert main(["state", "pack", str(other), str(out)]) == 1
+    assert capsys.readouterr().err.strip() == (f"tinyconv: error: {out} holds the packed state of another run "
+                                               f"({out / 'manifest.json'} names another config.json); pack into "
+                                               "another folder; nothing written")
+    with pytest.raises(TinyconvError, match="holds this run at epoch 2, further than the run folder's epoch 1"):
+        pack_state(_at_epoch_one(run_copy, tmp_path / "behind"), out, piece_bytes=PIECE)
+    assert _tree(out) == before

@@ -23,7 +23,7 @@ from pathlib import Path
 import keras
 
 from tinyconv.errors import TinyconvError
-from tinyconv.fileio import file_sha256, save_model, save_weights, write_json, write_text
+from tinyconv.fileio import file_sha256, read_model_metadata, save_model, save_weights, write_json, write_text
 from tinyconv.training.plots import show_live
 
 # --------------------------------------------------------------------------------------- history.csv
@@ -273,7 +273,11 @@ class BestCheckpoint(keras.callbacks.Callback):
         if self.best is None:
             earlier = [row[self.monitor] for row in read_history(self.history_path) if row["epoch"] < epoch]
             earlier = [value for value in earlier if math.isfinite(value)]
-            self.best = max(earlier) if earlier and self.path.exists() else -math.inf
+            saved = read_model_metadata(self.path) if self.path.exists() else None
+            # a best.keras saved by an epoch this session trains again (a kill after the save, before the epoch's
+            # backup) matches no row of the history: this session's first epoch replaces it
+            ahead = bool(saved) and int(saved.get("epoch") or 0) > epoch
+            self.best = max(earlier) if earlier and self.path.exists() and not ahead else -math.inf
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
@@ -282,7 +286,9 @@ class BestCheckpoint(keras.callbacks.Callback):
             if self._twin is None:
                 self._twin = inference_copy(self.model)
             self._twin.set_weights(self.model.get_weights())
-            save_model(self._twin, self.path, self.metadata)
+            # the epoch (1-based) travels inside the file: which row of the history it is
+            metadata = None if self.metadata is None else {**self.metadata, "epoch": epoch + 1}
+            save_model(self._twin, self.path, metadata)
 
 
 def inference_copy(model: keras.Model) -> keras.Model:

@@ -9,7 +9,9 @@ one. `restore_state` checks everything before it writes anything and swaps the r
 
 The state of a run folder (what `train` reads when it resumes or finds a finished run):
     config.json                        what the run is (compared on resume)
-    history.csv                        the epochs so far (HistoryWriter, BestCheckpoint read it)
+    history.csv                        the epochs so far (HistoryWriter, BestCheckpoint read it), cut to the
+                                       checkpoint's epochs: a row the kill left of a later epoch is trained again
+    sessions.jsonl                     one line per training session: device, dtype policy, depthwise form, versions
     backup/training_metadata.json      rewritten to name only the newest checkpoint (no "previous")
     backup/epoch-NNNN.weights.h5       that checkpoint: weights and optimizer state
     best.keras                         if present, so the best checkpoint survives
@@ -36,7 +38,7 @@ PIECE_BYTES = 16 * 2**20  # the most one returned file may hold
 MANIFEST_NAME = "manifest.json"
 FORMAT = 1
 METADATA = "backup/training_metadata.json"
-_PLAIN_FILES = ("config.json", "history.csv", "best.keras", "metrics.json", "model.keras")
+_PLAIN_FILES = ("config.json", "history.csv", "sessions.jsonl", "best.keras", "metrics.json", "model.keras")
 _COMPARED_KEYS = ("profile", "train", "model", "wnids")  # as tinyconv.training.train compares a run on resume
 _STATE_NAMES = set(_PLAIN_FILES) | {"backup"}  # top-level names a restore replaces
 
@@ -54,7 +56,56 @@ def _read_json(path: Path):
 
 def _history_epochs(data: bytes) -> int:
     """Rows of a history.csv (the header line not counted)."""
-    return max(0, len([line for line in data.decode("utf-8", "replace").splitlines() if line.strip()]) - 1)
+    return max(0, len(_history_lines(data)) - 1)
+
+
+def _history_lines(data: bytes) -> list[str]:
+    """The non-empty lines of a history.csv, its header first."""
+    return [line for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
+
+
+def _history_before(data: bytes, epoch: int) -> bytes:
+    """A history.csv cut to the rows of epochs before `epoch` (its first column; 0-based), header kept.
+
+    Training writes an epoch's row before it backs the epoch up, so a kill between the two leaves one row the
+    checkpoint has not reached; a resume trains that epoch again and replaces the row, and a packed state must not
+    carry it into the repository's curve meanwhile."""
+    lines = _history_lines(data)
+    kept = lines[:1] + [line for line in lines[1:] if _row_epoch(line) < epoch]
+    return ("\n".join(kept) + "\n").encode() if kept else data
+
+
+def _history_rows(data: bytes) -> list[tuple]:
+    """The rows of a history.csv as values: numbers compared as numbers (NaN equal to NaN), so that a row written
+    again from its parsed values (HistoryWriter rewrites the file each epoch) equals the row it was read from."""
+    def cell(text: str):
+        try:
+            value = float(text)
+        except ValueError:
+            return text.strip()
+        return "nan" if value != value else value
+
+    return [tuple(cell(text) for text in line.split(",")) for line in _history_lines(data)[1:]]
+
+
+def _check_lineage(kept_history: bytes, returned_history: bytes, kept_name, returned_dir: Path) -> None:
+    """Refuse a returned state whose history does not continue the kept one row for row.
+
+    A resume carries the rows of the epochs it did not train over unchanged (times included), so a state that
+    continues the kept run starts with the kept rows exactly; a run started afresh (say, a lease that found no state
+    to restore) differs from its first row on, if only in its times."""
+    kept, returned = _history_rows(kept_history), _history_rows(returned_history)
+    for index, row in enumerate(kept):
+        if index >= len(returned) or returned[index] != row:
+            raise TinyconvError(f"{returned_dir} holds another run's history: its epoch {index + 1} differs from "
+                                f"{kept_name}'s (a run started afresh instead of continuing it?); nothing changed")
+
+
+def _row_epoch(line: str) -> float:
+    try:
+        return int(line.split(",", 1)[0])
+    except ValueError:
+        return float("inf")  # not a row of an epoch: not one the checkpoint has reached either
 
 
 def _snapshot(run_dir: Path) -> tuple[int, bool, dict[str, bytes]]:
@@ -87,6 +138,8 @@ def _snapshot(run_dir: Path) -> tuple[int, bool, dict[str, bytes]]:
     if not meta_path.is_file() or meta_path.read_bytes() != meta_before:
         raise TinyconvError(f"{meta_path} changed while it was read (training is writing the backup)")
     files[f"backup/{weights}"] = data
+    if "history.csv" in files:
+        files["history.csv"] = _history_before(files["history.csv"], epoch)
     newest = {"epoch": epoch, "weights": weights, "sha256": sha, "previous": None}
     files[METADATA] = (json.dumps(newest, indent=2) + "\n").encode()
     return epoch, False, files
@@ -125,6 +178,7 @@ def pack_state(run_dir, out_dir, piece_bytes: int = PIECE_BYTES, attempts: int =
             if attempt == attempts - 1:
                 raise
             time.sleep(wait)
+    _check_pack_target(out_dir, files, epoch, complete)
     tar = _tar(files)
     prefix = f"state-e{epoch:04d}-{_sha256(tar)[:8]}"
     pieces = []
@@ -153,6 +207,28 @@ def pack_state(run_dir, out_dir, piece_bytes: int = PIECE_BYTES, attempts: int =
         if old.name not in keep:
             old.unlink(missing_ok=True)
     return manifest
+
+
+def _check_pack_target(out_dir: Path, files: dict[str, bytes], epoch: int, complete: bool) -> None:
+    """Refuse to replace the state in `out_dir` by another run's, or by this run at an earlier epoch: the pieces
+    there would be removed. A folder whose manifest cannot be read is refused too (it may be all that is left of
+    a lease); an empty or new folder, or one holding this run's state at the same or an earlier epoch, is fine."""
+    manifest_path = out_dir / MANIFEST_NAME
+    if not manifest_path.is_file():
+        return
+    try:
+        old = json.loads(manifest_path.read_text())
+        old_epoch, old_complete = int(old["epoch"]), bool(old["complete"])
+        old_config = next(entry for entry in old["files"] if entry["path"] == "config.json")["sha256"]
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        raise TinyconvError(f"{manifest_path} is unreadable: refusing to replace what {out_dir} holds; pack into "
+                            "another folder") from None
+    if old_config != _sha256(files["config.json"]):
+        raise TinyconvError(f"{out_dir} holds the packed state of another run ({manifest_path} names another "
+                            "config.json); pack into another folder; nothing written")
+    if old_epoch > epoch or old_complete and not complete:
+        raise TinyconvError(f"{out_dir} holds this run at epoch {old_epoch}{' (complete)' if old_complete else ''}, "
+                            f"further than the run folder's epoch {epoch}; nothing written")
 
 
 def _progress(run_dir: Path):
@@ -337,7 +413,7 @@ def _check_target(run_dir: Path, files: dict[str, bytes], manifest: dict) -> Non
 # The small files of a run written beside its kept state after every lease, readable without restoring it (the
 # curve so far for notebook 04 and docs/results.md), and what stays in the repository once the state is removed
 # (results/NAME/; metrics.json only once the run is complete).
-_KEPT_BESIDE = ("config.json", "history.csv", "metrics.json")
+_KEPT_BESIDE = ("config.json", "history.csv", "sessions.jsonl", "metrics.json")
 # The log a lease's call writes beside its returned state ($OUT/lease.log, scripts/gpu_train.sh): its phases, the
 # chosen form, the device and the software versions; each lease's is kept in results/NAME/leases/ as lease-NN.log.
 LEASE_LOG = "lease.log"
@@ -348,7 +424,9 @@ def keep_state(returned_dir, kept_dir, run_dir) -> dict:
 
     `kept_dir` is the one fixed place a run's state lives between leases (results/seed-reference/state/): the
     next lease restores it and continues. Everything is checked first: the returned pieces (as `read_state`), that
-    they hold the same run as the state kept there, and no earlier epoch than it. Then the returned state is restored
+    they hold the same run as the state kept there (or, with none kept, as the config.json beside it), no earlier
+    epoch than it, and a history that continues the kept one row for row, so that a run started afresh is refused
+    rather than taking the kept run's place. Then the returned state is restored
     into `run_dir` (the model and curves for this machine; as `restore_state`), and `kept_dir` is replaced by a copy of
     the returned pieces, whole or not at all. Beside it go the run's config.json and history.csv (and metrics.json
     once complete), and the lease's log when one lies beside the returned state (`lease.log`, as in the call's $OUT):
@@ -372,8 +450,20 @@ def keep_state(returned_dir, kept_dir, run_dir) -> dict:
         if int(kept_manifest["epoch"]) > int(manifest["epoch"]):
             raise TinyconvError(f"{kept_dir} holds this run at epoch {kept_manifest['epoch']}, further than the returned "
                                 f"state's epoch {manifest['epoch']} ({returned_dir}); nothing changed")
+        _check_lineage(kept_files.get("history.csv", b""), files.get("history.csv", b""), kept_dir, returned_dir)
     elif kept_dir.exists() and (not kept_dir.is_dir() or any(kept_dir.iterdir())):
         raise TinyconvError(f"{kept_dir} exists and holds no manifest.json: not a run state; nothing changed")
+    elif (kept_dir.parent / "config.json").is_file():
+        # no state kept, but the run's files are (a complete run, or a state moved aside and not put back): the
+        # returned state must be the same run and continue their history
+        beside = _read_json(kept_dir.parent / "config.json")
+        differences = _differences(beside, json.loads(files["config.json"])) if isinstance(beside, dict) else ["all"]
+        if differences:
+            raise TinyconvError(f"{kept_dir.parent / 'config.json'} is another run's ({', '.join(differences)} differ) "
+                                f"than {returned_dir}'s; nothing changed")
+        history = kept_dir.parent / "history.csv"
+        if history.is_file():
+            _check_lineage(history.read_bytes(), files.get("history.csv", b""), history, returned_dir)
     restore_state(returned_dir, run_dir)
     try:
         # the state first, then the files beside it, which describe it; a complete run's state goes only once they
