@@ -381,3 +381,58 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_and_the_same_command_resumes(synthet
     finally:
         signal.signal(signal.SIGTERM, previous)  # main installs its handler in the process that calls it
     assert [row["epoch"] for row in read_history(run_dir / "history.csv")] == [0, 1, 2]
+
+
+@pytest.mark.slow  # one training session
+def test_restart_keeps_the_finished_run_when_its_data_cannot_be_loaded(synthetic_data_dir, tmp_path, capsys):
+    """--restart deletes a run's models and history only once the data it retrains on has loaded: a stale cache
+    (an expected failure, one line) leaves the run it would replace as it was."""
+    from tinyconv.cli import main
+    from tinyconv.data.dataset import cache_dir
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(synthetic_data_dir, data_dir)
+    run_dir = tmp_path / "run"
+    common = ["train", "--profile", "ci", "--epochs", "1", "--data-dir", str(data_dir), "--out", str(run_dir)]
+    assert main(common) == 0
+    before = {path.relative_to(run_dir): path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+    assert {"model.keras", "best.keras", "metrics.json", "history.csv"} <= {str(path) for path in before}
+    manifest = cache_dir(data_dir) / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"version": 2', '"version": 1'))  # a stale cache
+    capsys.readouterr()
+    assert main([*common, "--restart"]) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("tinyconv: error: the cache in ") and "is stale (cache format 1" in error
+    after = {path.relative_to(run_dir): path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+    assert after == before
+
+
+@pytest.mark.parametrize("content", [b"[1]", b'{"profile": "ci"\xff}', b"\xff\xfe"])
+def test_a_run_folder_whose_config_is_not_a_json_object_is_one_line(tmp_path, content):
+    from tinyconv.training.train import run_dir_state
+
+    (tmp_path / "config.json").write_bytes(content)
+    with pytest.raises(TinyconvError, match=rf"^{tmp_path / 'config.json'}: (unreadable run config|not a run config)"):
+        run_dir_state(tmp_path, {"profile": "ci"})
+
+
+def test_a_best_model_saved_by_an_epoch_being_trained_again_is_replaced_by_it(tmp_path):
+    """best.keras records its epoch; one saved by an epoch that the resumed session trains again (a kill between the
+    save and that epoch's backup) matches no row of the history, so the session's first epoch replaces it whatever
+    its score. One saved by an epoch of the history keeps its place as the best so far."""
+    from tinyconv.fileio import read_model_metadata, save_model
+    from tinyconv.training.callbacks import BestCheckpoint, write_history
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    history = tmp_path / "history.csv"
+    write_history(history, [{"epoch": 0, "val_top1": 0.5}, {"epoch": 1, "val_top1": 0.6}])
+    best = tmp_path / "best.keras"
+    for saved_epoch, expected in ((2, 0.6), (3, -np.inf)):  # by epoch 2 (in the history), by epoch 3 (trained again)
+        save_model(model, best, {"wnids": ["a", "b"], "epoch": saved_epoch})
+        callback = BestCheckpoint(best, history, metadata={"wnids": ["a", "b"]})
+        callback.set_model(model)
+        callback.on_epoch_begin(2)  # the session resumes at epoch 3 (0-based 2)
+        assert callback.best == expected
+    callback.on_epoch_end(2, {"val_top1": 0.55})  # below the history's best, yet it replaces the stray file
+    assert read_model_metadata(best) == {"wnids": ["a", "b"], "epoch": 3}

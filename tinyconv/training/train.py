@@ -70,6 +70,7 @@ def default_runs_root() -> Path:
 
 _COMPARED_KEYS = ("profile", "train", "model", "wnids")
 LOCK_NAME = ".lock"  # in the run folder: one trainer at a time (tinyconv.locks)
+SESSIONS_NAME = "sessions.jsonl"  # in the run folder: one line per training session (record_session)
 
 
 def run_dir_state(run_dir: Path, doc: dict) -> str:
@@ -78,8 +79,11 @@ def run_dir_state(run_dir: Path, doc: dict) -> str:
     if config_path.exists():
         try:
             existing = json.loads(config_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise TinyconvError(f"{config_path}: unreadable run config ({exc}); use another --out") from None
+        except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8 text
+            raise TinyconvError(f"{config_path}: unreadable run config ({type(exc).__name__}); use another --out") from None
+        if not isinstance(existing, dict):
+            raise TinyconvError(f"{config_path}: not a run config (a JSON {type(existing).__name__}, not an object); "
+                                "use another --out")
         differences = _differences(existing, doc)
         if differences:
             raise TinyconvError(
@@ -138,7 +142,7 @@ def reference_rows(plan) -> list[dict] | None:
 def _clear_for_restart(run_dir: Path) -> None:
     """Remove what a run wrote except config.json (which says what the run is): resume state, history, models."""
     _remove_backup(run_dir / "backup")
-    for name in ("history.csv", "metrics.json", "model.keras", "best.keras"):
+    for name in ("history.csv", "metrics.json", "model.keras", "best.keras", SESSIONS_NAME):
         (run_dir / name).unlink(missing_ok=True)
     for folder in ("figures", "tb"):
         shutil.rmtree(run_dir / folder, ignore_errors=True)
@@ -250,6 +254,34 @@ def start_folder(plan: RunPlan, data: RunData) -> None:
         print(f"training {config.preset} ({plan.profile}) into {plan.run_dir}: {len(data.train_labels)} train / "
               f"{len(data.val_labels)} val images, {len(plan.doc['wnids'])} classes, {config.epochs} epoch(s) of "
               f"{data.steps_per_epoch} steps on {plan.doc['device']}")
+
+
+def record_session(plan: RunPlan, from_epoch: int) -> dict:
+    """Append this training session to the run folder's sessions.jsonl and return its line.
+
+    config.json says how the run started and metrics.json how its last session ended; a run trained lease by lease
+    on different machines needs each session's own: the epoch it started from, the device, the dtype policy, the
+    depthwise form (TINYCONV_DEPTHWISE) and the software. The file travels with the run's packed state
+    (tinyconv.training.run_state), so the next GPU lease can keep the form an earlier lease on the same kind of
+    device chose (scripts/gpu_train.sh) and the record survives in the repository (results/NAME/).
+    """
+    doc = plan.doc
+    line = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "from_epoch": int(from_epoch),
+        "device": doc["device"],
+        "devices": doc["devices"],
+        "backend": doc["backend"],
+        "dtype_policy": doc["dtype_policy"],
+        "jit_compile": doc["jit_compile"],
+        "depthwise_form": doc["depthwise_form"],
+        "versions": {"python": sys.version.split()[0], "keras": keras.__version__, "numpy": np.__version__,
+                     doc["backend"]: getattr(sys.modules.get(doc["backend"]), "__version__", "?")},
+    }
+    path = plan.run_dir / SESSIONS_NAME
+    before = path.read_bytes() if path.is_file() else b""
+    write_bytes(path, before + (json.dumps(line, default=json_default) + "\n").encode())  # whole or not at all
+    return line
 
 
 def compiled_model(plan: RunPlan, steps_per_epoch: int):
@@ -471,7 +503,11 @@ def train(
     if time_limit is not None and not (isinstance(time_limit, (int, float)) and 0 < time_limit < math.inf):
         raise TinyconvError(f"time_limit must be a number of minutes > 0 (None: no limit), got {time_limit!r}")
     plan = plan_run(preset, profile, data_dir, out, overrides)
+    data = None
     if restart and plan.state != "new":
+        # the data first: a stale cache or a missing split is an expected failure, and it must leave the run that
+        # --restart would replace as it was
+        data = load_data(plan)
         with folder_lock(plan.run_dir / LOCK_NAME, "training run"):
             _clear_for_restart(plan.run_dir)
         plan.state = "resume"
@@ -491,7 +527,7 @@ def train(
             f"val top-1 {metrics.get('top1', float('nan')):.2%}); returning its metrics without training"
         )
         return metrics
-    data = load_data(plan)
+    data = data or load_data(plan)
     start_folder(plan, data)
     with folder_lock(plan.run_dir / LOCK_NAME, "training run"):  # a second trainer of this folder fails at once
         for folder in (plan.run_dir, plan.run_dir / "backup", plan.run_dir / "figures"):
@@ -521,6 +557,7 @@ def _train_locked(plan: RunPlan, data: RunData, callbacks, time_limit) -> dict:
     model = compiled_model(plan, data.steps_per_epoch)
     backup = ResumableBackup(plan.run_dir / "backup", plan.config.backup_every)  # reads the resume state once
     check_history(plan.run_dir / "history.csv", backup.restored_epoch)
+    record_session(plan, backup.restored_epoch)
     limit = [TimeLimit(time_limit)] if time_limit else []
     # the time limit runs before the backup (last), so the epoch it stops after is backed up too
     session_s = fit(model, plan, data, backup, limit + run_callbacks(plan, data, backup, callbacks))
