@@ -254,3 +254,33 @@ def test_resize_reaches_predict_and_localize_and_a_bad_value_is_refused(tmp_path
         words = " ".join(subparser.format_help().split())
         assert "crop (the default) centre-crops it to a square, then resizes" in words
         assert "squash resizes the whole image" in words
+
+
+def test_notebooks_only_without_a_name_is_refused_not_run_all(capsys, monkeypatch):
+    """`--only` with no notebook named ran all seven (nargs="*" gave an empty list, read as no filter)."""
+    from tinyconv.study import runner
+
+    monkeypatch.setattr(runner, "run_notebook", lambda *a, **k: pytest.fail("a notebook ran"))
+    monkeypatch.setattr(cli, "run_notebooks", lambda *a, **k: pytest.fail("the notebooks ran"))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["notebooks", "--profile", "ci", "--only"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "tinyconv notebooks: error: argument --only: expected at least one argument", err
+
+
+def test_train_out_help_names_the_runs_root_train_really_uses(capsys, monkeypatch, tmp_path):
+    """The help said runs/<preset>-<profile>; the run goes to <preset>-<profile> in $TINYCONV_RUNS_ROOT, else in
+    the repository's runs/ (training.train.default_runs_root), whatever the current folder."""
+    from tinyconv.training.train import default_runs_root
+
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    words = " ".join(capsys.readouterr().out.split())
+    assert ("--out OUT run folder (default: <preset>-<profile> in $TINYCONV_RUNS_ROOT, else in the repository's "
+            "runs/)") in words, words
+    monkeypatch.delenv("TINYCONV_RUNS_ROOT", raising=False)
+    monkeypatch.delenv("TINYCONV_RUNS_DIR", raising=False)
+    assert default_runs_root() == Path(__file__).resolve().parents[1] / "runs"
+    monkeypatch.setenv("TINYCONV_RUNS_ROOT", str(tmp_path))
+    assert default_runs_root() == tmp_path

@@ -250,6 +250,22 @@ def test_missing_listed_val_file_is_named(tmp_path, synthetic_data_dir):
         verify(data_dir)
 
 
+@pytest.mark.parametrize("name", ["wnids.txt", "words.txt", "val/val_annotations.txt"])
+def test_a_text_file_that_is_not_utf8_is_named_in_one_line(tmp_path, synthetic_data_dir, capsys, name):
+    """A stray 0xFF byte (a damaged copy, a file in another encoding): one line naming the file and the offset."""
+    from tinyconv import cli
+
+    data_dir = copy_data(synthetic_data_dir, tmp_path)
+    path = dataset_root(data_dir) / name
+    data = path.read_bytes()
+    path.write_bytes(data[:12] + b"\xff" + data[12:])
+    assert cli.main(["verify", "--data-dir", str(data_dir)]) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert captured.err.strip().splitlines() == [
+        f"tinyconv: error: {path} is not UTF-8 text (byte 0xff at offset 12)"]
+
+
 def test_missing_dataset_says_to_download(tmp_path):
     with pytest.raises(TinyconvError, match="run `tinyconv download`"):
         verify(tmp_path)
@@ -395,6 +411,39 @@ def test_truncated_cache_is_rejected(tmp_path, synthetic_data_dir):
     result = run_cli("prepare", "--data-dir", str(data_dir))  # prepare repairs it
     assert result.returncode == 0, result.stderr
     assert load_split(data_dir, "train").images.shape == (100, 64, 64, 3)
+
+
+@pytest.mark.parametrize("damage", ["deleted", "short"])
+def test_a_missing_or_short_file_list_is_damage_that_prepare_repairs(tmp_path, synthetic_data_dir, capsys, damage):
+    """The file list is one of a split's three cache files: without it (or with lines missing) the split is damaged,
+    refused in one line by its readers and decoded again by prepare, not reported as current."""
+    from tinyconv import cli
+
+    data_dir = copy_data(synthetic_data_dir, tmp_path)
+    cache = data_dir / "cache"
+    prepare(data_dir, progress=False, splits="val")
+    files = cache / "val_files.txt"
+    if damage == "deleted":
+        files.unlink()
+        reason = f"{files} is missing"
+    else:
+        files.write_text("".join(line + "\n" for line in files.read_text().splitlines()[:-1]))
+        reason = f"{files} lists 29 files, the cache 30"
+    with pytest.raises(TinyconvError) as raised:
+        load_split(data_dir, "val")
+    assert str(raised.value) == f"the cache in {cache} is damaged: {reason}; run `tinyconv prepare --force`"
+
+    assert cli.main(["prepare", "--split", "val", "--data-dir", str(data_dir)]) == 0
+    capsys.readouterr()
+    val = load_split(data_dir, "val")
+    assert len(val.files) == 30 and val.files == read_val_files(data_dir)
+
+
+def read_val_files(data_dir: Path) -> list[str]:
+    """The val file list as the dataset gives it (relative to tiny-imagenet-200/, in file-number order)."""
+    root = dataset_root(data_dir)
+    return sorted((f"val/images/{name}" for name in read_val_annotations(root)),
+                  key=lambda name: int(re.search(r"(\d+)", name).group(1)))
 
 
 def _decoded_splits(monkeypatch) -> list[str]:
@@ -654,3 +703,35 @@ def test_bench_data_times_a_fresh_prepare_without_touching_the_cache(tmp_path, s
     assert result["train_pipeline_images_per_s"] > 0
     assert {p.name: p.stat().st_mtime_ns for p in (data_dir / "cache").iterdir()} == before
     assert sorted(p.name for p in data_dir.iterdir()) == ["cache", "tiny-imagenet-200"]  # temporary cache gone
+
+
+def test_bench_data_in_a_data_dir_it_cannot_write_is_one_line(tmp_path, synthetic_data_dir, capsys, monkeypatch):
+    """bench-data makes its temporary cache inside the data dir: a read-only one was an OSError traceback from
+    mkdtemp; now one line naming the folder, and nothing written. Root writes through mode 0o555, so there the
+    kernel's refusal is made for mkdir (which mkdtemp calls), as a read-only mount gives it."""
+    import errno
+
+    from tinyconv import cli
+
+    data_dir = copy_data(synthetic_data_dir, tmp_path)
+    before = sorted(p.name for p in data_dir.iterdir())
+    if os.geteuid() == 0:
+        mkdir = os.mkdir
+
+        def read_only_mkdir(path, *args, **kwargs):
+            if Path(path).parent == data_dir:
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+            return mkdir(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "mkdir", read_only_mkdir)
+    data_dir.chmod(0o555)
+    try:
+        assert cli.main(["bench-data", "--seconds", "1", "--data-dir", str(data_dir)]) == 1
+    finally:
+        data_dir.chmod(0o755)
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"tinyconv: error: {data_dir}: cannot write bench-data's temporary cache: "), lines
+    assert sorted(p.name for p in data_dir.iterdir()) == before

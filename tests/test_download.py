@@ -376,6 +376,41 @@ def test_truncated_zip_is_refused(tmp_path, small_zip):
     assert_one_line_error(result, "truncated.zip is not a readable zip")
 
 
+def damaged_deflate_zip(source: Path, target: Path) -> Path:
+    """A copy of the zip `source` whose words.txt holds a deflate stream that does not decompress: the first byte
+    of its data becomes 0xFF, a final block of the reserved type 3 ("invalid block type"), not a CRC mismatch."""
+    data = bytearray(source.read_bytes())
+    with zipfile.ZipFile(source) as archive:
+        info = archive.getinfo("tiny-imagenet-200/words.txt")
+    assert info.compress_type == zipfile.ZIP_DEFLATED
+    name_length, extra_length = int.from_bytes(data[info.header_offset + 26: info.header_offset + 28], "little"), \
+        int.from_bytes(data[info.header_offset + 28: info.header_offset + 30], "little")
+    data[info.header_offset + 30 + name_length + extra_length] = 0xFF  # past the local file header
+    target.write_bytes(bytes(data))
+    return target
+
+
+def test_a_zip_whose_compressed_data_is_damaged_is_one_line_and_a_bad_download_is_discarded(tmp_path, small_zip):
+    damaged = damaged_deflate_zip(small_zip, tmp_path / "damaged.zip")
+    before = sha256_of(damaged)
+    data_dir = tmp_path / "data"
+    with pytest.raises(TinyconvError, match=r"damaged\.zip is damaged: .*invalid block type"):
+        download_dataset(data_dir, url=str(damaged), progress=False)
+    assert leftovers(data_dir) == [] and not (data_dir / "tiny-imagenet-200").exists()
+    assert sha256_of(damaged) == before  # the user's zip is left as it is
+    result = run_cli("download", "--url", str(damaged), "--data-dir", str(data_dir))
+    assert_one_line_error(result, "damaged.zip is damaged", "invalid block type")
+
+    # downloaded without a checksum to catch it first: the .part goes, so that the next run fetches afresh
+    served = serve_file(damaged)
+    try:
+        with pytest.raises(TinyconvError, match=r"\.part is damaged: .*invalid block type"):
+            download_dataset(data_dir, url=served.url, progress=False)
+    finally:
+        served.close()
+    assert leftovers(data_dir) == [] and not (data_dir / "tiny-imagenet-200").exists()
+
+
 @pytest.mark.parametrize("bad_name", ["tiny-imagenet-200/../escaped.txt", "/tmp/tinyconv-absolute.txt"])
 def test_zip_entry_outside_the_target_is_refused(tmp_path, small_zip, bad_name):
     evil = tmp_path / "evil.zip"

@@ -307,3 +307,59 @@ def test_a_users_own_tensorflow_log_level_is_kept(monkeypatch):
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
     runtime.quiet_tensorflow()
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"
+
+
+# ------------------------------------------------------------------ a run's config.json, a model without classes
+
+
+NOT_UTF8_CONFIG = b'{"pad": "' + b"x" * 9000 + b'", "wnids": ["n02124075"\xff]}'  # past a text reader's first chunk
+
+
+@pytest.mark.parametrize("content, words", [
+    (NOT_UTF8_CONFIG, f"unreadable run config: not UTF-8 text (byte 0xff at offset {NOT_UTF8_CONFIG.index(255)})"),
+    (b"[1]", "not a run config (a JSON object), but an array"),
+    (b'{"wnids": 5}', "not a run config: its wnids is a number, not a list of strings"),
+])
+def test_a_run_config_that_is_not_utf8_or_not_an_object_is_one_line(tmp_path, ci_run, capsys, content, words):
+    """`tinyconv predict RUN img`: a config.json beside the model that is not UTF-8 text, not a JSON object, or
+    whose class list is not a list of strings is named in one line, not a UnicodeDecodeError or AttributeError."""
+    import shutil
+
+    from tinyconv import cli
+
+    run_dir, _ = ci_run  # only read: its best.keras is copied
+    folder = tmp_path / "run"
+    folder.mkdir()
+    shutil.copyfile(run_dir / "best.keras", folder / "model.keras")
+    (folder / "config.json").write_bytes(content)
+    Image.fromarray(_three_bands(80, 80)).save(tmp_path / "img.png")
+    assert cli.main(["predict", str(folder), str(tmp_path / "img.png")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"tinyconv: error: {folder / 'config.json'}: {words}"), lines
+
+
+def test_a_model_without_a_class_list_is_named_by_its_path_with_advice_the_cli_can_follow(tmp_path, ci_run, capsys):
+    """`tinyconv predict m/bare img`: the refusal names the model file (not the Keras model's name) and does not
+    advise passing its classes, which the command line cannot."""
+    import zipfile
+
+    from tinyconv import cli
+
+    run_dir, _ = ci_run  # only read
+    folder = tmp_path / "bare"
+    folder.mkdir()
+    older = folder / "model.keras"  # the run's model without the class list it carries, and no config.json
+    with zipfile.ZipFile(run_dir / "best.keras") as source, zipfile.ZipFile(older, "w") as target:
+        for item in source.infolist():
+            if item.filename != "tinyconv.json":
+                target.writestr(item, source.read(item.filename))
+    Image.fromarray(_three_bands(80, 80)).save(tmp_path / "img.png")
+    for model in (folder, older):
+        assert cli.main(["predict", str(model), str(tmp_path / "img.png")]) == 1
+        captured = capsys.readouterr()
+        assert captured.err.strip().splitlines() == [
+            f"tinyconv: error: {older}: a model of 4 classes that carries no class list (an older file, without its "
+            "run's config.json): put that config.json beside it (in Python, evaluate() also takes the list as "
+            "`classes=`)"]

@@ -97,6 +97,14 @@ BAD = [
     ("derived model field", '[grid]\n"model.num_classes" = [10]', "grid (num_classes-10)", "use classes=K"),
     ("seed Keras refuses", "[grid]\nlr = [1e-3]", "seeds", "'seed' must be an integer in [0, 4294967295]",
      {"profile": "seeds = [4294967296]\nprofile"}),
+    # a TOML list where a name goes: was `TypeError: unhashable type: 'list'`
+    ("profile a list", "[grid]\nlr = [1e-3]", "profile", "unknown profile ['ci']",
+     {'profile = "ci"': 'profile = ["ci"]'}),
+    ("baseline a list", "[grid]\nlr = [1e-3]", "baseline", "no variant named ['a']",
+     {"profile": 'baseline = ["a"]\nprofile'}),
+    ("seeds of lists", "[grid]\nlr = [1e-3]", "seeds", "expected a list of distinct integers",
+     {"profile": "seeds = [[0]]\nprofile"}),
+    ("preset a list", '[[trials]]\npreset = ["seed"]', "trials[0].preset", "unknown preset ['seed']"),
 ]
 
 
@@ -119,6 +127,17 @@ def test_bad_spec_on_the_command_line_exits_1_without_traceback(tmp_path, capsys
     err = capsys.readouterr().err
     assert err.startswith(f"tinyconv: error: {path}: grid.model.nope: ") and err.count("\n") == 1
     assert not (tmp_path / "out").exists()  # nothing written for a spec that does not load
+
+
+def test_a_spec_that_is_not_utf8_is_one_line_naming_the_file(tmp_path, capsys):
+    path = tmp_path / "spec.toml"
+    path.write_bytes(b'profile = "ci"\ndescription = "caf\xe9"\n[budget]\nepochs = 1\n[grid]\nlr = [1e-3]\n')  # Latin-1
+    with pytest.raises(TinyconvError) as caught:
+        sweep.load_spec(path)
+    assert str(caught.value) == f"{path}: not a TOML sweep file: not UTF-8 text (byte 0xe9 at offset 33)"
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err == f"tinyconv: error: {caught.value}\n"
+    assert not (tmp_path / "out").exists()
 
 
 def _sweep_fields() -> list[tuple[str, object]]:

@@ -19,6 +19,7 @@ import PIL
 
 from tinyconv.data.dataset import default_workers, prepare, require_root
 from tinyconv.errors import TinyconvError
+from tinyconv.fileio import check_writable, os_error_advice, os_error_reason
 from tinyconv.model.build import build_model
 from tinyconv.model.config import get_config
 from tinyconv.data.augment_config import AugmentConfig
@@ -58,16 +59,23 @@ def bench_data(
     Returns a dict: prepare_s, prepare_cpu_s, prepare_images_per_s, images (decoded), train_pipeline_images_per_s,
     [keras_from_directory_images_per_s], batch_size and machine details (cpus, load average, versions).
     """
+    data_dir = Path(data_dir)
+    root = require_root(data_dir)  # before the temporary cache is made inside data_dir
+    # the temporary cache goes into data_dir: a read-only one is one line now, not an OSError after TensorFlow's import
+    what = "bench-data's temporary cache"
+    check_writable(data_dir, what, folder=True)
+
     # tf.data: the TensorFlow backend's pipeline; imported here so that `bench` (the model) runs without TensorFlow
     import tensorflow as tf
 
     from tinyconv.data.pipeline import measure_throughput, train_dataset
 
-    data_dir = Path(data_dir)
-    root = require_root(data_dir)  # before the temporary cache is made inside data_dir
     workers = default_workers() if workers is None else workers
     result: dict = {"data_dir": str(data_dir), "batch_size": batch_size}
-    cache = Path(tempfile.mkdtemp(prefix=".bench-data-cache-", dir=data_dir))
+    try:
+        cache = Path(tempfile.mkdtemp(prefix=".bench-data-cache-", dir=data_dir))
+    except OSError as exc:  # what check_writable's probe file did not meet (no room for a folder, a quota)
+        raise TinyconvError(f"{data_dir}: cannot write {what}: {os_error_reason(exc)}{os_error_advice(exc)}") from None
     try:
         manifest = _time_prepare(data_dir, cache, workers, result)
         images = np.load(cache / "train_images.npy", mmap_mode="r")  # [N, 64, 64, 3] uint8

@@ -429,11 +429,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="epochs to train (default: the profile's)")
     p.add_argument("--batch-size", type=int, help="images per step, all devices together (default: the profile's)")
     p.add_argument("--classes", type=int, help="train on the first K classes of wnids.txt")
-    p.add_argument("--out", help="run folder (default: runs/<preset>-<profile>)")
+    p.add_argument("--out", help="run folder (default: <preset>-<profile> in $TINYCONV_RUNS_ROOT, else in the "
+                   "repository's runs/)")
     p.add_argument("--json", action="store_true", help="print the run's metrics as one JSON object at the end "
                    "(they are in RUN/metrics.json in any case)")
     p.add_argument("--restart", action="store_true",
-                   help="train the run folder's run again from epoch 1 (e.g. when its resume state is damaged)")
+                   help="train the run folder's run again from epoch 1 (e.g. when its resume state is damaged); "
+                   "its models, history and figures are deleted once the data has loaded")
     p.add_argument("--time-limit", type=positive_float, metavar="MINUTES",
                    help="stop at the last epoch end within MINUTES (> 0) of training; the run stays resumable "
                    "(default: no limit)")
@@ -508,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="auto", choices=["auto", *PROFILES],
                    help="the notebooks' training profile: auto (quick on a CPU, full on a GPU), or one named")
     p.add_argument("--out", default="runs/notebooks", help="folder for the executed notebooks")
-    p.add_argument("--only", nargs="*", help="run only these notebooks (prefixes such as 01 03); with --out "
+    p.add_argument("--only", nargs="+", help="run only these notebooks (prefixes such as 01 03); with --out "
                    "notebooks also those that read what they write (07 reads 04's run)")
     p.add_argument("--check", action="store_true", help="run nothing: list the committed notebooks whose outputs "
                    "no longer come from this checkout's code or files, and why (exit 1 if any)")

@@ -85,12 +85,25 @@ def require_root(data_dir: Path) -> Path:
     return root
 
 
+def read_dataset_text(path: Path) -> str:
+    """A text file of the dataset (wnids.txt, words.txt, val_annotations.txt) as UTF-8; TinyconvError naming it when
+    it cannot be read or is not UTF-8 text (a damaged or foreign file: a decoding error would escape as a traceback)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TinyconvError(f"cannot read {path}: {os_error_reason(exc)}") from None
+    try:
+        return data.decode("utf-8")  # callers split it with splitlines(): \r\n and \r end lines too
+    except UnicodeDecodeError as exc:
+        raise TinyconvError(f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+
+
 def read_wnids(root: Path) -> list[str]:
     """The class wnids in the order of wnids.txt (label i is wnids[i])."""
     path = Path(root) / "wnids.txt"
     if not path.is_file():
         raise TinyconvError(f"missing wnids.txt in {root}")
-    wnids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    wnids = [line.strip() for line in read_dataset_text(path).splitlines() if line.strip()]
     if not wnids:
         raise TinyconvError(f"{path} lists no classes")
     seen = set()
@@ -107,7 +120,7 @@ def read_words(root: Path) -> dict[str, str]:
     if not path.is_file():
         raise TinyconvError(f"missing words.txt in {root}")
     words = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_dataset_text(path).splitlines():
         wnid, _, entry = line.partition("\t")
         if wnid.strip():
             words[wnid.strip()] = entry.strip()
@@ -178,7 +191,7 @@ def _val_entries(root: Path) -> list[tuple[str, str, tuple | None, str]]:
     if val_layout(root) == "by_class":
         boxes = {}
         if annotations.is_file():  # some re-organised copies keep it: use it for the boxes only
-            for line in annotations.read_text().splitlines():
+            for line in read_dataset_text(annotations).splitlines():
                 fields = line.split("\t")
                 if len(fields) == 6:
                     boxes[fields[0]] = _parse_box(fields[2:])
@@ -191,7 +204,7 @@ def _val_entries(root: Path) -> list[tuple[str, str, tuple | None, str]]:
     if not annotations.is_file():
         raise TinyconvError(f"missing val/val_annotations.txt in {root}")
     entries = []
-    for number, line in enumerate(annotations.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_dataset_text(annotations).splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.rstrip("\n").split("\t")
@@ -625,7 +638,7 @@ def _stale_reason(root: Path, manifest: dict, splits=SPLITS) -> str | None:
 
 
 def _check_cache_files(cache: Path, manifest: dict, split: str) -> str | None:
-    """Why the split's cache files are damaged (None when their sizes are right)."""
+    """Why the split's cache files are damaged (None when the arrays' sizes and the file list's length are right)."""
     entry = manifest["splits"][split]
     for key, row_bytes in (("images", IMAGE_SIZE * IMAGE_SIZE * 3), ("labels", 4)):
         path = cache / entry[key]
@@ -643,7 +656,23 @@ def _check_cache_files(cache: Path, manifest: dict, split: str) -> str | None:
             return f"{path} is not a valid .npy file ({exc})"
         if shape[:1] != (entry["count"],) or path.stat().st_size != header_bytes + entry["count"] * row_bytes:
             return f"{path} is truncated or has the wrong size"
+    # the file list too: load_split reads it, and a cache without it must be rebuilt by prepare, not called current
+    path = cache / entry["files"]
+    if not path.is_file():
+        return f"{path} is missing"
+    try:
+        lines = len(_read_cached_files(path))
+    except (OSError, ValueError) as exc:  # ValueError: UnicodeDecodeError
+        return f"{path} is unreadable ({type(exc).__name__})"
+    if lines != entry["count"]:
+        return f"{path} lists {lines} files, the cache {entry['count']}"
     return None
+
+
+def _read_cached_files(path: Path) -> list[str]:
+    """The names in a split's file list, one a line as _write_split wrote them (split on \\n alone: a name may hold
+    characters that splitlines() would break at)."""
+    return path.read_bytes().decode("utf-8").split("\n")[:-1]
 
 
 def _keeps_splits(root: Path, manifest: dict | None) -> bool:
@@ -811,7 +840,7 @@ def _write_split(root: Path, cache: Path, split: str, wnids: list[str], *, worke
     grayscale = _decode_all(paths, images_tmp, workers=workers, desc=f"prepare {split}", progress=progress)
     with open(temporary_path(labels_path), "wb") as handle:
         np.save(handle, labels.astype(np.int32))  # a handle: np.save would append .npy to the name
-    temporary_path(files_path).write_text("".join(f"{name}\n" for name in relative))
+    temporary_path(files_path).write_text("".join(f"{name}\n" for name in relative), encoding="utf-8")
     for final in (images_path, labels_path, files_path):  # the split's three files, renamed together
         os.replace(temporary_path(final), final)
     return {
@@ -889,7 +918,11 @@ def load_split(data_dir: Path, split: str, classes=None) -> Split:
     entry = manifest["splits"][split]
     images = np.load(cache / entry["images"], mmap_mode="r")  # [N, 64, 64, 3] uint8, not read yet
     labels = np.load(cache / entry["labels"])  # [N] int32
-    files = (cache / entry["files"]).read_text().splitlines()
+    try:  # checked above, or just written; it may still go between the check and this read
+        files = _read_cached_files(cache / entry["files"])
+    except (OSError, ValueError) as exc:  # ValueError: UnicodeDecodeError
+        raise TinyconvError(f"the cache in {cache} is damaged: {cache / entry['files']} is unreadable "
+                            f"({type(exc).__name__}); run `tinyconv prepare --force`") from None
     all_wnids, all_names = manifest["wnids"], manifest["names"]
     wnids = select_classes(all_wnids, classes)
     names = [all_names[all_wnids.index(wnid)] for wnid in wnids]

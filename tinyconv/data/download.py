@@ -33,6 +33,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from tinyconv.errors import TinyconvError
@@ -502,7 +503,11 @@ def _extract_into_place(zip_path: Path, root: Path, *, record: dict, progress: b
             with zipfile.ZipFile(zip_path) as archive:
                 members = _safe_members(archive, zip_path)
                 for info in progress_bar(len(members), "extract", "file", enabled=progress, iterable=members):
-                    archive.extract(info, staging)  # reading each entry checks its CRC
+                    try:
+                        archive.extract(info, staging)  # reading each entry checks its CRC
+                    except zlib.error as exc:  # compressed data that does not inflate (a bad CRC is a BadZipFile)
+                        raise TinyconvError(f"{zip_path} is damaged: entry {info.filename!r} does not decompress "
+                                            f"({exc})") from None
         except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
             raise TinyconvError(f"{zip_path} is not a readable zip ({exc}); it may be truncated") from None
         except OSError as exc:

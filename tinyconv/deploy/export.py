@@ -362,7 +362,7 @@ def export_model(model_or_path, fmt: str, out=None, quantize: str | None = None,
         out = default_output(path, fmt, quantize)
     out = Path(out)
     check_output(out, fmt, path, force)
-    classes = model_classes(model, run, data_dir)
+    classes = model_classes(model, run, data_dir, path=path)
     metadata = export_metadata(classes, path or model.name, fmt, quantize)
     images, checked_on = parity_images(data_dir, classes.wnids)
     calibration = calibration_images(data_dir, classes.wnids) if quantize == "int8-full" else None

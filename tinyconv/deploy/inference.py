@@ -107,10 +107,30 @@ def load_run_model(model_or_path):
     run = fileio.read_model_metadata(path)  # the class list the file carries; a run's config.json wins
     if config_path.exists():
         try:
-            run = json.loads(config_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            run = json.loads(config_path.read_bytes().decode("utf-8"))  # decoded whole: exc.start is the offset
+        except UnicodeDecodeError as exc:  # a ValueError too: said in the words the dataset's text files use
+            raise TinyconvError(f"{config_path}: unreadable run config: not UTF-8 text (byte "
+                                f"0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
+        except (OSError, ValueError) as exc:  # ValueError: not JSON
             raise TinyconvError(f"{config_path}: unreadable run config ({exc})") from None
+        # the class list is read from it as lists of strings: anything else would fail later, far from the file
+        if not isinstance(run, dict):
+            raise TinyconvError(f"{config_path}: not a run config (a JSON object), but {_json_kind(run)}")
+        for key in ("wnids", "names", "words"):
+            if run.get(key) is not None and not (isinstance(run[key], list) and all(isinstance(item, str)
+                                                                                    for item in run[key])):
+                raise TinyconvError(f"{config_path}: not a run config: its {key} is {_json_kind(run[key])}, "
+                                    "not a list of strings")
     return model, run, path
+
+
+def _json_kind(value) -> str:
+    """What a parsed JSON value is, in JSON's words ("an array", "a number"), for one-line refusals."""
+    if isinstance(value, list) and value and not all(isinstance(item, str) for item in value):
+        return "an array holding other things than strings"
+    kinds = {dict: "an object", list: "an array", str: "a string", bool: "true or false", int: "a number",
+             float: "a number", type(None): "null"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def in_float32(model: keras.Model) -> keras.Model:
@@ -156,10 +176,11 @@ class ClassList:
     words: list[str]
 
 
-def model_classes(model, run: dict | None, data_dir=None, classes=None) -> ClassList:
+def model_classes(model, run: dict | None, data_dir=None, classes=None, *, path=None) -> ClassList:
     """The class list of a model's outputs: from its run config or the list the model file carries, else
     `classes`, else all of wnids.txt when the model has that many outputs. A model of fewer outputs without a
     class list is refused rather than given the first K names (which would be wrong for any other subset).
+    `path`: the model file, which the refusal names (else the model's Keras name).
     Raises TinyconvError when the list does not match the outputs."""
     num_outputs = int(model.output_shape[-1])
     if run and run.get("wnids"):
@@ -168,9 +189,11 @@ def model_classes(model, run: dict | None, data_dir=None, classes=None) -> Class
         words = list(run.get("words") or names)
     else:
         if classes is None and num_outputs != OFFICIAL_COUNTS["classes"]:
+            # no --classes on the command line: the advice is what works there, and evaluate()'s argument for Python
             raise TinyconvError(
-                f"{model.name}: a model of {num_outputs} classes that carries no class list (an older file, "
-                "without its run's config.json): keep config.json beside it, or pass its classes"
+                f"{path or model.name}: a model of {num_outputs} classes that carries no class list (an older file, "
+                "without its run's config.json): put that config.json beside it (in Python, evaluate() also takes "
+                "the list as `classes=`)"
             )
         data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
         wnids, names, words_by_wnid = selected_classes(data_dir, classes if classes is not None else num_outputs)
@@ -417,7 +440,7 @@ def evaluate(model_or_path, data_dir=None, tta: bool = True, *, classes=None, ba
     """
     model, run, path = load_run_model(model_or_path)
     check_input_shape(model, path)
-    class_list = model_classes(model, run, data_dir, classes)
+    class_list = model_classes(model, run, data_dir, classes, path=path)
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     val = load_split(data_dir, "val", classes=class_list.wnids)
     labels = np.asarray(val.labels, dtype=np.int64)
@@ -606,7 +629,7 @@ def predict(model_or_path, images, data_dir=None, top: int = 5, skip_unreadable:
     else:
         model, run, path = load_run_model(model_or_path)
         check_input_shape(model, path)
-        classes = model_classes(model, run, data_dir)
+        classes = model_classes(model, run, data_dir, path=path)
         probs = softmax(predict_logits(model, pixels, batch_size=64))  # [N, K]
     wnids, names, words = classes.wnids, classes.names, classes.words
     results = []

@@ -126,7 +126,7 @@ def _check_key(key: str, value, where: str, path) -> dict:
     if key in RESERVED:
         raise _fail(path, where, f"{key} cannot vary per trial; {RESERVED[key]}")
     if key == "preset":
-        if value not in PRESETS:
+        if not isinstance(value, str) or value not in PRESETS:  # a str first: a TOML list or table is unhashable
             raise _fail(path, where, f"unknown preset {value!r}; choose one of {', '.join(PRESETS)}")
         return {"preset": value}
     try:
@@ -220,9 +220,14 @@ def load_spec(path) -> SweepSpec:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise TinyconvError(f"{path}: cannot read the sweep file ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8")  # TOML is UTF-8 text
+    except UnicodeDecodeError as exc:
+        raise TinyconvError(f"{path}: not a TOML sweep file: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                            f"{exc.start})") from None
     try:
         spec = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -231,11 +236,12 @@ def load_spec(path) -> SweepSpec:
         if key not in SPEC_KEYS:
             raise _fail(path, key, f"unknown sweep field; known: {', '.join(SPEC_KEYS)}")
     profile = spec.get("profile", "quick")
-    if profile not in PROFILES:
+    if not isinstance(profile, str) or profile not in PROFILES:  # a str first: a TOML list or table is unhashable
         raise _fail(path, "profile", f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     seeds = spec.get("seeds", [make_config(profile).seed])
-    if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+    if (not isinstance(seeds, list) or not seeds  # the set last: a list among the seeds is unhashable
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+            or len(set(seeds)) != len(seeds)):
         raise _fail(path, "seeds", f"expected a list of distinct integers >= 0, got {seeds!r}")
     for seed in seeds:  # and in the recipe's range (a seed Keras refuses would fail in every trial)
         try:
@@ -267,7 +273,7 @@ def load_spec(path) -> SweepSpec:
             trials.append(Trial(f"{variant}-s{seed}", variant, point, seed, {**overrides, "epochs": epochs, "seed": seed}))
     trials.sort(key=lambda trial: seeds.index(trial.seed))  # seed by seed: a cut sweep has whole seeds
     baseline = spec.get("baseline")
-    if baseline is not None and baseline not in seen:
+    if baseline is not None and (not isinstance(baseline, str) or baseline not in seen):  # a list is unhashable
         raise _fail(path, "baseline", f"no variant named {baseline!r}; variants: {', '.join(seen)}")
     return SweepSpec(path=path, profile=profile, seeds=seeds, epochs=epochs, seconds=seconds, trials=trials,
                      description=str(spec.get("description", "")), baseline=baseline, text=text)

@@ -493,7 +493,7 @@ def load_trained(model_path, data_dir) -> TrainedModel:
     if not Path(model_path).exists():
         raise TinyconvError(f"no model at {model_path}: run 04_train first or set model_path")
     model, run, path = load_run_model(model_path)
-    classes = model_classes(model, run, data_dir)
+    classes = model_classes(model, run, data_dir, path=path)
     val = load_split(data_dir, "val", classes=classes.wnids)
     return TrainedModel(model=model, path=path, run=run, val=val)
 

@@ -47,7 +47,7 @@ import numpy as np
 from keras import ops
 
 from tinyconv.data.augment import normalize
-from tinyconv.data.dataset import default_data_dir, load_split, read_val_annotations, require_root
+from tinyconv.data.dataset import default_data_dir, load_split, read_dataset_text, read_val_annotations, require_root
 from tinyconv.errors import TinyconvError
 
 IMAGE_SIZE = 64
@@ -420,7 +420,7 @@ def read_train_boxes(root: Path, wnid: str) -> dict[str, tuple[int, int, int, in
     if not path.is_file():
         raise TinyconvError(f"missing {path}: the train boxes are needed to choose the threshold")
     boxes = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_dataset_text(path).splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -756,9 +756,9 @@ def load_localizable(model_or_path, data_dir=None):
     can read (see cam_layers); TinyconvError (one line) for a missing file or another head."""
     from tinyconv.deploy.inference import load_run_model, model_classes  # inference imports the layers (Keras)
 
-    model, run, _ = load_run_model(model_or_path)
+    model, run, path = load_run_model(model_or_path)
     cam_layers(model)
-    return model, model_classes(model, run, data_dir), run
+    return model, model_classes(model, run, data_dir, path=path), run
 
 
 def stage_kernel_size(run: dict | None, stage: int = 1) -> int | None:
@@ -853,9 +853,9 @@ def evaluate_localization(model_or_path, data_dir=None, *, classes=None, per_cla
     """
     from tinyconv.deploy.inference import load_run_model, model_classes  # inference imports the layers (Keras)
 
-    model, run, _ = load_run_model(model_or_path)
+    model, run, path = load_run_model(model_or_path)
     cam_layers(model)  # a model without a GAP + Dense head fails here, before any data is read
-    class_list = model_classes(model, run, data_dir, classes)
+    class_list = model_classes(model, run, data_dir, classes, path=path)
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     train = train_with_boxes(data_dir, class_list.wnids, per_class, seed)
     val = val_with_boxes(data_dir, class_list.wnids)
@@ -895,9 +895,9 @@ def localize_images(model_or_path, paths, data_dir=None, threshold: float = 0.2,
         raise TinyconvError("no images given")
     threshold = check_threshold(threshold)  # before the model loads
     pixels = np.stack([load_image(path, resize) for path in paths])  # [N, 64, 64, 3]; resize: crop or squash
-    model, run, _ = load_run_model(model_or_path)
+    model, run, model_path = load_run_model(model_or_path)
     cam_layers(model)
-    class_list = model_classes(model, run, data_dir)
+    class_list = model_classes(model, run, data_dir, path=model_path)
     maps, logits = class_activation_maps(model, normalize(pixels))
     maps = normalize_maps(upsample(maps))
     probs = softmax(logits)
