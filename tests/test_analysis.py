@@ -131,16 +131,32 @@ def test_effective_receptive_field_shape_mass_and_center(tiny_model, images_norm
     rows, cols = np.nonzero(erf > 0)
     assert rows.min() >= 32 - 20 and rows.max() <= 32 + 20 and cols.min() >= 32 - 20
     deeper = analysis.effective_receptive_field(tiny_model, images_normalized, stages[3])
-    assert measures.erf_radius(deeper, 0.9) > measures.erf_radius(erf, 0.9)
+    assert measures.erf_side(deeper, 0.9) > measures.erf_side(erf, 0.9)
+    # the centre unit of the even 32x32 stage-1 grid sits below and right of the image's centre (31.5, 31.5)
+    row, col = measures.erf_centre(erf)
+    assert 32 < row < 34 and 32 < col < 34
 
 
-def test_erf_radius_on_known_maps():
+def test_erf_side_on_known_maps():
     erf = np.zeros((9, 9))
     erf[4, 4] = 1.0
-    assert measures.erf_radius(erf, 0.5) == 0
+    assert measures.erf_side(erf, 0.5) == 1 and measures.erf_centre(erf) == (4.0, 4.0)
     erf = np.ones((9, 9)) / 81
-    assert measures.erf_radius(erf, 0.99) == 4
-    assert measures.erf_radius(erf, 0.1) == 1  # 9 of 81 center pixels hold 11 %
+    assert measures.erf_side(erf, 0.99) == 9
+    assert measures.erf_side(erf, 0.1) == 3  # 9 of 81 center pixels hold 11 %
+    erf = np.zeros((64, 64))
+    erf[30:34, 30:34] = 1 / 16  # even: centred between pixels 31 and 32
+    assert measures.erf_side(erf, 1.0) == 4 and measures.erf_side(erf, 0.5) == 3  # 9 of the 16 pixels
+    # a field off the image's centre is measured around its own centre: a 5x5 blob at (40, 20) holds all of its
+    # mass in 5 px, where a square around the image's centre would need 2 * 20 + 5 = 45 px
+    erf = np.zeros((64, 64))
+    erf[38:43, 18:23] = 1 / 25
+    assert measures.erf_centre(erf) == pytest.approx((40.0, 20.0))
+    assert measures.erf_side(erf, 1.0) == 5
+    # near an edge the square moves inside the image
+    erf = np.zeros((64, 64))
+    erf[0:2, 0:2] = 0.25
+    assert measures.erf_side(erf, 1.0) == 2
 
 
 def test_accuracy_helpers():

@@ -193,7 +193,7 @@ def test_energy_and_erf_figures_put_untrained_beside_trained():
     fig = tinyfigures.plot_erfs({"stage 1": erf}, {"stage 1": wide})
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[0].startswith("trained, stage 1") and titles[1].startswith("untrained, stage 1")
-    assert "r=1px" in titles[0] and f"r={measures.erf_radius(wide, 0.5)}px" in titles[1]
+    assert "50% in a 3 px square" in titles[0] and f"50% in a {measures.erf_side(wide, 0.5)} px square" in titles[1]
 
 
 def test_plot_receptive_fields_merges_equal_curves_and_uses_each_presets_depth():

@@ -350,12 +350,14 @@ def plot_erfs(erfs: dict[str, np.ndarray], untrained: dict[str, np.ndarray] | No
             positive = erf[erf > 0]
             floor = positive.min() if positive.size else 1e-12
             ax.imshow(np.maximum(erf, floor), cmap="magma", norm=LogNorm(vmin=max(floor, peak * 1e-4), vmax=peak))
-            half, most = measures.erf_radius(erf, 0.5), measures.erf_radius(erf, 0.9)
+            half, most = measures.erf_side(erf, 0.5), measures.erf_side(erf, 0.9)
+            centre_row, centre_col = measures.erf_centre(erf)
+            ax.plot([centre_col], [centre_row], "+", color="cyan", markersize=8)  # what the squares are centred on
             prefix = f"{name}, " if untrained else ""
-            ax.set_title(f"{prefix}{label}\n50% within r={half}px, 90% r={most}px", fontsize=9)
+            ax.set_title(f"{prefix}{label}\n50% in a {half} px square, 90% in {most} px", fontsize=9)
             ax.set_xlabel("input x (px)")
             ax.set_ylabel("input y (px)")
-    fig.suptitle("Effective receptive field of the center unit (|gradient|, log scale)")
+    fig.suptitle("Effective receptive field of the center unit (|gradient|, log scale; + its centre of mass)")
     fig.tight_layout()
     return fig
 

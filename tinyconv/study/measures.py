@@ -2,7 +2,8 @@
 
     filters_as_rgb(kernel)        a stem kernel as one RGB tile per filter
     ring_area_share(k)            the share of a k x k kernel's cells at each ring distance (uniform energy)
-    erf_radius(erf, mass)         the radius holding `mass` of an effective receptive field
+    erf_centre(erf)               the centre of mass of an effective receptive field
+    erf_side(erf, mass)           the side of the square around it holding `mass` of the field
     standard_error(accuracy, n)   the binomial standard error of an accuracy over n images
     paired_standard_error(a, b)   the standard error of mean(a - b) for two scores of the same images
     energy_by_distance(kernel)    a kernel's energy by ring distance from its center
@@ -31,22 +32,49 @@ def ring_area_share(k: int) -> np.ndarray:
     return energy_by_distance(np.ones((k, k)))
 
 
-def erf_radius(erf, mass: float = 0.5) -> int:
-    """Smallest Chebyshev radius r around the ERF's center square holding `mass` of it.
+def erf_centre(erf) -> tuple[float, float]:
+    """The centre of mass (row, col) of an effective receptive field, in input pixels.
+
+    The unit probed is the one at (h // 2, w // 2) of its feature map. On an even grid behind Keras' "same" padding
+    at stride 2 (one pixel of padding after, none before) that unit's field is centred below and right of the
+    image's centre, 31.5: at about 33 in stage 1 of the seed and further in the later stages. Its size is therefore
+    measured around its own centre.
+    """
+    erf = np.asarray(erf, dtype=np.float64)
+    total = max(erf.sum(), 1e-300)
+    rows = float(np.arange(erf.shape[0]) @ erf.sum(axis=1)) / total
+    cols = float(np.arange(erf.shape[1]) @ erf.sum(axis=0)) / total
+    return rows, cols
+
+
+def erf_side(erf, mass: float = 0.5) -> int:
+    """Side (pixels) of the smallest square around the field's centre of mass that holds `mass` of it.
+
+    For each side, the square is the window of whole pixels whose centre is nearest the centre of mass (moved
+    inside the image where it would reach past an edge). Luo et al. (2016) describe an effective field's extent the
+    same way, by the share of the gradient within a distance of its centre.
 
     Args:
-        erf: [H, W] non-negative, summing to 1 (from effective_receptive_field).
-        mass: the share to enclose.
+        erf: [H, W] non-negative (from effective_receptive_field).
+        mass: the share to enclose, in (0, 1].
     Returns:
-        r in pixels: the square of side 2r+1 (2r+2 for even sizes) around the center holds >= mass.
+        the side, 1 .. max(H, W).
     """
     erf = np.asarray(erf, dtype=np.float64)
     height, width = erf.shape
-    rows = np.abs(np.arange(height) - (height - 1) / 2.0)
-    cols = np.abs(np.arange(width) - (width - 1) / 2.0)
-    distance = np.floor(np.maximum(rows[:, None], cols[None, :])).astype(int)  # [H, W]
-    profile = np.bincount(distance.ravel(), weights=erf.ravel())
-    return int(np.searchsorted(np.cumsum(profile), mass * erf.sum() - 1e-12))
+    integral = np.pad(erf.cumsum(axis=0).cumsum(axis=1), ((1, 0), (1, 0)))  # integral[r, c] = erf[:r, :c].sum()
+    target = mass * erf.sum() - 1e-12
+    centre_row, centre_col = erf_centre(erf)
+
+    def start(centre: float, side: int, size: int) -> int:
+        return int(min(max(np.floor(centre - (side - 1) / 2 + 0.5), 0), max(size - side, 0)))
+
+    for side in range(1, max(height, width) + 1):
+        top, left = start(centre_row, side, height), start(centre_col, side, width)
+        bottom, right = min(top + side, height), min(left + side, width)
+        if integral[bottom, right] - integral[top, right] - integral[bottom, left] + integral[top, left] >= target:
+            return side
+    return max(height, width)
 
 
 def standard_error(accuracy, count) -> np.ndarray:
