@@ -336,3 +336,38 @@ def test_gelu_matches_exact_gelu_and_its_gradient():
         reference = tf.nn.gelu(x, approximate=False)
     np.testing.assert_allclose(np.asarray(ours), np.asarray(reference), atol=1e-6)
     np.testing.assert_allclose(np.asarray(tape.gradient(ours, x)), np.asarray(tape.gradient(reference, x)), atol=1e-5)
+
+
+def test_drop_path_masks_continue_after_a_resume_from_saved_weights(tmp_path):
+    """Keras saves weights without random generators' states: a run resumed from its backup would draw its first
+    steps' stochastic-depth masks again. DropPath saves its generator's state with its weights (and loads a file
+    without one, from before)."""
+    from tinyconv.model.layers import DropPath
+
+    def make():
+        inputs = keras.Input((4,))
+        x = DropPath(0.5, seed=3)(keras.layers.Dense(4)(inputs))
+        model = keras.Model(inputs, keras.layers.Dense(2)(x))
+        model.compile("adam", "mse")
+        return model
+
+    model = make()
+    rng = np.random.default_rng(0)
+    model.fit(rng.random((32, 4), dtype=np.float32), rng.random((32, 2), dtype=np.float32), batch_size=8, verbose=0)
+    state = keras.ops.convert_to_numpy(model.layers[2].seed_generator.state)
+    assert not np.array_equal(state, keras.ops.convert_to_numpy(make().layers[2].seed_generator.state))  # it moved
+    model.save_weights(tmp_path / "run.weights.h5")
+    resumed = make()
+    resumed.load_weights(tmp_path / "run.weights.h5")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(resumed.layers[2].seed_generator.state), state)
+    masks = [keras.ops.convert_to_numpy(m.layers[2](np.ones((64, 4), np.float32), training=True)) for m in (model, resumed)]
+    np.testing.assert_array_equal(masks[0], masks[1])  # the same next draw
+
+    class OldDropPath(DropPath):  # as saved before: the weights alone
+        def save_own_variables(self, store):
+            keras.layers.Layer.save_own_variables(self, store)
+
+    inputs = keras.Input((4,))
+    old = keras.Model(inputs, keras.layers.Dense(2)(OldDropPath(0.5, seed=3)(keras.layers.Dense(4)(inputs))))
+    old.save_weights(tmp_path / "old.weights.h5")
+    make().load_weights(tmp_path / "old.weights.h5")

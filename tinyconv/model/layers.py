@@ -403,6 +403,22 @@ class DropPath(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
+    # Keras saves a layer's weights, not its random generators' states (`Layer.weights` leaves seeds out), so a run
+    # resumed from its backup would draw the masks of its first epochs again. The state goes with the weights.
+    _SEED_STATE = "seed_generator_state"
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        if self.seed_generator is not None:
+            store[self._SEED_STATE] = self.seed_generator.state
+
+    def load_own_variables(self, store):
+        keys = list(store.keys())
+        if self.seed_generator is not None and self._SEED_STATE in keys:
+            self.seed_generator.state.assign(store[self._SEED_STATE])
+        # a file saved before the state travelled has only the weights: its generator keeps its seed's start
+        super().load_own_variables({key: store[key] for key in keys if key != self._SEED_STATE})
+
     def get_config(self):
         config = super().get_config()
         config.update(rate=self.rate, seed=self.seed)
@@ -413,7 +429,7 @@ class DropPath(keras.layers.Layer):
 class ConvMixerBlock(keras.layers.Layer):
     """One block: y = spatial(x); x = x + DropPath(gamma * y); x = BN(GELU(Conv1x1(x))).
 
-    The ConvMixer block of Trockman & Kolter, "Patches Are All You Need?" (TMLR 2022): a residual depthwise
+    The ConvMixer block of Trockman & Kolter, "Patches Are All You Need?" (TMLR 2023): a residual depthwise
     spatial mixer, then a pointwise channel mixer, each followed by GELU and BatchNorm; here with optional
     axial kernels, squeeze-excite, layer scale and stochastic depth.
 
