@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -284,3 +285,63 @@ def test_train_out_help_names_the_runs_root_train_really_uses(capsys, monkeypatc
     assert default_runs_root() == Path(__file__).resolve().parents[1] / "runs"
     monkeypatch.setenv("TINYCONV_RUNS_ROOT", str(tmp_path))
     assert default_runs_root() == tmp_path
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the ignored interrupt, on purpose
+@pytest.mark.parametrize("signum, code, said", [(signal.SIGINT, 130, "tinyconv: interrupted"),
+                                                (signal.SIGTERM, 143, "tinyconv: terminated (SIGTERM)")])
+def test_a_stop_lost_in_a_destructor_still_stops_the_command_before_it_replaces_anything(tmp_path, monkeypatch, capsys,
+                                                                                          signum, code, said):
+    """Ctrl-C (or SIGTERM) that lands while Python runs a destructor (TensorFlow's converter, in C++, triggers many
+    during an export) raises there, and Python ignores it: the command used to go on and replace its output, exit 0.
+    The handler's record of it stops the command at the next replacement of a file, the old one kept."""
+    import time
+
+    from tinyconv import cli, fileio
+
+    target = tmp_path / "export.tflite"
+    target.write_text("old")
+
+    went_on = []
+
+    class LosesTheStop:
+        def __del__(self):
+            os.kill(os.getpid(), signum)
+            time.sleep(0.05)  # the handler runs here, inside the destructor, and what it raises is ignored
+            went_on.append("destructor")  # not reached
+
+    def command(args):
+        LosesTheStop()
+        went_on.append("command")  # reached: the interrupt did not stop the command
+        with fileio.atomic_path(target) as tmp:
+            tmp.write_text("new")
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_state", command)
+    assert cli.main(["state", "pack", str(tmp_path / "run"), str(tmp_path / "out")]) == code
+    assert went_on == ["command"]
+    assert capsys.readouterr().err.strip().splitlines()[-1] == said
+    assert target.read_text() == "old" and sorted(path.name for path in tmp_path.iterdir()) == ["export.tflite"]
+    assert signal.getsignal(signal.SIGINT) is not cli._on_sigint  # the caller's handlers are back
+
+
+def test_an_error_that_follows_a_stop_request_is_reported_as_the_stop(tmp_path, monkeypatch, capsys):
+    """An interrupt raised inside C code that calls back into Python can surface as another exception (a
+    SystemError from TensorFlow's converter, seen once): after a stop request that is the interrupt, said in one
+    line with its exit code; without one, an unexpected error still shows its traceback."""
+    from tinyconv import cli, processes
+
+    def command(args):
+        processes.note_stop(signal.SIGINT)  # as the handler records it, before what it raised got mangled
+        raise SystemError("Objects/listobject.c:338: bad argument to internal function")
+
+    monkeypatch.setattr(cli, "cmd_state", command)
+    assert cli.main(["state", "pack", str(tmp_path / "run"), str(tmp_path / "out")]) == 130
+    assert capsys.readouterr().err.strip() == "tinyconv: interrupted"
+
+    def broken(args):
+        raise SystemError("a bug")
+
+    monkeypatch.setattr(cli, "cmd_state", broken)
+    with pytest.raises(SystemError, match="a bug"):
+        cli.main(["state", "pack", str(tmp_path / "run"), str(tmp_path / "out")])

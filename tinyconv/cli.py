@@ -18,7 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
-from tinyconv import __version__, runtime
+from tinyconv import __version__, processes, runtime
 from tinyconv.data.dataset import (
     SPLITS,
     VERIFY_MAX_PROBLEMS,
@@ -567,7 +567,15 @@ def _on_sigterm(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
         return
+    processes.note_stop(signum)
     raise Terminated
+
+
+def _on_sigint(signum, frame):
+    # Python's own handler, plus a record that survives the KeyboardInterrupt being lost in a destructor
+    if os.getpid() == _sigterm_owner:
+        processes.note_stop(signum)
+    raise KeyboardInterrupt
 
 
 _sigterm_owner = None  # the process whose main() installed _on_sigterm
@@ -579,14 +587,17 @@ def main(argv: list[str] | None = None) -> int:
     # (tests and scripts call main in their own process)
     global _sigterm_owner
     previous = None
+    processes.clear_stops()
     if threading.current_thread() is threading.main_thread():
         _sigterm_owner = os.getpid()
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        previous = signal.signal(signal.SIGTERM, _on_sigterm), signal.signal(signal.SIGINT, _on_sigint)
     try:
         return _main(argv)
     finally:
         if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
+        processes.clear_stops()
 
 
 def parse_args(argv: list[str] | None):
@@ -610,7 +621,10 @@ def _main(argv: list[str] | None) -> int:
             _require_model(args.model)
         if args.command not in _COMMANDS_WITHOUT_TENSORFLOW and runtime.backend() == "tensorflow":
             quiet_tensorflow()  # keep TensorFlow's native start-up chatter off the terminal
-        return args.func(args)
+        code = args.func(args)
+        if processes.stop_requested():  # its interrupt was lost (see processes.note_stop), yet the user asked
+            raise Terminated if processes.stop_requested() == signal.SIGTERM else KeyboardInterrupt
+        return code
     except TinyconvError as exc:
         for line in str(exc).splitlines() or [""]:  # several problems (verify's): one error line each
             print(f"tinyconv: error: {line}", file=sys.stderr)
@@ -619,11 +633,22 @@ def _main(argv: list[str] | None) -> int:
         print("tinyconv: terminated (SIGTERM)", file=sys.stderr)
         return 128 + signal.SIGTERM
     except KeyboardInterrupt:
+        if processes.stop_requested() == signal.SIGTERM:  # raised by atomic_path for a lost SIGTERM
+            print("tinyconv: terminated (SIGTERM)", file=sys.stderr)
+            return 128 + signal.SIGTERM
         print("tinyconv: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and friends
         sys.stderr.close()
         return 141
+    except Exception:
+        if processes.stop_requested() is None:
+            raise
+        # an interrupt raised inside C code that calls back into Python (TensorFlow's converter) can surface as
+        # another error, e.g. "SystemError: ... bad argument to internal function" (seen once in an export, 2026-12-06)
+        stopped = processes.stop_requested() == signal.SIGTERM
+        print("tinyconv: terminated (SIGTERM)" if stopped else "tinyconv: interrupted", file=sys.stderr)
+        return 128 + signal.SIGTERM if stopped else 130
 
 
 if __name__ == "__main__":

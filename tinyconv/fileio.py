@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from tinyconv.errors import TinyconvError
+from tinyconv.processes import stop_requested
 
 
 def temporary_path(path, suffix: str = "") -> Path:
@@ -139,6 +140,8 @@ def atomic_path(path, suffix: str = ""):
     tmp = temporary_path(path, suffix)
     try:
         yield tmp
+        if stop_requested():  # a Ctrl-C or SIGTERM whose interrupt was lost on the way: the old version stays
+            raise KeyboardInterrupt
         replace_path(tmp, path)
     except OSError as exc:
         remove_path(tmp)
