@@ -35,10 +35,10 @@ def ring_area_share(k: int) -> np.ndarray:
 def erf_centre(erf) -> tuple[float, float]:
     """The centre of mass (row, col) of an effective receptive field, in input pixels.
 
-    The unit probed is the one at (h // 2, w // 2) of its feature map. On an even grid behind Keras' "same" padding
-    at stride 2 (one pixel of padding after, none before) that unit's field is centred below and right of the
-    image's centre, 31.5: at about 33 in stage 1 of the seed and further in the later stages. Its size is therefore
-    measured around its own centre.
+    The unit probed is the one at (h // 2, w // 2) of its feature map. On an even grid that unit lies half a cell past
+    the grid's middle, and Keras' "same" padding of a 5x5 at stride 2 puts one pixel more after than before, so its
+    field is centred below and right of the image's centre, 31.5: at 33 in stage 1 of the seed, about 35 and 39 in
+    stages 2 and 3 (before training). Its size is therefore measured around its own centre.
     """
     erf = np.asarray(erf, dtype=np.float64)
     total = max(erf.sum(), 1e-300)
