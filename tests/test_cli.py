@@ -329,10 +329,10 @@ def test_an_error_that_follows_a_stop_request_is_reported_as_the_stop(tmp_path, 
     """An interrupt raised inside C code that calls back into Python can surface as another exception (a
     SystemError from TensorFlow's converter, seen once): after a stop request that is the interrupt, said in one
     line with its exit code; without one, an unexpected error still shows its traceback."""
-    from tinyconv import cli, processes
+    from tinyconv import cli, fileio
 
     def command(args):
-        processes.note_stop(signal.SIGINT)  # as the handler records it, before what it raised got mangled
+        fileio.note_stop(signal.SIGINT)  # as the handler records it, before what it raised got mangled
         raise SystemError("Objects/listobject.c:338: bad argument to internal function")
 
     monkeypatch.setattr(cli, "cmd_state", command)

@@ -18,7 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
-from tinyconv import __version__, processes, runtime
+from tinyconv import __version__, fileio, runtime
 from tinyconv.data.dataset import (
     SPLITS,
     VERIFY_MAX_PROBLEMS,
@@ -567,14 +567,14 @@ def _on_sigterm(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
         return
-    processes.note_stop(signum)
+    fileio.note_stop(signum)
     raise Terminated
 
 
 def _on_sigint(signum, frame):
     # Python's own handler, plus a record that survives the KeyboardInterrupt being lost in a destructor
     if os.getpid() == _sigterm_owner:
-        processes.note_stop(signum)
+        fileio.note_stop(signum)
     raise KeyboardInterrupt
 
 
@@ -587,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     # (tests and scripts call main in their own process)
     global _sigterm_owner
     previous = None
-    processes.clear_stops()
+    fileio.clear_stops()
     if threading.current_thread() is threading.main_thread():
         _sigterm_owner = os.getpid()
         previous = signal.signal(signal.SIGTERM, _on_sigterm), signal.signal(signal.SIGINT, _on_sigint)
@@ -597,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous[0])
             signal.signal(signal.SIGINT, previous[1])
-        processes.clear_stops()
+        fileio.clear_stops()
 
 
 def parse_args(argv: list[str] | None):
@@ -622,8 +622,8 @@ def _main(argv: list[str] | None) -> int:
         if args.command not in _COMMANDS_WITHOUT_TENSORFLOW and runtime.backend() == "tensorflow":
             quiet_tensorflow()  # keep TensorFlow's native start-up chatter off the terminal
         code = args.func(args)
-        if processes.stop_requested():  # its interrupt was lost (see processes.note_stop), yet the user asked
-            raise Terminated if processes.stop_requested() == signal.SIGTERM else KeyboardInterrupt
+        if fileio.stop_requested():  # its interrupt was lost (see fileio.note_stop), yet the user asked
+            raise Terminated if fileio.stop_requested() == signal.SIGTERM else KeyboardInterrupt
         return code
     except TinyconvError as exc:
         for line in str(exc).splitlines() or [""]:  # several problems (verify's): one error line each
@@ -633,7 +633,7 @@ def _main(argv: list[str] | None) -> int:
         print("tinyconv: terminated (SIGTERM)", file=sys.stderr)
         return 128 + signal.SIGTERM
     except KeyboardInterrupt:
-        if processes.stop_requested() == signal.SIGTERM:  # raised by atomic_path for a lost SIGTERM
+        if fileio.stop_requested() == signal.SIGTERM:  # raised by atomic_path for a lost SIGTERM
             print("tinyconv: terminated (SIGTERM)", file=sys.stderr)
             return 128 + signal.SIGTERM
         print("tinyconv: interrupted", file=sys.stderr)
@@ -642,11 +642,11 @@ def _main(argv: list[str] | None) -> int:
         sys.stderr.close()
         return 141
     except Exception:
-        if processes.stop_requested() is None:
+        if fileio.stop_requested() is None:
             raise
         # an interrupt raised inside C code that calls back into Python (TensorFlow's converter) can surface as
         # another error, e.g. "SystemError: ... bad argument to internal function" (seen once in an export, 2026-12-06)
-        stopped = processes.stop_requested() == signal.SIGTERM
+        stopped = fileio.stop_requested() == signal.SIGTERM
         print("tinyconv: terminated (SIGTERM)" if stopped else "tinyconv: interrupted", file=sys.stderr)
         return 128 + signal.SIGTERM if stopped else 130
 

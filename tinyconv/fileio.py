@@ -7,6 +7,8 @@ where the writer insists on one (Keras wants `.keras` / `.weights.h5`, papermill
 written the same way: `atomic_path` yields a temporary name the caller fills with a file or a folder, and
 `replace_path` swaps it in (an old folder is moved aside first, since a rename cannot replace a non-empty one).
 `check_writable` is the one check of an output path before any work: one line naming it when it cannot be written.
+`note_stop`/`stop_requested`: a Ctrl-C or SIGTERM the CLI's handlers saw, so that no file is replaced after the user
+asked to stop, even where the interrupt itself was lost.
 
 No TensorFlow or Keras import here: `tinyconv download` writes through this module and must start fast.
 """
@@ -25,7 +27,29 @@ from pathlib import Path
 import numpy as np
 
 from tinyconv.errors import TinyconvError
-from tinyconv.processes import stop_requested
+
+
+# The signals the CLI's handlers saw (tinyconv.cli.main). A handler raises KeyboardInterrupt where the signal lands,
+# which is almost always where the command is; but when it lands while Python runs a destructor or a garbage
+# collector's callback (TensorFlow's converter, in C++, triggers many), Python prints "Exception ignored" and the
+# command goes on as if never asked to stop. Recorded here, the request is not lost: atomic_path asks before
+# it replaces a file, and the CLI before it reports success.
+_stops: list[int] = []
+
+
+def note_stop(signum: int) -> None:
+    """Record that the user asked the command to stop (a signal handler calls it before it raises)."""
+    _stops.append(int(signum))
+
+
+def stop_requested() -> int | None:
+    """The first stop signal recorded since clear_stops (None when none was)."""
+    return _stops[0] if _stops else None
+
+
+def clear_stops() -> None:
+    """Forget recorded stops (the CLI's main, at the start and end of each command: tests call it in one process)."""
+    _stops.clear()
 
 
 def temporary_path(path, suffix: str = "") -> Path:

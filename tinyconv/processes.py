@@ -4,8 +4,6 @@ processes that do not outlive the process that started them (prepare's and verif
     running(pid)             False once the process has exited, a zombie (exited, not yet reaped) included
     start_worker(parent)     the Pool initializer: SIGTERM's default action, and die_with_parent(parent)
     die_with_parent(parent)  the worker ends when `parent` does, even by SIGKILL
-    stop_requested()         SIGINT or SIGTERM seen by the CLI's handlers (note_stop), even where the interrupt they
-                             raised was lost; fileio.atomic_path asks it before it replaces anything
 """
 
 from __future__ import annotations
@@ -73,26 +71,3 @@ def start_worker(parent: int) -> None:
     """
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     die_with_parent(parent)
-
-
-# The signals the CLI's handlers saw (tinyconv.cli.main). A handler raises KeyboardInterrupt where the signal lands,
-# which is almost always where the command is; but when it lands while Python runs a destructor or a garbage
-# collector's callback (TensorFlow's converter, in C++, triggers many), Python prints "Exception ignored" and the
-# command goes on as if never asked to stop. Recorded here, the request is not lost: fileio.atomic_path asks before
-# it replaces a file, and the CLI before it reports success.
-_stops: list[int] = []
-
-
-def note_stop(signum: int) -> None:
-    """Record that the user asked the command to stop (a signal handler calls it before it raises)."""
-    _stops.append(int(signum))
-
-
-def stop_requested() -> int | None:
-    """The first stop signal recorded since clear_stops (None when none was)."""
-    return _stops[0] if _stops else None
-
-
-def clear_stops() -> None:
-    """Forget recorded stops (the CLI's main, at the start and end of each command: tests call it in one process)."""
-    _stops.clear()
