@@ -19,7 +19,7 @@
 #              (sessions.jsonl, restored with the state) when it ran on the same kind of device
 #  4. sync     with $SYNC_S > 0 (default 0: skipped), at most that many seconds of benchmarks/fit_loop_sync.py on the
 #              real data and the run's recipe: the fit loop's train images/s with and without a host round trip per
-#              step ($SYNC_ROUNDS rounds, default 2), once per kind of GPU
+#              step ($SYNC_ROUNDS rounds, default 2), once per kind of GPU; skipped by a later call on this machine
 #  5. train    `tinyconv train --time-limit`, with `tinyconv state watch` beside it packing the run's complete
 #              resumable state into $OUT/state after every epoch (pieces <= 16 MiB + manifest.json, written last), so a
 #              call killed at its limit still returns the newest epoch
@@ -29,8 +29,11 @@
 # count, which is the start before epoch 1 and the exit and last pack after the stop; on the H100 lease of 2026-11-26
 # they took 35 s together: 421 s of train phase, 386 s of epochs. So a call ends ~575 s in, and the call's 30 s
 # above is what is left for an epoch that runs long; if the kill comes first, the epoch before it was returned).
-# Everything the call prints goes to $OUT/lease.log, one file, so that $OUT holds at most 8 files even while a new
-# state replaces the old (lease.log, 2 x (manifest + 3 pieces) for the seed).
+# Everything the call prints goes to $OUT/lease.log, one file. What comes back of $OUT is at most 8 files and 64 MiB
+# together: the log and one state (the seed's: a manifest and 3 pieces, 43 MB). For the fraction of a second in
+# which a new state is written beside the old one (the old removed once the new manifest is in place) $OUT holds
+# more (9 files, ~86 MB): a kill in that instant could bring back an incomplete set, which `state keep` refuses;
+# MARGIN_S keeps the call's own end clear of the kill.
 set -euo pipefail
 name=$1
 minutes=$2
@@ -43,6 +46,7 @@ data=${DATA:-/tmp/tinyconv-data}
 runs=${RUNS:-/tmp/tinyconv-runs}
 py=${PYTHON:-python3}
 state_in=${STATE_IN:-$repo/results/$name/state}
+case $state_in in /*) ;; *) state_in=$repo/$state_in ;; esac  # STATE_IN=pieces/state: the train call's carry
 forms_s=${FORMS_S:-120}
 sync_s=${SYNC_S:-0}
 call_s=${CALL_S:-570}
@@ -64,7 +68,13 @@ if [ ! -f "$runs/$name/config.json" ] && [ ! -f "$state_in/manifest.json" ] && [
     # checked before any device time goes to the data: a lease continues the kept run, and a state moved aside and
     # not put back (lease_prepare.sh) must not silently become a new run from epoch 1
     echo "gpu_train.sh: no state to continue ($state_in/manifest.json is missing) and no run $name on this machine;" \
-         "put the kept state back, or set FRESH=1 to start the run from epoch 1" >&2
+         "carry the kept state (lease_prepare.sh prints how), or, on the run's first lease only, set FRESH=1" >&2
+    exit 1
+fi
+if [ ! -f "$data/.pack-sha256" ] && ! PYTHONPATH=$site "$py" -c "import keras" 2> /dev/null; then
+    # gpu_receive.sh with the wheels (call 1) never ran on this machine: a fresh one, the warm one having gone back
+    echo "gpu_train.sh: no keras in $site: this machine did not receive the wheels (call 1: scripts/gpu_receive.sh" \
+         "PIECE .whl); it is not the machine the pieces went to" >&2
     exit 1
 fi
 
@@ -78,7 +88,13 @@ else
         exit 1
     fi
     cat "$stage"/pack.* > "$stage/tiny-imagenet-200.tar.xz"
-    echo "${SHA256}  $stage/tiny-imagenet-200.tar.xz" | sha256sum -c -
+    if ! echo "${SHA256}  $stage/tiny-imagenet-200.tar.xz" | sha256sum -c --status -; then
+        # a piece call that went to another machine (this one was fresh), or one not made: send the missing again
+        echo "gpu_train.sh: the pieces in $stage ($(cd "$stage" && ls pack.* | tr '\n' ' ')) do not join into the" \
+             "pack $SHA256: one is missing or damaged; send the missing piece calls again" >&2
+        rm -f "$stage/tiny-imagenet-200.tar.xz"
+        exit 1
+    fi
     mkdir -p "$data"
     # the pack (scripts/pack_data.py): train and val of the official zip, byte for byte; its sha256 was checked
     # above, and prepare decodes (and so checks) every image. xz's tar where there is one (8 s on a 2-core CPU),
@@ -96,6 +112,7 @@ if [ -f "$runs/$name/config.json" ]; then
     # a later train call of the same lease (the machine still warm): the run on this machine is where the last
     # call left it, ahead of the repository's state, so it goes on from there
     echo "continuing the run an earlier call trained on this machine ($runs/$name)"
+    continuing=1
 elif [ -f "$state_in/manifest.json" ]; then
     phase restore
     "$py" -m tinyconv state restore "$state_in" "$runs/$name"
@@ -157,7 +174,10 @@ elif [ "$forms_s" != 0 ]; then
 fi
 if [ -n "${TINYCONV_DEPTHWISE:-}" ]; then echo "$TINYCONV_DEPTHWISE" > "$form_file"; fi
 
-if [ "$sync_s" != 0 ]; then
+if [ "$sync_s" != 0 ] && [ -n "${continuing:-}" ]; then
+    # measured once per lease, by its first train call: a second call spends its minutes on training
+    echo "sync: measured by an earlier call on this machine; skipped"
+elif [ "$sync_s" != 0 ]; then
     # the fit loop's train images/s with and without a host round trip per step, on the real data and the run's
     # recipe (2 epochs of 50 images a class: the second epoch's steps are timed), within $SYNC_S seconds
     phase sync

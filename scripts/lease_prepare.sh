@@ -13,11 +13,14 @@
 #              fewest pieces (pieces/pack.NN, scripts/split_file.sh) whose calls fit in $LIMIT_BYTES (64 MiB), the
 #              wheels riding with one of them ($PIECE_BYTES overrides the size); exit 1 with one line per call
 #              over it, before anything is moved or any device time spent
-#  4. aside    moved to $ASIDE (default /tmp/NAME-aside), so that calls that do not need them do not carry them: the
-#              run's kept state results/NAME/state (43 MB: only the train call needs it; the printed `mv` puts it
-#              back before that call) and models/ (the shipped models, 11 MB: no call needs them; back after the
-#              lease). An $ASIDE that exists already (an earlier lease's, never moved back) is refused, never
-#              overwritten. Both are tracked by git, so `git checkout -- models results/NAME/state` brings them back too
+#  4. aside    what calls that do not need it must not carry: the run's kept state results/NAME/state (43 MB) moves to
+#              pieces/state (ignored by git), which the train call names in its carry (STATE_IN=pieces/state), so no
+#              step puts it back by hand before that call; models/ (the shipped models, 11 MB: no call needs them)
+#              moves to $ASIDE (default /tmp/NAME-aside), back after the lease. An $ASIDE that exists already (an
+#              earlier lease's, never moved back) is refused, never overwritten. Both are tracked by git, so
+#              `git checkout -- models results/NAME/state` brings them back too. A run whose config.json is in
+#              results/NAME/ but not its state (a run complete, or a state lost) is refused: only a run's first
+#              lease starts it (FRESH=1 in its train call)
 #  5. plan     the calls in order: carry, bytes, command (with the pack's sha256), and what to run after; the
 #              last, a second train call with what the first leaves of the lease (docs/gpu.md)
 #
@@ -52,7 +55,7 @@ zip_sha=$(sha256sum "$zip" | cut -d' ' -f1)
 if [ -f pieces/.zip-sha256 ] && [ "$(cat pieces/.zip-sha256)" = "$zip_sha" ] && [ -f "$pack" ]; then
     echo "pieces/ already holds the pack of $zip_sha"
 else
-    rm -rf pieces
+    rm -rf pieces/tiny-imagenet-200.tar.xz pieces/pack.[0-9]* pieces/.zip-sha256  # not pieces/state: a kept state's place
     "$python" scripts/pack_data.py "$zip" "$pack"
     echo "$zip_sha" > pieces/.zip-sha256
 fi
@@ -96,12 +99,29 @@ for p in "${pieces[@]}"; do
 done
 kept_bytes=0
 if [ -f "$state/manifest.json" ]; then kept_bytes=$(size "$state"); fi
-# with no kept state the train call starts the run (FRESH=1); with one it must find and continue it, and stops at
-# once if the state was not put back (gpu_train.sh)
-fresh=""
-if [ ! -f "$state/manifest.json" ]; then fresh="FRESH=1 "; fi
-train="${fresh}OUT=\$OUT SHA256=$sha scripts/gpu_train.sh $name auto ${TRAIN_FLAGS:---preset seed --profile reference}"
-calls+=("none|$train|$((base + kept_bytes))")
+if [ "$kept_bytes" = 0 ] && [ -f "results/$name/config.json" ]; then
+    # the run has begun (its files are kept) but no state is here to continue: training it from epoch 1 again would
+    # waste the lease (`state keep` refuses such a state)
+    if [ -f "results/$name/metrics.json" ]; then
+        echo "lease_prepare: results/$name/ holds a complete run (metrics.json); nothing to train" >&2
+    elif [ -f pieces/state/manifest.json ]; then
+        echo "lease_prepare: $state is missing and pieces/state holds a state (an earlier lease's, never kept or put back):" \
+             "mv pieces/state $state, or keep what that lease returned, first; nothing moved" >&2
+    else
+        echo "lease_prepare: results/$name/ holds a run but $state is missing: git checkout -- $state; nothing moved" >&2
+    fi
+    exit 1
+fi
+flags=${TRAIN_FLAGS:---preset seed --profile reference}
+if [ "$kept_bytes" = 0 ]; then
+    # the run's first lease: its train call starts the run (gpu_train.sh refuses to without FRESH=1)
+    train="FRESH=1 OUT=\$OUT SHA256=$sha scripts/gpu_train.sh $name auto $flags"
+    calls+=("none|$train|$base")
+else
+    # the kept state rides with the train call alone (the calls before it would be over the limit with it)
+    train="STATE_IN=pieces/state OUT=\$OUT SHA256=$sha scripts/gpu_train.sh $name auto $flags"
+    calls+=("[\"pieces/state\"]|$train|$((base + kept_bytes))")
+fi
 over=0
 for call in "${calls[@]}"; do
     bytes=${call##*|}
@@ -120,8 +140,9 @@ if [ -e "$aside" ]; then
 fi
 mkdir -p "$aside"
 if [ "$kept_bytes" != 0 ]; then
-    mv "$state" "$aside/state"
-    echo "moved $state (epoch $("$python" -c "import json, sys; print(json.load(open(sys.argv[1]))['epoch'])" "$aside/state/manifest.json")) to $aside/state"
+    rm -rf pieces/state  # an earlier lease's copy, kept since into $state (checked above: $state is here)
+    mv "$state" pieces/state
+    echo "moved $state (epoch $("$python" -c "import json, sys; print(json.load(open(sys.argv[1]))['epoch'])" pieces/state/manifest.json)) to pieces/state, the train call's carry"
 else
     echo "no kept state in $state: the run starts fresh (FRESH=1 in the train call)"
 fi
@@ -137,15 +158,22 @@ n=0
 for call in "${calls[@]}"; do
     n=$((n + 1))
     rest=${call%|*}
-    if [ "$n" = "${#calls[@]}" ] && [ "$kept_bytes" != 0 ]; then
-        echo "   before call $n: mv $aside/state $state"
+    if [ "$n" = "${#calls[@]}" ]; then
+        # a call may run 600 s and the lease's time may be shorter than that by now (each failed start costs)
+        printf '   call %d  carry %s  (%d bytes); timeout_s = min(600, budget_left_s of call %d'"'"'s reply)\n           %s\n' \
+            "$n" "${rest%%|*}" "${call##*|}" "$((n - 1))" "CALL_S=<min(570, budget_left_s - 15)> ${rest#*|}"
+    else
+        printf '   call %d  carry %s  (%d bytes)\n           %s\n' "$n" "${rest%%|*}" "${call##*|}" "${rest#*|}"
     fi
-    printf '   call %d  carry %s  (%d bytes)\n           %s\n' "$n" "${rest%%|*}" "${call##*|}" "${rest#*|}"
 done
 # what the train call leaves of the lease's 15 minutes goes to a second train call on the same machine, issued at
 # once (30 s idle gives the machine back): the run, data and compiled step are still there
-printf '   call %d  carry none, at once if the reply of call %d shows lease.budget_left_s >= 90; timeout_s = budget_left_s\n' \
+printf '   call %d  carry none, at once if the reply of call %d shows lease.budget_left_s >= 90 (else give_back);' \
     "$((n + 1))" "$n"
-echo "           CALL_S=<budget_left_s - 15> $train"   # the same machine: its data, run and form are there
+echo " timeout_s = min(600, budget_left_s)"
+echo "           CALL_S=<min(570, budget_left_s - 15)> $train"   # the same machine: its data, run and form are there
 echo "   then: $back"
 echo "   then, for each train call in turn: .venv/bin/tinyconv state keep <files_at>/state $state --run runs/$name"
+if [ "$kept_bytes" != 0 ]; then
+    echo "   (no train call's state kept, e.g. the lease ended before call $n: mv pieces/state $state instead)"
+fi

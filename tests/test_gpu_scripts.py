@@ -71,10 +71,34 @@ def test_a_train_call_with_no_state_to_continue_stops_before_the_data_unless_tol
     done = subprocess.run(["bash", str(ROOT / "scripts/gpu_train.sh"), "ci-lease", "auto", "--profile", "ci"], env=env,
                           capture_output=True, text=True, timeout=60)
     said = (f"gpu_train.sh: no state to continue ({tmp_path / 'results' / 'state' / 'manifest.json'} is missing) and "
-            "no run ci-lease on this machine; put the kept state back, or set FRESH=1 to start the run from epoch 1")
+            "no run ci-lease on this machine; carry the kept state (lease_prepare.sh prints how), or, on the run's "
+            "first lease only, set FRESH=1")
     assert done.returncode == 1 and done.stdout.strip().splitlines() == [said], done.stdout
     assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()
     assert not (tmp_path / "stage" / "tiny-imagenet-200.tar.xz").exists()  # the pieces were not even joined
+
+
+def test_a_train_call_on_a_machine_that_lacks_the_wheels_or_a_piece_says_which_in_one_line(tmp_path):
+    """The machine went back between calls and a call landed on a fresh one: without the wheels (call 1) the train
+    call names them, without all the pieces it names the pieces it has; one line each, before any data or run."""
+    (tmp_path / "stage").mkdir()
+    (tmp_path / "stage" / "pack.01").write_bytes(b"the second piece alone")
+    no_keras = tmp_path / "python-without-keras"
+    no_keras.write_text(f'#!/usr/bin/env bash\nif [ "$1 $2" = "-c import keras" ]; then exit 1; fi\nexec "{sys.executable}" "$@"\n')
+    no_keras.chmod(0o755)
+    env = {**os.environ, "STAGE": str(tmp_path / "stage"), "DATA": str(tmp_path / "data"), "SITE": str(tmp_path / "site"),
+           "RUNS": str(tmp_path / "runs"), "OUT": str(tmp_path / "OUT"), "SHA256": "0" * 64, "FRESH": "1"}
+    script = ["bash", str(ROOT / "scripts/gpu_train.sh"), "ci-lease", "auto", "--profile", "ci"]
+    done = subprocess.run(script, env={**env, "PYTHON": str(no_keras)}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stdout.strip().splitlines() == [
+        f"gpu_train.sh: no keras in {tmp_path / 'site'}: this machine did not receive the wheels (call 1: "
+        "scripts/gpu_receive.sh PIECE .whl); it is not the machine the pieces went to"], done.stdout
+    done = subprocess.run(script, env={**env, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stdout.strip().splitlines()[1:] == [
+        f"gpu_train.sh: the pieces in {tmp_path / 'stage'} (pack.01 ) do not join into the pack {'0' * 64}: one is "
+        "missing or damaged; send the missing piece calls again"], done.stdout
+    assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()
+    assert sorted(path.name for path in (tmp_path / "stage").iterdir()) == ["pack.01"]  # the failed join removed
 
 
 # the two ways gpu_train.sh extracts the pack (xz's tar where there is an xz, else Python's), as it writes them
@@ -226,10 +250,10 @@ def test_lease_prepare_readies_a_lease_and_refuses_a_call_over_the_limit_before_
 
     def planned(stdout: str) -> list[tuple[str, int]]:
         """(carry, bytes) of each call printed."""
-        return [(found[1], int(found[2])) for found in re.finditer(r"call \d+  carry (.+)  \((\d+) bytes\)", stdout)]
+        return [(found[1], int(found[2])) for found in re.finditer(r"call \d+  carry (.+?)  \((\d+) bytes\)", stdout)]
 
     def put_back() -> None:
-        (aside / "state").rename(state)
+        (repo / "pieces" / "state").rename(state)
         (aside / "models").rename(repo / "models")
         aside.rmdir()
 
@@ -243,29 +267,35 @@ def test_lease_prepare_readies_a_lease_and_refuses_a_call_over_the_limit_before_
     assert len(list((repo / ".whl").glob("*.whl"))) == 6 and "already holds the wheels" not in done.stdout
     assert sorted(path.name for path in (repo / "pieces").glob("pack.*")) == ["pack.00"]
     calls = planned(done.stdout)
-    assert [carry for carry, _ in calls] == ['[".whl", "pieces/pack.00"]', "none"]
-    # moved aside: the state (epoch named) and models/, and what brings them back printed where it is needed
-    assert not state.exists() and (aside / "state" / "manifest.json").is_file()
+    assert [carry for carry, _ in calls] == ['[".whl", "pieces/pack.00"]', '["pieces/state"]']
+    # set aside: the state into pieces/state (ignored by git), which the train call carries, so nothing is put back
+    # by hand before it; models/ out of the tree, back after the lease
+    assert not state.exists() and (repo / "pieces" / "state" / "manifest.json").is_file()
     assert sorted(path.name for path in (aside / "models").iterdir()) == models and not (repo / "models").exists()
-    assert f"moved results/ci-lease/state (epoch 3) to {aside / 'state'}" in done.stdout
+    assert "moved results/ci-lease/state (epoch 3) to pieces/state, the train call's carry" in done.stdout
     lines = done.stdout.splitlines()
     last = next(i for i, line in enumerate(lines) if line.strip().startswith("call 2 "))
-    assert lines[last - 1].strip() == f"before call 2: mv {aside / 'state'} results/ci-lease/state"
-    assert f"SHA256={sha} scripts/gpu_train.sh ci-lease auto --profile ci" in lines[last + 1]
+    assert lines[last].strip().endswith("bytes); timeout_s = min(600, budget_left_s of call 1's reply)")
+    assert lines[last + 1].strip() == (f"CALL_S=<min(570, budget_left_s - 15)> STATE_IN=pieces/state OUT=$OUT "
+                                       f"SHA256={sha} scripts/gpu_train.sh ci-lease auto --profile ci")
     # and a second train call with what the first leaves of the lease, on the machine still warm
-    assert lines[last + 2].strip().startswith("call 3  carry none, at once if the reply of call 2 shows "
-                                              "lease.budget_left_s >= 90")
-    assert lines[last + 3].strip() == f"CALL_S=<budget_left_s - 15> OUT=$OUT SHA256={sha} scripts/gpu_train.sh ci-lease auto --profile ci"
+    assert lines[last + 2].strip() == ("call 3  carry none, at once if the reply of call 2 shows lease.budget_left_s >= "
+                                       "90 (else give_back); timeout_s = min(600, budget_left_s)")
+    assert lines[last + 3].strip() == (f"CALL_S=<min(570, budget_left_s - 15)> STATE_IN=pieces/state OUT=$OUT "
+                                       f"SHA256={sha} scripts/gpu_train.sh ci-lease auto --profile ci")
     assert lines[last + 4].strip() == f"then: mv {aside / 'models'} models && rmdir {aside}"
     assert lines[last + 5].strip() == ("then, for each train call in turn: .venv/bin/tinyconv state keep "
                                        "<files_at>/state results/ci-lease/state --run runs/ci-lease")
+    assert lines[last + 6].strip() == ("(no train call's state kept, e.g. the lease ended before call 2: "
+                                       "mv pieces/state results/ci-lease/state instead)")
     # each call's bytes as the device tool counts them: the tree without what was set aside, plus its carry
     wheels = sum(path.stat().st_size for path in (repo / ".whl").iterdir())
     tree = subprocess.run("{ git ls-files; git ls-files --others --exclude-standard; } | sort -u", shell=True,
                           cwd=repo, capture_output=True, text=True, check=True).stdout.split()
     base = sum((repo / name).stat().st_size for name in tree if (repo / name).is_file())
-    kept = sum(path.stat().st_size for path in (aside / "state").iterdir())
-    assert calls == [('[".whl", "pieces/pack.00"]', base + wheels + pack.stat().st_size), ("none", base + kept)]
+    kept = sum(path.stat().st_size for path in (repo / "pieces" / "state").iterdir())
+    assert calls == [('[".whl", "pieces/pack.00"]', base + wheels + pack.stat().st_size),
+                     ('["pieces/state"]', base + kept)]
 
     # a limit that leaves room for a third of the pack beside the wheels: three pieces, the fewest that fit
     put_back()
@@ -276,7 +306,7 @@ def test_lease_prepare_readies_a_lease_and_refuses_a_call_over_the_limit_before_
     pieces = sorted(path.name for path in (repo / "pieces").glob("pack.*"))
     assert pieces == ["pack.00", "pack.01", "pack.02"]
     calls = planned(three.stdout)
-    assert len(calls) == 4 and all(load <= limit for _, load in calls) and calls[-1][0] == "none"
+    assert len(calls) == 4 and all(load <= limit for _, load in calls) and calls[-1][0] == '["pieces/state"]'
     shortest = min(pieces, key=lambda name: (repo / "pieces" / name).stat().st_size)
     assert calls[0][0] == f'[".whl", "pieces/{shortest}"]'  # the wheels ride with the short piece
     assert b"".join((repo / "pieces" / name).read_bytes() for name in pieces) == pack.read_bytes()
@@ -309,12 +339,22 @@ def test_lease_prepare_readies_a_lease_and_refuses_a_call_over_the_limit_before_
         "nothing moved")
     assert (state / "manifest.json").is_file() and (repo / "models").is_dir()
     assert "already holds the wheels" not in kept.stdout
-    # a run's first lease (no kept state): its train call says to start the run, and only that one
+    # a run whose files are kept but not its state: refused (a lost state, a complete run), nothing moved; and the
+    # run's first lease (nothing of it kept): its train call says to start the run, and only that one
     aside.rmdir()
     shutil.rmtree(state)
+    (state.parent / "config.json").write_text("{}")
+    lost = run()
+    assert lost.returncode == 1 and lost.stderr.strip() == (
+        "lease_prepare: results/ci-lease/ holds a run but results/ci-lease/state is missing: "
+        "git checkout -- results/ci-lease/state; nothing moved")
+    (state.parent / "metrics.json").write_text("{}")
+    assert run().stderr.strip() == "lease_prepare: results/ci-lease/ holds a complete run (metrics.json); nothing to train"
+    shutil.rmtree(state.parent)
     first = run()
     assert first.returncode == 0 and "no kept state in results/ci-lease/state: the run starts fresh" in first.stdout
     assert f"FRESH=1 OUT=$OUT SHA256={sha} scripts/gpu_train.sh ci-lease auto --profile ci" in first.stdout
+    assert planned(first.stdout)[-1][0] == "none" and "mv pieces/state" not in first.stdout
 
 
 _NO_TENSORFLOW = """
@@ -476,7 +516,8 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
     assert f"depthwise form of the run's last session, on this kind of device: {form}" in log
     # ... and a second train call of the same lease, on the same machine (still warm, as a call issued at once
     # finds it) with a fresh $OUT, goes on from the run there, not from the repository's older state, and finishes
-    topup = {**machine_env(2), "OUT": str(tmp_path / "machine2" / "OUT-topup")}  # no form given: it has one
+    topup = {**machine_env(2), "OUT": str(tmp_path / "machine2" / "OUT-topup"),  # no form given: it has one
+             "SYNC_S": "240"}  # as a hurried copy of the first train call's command would say: skipped
     done = subprocess.run(["bash", str(ROOT / "scripts/gpu_train.sh"), "ci-lease", "auto", *train_flags],
                           env=topup, capture_output=True, text=True, timeout=600)
     topup_log, _ = returned(topup)
@@ -486,6 +527,7 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
     assert "continuing the run an earlier call trained on this machine" in topup_log
     assert f"depthwise form of an earlier call on this machine: {form}" in topup_log and "phase forms" not in topup_log
     assert "phase restore" not in topup_log and "from epoch 3 of 3" in topup_log
+    assert "sync: measured by an earlier call on this machine; skipped" in topup_log and "phase sync" not in topup_log
     manifest = json.loads((Path(topup["OUT"]) / "state" / "manifest.json").read_text())
     assert manifest["epoch"] == 3 and manifest["complete"]
 
