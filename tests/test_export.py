@@ -57,12 +57,32 @@ def test_each_format_round_trips_with_its_runtime_and_carries_its_classes(fmt, s
     metadata = read_exported_metadata(out)
     assert metadata["wnids"] == selected_classes(synthetic_data_dir, CLASSES)[0]
     assert metadata["input"]["dtype"] == "uint8" and metadata["output"]["name"] == "logits"
+    # and the file's own signature names them so: a user who asks for the output by name gets the logits
+    assert _io_names(out, fmt) == (["pixels"], ["logits"])
 
     # predict gives the same answer from the exported file as from the .keras file
     from_keras, from_export = predict(small_model_file, images, top=3), predict(out, images, top=3)
     assert [[g["wnid"] for g in r["top"]] for r in from_export] == [[g["wnid"] for g in r["top"]] for r in from_keras]
     for a, b in zip(from_export, from_keras):
         assert np.allclose([g["probability"] for g in a["top"]], [g["probability"] for g in b["top"]], atol=1e-5)
+
+
+def _io_names(path, fmt: str) -> tuple[list[str], list[str]]:
+    """The input and output names of an exported file, as its own runtime's signature gives them."""
+    if fmt == "savedmodel":
+        import tensorflow as tf
+
+        serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+        return list(serve.structured_input_signature[1]), list(serve.structured_outputs)
+    if fmt == "tflite":
+        from ai_edge_litert.interpreter import Interpreter
+
+        signature = Interpreter(model_path=str(path)).get_signature_list()["serve"]
+        return signature["inputs"], signature["outputs"]
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    return [tensor.name for tensor in graph.input], [tensor.name for tensor in graph.output]
 
 
 def _op_output_dtypes(path) -> set[str]:

@@ -95,7 +95,9 @@ def deploy_model(model: keras.Model) -> keras.Model:
     pixels = keras.Input(tuple(model.input_shape[1:]), dtype="uint8", name=INPUT_NAME)
     logits = model(PixelNormalization(name="normalize")(pixels), training=False)
     logits = keras.layers.Identity(name=OUTPUT_NAME, dtype="float32")(logits)
-    return keras.Model(pixels, logits, name=f"{model.name}_deploy")
+    # a dict output: the signatures' output key is then "logits" (a bare tensor is "output_0" in the SavedModel and
+    # TFLite signatures); the runners in tinyconv.deploy.inference take the first output, whatever its name
+    return keras.Model(pixels, {OUTPUT_NAME: logits}, name=f"{model.name}_deploy")
 
 
 def export_metadata(classes, source, fmt: str, quantize: str | None) -> dict:
