@@ -71,7 +71,8 @@ if [ ! -f "$runs/$name/config.json" ] && [ ! -f "$state_in/manifest.json" ] && [
          "carry the kept state (lease_prepare.sh prints how), or, on the run's first lease only, set FRESH=1" >&2
     exit 1
 fi
-if [ ! -f "$data/.pack-sha256" ] && ! PYTHONPATH=$site "$py" -c "import keras" 2> /dev/null; then
+# found, not imported: importing Keras and JAX would cost seconds of the lease here
+if [ ! -f "$data/.pack-sha256" ] && ! PYTHONPATH=$site "$py" -c "import importlib.util as u, sys; sys.exit(u.find_spec('keras') is None)" 2> /dev/null; then
     # gpu_receive.sh with the wheels (call 1) never ran on this machine: a fresh one, the warm one having gone back
     echo "gpu_train.sh: no keras in $site: this machine did not receive the wheels (call 1: scripts/gpu_receive.sh" \
          "PIECE .whl); it is not the machine the pieces went to" >&2
