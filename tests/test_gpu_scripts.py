@@ -379,7 +379,7 @@ exec "{python}" "$@"
 
 
 def _chosen_form(lease_log: str) -> str:
-    """The form a lease chose, read from its lease.log as the next lease's set-up reads it (docs/gpu.md)."""
+    """The form a lease chose, as its lease.log says (the next lease reads it from the run's sessions.jsonl)."""
     lines = [line for line in lease_log.splitlines() if line.startswith("chosen depthwise form: ")]
     assert len(lines) == 1, lease_log[-3000:]
     return lines[0].removeprefix("chosen depthwise form: ")
@@ -392,9 +392,10 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
     """scripts/gpu_train.sh rehearsed on CPU under JAX, as two leases on two fresh machines, the whole protocol of
     docs/gpu.md: the first lease times the depthwise forms, chooses one, trains with it and is SIGKILLed mid-epoch 2
     (as the device tool kills a call at its limit: the whole process group, the state watcher too); what it had
-    returned in $OUT/state (epoch 1) is made the kept state with `tinyconv state keep`; the second lease, given the
-    chosen form, restores that state on a fresh machine, is killed in epoch 3, and its second train call, on the
-    same machine, continues the run there and finishes it. Its history equals an uninterrupted
+    returned in $OUT/state (epoch 1) is made the kept state with `tinyconv state keep`; the second lease restores that
+    state on a fresh machine of the same kind, takes the first lease's form from the run's sessions.jsonl, is killed
+    in epoch 3, and its second train call, on the same machine (told SYNC_S, which it skips), continues the run there
+    and finishes it. Its history equals an uninterrupted
     run's with the same form to within 1e-6 (relative; measured: bit for bit on JAX CPU, the tolerance only absorbs
     another XLA CPU thread schedule). Each $OUT holds few enough files to come back whole (at most 8), and no
     process of it may import TensorFlow, which the GPU machines lack."""
