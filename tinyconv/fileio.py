@@ -52,6 +52,12 @@ def clear_stops() -> None:
     _stops.clear()
 
 
+def not_utf8(exc: UnicodeDecodeError) -> str:
+    """What a UnicodeDecodeError means to the person whose file it is: "not UTF-8 text (byte 0xff at offset 12)"
+    (the dataset's text files, run configs and sweep files say it alike)."""
+    return f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+
+
 def temporary_path(path, suffix: str = "") -> Path:
     """The temporary name for writing `path`: `.<name>.<pid>.tmp<suffix>` beside it."""
     path = Path(path)

@@ -39,7 +39,7 @@ import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 from tinyconv.errors import TinyconvError
-from tinyconv.fileio import os_error_advice, os_error_reason, remove_temporaries, temporary_path, write_json
+from tinyconv.fileio import not_utf8, os_error_advice, os_error_reason, remove_temporaries, temporary_path, write_json
 from tinyconv.locks import folder_lock
 from tinyconv.processes import start_worker
 from tinyconv.progress import progress_bar
@@ -95,7 +95,7 @@ def read_dataset_text(path: Path) -> str:
     try:
         return data.decode("utf-8")  # callers split it with splitlines(): \r\n and \r end lines too
     except UnicodeDecodeError as exc:
-        raise TinyconvError(f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
+        raise TinyconvError(f"{path} is {not_utf8(exc)}") from None
 
 
 def read_wnids(root: Path) -> list[str]:

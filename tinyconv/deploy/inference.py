@@ -109,8 +109,7 @@ def load_run_model(model_or_path):
         try:
             run = json.loads(config_path.read_bytes().decode("utf-8"))  # decoded whole: exc.start is the offset
         except UnicodeDecodeError as exc:  # a ValueError too: said in the words the dataset's text files use
-            raise TinyconvError(f"{config_path}: unreadable run config: not UTF-8 text (byte "
-                                f"0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
+            raise TinyconvError(f"{config_path}: unreadable run config: {fileio.not_utf8(exc)}") from None
         except (OSError, ValueError) as exc:  # ValueError: not JSON
             raise TinyconvError(f"{config_path}: unreadable run config ({exc})") from None
         # the class list is read from it as lists of strings: anything else would fail later, far from the file

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tinyconv.errors import TinyconvError
-from tinyconv.fileio import check_writable, write_json
+from tinyconv.fileio import check_writable, not_utf8, write_json
 from tinyconv.model.config import PRESETS
 from tinyconv.training.overrides import parse_overrides
 from tinyconv.training.recipe import PROFILES, make_config
@@ -226,8 +226,7 @@ def load_spec(path) -> SweepSpec:
     try:
         text = data.decode("utf-8")  # TOML is UTF-8 text
     except UnicodeDecodeError as exc:
-        raise TinyconvError(f"{path}: not a TOML sweep file: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
-                            f"{exc.start})") from None
+        raise TinyconvError(f"{path}: not a TOML sweep file: {not_utf8(exc)}") from None
     try:
         spec = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
