@@ -395,7 +395,7 @@ def baseline_metrics(boxes, levels=IOU_LEVELS, size: int = IMAGE_SIZE) -> dict:
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
 
     def score(box):
-        ious = np.array([iou(box, b) for b in boxes])
+        ious = _fixed_box_ious(box, boxes)
         box_acc = {level: float((ious >= level).mean()) for level in levels}
         return {"box": box, "gt_known_loc": float((ious >= 0.5).mean()), "box_acc": box_acc,
                 "max_box_acc": float(np.mean(list(box_acc.values())))}
@@ -406,9 +406,13 @@ def baseline_metrics(boxes, levels=IOU_LEVELS, size: int = IMAGE_SIZE) -> dict:
 
 def whole_image_hits(boxes, levels=IOU_LEVELS, size: int = IMAGE_SIZE) -> np.ndarray:
     """box_hits of the whole-image box on each true box: float [N]; its mean is the whole image's MaxBoxAcc."""
-    whole = (0, 0, size - 1, size - 1)
-    ious = np.array([iou(whole, b) for b in np.asarray(boxes).reshape(-1, 4)], dtype=np.float64)
+    ious = _fixed_box_ious((0, 0, size - 1, size - 1), boxes)
     return np.mean([ious >= level for level in levels], axis=0).astype(np.float64)
+
+
+def _fixed_box_ious(box, true_boxes) -> np.ndarray:
+    """IoU of one fixed box (the centre or the whole image) with each true box: float64 [N]."""
+    return np.array([iou(box, b) for b in np.asarray(true_boxes).reshape(-1, 4)], dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------------------- evaluation
