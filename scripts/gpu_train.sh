@@ -15,8 +15,8 @@
 #  3. forms    at most $FORMS_S seconds (default 120; 0 skips) timing the depthwise conv's forms in the whole train
 #              step (benchmarks/gpu_profile.py --choose); the fastest whose numbers agree is used. Skipped, and the
 #              two minutes go to training, when the form is known: TINYCONV_DEPTHWISE given; the form an earlier
-#              call on this machine trained with ($RUNS/NAME.form); or the form of the run's last session
-#              (sessions.jsonl, restored with the state) when it ran on the same kind of device
+#              call on this machine trained with ($RUNS/NAME.form); or the form of the run's newest session on the
+#              same kind of device (sessions.jsonl, restored with the state; sessions on a CPU between do not count)
 #  4. sync     with $SYNC_S > 0 (default 0: skipped), at most that many seconds of benchmarks/fit_loop_sync.py on the
 #              real data and the run's recipe: the fit loop's train images/s with and without a host round trip per
 #              step ($SYNC_ROUNDS rounds, default 2), once per kind of GPU; skipped by a later call on this machine
@@ -139,24 +139,23 @@ elif [ -f "$form_file" ]; then
     export TINYCONV_DEPTHWISE
     echo "depthwise form of an earlier call on this machine: $TINYCONV_DEPTHWISE"
 elif last_form=$("$py" - "$runs/$name/sessions.jsonl" <<'PY'
-# the depthwise form of the run's last session when it ran on this kind of device (exit 1 otherwise)
-import json, sys
+# the depthwise form of the run's newest session on this kind of device (exit 1 when there is none): sessions on
+# other machines between (a CPU session of the run, another kind of GPU) do not make the form unknown
+import sys
 from pathlib import Path
-try:
-    last = json.loads(Path(sys.argv[1]).read_text().splitlines()[-1])
-except (OSError, ValueError, IndexError):
-    sys.exit(1)  # no session recorded (a new run, or one from before sessions.jsonl)
-if not isinstance(last, dict) or last.get("depthwise_form") in (None, "auto"):
-    sys.exit(1)  # "auto": that session's measurement failed, or it was never made: measure here
-from tinyconv import runtime  # JAX starts only when there is a form to compare devices for
-if last.get("device") != runtime.describe_device():
-    sys.exit(1)  # another kind of GPU: its fastest form may differ
-print(last["depthwise_form"])
+from tinyconv.training.run_state import known_form
+if not Path(sys.argv[1]).is_file():
+    sys.exit(1)  # a new run: nothing recorded
+from tinyconv import runtime  # JAX starts only when there are sessions to compare devices with
+form = known_form(sys.argv[1], runtime.describe_device())
+if form is None:
+    sys.exit(1)  # never on this kind of device, or its measurement failed or was never made: measure here
+print(form)
 PY
 ); then
     TINYCONV_DEPTHWISE=$last_form
     export TINYCONV_DEPTHWISE
-    echo "depthwise form of the run's last session, on this kind of device: $TINYCONV_DEPTHWISE"
+    echo "depthwise form of the run's newest session on this kind of device: $TINYCONV_DEPTHWISE"
 elif [ "$forms_s" != 0 ]; then
     phase forms
     forms_json=$runs/$name.forms.json

@@ -345,3 +345,27 @@ def test_pack_never_replaces_another_runs_state_or_a_later_epoch(run_copy, tmp_p
     with pytest.raises(TinyconvError, match="holds this run at epoch 2, further than the run folder's epoch 1"):
         pack_state(_at_epoch_one(run_copy, tmp_path / "behind"), out, piece_bytes=PIECE)
     assert _tree(out) == before
+
+
+def test_the_known_form_is_the_newest_sessions_on_the_same_kind_of_device(tmp_path):
+    """A run that moves between CPU sessions and GPU leases keeps the form a GPU lease measured: only sessions on
+    the same kind of device count, the newest of them, and a failed measurement there means measuring again."""
+    from tinyconv.training.run_state import known_form
+
+    h100, cpu = "1x NVIDIA H100 80GB HBM3", "CPU (2 cores)"
+    sessions = tmp_path / "sessions.jsonl"
+
+    def recorded(*entries) -> str | None:
+        sessions.write_text("".join(json.dumps({"device": device, "depthwise_form": form}) + "\n"
+                                    for device, form in entries))
+        return known_form(sessions, h100)
+
+    assert recorded((h100, "dense"), (cpu, "auto")) == "dense"  # a CPU session since does not hide it
+    assert recorded((h100, "dense"), (cpu, "auto"), (h100, "pallas"), (cpu, "auto")) == "pallas"  # the newest
+    assert recorded((h100, "dense"), ("1x NVIDIA H200", "shifted")) == "dense"
+    assert recorded((cpu, "auto")) is None  # never on this kind of device
+    assert recorded((h100, "dense"), (h100, "auto")) is None  # its newest measurement failed: measure again
+    assert recorded() is None
+    sessions.write_text("{not json\n")
+    assert known_form(sessions, h100) is None
+    assert known_form(tmp_path / "missing.jsonl", h100) is None

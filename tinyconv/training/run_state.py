@@ -269,6 +269,24 @@ def watch_state(run_dir, out_dir, pid: int, interval: float = 1.0, piece_bytes: 
     return manifest
 
 
+def known_form(sessions_path, device: str) -> str | None:
+    """The depthwise form the run's newest session on `device` trained with (sessions.jsonl), or None to measure.
+
+    Only sessions on the same kind of device count, the newest of them: a run that moves between a CPU and a GPU
+    lease keeps the GPU's measured form across the CPU sessions between. None when the run never trained on this
+    kind of device, when that session's form is "auto" (its measurement failed or was never made), or when the
+    file is missing or unreadable (a new run, or one from before sessions.jsonl).
+    """
+    try:
+        lines = Path(sessions_path).read_text().splitlines()
+        sessions = [json.loads(line) for line in lines if line.strip()]
+    except (OSError, ValueError):
+        return None
+    same = [entry for entry in sessions if isinstance(entry, dict) and entry.get("device") == device]
+    form = same[-1].get("depthwise_form") if same else None
+    return form if isinstance(form, str) and form != "auto" else None
+
+
 def _manifest_problem(manifest) -> str | None:
     try:
         assert manifest["format"] == FORMAT, f"format {manifest.get('format')!r}"
