@@ -4,8 +4,9 @@
 Each JAX process costs ~10 s to start and ~25 s to compile on a CPU, so every JAX process of a test session's worker
 shares one persistent XLA compilation cache (a temporary folder, removed at exit): the tests compile the same
 ci-profile steps again and again (a ci run: 44 s without it, 16 s with it). What runs is the same compiled code,
-keyed by JAX on the computation, its devices and its flags. AUGMENTS: the augmentation settings that the device
-input's tests make batches with on both sides.
+keyed by JAX on the computation, its devices and its flags. REFERENCE_LIKE: `tinyconv train` flags of the reference
+recipe's moving parts. AUGMENTS: the augmentation settings that the device input's tests make batches with on both
+sides.
 """
 
 from __future__ import annotations
@@ -52,6 +53,13 @@ def json_out(completed) -> dict:
     text = "\n" + ok(completed).stdout
     return json.loads(text[text.rindex("\n{\n") + 1:])
 
+
+# The reference recipe's moving parts on the ci model: per-epoch lr with a warm-up, AdamW's per-step decay, the
+# augmentation's per-batch crop and jitter factors, jitter, cutout, mixup/cutmix every batch, and stochastic depth
+# (the seed preset has none; a resume must carry its random state all the same)
+REFERENCE_LIKE = ["--set", "lr_update=epoch", "--set", "weight_decay_mode=per_step", "--set", "crop_offset=batch",
+                  "--set", "jitter_factors=batch", "--set", "warmup_epochs=1", "--set", "jitter_prob=0.8",
+                  "--set", "cutout_prob=0.7", "--set", "mix_prob=1.0", "--set", "model.drop_path=0.2"]
 
 AUGMENTS = {
     # the reference: one crop offset and one set of jitter factors per batch, black cutout, every batch mixed

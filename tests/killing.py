@@ -14,6 +14,14 @@ from pathlib import Path
 from tinyconv.training.callbacks import read_history
 
 
+def wait_until(ready: Callable[[], bool], timeout: float, what: str = "the moment") -> None:
+    """Poll `ready()` until it returns true; assert that it did within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, f"{what} did not come within {timeout:.0f} s"
+        time.sleep(0.1)
+
+
 def kill_when(process: subprocess.Popen, ready: Callable[[], bool], timeout: float, what: str = "the moment", *,
               group: bool = False) -> None:
     """Poll `ready()` while `process` runs, SIGKILL it as soon as it returns true, and reap it. Asserts that

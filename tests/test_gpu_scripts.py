@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from killing import wait_until  # tests/
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -514,7 +516,7 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
     log, _ = returned(second)
     assert "phase restore" in log and "from epoch 2 of 3" in log and "phase forms" not in log
     assert "phase sync" not in log  # off unless asked for
-    assert f"depthwise form of the run's last session, on this kind of device: {form}" in log
+    assert f"depthwise form of the run's newest session on this kind of device: {form}" in log
     # ... and a second train call of the same lease, on the same machine (still warm, as a call issued at once
     # finds it) with a fresh $OUT, goes on from the run there, not from the repository's older state, and finishes
     topup = {**machine_env(2), "OUT": str(tmp_path / "machine2" / "OUT-topup"),  # no form given: it has one
@@ -559,3 +561,67 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
     assert all("versions: python" in path.read_text() for path in logs)
     assert "phase forms" in logs[0].read_text() and "phase restore" in logs[1].read_text()
     assert "continuing the run an earlier call trained" in logs[2].read_text()
+
+
+@pytest.mark.kill
+def test_cpu_sessions_advance_the_kept_run_between_leases(synthetic_data_dir, tmp_path):
+    """scripts/cpu_lease.sh: a CPU session trains the kept run on in the background and keeps what it trained as a
+    lease would. It refuses to start a run afresh unless told, and a run whose state is missing; the first session
+    is stopped mid-epoch 2 and keeps epoch 1 with its log; the next, on a clean checkout (no runs/), restores that
+    state, continues from epoch 2 and, the run complete, leaves its config, history and metrics without the state."""
+    from tinyconv.training.callbacks import read_history
+
+    sleepy = tmp_path / "sleepy-tinyconv"  # `tinyconv`, stopping for good in epoch 2 (tests/sleepy_cli.py)
+    sleepy.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{ROOT / "tests" / "sleepy_cli.py"}" "$@"\n')
+    sleepy.chmod(0o755)
+    kept = tmp_path / "results" / "ci-cpu" / "state"
+    hung = tmp_path / "hung"
+    env = {**os.environ, "RUNS": str(tmp_path / "runs"), "KEPT": str(kept), "TINYCONV": str(sleepy),
+           "SLEEPY_HANG_EPOCH": "2", "SLEEPY_HANG_FILE": str(hung)}
+    flags = ["--profile", "ci", "--epochs", "3", "--data-dir", str(synthetic_data_dir)]
+
+    def lease(action, *args, **extra):
+        return subprocess.run(["bash", str(ROOT / "scripts/cpu_lease.sh"), "ci-cpu", action, *args],
+                              env={**env, **extra}, capture_output=True, text=True, timeout=300)
+
+    refused = lease("start", *flags)
+    assert refused.returncode == 1 and refused.stderr.strip() == (
+        f"cpu_lease: no state of ci-cpu to continue ({kept}/manifest.json); FRESH=1 starts the run")
+    assert not (tmp_path / "runs").exists()
+
+    started = lease("start", *flags, FRESH="1")
+    assert started.returncode == 0, started.stderr
+    wait_until(hung.exists, 240, "epoch 2 under way")
+    assert "training" in lease("status").stdout
+    trainer = int((tmp_path / "runs" / "ci-cpu.pid").read_text())
+    assert os.getpriority(os.PRIO_PROCESS, trainer) == 19
+    group = Path(f"/proc/{trainer}/autogroup")  # where the kernel groups by session: the group's nice value too
+    assert not group.exists() or group.read_text().split()[-2:] == ["nice", "19"]
+    again = lease("start", *flags)
+    assert again.returncode == 1 and "is training already" in again.stderr
+    stopped = lease("stop")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert json.loads((kept / "manifest.json").read_text())["epoch"] == 1
+    assert [row["epoch"] for row in read_history(kept.parent / "history.csv")] == [0]
+    log = (kept.parent / "leases" / "lease-01.log").read_text()
+    assert log.startswith("cpu_lease ci-cpu, ") and "tensorflow" in log and "Epoch 2/3" in log
+
+    # a missing state is not a reason to start over
+    aside = tmp_path / "aside"
+    kept.rename(aside)
+    lost = lease("start", *flags, RUNS=str(tmp_path / "runs2"))
+    assert lost.returncode == 1 and "holds the run but not its state" in lost.stderr
+    aside.rename(kept)
+
+    # the next session: a clean checkout, no runs/; the kept state is restored and the run finishes
+    env["RUNS"] = str(tmp_path / "runs2")
+    del env["SLEEPY_HANG_EPOCH"]
+    assert lease("start", *flags).returncode == 0
+    wait_until(lambda: (tmp_path / "runs2" / "ci-cpu" / "metrics.json").exists(), 240, "the run complete")
+    wait_until(lambda: "not training" in lease("status").stdout, 60, "the trainer gone")
+    assert lease("stop").returncode == 0
+    assert not kept.exists() and (kept.parent / "metrics.json").is_file()
+    assert [row["epoch"] for row in read_history(kept.parent / "history.csv")] == [0, 1, 2]
+    sessions = [json.loads(line) for line in (kept.parent / "sessions.jsonl").read_text().splitlines()]
+    assert [session["from_epoch"] for session in sessions] == [0, 1]
+    assert sorted(path.name for path in (kept.parent / "leases").iterdir()) == ["lease-01.log", "lease-02.log"]

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 import pytest
-from jax_processes import AUGMENTS, BLOCKER, REPO, jax_env, json_out, ok, without_tf  # tests/ (conftest puts it on sys.path)
+from jax_processes import AUGMENTS, BLOCKER, REFERENCE_LIKE, REPO, jax_env, json_out, ok, without_tf  # tests/ (conftest puts it on sys.path)
 from killing import kill_after_first_backup
 
 tf = pytest.importorskip("tensorflow")
@@ -103,16 +103,6 @@ def test_ci_profile_on_real_data_under_jax(real_data_dir, tmp_path):
 
 
 # ------------------------------------------------------------------------------- resume after SIGKILL
-
-
-
-
-# The reference recipe's moving parts on the ci model: per-epoch lr with a warm-up, AdamW's per-step decay, the
-# augmentation's per-batch crop and jitter factors, jitter, cutout, mixup/cutmix every batch, and stochastic depth
-# (the seed preset has none; a resume must carry its random state all the same)
-REFERENCE_LIKE = ["--set", "lr_update=epoch", "--set", "weight_decay_mode=per_step", "--set", "crop_offset=batch",
-                  "--set", "jitter_factors=batch", "--set", "warmup_epochs=1", "--set", "jitter_prob=0.8",
-                  "--set", "cutout_prob=0.7", "--set", "mix_prob=1.0", "--set", "model.drop_path=0.2"]
 
 
 @pytest.mark.kill

@@ -12,7 +12,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from jax_processes import AUGMENTS, ok, without_tf  # tests/ (conftest puts it on sys.path)
+from jax_processes import AUGMENTS, REFERENCE_LIKE, ok, without_tf  # tests/ (conftest puts it on sys.path)
 
 tf = pytest.importorskip("tensorflow")  # this process is the TensorFlow side of the comparisons
 pytest.importorskip("jax")
@@ -274,3 +274,66 @@ def test_device_augmentation_makes_the_tf_data_batches(jax_side, name):
                           deterministic=True, start_epoch=AUG_EPOCH + 1)
     x_other, _ = next(iter(other))
     assert not np.allclose(x_other.numpy(), tf_x[0], atol=1e-3)
+
+
+# ------------------------------------------------- one run, trained on both backends in turn
+
+
+def _same_restored_state(jax_file, tf_values: dict) -> int:
+    """Both backends restored the run's checkpoint into the same variables, bit for bit: (how many variables)."""
+    with np.load(jax_file) as values:
+        jax_values = dict(values)
+    assert sorted(jax_values) == sorted(tf_values)
+    for path, value in tf_values.items():
+        # the one dtype that differs is Keras' own choice: a random generator's state is int64 on TensorFlow and
+        # uint32 on JAX; the values are the same
+        kinds = {jax_values[path].dtype.kind, value.dtype.kind}
+        same_kind = jax_values[path].dtype == value.dtype or kinds <= {"i", "u"}
+        assert same_kind and np.array_equal(jax_values[path], value), path
+    return len(tf_values)
+
+
+@pytest.mark.kill
+def test_a_run_moves_between_tensorflow_and_jax_with_its_whole_state(synthetic_data_dir, tmp_path):
+    """A run may start on a CPU (TensorFlow) and go on on a GPU lease (JAX) and back, so the reference run advances
+    on whichever machine a session has. At each hand-over (the state packed and restored as a lease does) both
+    backends restore the checkpoint into the same weights, BatchNorm statistics, DropPath random states, step count
+    and Adam slots, keyed by variable path, bit for bit: Keras restores an optimizer's slots by their order, so a
+    backend that ordered its variables otherwise would put one weight's moments on another. The run then ends with
+    every epoch once, its history carried over row for row, and a session line per backend."""
+    from handover import dump, hand_over  # tests/
+
+    from tinyconv.training.callbacks import read_history
+    from tinyconv.training.overrides import parse_overrides
+    from tinyconv.training.train import train
+
+    flags = [*REFERENCE_LIKE, "--set", "epochs=3"]
+    overrides = parse_overrides(flags[1::2])
+    assert overrides["model_overrides"] == {"drop_path": 0.2} and overrides["epochs"] == 3
+    started = tmp_path / "tf-1"
+    progress = train(profile="ci", data_dir=synthetic_data_dir, out=started, overrides=overrides, time_limit=1e-6)
+    assert progress["complete"] is False and progress["epochs"] == 1
+
+    on_jax = hand_over(started, tmp_path, "jax-2")
+    to_jax = dump(on_jax, synthetic_data_dir, overrides, tmp_path / "to-jax-tf.npz")
+    # the JAX leg, one process: dump the state as JAX restores it, train epoch 2, hand the run back (tf-3), dump that
+    leg = ok(without_tf("handover", on_jax, synthetic_data_dir, json.dumps(overrides), tmp_path))
+    assert "jax leg done" in leg.stdout and f"resuming {on_jax} from epoch 2 of 3" in leg.stdout
+    count = _same_restored_state(tmp_path / "to-jax-jax.npz", to_jax)
+
+    back = tmp_path / "tf-3"
+    assert _same_restored_state(tmp_path / "to-tf-jax.npz", dump(back, synthetic_data_dir, overrides,
+                                                                  tmp_path / "to-tf-tf.npz")) == count
+    metrics = train(profile="ci", data_dir=synthetic_data_dir, out=back, overrides=overrides)
+
+    rows = read_history(back / "history.csv")
+    assert [row["epoch"] for row in rows] == [0, 1, 2] and metrics["epochs"] == 3
+    assert rows[0] == read_history(started / "history.csv")[0]
+    assert rows[1] == read_history(on_jax / "history.csv")[1]
+    sessions = [json.loads(line) for line in (back / "sessions.jsonl").read_text().splitlines()]
+    assert [(s["backend"], s["from_epoch"]) for s in sessions] == [("tensorflow", 0), ("jax", 1), ("tensorflow", 2)]
+    # what the comparison covers: the optimizer's state and DropPath's random state are among the variables
+    with np.load(tmp_path / "to-tf-tf.npz") as values:
+        paths = list(values)
+    assert any(path.endswith("_momentum") for path in paths) and any(path.endswith("_velocity") for path in paths)
+    assert any("seed_generator" in path for path in paths) and any(path.endswith("iteration") for path in paths)
