@@ -9,9 +9,9 @@ shows as a difference.
 
     python tests/no_tensorflow.py handover RUN DATA_DIR OVERRIDES_JSON FOLDER
 
-is the JAX leg of the hand-over, in one process (each JAX process costs seconds to start): dump RUN as restored
-(FOLDER/to-jax-jax.npz), train it one epoch on, hand it back (packed, restored into FOLDER/tf-3) and dump that as
-JAX restores it (FOLDER/to-tf-jax.npz).
+is the JAX leg of the hand-over, in one process (each JAX process costs seconds to start), in mixed_bfloat16 as on
+the GPUs: dump RUN as restored (FOLDER/to-jax-jax.npz), train it one epoch on, hand it back (packed, restored into
+FOLDER/tf-3) and dump that as JAX restores it (FOLDER/to-tf-jax.npz).
 """
 
 from __future__ import annotations
@@ -62,8 +62,12 @@ def hand_over(run_dir, folder, name) -> Path:
 
 
 def jax_leg(run_dir, data_dir, overrides: dict, folder) -> None:
+    from tinyconv import runtime
     from tinyconv.training.train import train
 
+    # in bf16, as the GPUs train (runtime.precision_policy gives it for "auto" on compute capability >= 8): the
+    # float32 checkpoint restored into a mixed_bfloat16 model, an epoch trained so, and its checkpoint handed back
+    runtime.precision_policy = lambda setting: "mixed_bfloat16"
     folder = Path(folder)
     dump(run_dir, data_dir, overrides, folder / "to-jax-jax.npz")
     config = json.loads((Path(run_dir) / "config.json").read_text())

@@ -1,7 +1,8 @@
 """The scripts of a GPU lease (docs/gpu.md): pack_data.py packs the zip's train and val, split_file.sh cuts the
 pack into pieces named as gpu_receive.sh keeps them and gpu_train.sh joins them, and the join gives the pack back;
 gpu_train.sh, rehearsed as two leases under JAX on CPU (the first killed mid-epoch), continues one run from the
-first lease to the second as if it had never stopped. This is the one rehearsal of a lease; tests/test_run_state.py checks the state's pieces."""
+first lease to the second as if it had never stopped. This is the one rehearsal of a lease; tests/test_run_state.py checks the state's pieces.
+cpu_lease.sh, a CPU session's turn at the same run between leases, is rehearsed over two sessions."""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 .keras files cross between them; the forms a GPU takes (GroupedConv2D's dense block-diagonal conv, shifted axial
 convs), forced on a CPU under JAX, give the CPU forms' logits and gradients; the on-device augmentation (JAX) makes
 the tf.data pipeline's batches. One JAX script (no TensorFlow in its process) computes the JAX side of all of them.
+And a run moves between the backends with its whole state (tests/handover.py: a CPU session and a GPU lease take
+turns at one run).
 """
 
 from __future__ import annotations
@@ -295,8 +297,8 @@ def _same_restored_state(jax_file, tf_values: dict) -> int:
 
 @pytest.mark.kill
 def test_a_run_moves_between_tensorflow_and_jax_with_its_whole_state(synthetic_data_dir, tmp_path):
-    """A run may start on a CPU (TensorFlow) and go on on a GPU lease (JAX) and back, so the reference run advances
-    on whichever machine a session has. At each hand-over (the state packed and restored as a lease does) both
+    """A run may start on a CPU (TensorFlow, float32) and go on on a GPU lease (JAX, bf16) and back, so the reference
+    run advances on whichever machine a session has. At each hand-over (the state packed and restored as a lease does) both
     backends restore the checkpoint into the same weights, BatchNorm statistics, DropPath random states, step count
     and Adam slots, keyed by variable path, bit for bit: Keras restores an optimizer's slots by their order, so a
     backend that ordered its variables otherwise would put one weight's moments on another. The run then ends with
@@ -316,7 +318,8 @@ def test_a_run_moves_between_tensorflow_and_jax_with_its_whole_state(synthetic_d
 
     on_jax = hand_over(started, tmp_path, "jax-2")
     to_jax = dump(on_jax, synthetic_data_dir, overrides, tmp_path / "to-jax-tf.npz")
-    # the JAX leg, one process: dump the state as JAX restores it, train epoch 2, hand the run back (tf-3), dump that
+    # the JAX leg, one process, in bf16 as on a GPU: dump the state as JAX restores it, train epoch 2, hand the run
+    # back (tf-3), dump that
     leg = ok(without_tf("handover", on_jax, synthetic_data_dir, json.dumps(overrides), tmp_path))
     assert "jax leg done" in leg.stdout and f"resuming {on_jax} from epoch 2 of 3" in leg.stdout
     count = _same_restored_state(tmp_path / "to-jax-jax.npz", to_jax)
@@ -331,7 +334,8 @@ def test_a_run_moves_between_tensorflow_and_jax_with_its_whole_state(synthetic_d
     assert rows[0] == read_history(started / "history.csv")[0]
     assert rows[1] == read_history(on_jax / "history.csv")[1]
     sessions = [json.loads(line) for line in (back / "sessions.jsonl").read_text().splitlines()]
-    assert [(s["backend"], s["from_epoch"]) for s in sessions] == [("tensorflow", 0), ("jax", 1), ("tensorflow", 2)]
+    assert [(s["backend"], s["dtype_policy"], s["from_epoch"]) for s in sessions] == [
+        ("tensorflow", "float32", 0), ("jax", "mixed_bfloat16", 1), ("tensorflow", "float32", 2)]
     # what the comparison covers: the optimizer's state and DropPath's random state are among the variables
     with np.load(tmp_path / "to-tf-tf.npz") as values:
         paths = list(values)
