@@ -82,7 +82,13 @@ print(f"python {platform.python_version()}, keras {keras.__version__}, tensorflo
     ;;
 status)
     if running; then echo "training (pid $(cat "$pidfile"))"; else echo "not training"; fi
-    if [ -f "$run/history.csv" ]; then echo "epochs done: $(($(wc -l < "$run/history.csv") - 1))"; fi
+    if [ -f "$run/history.csv" ]; then
+        # the columns by name: epoch_s (the epoch's wall time, validation included) and val_top1
+        awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+                 { n++; s = $col["epoch_s"]; top1 = $col["val_top1"] }
+                 END { if (n) printf "epochs done: %d; the last took %.0f min, val top-1 %.2f %%\n", n, s / 60, 100 * top1
+                       else print "epochs done: 0" }' "$run/history.csv"
+    fi
     if [ -f "$log" ]; then tr '\r' '\n' < "$log" | grep -v '^I0000' | tail -n 3; fi
     ;;
 stop)

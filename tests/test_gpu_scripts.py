@@ -602,6 +602,8 @@ def test_cpu_sessions_advance_the_kept_run_between_leases(synthetic_data_dir, tm
     assert again.returncode == 1 and "is training already" in again.stderr
     stopped = lease("stop")
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    status = lease("status").stdout
+    assert "not training" in status and "epochs done: 1; the last took " in status and "val top-1 " in status
     assert json.loads((kept / "manifest.json").read_text())["epoch"] == 1
     assert [row["epoch"] for row in read_history(kept.parent / "history.csv")] == [0]
     log = (kept.parent / "leases" / "lease-01.log").read_text()
