@@ -21,6 +21,22 @@ from killing import wait_until  # tests/
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def test_the_scripts_the_docs_run_by_their_path_are_executable_in_git():
+    """The docs run these as `scripts/NAME.sh ...`: a file checked in without its executable bit fails on a fresh
+    clone with "Permission denied" (cpu_lease.sh did, 2026-12-07), however well its tests pass through `bash`."""
+    modes = subprocess.run(["git", "ls-files", "-s", "scripts", "benchmarks"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    wrong = []
+    for line in modes:
+        mode, path = line.split()[0], line.split("\t")[1]
+        shebang = (ROOT / path).read_bytes().startswith(b"#!")
+        if path.endswith(".sh") and not shebang:
+            wrong.append(f"{path}: no #! line")
+        elif shebang and mode != "100755":
+            wrong.append(f"{path}: mode {mode}, not executable (git update-index --chmod=+x {path})")
+    assert len(modes) > 10 and not wrong, wrong
+
+
 def test_pieces_travel_and_join_back_to_the_same_pack(tmp_path):
     data = np.random.default_rng(0).integers(0, 256, 1_000_003, dtype=np.uint8).tobytes()
     original = tmp_path / "tiny-imagenet-200.tar.xz"
