@@ -322,6 +322,7 @@ def _mini_repo(tmp_path: Path) -> Path:
                     "from pathlib import Path\nfrom tinyconv.study.params import resolve_params\n"
                     "params = resolve_params(run_dir=run_dir, profile=profile)\n"
                     "print(open('../results/numbers.csv').read().split()[1])\n"  # the kernel runs in notebooks/
+                    "print(sorted(path.name for path in Path('../results').glob('*')))\n"  # as 04 finds its runs
                     "(params.run_dir / 'made').mkdir(exist_ok=True)\n(params.run_dir / 'made' / 'x.txt').write_text('7')")
     _write_notebook(book / "02_read.ipynb",
                     "from pathlib import Path\nfrom tinyconv.training.reference import read_reference_curve\n"
@@ -353,6 +354,7 @@ def test_a_commit_run_records_modules_files_reads_and_products(tmp_path, monkeyp
     assert "tinyconv.study.params" in one["modules"] and "tinyconv.study.runner" not in one["modules"]
     assert "tinyconv.study.params" not in two["modules"] and "tinyconv.training.reference" in two["modules"]
     assert one["files"] == {"results/numbers.csv": notebooks.provenance.file_hash("x.csv", b"a,b\n1,2\n")}
+    assert one["listings"] == {"results": ["numbers.csv"]} and two["listings"] == {}  # the glob, not the imports
     assert one["products"] == ["made"] and one["reads"] == [] and two["reads"] == ["01_write.ipynb"]
     assert notebooks.check_notebooks() == {}
     assert main(["notebooks", "--check"]) == 0
@@ -373,6 +375,19 @@ def test_a_commit_run_records_modules_files_reads_and_products(tmp_path, monkeyp
     assert [p.name for p in written] == ["01_write.ipynb", "02_read.ipynb"]
     assert not (run_dir / "made" / "stale.txt").exists()
     assert "also re-running 02_read.ipynb: it reads what 01_write.ipynb writes" in capsys.readouterr().out
+    assert notebooks.check_notebooks() == {}
+
+    # a folder that appears where 01 looked: untracked, a clean clone would not have it; committed, 01 is stale
+    (repo / "results" / "a-new-run").mkdir()
+    (repo / "results" / "a-new-run" / "history.csv").write_text("epoch,val_top1\n0,0.5\n")
+    assert notebooks.check_notebooks() == {}
+    _commit_all(repo, "a new run folder")
+    stale = notebooks.check_notebooks()
+    assert "folder results/ it listed has changed (now also a-new-run)" in stale["01_write.ipynb"]
+    assert "reads what 01_write.ipynb wrote" in stale["02_read.ipynb"]
+    notebooks.run_notebooks("ci", book, data_dir=tmp_path / "data", only=["01"], progress=False)
+    assert nbformat.read(book / "01_write.ipynb", as_version=4).metadata["tinyconv"]["listings"] == {
+        "results": ["a-new-run", "numbers.csv"]}
     assert notebooks.check_notebooks() == {}
 
     nb = nbformat.read(book / "02_read.ipynb", as_version=4)  # an edited code cell
@@ -403,6 +418,18 @@ def test_a_record_of_uncommitted_code_is_not_true(tmp_path, monkeypatch):
     _commit_all(repo, "the edit, after the record was made from it")  # HEAD moves past the recorded commit
     problems = notebooks.provenance.check_record(nb, repo)
     assert problems == [f"module tinyconv.training.reference was not committed at {recorded[:12]} as it ran"]
+
+    # a folder listed with a run folder git tracked (staged) but the recorded commit did not hold
+    (repo / "results" / "late").mkdir()
+    (repo / "results" / "late" / "history.csv").write_text("epoch\n0\n")
+    _git(repo, "add", "results/late")
+    provenance = notebooks.provenance
+    listings = provenance.listed_folders(provenance.tracked_files(repo), ["results/", "tinyconv/study", "notebooks"])
+    assert listings == {"results": ["late", "numbers.csv"]}  # the package's code and the notebooks are not listings
+    nb.metadata["tinyconv"] = provenance.make_record(repo, ["tinyconv"], [], nb=nb, listings=listings)
+    recorded = nb.metadata["tinyconv"]["commit"]
+    _commit_all(repo, "the run folder, after the record was made with it")
+    assert provenance.check_record(nb, repo) == [f"folder results/ was not committed at {recorded[:12]} as it was listed"]
 
 
 def test_code_hash_ignores_docstrings_comments_and_layout_only():

@@ -8,6 +8,9 @@ A notebook run by tinyconv.study.runner records, in its metadata under "tinyconv
     modules          every tinyconv module the kernel had loaded at the end: name -> code_hash
     files            every file of the repository it opened for reading (models/, results/, package data):
                      path -> file_hash
+    listings         every folder of the repository it listed (a glob, os.listdir) that git tracks files in,
+                     outside the package's code and the notebooks: folder -> the names git tracks in it, so that
+                     a folder that appears where a notebook looks (results/seed-reference*/) makes it stale too
     reads            the notebooks whose products in the run folder it opened (05 reads 04's train/)
     products         what it wrote into the run folder (top-level names), for a re-run to replace
 
@@ -130,13 +133,23 @@ def _has_commit(repo: Path, commit: str) -> bool:
 
 
 def start_cell_source(roots: list[str]) -> str:
-    """The first cell the runner adds: an audit hook that notes every file opened under `roots`."""
+    """The first cell the runner adds: an audit hook that notes every file opened and every folder listed
+    (os.scandir, os.listdir: pathlib's and glob's globs) under `roots`."""
     return (
-        "# tinyconv.study.provenance: notes which files this run opens (this cell is not saved)\n"
+        "# tinyconv.study.provenance: notes which files this run opens and which folders it lists (not saved)\n"
         "import os as _os, sys as _sys\n"
         f"_tinyconv_roots = tuple(_os.path.join(r, '') for r in {roots!r})\n"
         "_tinyconv_opened = set()\n"
-        "def _tinyconv_audit(event, args, _opened=_tinyconv_opened, _roots=_tinyconv_roots, _os=_os):\n"
+        "_tinyconv_listed = set()\n"
+        "def _tinyconv_audit(event, args, _opened=_tinyconv_opened, _listed=_tinyconv_listed, _roots=_tinyconv_roots,\n"
+        "                    _os=_os):\n"
+        "    if event in ('os.scandir', 'os.listdir'):\n"
+        "        folder = args[0] if args[0] is not None else '.'\n"
+        "        if isinstance(folder, (str, bytes, _os.PathLike)):\n"
+        "            folder = _os.path.join(_os.path.abspath(_os.fsdecode(folder)), '')\n"
+        "            if folder.startswith(_roots):\n"
+        "                _listed.add(folder)\n"
+        "        return\n"
         "    if event != 'open' or not isinstance(args[0], (str, bytes, _os.PathLike)):\n"
         "        return\n"
         "    path = _os.path.abspath(_os.fsdecode(args[0]))\n"
@@ -154,12 +167,13 @@ END_CELL_SOURCE = (
     "print('" + MARKER + "' + _json.dumps({\n"
     "    'modules': sorted(m for m, v in list(_sys.modules.items())\n"
     "                      if (m == 'tinyconv' or m.startswith('tinyconv.')) and getattr(v, '__file__', None)),\n"
-    "    'opened': sorted(_tinyconv_opened)}))\n"
+    "    'opened': sorted(_tinyconv_opened), 'listed': sorted(_tinyconv_listed)}))\n"
 )
 
 
 def read_end_cell(nb) -> dict | None:
-    """What the end cell printed ({"modules": [...], "opened": [[path, write], ...]}), or None."""
+    """What the end cell printed ({"modules": [...], "opened": [[path, write], ...], "listed": [folder/, ...]}), or
+    None."""
     import json
 
     for cell in nb.cells:
@@ -174,14 +188,42 @@ def read_end_cell(nb) -> dict | None:
     return None
 
 
+def tracked_listing(tracked, folder: str) -> list[str]:
+    """The names directly in `folder` (repository-relative, POSIX) under which git tracks a file: what a clean
+    clone lists there."""
+    prefix = folder.rstrip("/") + "/"
+    return sorted({path[len(prefix):].split("/")[0] for path in tracked if path.startswith(prefix)})
+
+
+def listed_folders(tracked, folders) -> dict[str, list[str]]:
+    """{folder: tracked_listing} of the repository-relative `folders` a run listed that git tracks files in,
+    leaving out the repository's root, the package's code (its modules are hashed as code) and the notebooks."""
+    found = {}
+    for folder in sorted({folder.strip("/") for folder in folders}):
+        if folder in ("", ".") or folder.split("/")[0] in ("tinyconv", "notebooks"):
+            continue
+        names = tracked_listing(tracked, folder)
+        if names:
+            found[folder] = names
+    return found
+
+
+@lru_cache(maxsize=256)
+def _tree_listing(repo: str, commit: str, folder: str) -> list[str] | None:
+    out = subprocess.run(["git", "ls-tree", "--name-only", f"{commit}:{folder}"], cwd=repo, capture_output=True,
+                         text=True, timeout=60)
+    return sorted(out.stdout.split("\n")[:-1]) if out.returncode == 0 else None
+
+
 def make_record(repo: Path, modules, files, commit: str | None = None, profile: str | None = None,
-                reads=(), products=(), nb=None) -> dict:
+                reads=(), products=(), nb=None, listings: dict[str, list[str]] | None = None) -> dict:
     """The record of a run: the hash of each module and file as they are in `repo` now.
 
     Args:
         repo: the repository root.
         modules: tinyconv module names the run loaded.
         files: repository-relative paths of the files it read.
+        listings: {folder: names} of the folders it listed (listed_folders).
         commit: the commit checked out (default: HEAD of `repo`).
         reads: names of the notebooks whose run-folder products it read; products: what it wrote there.
         nb: the notebook, for its code cells' hash.
@@ -192,6 +234,7 @@ def make_record(repo: Path, modules, files, commit: str | None = None, profile: 
         "profile": profile,
         "modules": {name: code_hash((repo / _module_file(repo, name)).read_bytes()) for name in sorted(set(modules))},
         "files": {path: file_hash(path, (repo / path).read_bytes()) for path in sorted(set(files))},
+        "listings": {folder: list(names) for folder, names in sorted((listings or {}).items())},
         "reads": sorted(set(reads)),
         "products": sorted(set(products)),
     }
@@ -204,7 +247,8 @@ def check_record(nb, repo: Path) -> list[str]:
     """Why a notebook's record is false or out of date; [] when it is true and current.
 
     True: each module and file hashed as it was at the recorded commit (the code was committed when it ran).
-    Current: the code cells, and each module and file, are the same now.
+    Current: the code cells, each module and file, and the names git tracks in each folder it listed, are the
+    same now (a record made before listings were recorded has none to compare).
     """
     repo = Path(repo)
     record = nb.metadata.get(KEY) or {}
@@ -238,6 +282,17 @@ def check_record(nb, repo: Path) -> list[str]:
             then = _blob(str(repo), commit, path)
             if then is None or file_hash(path, then) != recorded:
                 problems.append(f"file {path} was not committed at {commit[:12]} as it ran")
+    listings = record.get("listings") or {}
+    tracked = tracked_files(repo) if listings else set()
+    for folder, recorded in listings.items():
+        now = tracked_listing(tracked, folder)
+        if now != recorded:
+            came, went = sorted(set(now) - set(recorded)), sorted(set(recorded) - set(now))
+            change = "; ".join(part for part in (f"now also {', '.join(came)}" if came else "",
+                                                   f"no longer {', '.join(went)}" if went else "") if part)
+            problems.append(f"folder {folder}/ it listed has changed ({change})")
+        elif known and _tree_listing(str(repo), commit, folder) != recorded:
+            problems.append(f"folder {folder}/ was not committed at {commit[:12]} as it was listed")
     return problems
 
 

@@ -378,7 +378,7 @@ def _record(path: Path, run_dir: Path, profile: str, made: list[str], products: 
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
-    observed = nb.metadata.pop("observed", None) or {"modules": [], "opened": []}
+    observed = nb.metadata.pop("observed", None) or {"modules": [], "opened": [], "listed": []}
     repo, run_dir = Path(REPO_ROOT).resolve(), run_dir.resolve()
     files, reads = set(), set()
     for opened, write in observed["opened"]:
@@ -394,8 +394,14 @@ def _record(path: Path, run_dir: Path, profile: str, made: list[str], products: 
             code = relative.startswith("tinyconv/") and relative.endswith(".py")  # a module: hashed as code
             if relative in tracked and not code and not relative.startswith("notebooks/"):
                 files.add(relative)
+    listed = []
+    for folder in observed.get("listed", []):
+        folder = Path(folder)
+        if folder.is_relative_to(repo) and not folder.is_relative_to(run_dir):
+            listed.append(folder.relative_to(repo).as_posix())
     nb.metadata[provenance.KEY] = provenance.make_record(
-        repo, observed["modules"], files, profile=profile, reads=reads, products=made)
+        repo, observed["modules"], files, profile=profile, reads=reads, products=made,
+        listings=provenance.listed_folders(tracked, listed))
     nbformat.write(nb, path)
 
 
