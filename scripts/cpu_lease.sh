@@ -15,7 +15,8 @@
 # status the last lines of the log and the epochs done.
 # stop   interrupts training (SIGINT: the epoch under way is lost, the last completed one is backed up), packs the
 #        run's state as a lease returns it, and keeps it with `tinyconv state keep` (checked, the same run and no
-#        earlier epoch; the log filed as results/NAME/leases/lease-NN.log), then prints the commit to make.
+#        earlier epoch; the log filed as results/NAME/leases/lease-NN.log), then prints the commit to make, and the
+#        notebooks to make again after it where their outputs show the run (`tinyconv notebooks --check`).
 #
 # The run's numbers do not depend on where a session ran: tests/test_jax_parity.py moves a run TensorFlow -> JAX ->
 # TensorFlow through packed states and checks that both backends restore the same variables, bit for bit.
@@ -113,6 +114,13 @@ stop)
     "$tinyconv" state keep "$returned/state" "$kept" --run "$returned/run"
     rm -rf "$returned"
     echo "cpu_lease: kept; now: git add -A $(dirname "$kept") && git commit -m \"$name: epoch N of the run (CPU session of $(date -u +%F))\""
+    # notebook 04 draws the most advanced run under results/ (docs/gpu.md), so its record names the run's files:
+    # once they change, its committed outputs (and those of the notebooks reading its run) are stale, and
+    # tests/test_notebooks.py fails until they are made again, after the commit (a record names committed files)
+    if ! stale=$("$tinyconv" notebooks --check 2>&1); then
+        echo "cpu_lease: then make the notebooks that show the run again, and commit notebooks/ (tinyconv notebooks --check):"
+        echo "$stale"
+    fi
     ;;
 *)
     echo "cpu_lease: unknown action '$action' (start, status or stop)" >&2

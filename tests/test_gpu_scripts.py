@@ -589,7 +589,9 @@ def test_cpu_sessions_advance_the_kept_run_between_leases(synthetic_data_dir, tm
     from tinyconv.training.callbacks import read_history
 
     sleepy = tmp_path / "sleepy-tinyconv"  # `tinyconv`, stopping for good in epoch 2 (tests/sleepy_cli.py)
-    sleepy.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{ROOT / "tests" / "sleepy_cli.py"}" "$@"\n')
+    sleepy.write_text(  # and, told STALE, `notebooks --check` as it answers once a notebook shows an older state
+        '#!/bin/sh\nif [ "$1 $2" = "notebooks --check" ] && [ -n "$STALE" ]; then echo "$STALE"; exit 1; fi\n'
+        f'exec "{sys.executable}" "{ROOT / "tests" / "sleepy_cli.py"}" "$@"\n')
     sleepy.chmod(0o755)
     kept = tmp_path / "results" / "ci-cpu" / "state"
     hung = tmp_path / "hung"
@@ -616,8 +618,14 @@ def test_cpu_sessions_advance_the_kept_run_between_leases(synthetic_data_dir, tm
     assert not group.exists() or group.read_text().split()[-2:] == ["nice", "19"]
     again = lease("start", *flags)
     assert again.returncode == 1 and "is training already" in again.stderr
-    stopped = lease("stop")
+    stale = "04_train.ipynb: file results/ci-cpu/history.csv it read has changed"
+    stopped = lease("stop", STALE=stale)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert stopped.stdout.splitlines()[-3:] == [
+        f"cpu_lease: kept; now: git add -A {kept.parent} && git commit -m \"ci-cpu: epoch N of the run (CPU session of "
+        f"{stopped.stdout.split('CPU session of ')[1][:10]})\"",
+        "cpu_lease: then make the notebooks that show the run again, and commit notebooks/ (tinyconv notebooks --check):",
+        stale]
     status = lease("status").stdout
     assert "not training" in status and "epochs done: 1; the last took " in status and "val top-1 " in status
     assert json.loads((kept / "manifest.json").read_text())["epoch"] == 1
