@@ -566,7 +566,10 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
         subprocess.run([sys.executable, "-m", "tinyconv", "state", "keep", str(returned_state), str(kept), "--run",
                         str(tmp_path / "here" / "ci-lease")], check=True, capture_output=True)
     assert not kept.exists() and (kept.parent / "metrics.json").is_file()
-    assert [row["epoch"] for row in read_history(kept.parent / "history.csv")] == [0, 1, 2]
+    history = read_history(kept.parent / "history.csv")
+    assert [row["epoch"] for row in history] == [0, 1, 2]
+    best_row = max(history, key=lambda row: row["val_top1"])  # the best of all three epochs, the first included
+    assert read_model_metadata(tmp_path / "runs2" / "ci-cpu" / "best.keras")["epoch"] == best_row["epoch"] + 1
     # one line per training session, each with the epoch it started from, its device and its form
     sessions = [json.loads(line) for line in (kept.parent / "sessions.jsonl").read_text().splitlines()]
     assert [session["from_epoch"] for session in sessions] == [0, 1, 2]
@@ -586,6 +589,7 @@ def test_cpu_sessions_advance_the_kept_run_between_leases(synthetic_data_dir, tm
     lease would. It refuses to start a run afresh unless told, and a run whose state is missing; the first session
     is stopped mid-epoch 2 and keeps epoch 1 with its log; the next, on a clean checkout (no runs/), restores that
     state, continues from epoch 2 and, the run complete, leaves its config, history and metrics without the state."""
+    from tinyconv.fileio import read_model_metadata
     from tinyconv.training.callbacks import read_history
 
     sleepy = tmp_path / "sleepy-tinyconv"  # `tinyconv`, stopping for good in epoch 2 (tests/sleepy_cli.py)
@@ -628,7 +632,9 @@ def test_cpu_sessions_advance_the_kept_run_between_leases(synthetic_data_dir, tm
         stale]
     status = lease("status").stdout
     assert "not training" in status and "epochs done: 1; the last took " in status and "val top-1 " in status
-    assert json.loads((kept / "manifest.json").read_text())["epoch"] == 1
+    manifest = json.loads((kept / "manifest.json").read_text())
+    assert manifest["epoch"] == 1  # its best.keras is epoch 1's weights, the checkpoint's: left out, made on resume
+    assert "best.keras" not in [entry["path"] for entry in manifest["files"]]
     assert [row["epoch"] for row in read_history(kept.parent / "history.csv")] == [0]
     log = (kept.parent / "leases" / "lease-01.log").read_text()
     assert log.startswith("cpu_lease ci-cpu, ") and "tensorflow" in log and "Epoch 2/3" in log
@@ -648,7 +654,10 @@ def test_cpu_sessions_advance_the_kept_run_between_leases(synthetic_data_dir, tm
     wait_until(lambda: "not training" in lease("status").stdout, 60, "the trainer gone")
     assert lease("stop").returncode == 0
     assert not kept.exists() and (kept.parent / "metrics.json").is_file()
-    assert [row["epoch"] for row in read_history(kept.parent / "history.csv")] == [0, 1, 2]
+    history = read_history(kept.parent / "history.csv")
+    assert [row["epoch"] for row in history] == [0, 1, 2]
+    best_row = max(history, key=lambda row: row["val_top1"])  # the best of all three epochs, the first included
+    assert read_model_metadata(tmp_path / "runs2" / "ci-cpu" / "best.keras")["epoch"] == best_row["epoch"] + 1
     sessions = [json.loads(line) for line in (kept.parent / "sessions.jsonl").read_text().splitlines()]
     assert [session["from_epoch"] for session in sessions] == [0, 1]
     assert sorted(path.name for path in (kept.parent / "leases").iterdir()) == ["lease-01.log", "lease-02.log"]

@@ -436,3 +436,33 @@ def test_a_best_model_saved_by_an_epoch_being_trained_again_is_replaced_by_it(tm
         assert callback.best == expected
     callback.on_epoch_end(2, {"val_top1": 0.55})  # below the history's best, yet it replaces the stray file
     assert read_model_metadata(best) == {"wnids": ["a", "b"], "epoch": 3}
+
+
+def test_a_best_model_left_out_of_a_restored_state_is_saved_again_from_its_checkpoint(tmp_path):
+    """A state leaves best.keras out when the checkpoint's epoch is the best (tinyconv.training.run_state): at the
+    resumed session's first epoch the model holds that checkpoint, so BestCheckpoint saves it as that epoch, with
+    those weights, and the best so far stays the history's. When the last epoch is not the best, the file is not
+    the checkpoint's and nothing is made up: the session's first epoch saves one, as for any missing best.keras."""
+    from tinyconv.fileio import read_model_metadata
+    from tinyconv.training.callbacks import BestCheckpoint, write_history
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    history = tmp_path / "history.csv"
+    best = tmp_path / "best.keras"
+    write_history(history, [{"epoch": 0, "val_top1": 0.5}, {"epoch": 1, "val_top1": 0.6}])
+    callback = BestCheckpoint(best, history, metadata={"wnids": ["a", "b"]})
+    callback.set_model(model)
+    callback.on_epoch_begin(2)
+    assert callback.best == 0.6 and read_model_metadata(best) == {"wnids": ["a", "b"], "epoch": 2}
+    saved = keras.saving.load_model(best)
+    assert all(np.array_equal(a, b) for a, b in zip(saved.get_weights(), model.get_weights()))
+    callback.on_epoch_end(2, {"val_top1": 0.55})  # not better than the restored best: kept
+    assert read_model_metadata(best)["epoch"] == 2
+
+    best.unlink()
+    write_history(history, [{"epoch": 0, "val_top1": 0.6}, {"epoch": 1, "val_top1": 0.5}])
+    callback = BestCheckpoint(best, history, metadata={"wnids": ["a", "b"]})
+    callback.set_model(model)
+    callback.on_epoch_begin(2)
+    assert not best.exists() and callback.best == -np.inf

@@ -31,12 +31,28 @@ def _tree(folder: Path) -> dict[str, bytes]:
     return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
+def _say_best_epoch(best: Path, epoch: int) -> None:
+    """Make a best.keras say it holds epoch `epoch` (its tinyconv.json, as BestCheckpoint writes it)."""
+    import zipfile
+
+    from tinyconv.fileio import MODEL_METADATA_NAME, read_model_metadata
+
+    metadata = {**(read_model_metadata(best) or {}), "epoch": epoch}
+    with zipfile.ZipFile(best) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist() if name != MODEL_METADATA_NAME}
+    with zipfile.ZipFile(best, "w") as archive:
+        for name, data in {**entries, MODEL_METADATA_NAME: json.dumps(metadata).encode()}.items():
+            archive.writestr(name, data)
+
+
 @pytest.fixture
 def run_copy(ci_run, tmp_path) -> Path:
     """A copy of the shared ci run (complete) with a backup/ as an unfinished run has it: metrics.json and
-    model.keras gone, two checkpoints and the metadata naming both."""
+    model.keras gone, two checkpoints and the metadata naming both, and best.keras from epoch 1 (the best epoch is
+    not the checkpoint's: the state holds it)."""
     run_dir = tmp_path / "runs" / "ci"
     shutil.copytree(ci_run[0], run_dir)
+    _say_best_epoch(run_dir / "best.keras", 1)
     (run_dir / "metrics.json").unlink()
     (run_dir / "model.keras").unlink()
     backup = run_dir / "backup"
@@ -175,6 +191,29 @@ def test_a_different_run_is_refused(run_copy, tmp_path):
     with pytest.raises(TinyconvError, match="holds no config.json"):
         restore_state(out, stranger)
     assert _tree(stranger) == {"notes.txt": b"mine"}
+
+
+def test_a_best_model_of_the_checkpoints_own_epoch_stays_out_of_the_state(run_copy, tmp_path):
+    """best.keras saved by the checkpoint's epoch holds the checkpoint's weights: the state leaves it out (10.9 of
+    the seed's 43 MB) and training saves it again when it resumes (tests/test_run_control.py); one of an earlier
+    epoch, or of a finished run, travels."""
+    _say_best_epoch(run_copy / "best.keras", 2)
+    manifest = pack_state(run_copy, tmp_path / "out", piece_bytes=PIECE)
+    assert [entry["path"] for entry in manifest["files"]] == [
+        "backup/epoch-0002.weights.h5", "backup/training_metadata.json", "config.json", "history.csv", "sessions.jsonl"]
+    restored = tmp_path / "fresh" / "ci"
+    (restored / "best.keras").parent.mkdir(parents=True)
+    shutil.copytree(run_copy, restored, dirs_exist_ok=True)
+    (restored / "backup" / "epoch-0002.weights.h5").unlink()
+    (restored / "backup" / "training_metadata.json").write_text(json.dumps({"epoch": 1, "weights": "x", "sha256": "y"}))
+    restore_state(tmp_path / "out", restored)  # an older best.keras there is the old state's: not kept beside
+    assert not (restored / "best.keras").exists()
+
+    shutil.rmtree(run_copy / "backup")  # finished: best.keras travels whatever its epoch
+    shutil.copy(run_copy / "best.keras", run_copy / "model.keras")
+    (run_copy / "metrics.json").write_text('{"epochs": 2}')
+    done = pack_state(run_copy, tmp_path / "done", piece_bytes=PIECE)
+    assert "best.keras" in [entry["path"] for entry in done["files"]]
 
 
 def test_same_run_at_an_older_epoch_is_replaced_and_keeps_its_figures(run_copy, tmp_path):

@@ -271,8 +271,13 @@ class BestCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.best is None:
-            earlier = [row[self.monitor] for row in read_history(self.history_path) if row["epoch"] < epoch]
-            earlier = [value for value in earlier if math.isfinite(value)]
+            rows = [row for row in read_history(self.history_path) if row["epoch"] < epoch]
+            earlier = [row[self.monitor] for row in rows if math.isfinite(row[self.monitor])]
+            last = rows[-1] if rows else None
+            if earlier and last["epoch"] == epoch - 1 and not self.path.exists() and last[self.monitor] == max(earlier):
+                # a restored state leaves best.keras out when the checkpoint's epoch was the best
+                # (tinyconv.training.run_state): the model holds that checkpoint now, so this is the file, again
+                self._save(epoch - 1)
             saved = read_model_metadata(self.path) if self.path.exists() else None
             # a best.keras saved by an epoch this session trains again (a kill after the save, before the epoch's
             # backup) matches no row of the history: this session's first epoch replaces it
@@ -283,12 +288,16 @@ class BestCheckpoint(keras.callbacks.Callback):
         value = (logs or {}).get(self.monitor)
         if value is not None and float(value) > self.best:
             self.best = float(value)
-            if self._twin is None:
-                self._twin = inference_copy(self.model)
-            self._twin.set_weights(self.model.get_weights())
-            # the epoch (1-based) travels inside the file: which row of the history it is
-            metadata = None if self.metadata is None else {**self.metadata, "epoch": epoch + 1}
-            save_model(self._twin, self.path, metadata)
+            self._save(epoch)
+
+    def _save(self, epoch: int) -> None:
+        """best.keras from the model's weights now, as epoch `epoch` (0-based) left them."""
+        if self._twin is None:
+            self._twin = inference_copy(self.model)
+        self._twin.set_weights(self.model.get_weights())
+        # the epoch (1-based) travels inside the file: which row of the history it is
+        metadata = None if self.metadata is None else {**self.metadata, "epoch": epoch + 1}
+        save_model(self._twin, self.path, metadata)
 
 
 def inference_copy(model: keras.Model) -> keras.Model:
