@@ -47,7 +47,6 @@ from tinyconv.study.localize import (
     stage_layers,
     train_kernel_variants,
     train_with_boxes,
-    trained_seed_model,
     upsample,
     val_with_boxes,
     versus_whole_image,
@@ -472,6 +471,8 @@ def test_format_metrics_and_case_titles():
 
 
 def test_trained_seed_model_prefers_the_most_trained(tmp_path):
+    from tinyconv.study.analysis import trained_seed_model  # notebook 07's seed model, as 05's (one function)
+
     assert trained_seed_model(tmp_path) is None
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "seed-reference-e15.keras").write_bytes(b"")

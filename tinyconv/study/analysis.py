@@ -507,17 +507,32 @@ TRAINED_MODELS = (
 )
 
 
+def trained_seed_model(repo_root) -> tuple[Path, str] | None:
+    """(path, what it is) of the most trained seed model in the repository's models/ (TRAINED_MODELS, in order:
+    100 epochs first, the 15-epoch snapshot last), None when there is none (notebooks 05 and 07).
+
+    It lists models/ rather than asking for each file: a notebook's record names the folders it listed
+    (tinyconv.study.provenance), so a model added there later makes the notebooks that chose one stale.
+    """
+    folder = Path(repo_root) / "models"
+    present = {path.name for path in folder.iterdir() if path.is_file()} if folder.is_dir() else set()
+    for relative, what in TRAINED_MODELS:
+        if Path(relative).name in present:
+            return Path(repo_root) / relative, what
+    return None
+
+
 def default_model(run_model, repo_root) -> tuple[Path, str]:
     """The model notebook 05 analyses when none is named: the most trained seed model in the repository
-    (TRAINED_MODELS, in order), else the notebook run's own `run_model`.
+    (trained_seed_model), else the notebook run's own `run_model`.
 
     Returns:
         (path, a sentence saying what the model is).
     """
-    for relative, what in TRAINED_MODELS:
-        path = Path(repo_root) / relative
-        if path.is_file():
-            return path, f"{what}: {relative}"
+    found = trained_seed_model(repo_root)
+    if found is not None:
+        path, what = found
+        return path, f"{what}: {path.relative_to(repo_root).as_posix()}"
     return Path(run_model), "the model notebook 04 trained (its best checkpoint)"
 
 

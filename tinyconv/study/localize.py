@@ -744,17 +744,6 @@ def versus_whole_image(scored: ScoredMaps, true_boxes, name: str = "CAM") -> str
     return describe_comparison(compare_with_whole_image(scored, true_boxes), name)
 
 
-def trained_seed_model(repo_root) -> tuple[Path, str] | None:
-    """(path, what it is) of the most trained seed model in the repository's models/ (the order of
-    tinyconv.study.analysis.TRAINED_MODELS: 100 epochs first, the 15-epoch snapshot last), None when there is none."""
-    from tinyconv.study.analysis import TRAINED_MODELS
-
-    for relative, what in TRAINED_MODELS:
-        if (Path(repo_root) / relative).is_file():
-            return Path(repo_root) / relative, what
-    return None
-
-
 def load_localizable(model_or_path, data_dir=None):
     """(model, its ClassList, its run config or None) for a model, .keras file or run folder whose head CAM
     can read (see cam_layers); TinyconvError (one line) for a missing file or another head."""
