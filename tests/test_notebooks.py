@@ -252,6 +252,11 @@ def test_committed_records_name_what_each_notebook_loaded():
     assert "04_train.ipynb" in records["07_localize.ipynb"]["reads"]
     assert records["05_analyze_kernels.ipynb"]["reads"] == []
     assert "models/seed-reference-e15.keras" in records["05_analyze_kernels.ipynb"]["files"]
+    # the folders where 04 looks for runs and 05 and 07 for models: a run or a model added there makes them stale
+    assert {"seed-reference", "seed-reference-h100"} <= set(records["04_train.ipynb"]["listings"]["results"])
+    assert "results/seed-reference/history.csv" in records["04_train.ipynb"]["files"]
+    for name in ("05_analyze_kernels.ipynb", "07_localize.ipynb"):
+        assert "seed-reference-e15.keras" in records[name]["listings"]["models"], name
 
 
 def _git(repo: Path, *args: str) -> str:
