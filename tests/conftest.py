@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ helpers: synt
 
 from realdata import SHARED_DIR_VAR, ensure_real_data  # noqa: E402
 from synthetic import make_synthetic_dataset  # noqa: E402
+import timeline  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +58,8 @@ EXPENSIVE = ("realdata", "jax", "ray", "kill", "notebooks")  # the markers `make
 # (2026-12-06, 2-core CPU; the real data's preparation counted where it ran). pytest-xdist's loadfile hands out whole
 # files in this order (`--no-loadscope-reorder`; by default it orders them by their number of tests), and the
 # longest-first order lets the two workers end together: on 2026-12-06 one idled 71 s while the other finished.
-# A stale list costs only that balance.
+# A stale list costs only that balance. `make test` ends with the figures to remake it from ("seconds per test
+# file", tests/timeline.py).
 LONGEST_FIRST = [
     "test_notebook_series.py",  # 136 (the seven notebooks at ci, the real data's preparation)
     "test_jax_backend.py",      # ~130 (JAX subprocesses)
@@ -99,8 +101,10 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_configure(config):
-    """In the main process (not in a pytest-xdist worker): name the folder where the real dataset is prepared
-    once for the whole session; the workers inherit the variable (tests/realdata.py)."""
+    """In the main process (not in a pytest-xdist worker): add up the seconds per test file (tests/timeline.py),
+    and name the folder where the real dataset is prepared once for the whole session; the workers inherit the
+    variable (tests/realdata.py)."""
+    timeline.pytest_configure(config)  # seconds per file and worker, printed at the end (LONGEST_FIRST)
     if not hasattr(config, "workerinput") and SHARED_DIR_VAR not in os.environ:
         folder = Path(tempfile.mkdtemp(prefix="tinyconv-realdata-session-"))
         os.environ[SHARED_DIR_VAR] = str(folder / "data")
