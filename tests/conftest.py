@@ -60,6 +60,9 @@ EXPENSIVE = ("realdata", "jax", "ray", "kill", "notebooks")  # the markers `make
 # longest-first order lets the two workers end together: on 2026-12-06 one idled 71 s while the other finished.
 # A stale list costs only that balance. `make test` ends with the figures to remake it from ("seconds per test
 # file", tests/timeline.py).
+# The first such timeline (2026-12-07, 10d20ba, an AVX2-only VM, where the suite takes twice as long): this order
+# left the workers busy 1,264 and 1,209 s; test_gpu_scripts.py 403, test_jax_backend.py 298, test_notebook_series.py
+# 287, test_sweep.py 208, test_run_control.py 204, test_jax_parity.py 135, test_export.py 131, test_train.py 125.
 LONGEST_FIRST = [
     "test_notebook_series.py",  # 136 (the seven notebooks at ci, the real data's preparation)
     "test_jax_backend.py",      # ~130 (JAX subprocesses)
