@@ -47,5 +47,5 @@ class Timeline:
 def pytest_configure(config):
     """Registers a Timeline where the reports of all workers arrive: the main process, not an xdist worker
     (tests/conftest.py calls this; `pytest -p timeline` loads it as a plugin on its own)."""
-    if not hasattr(config, "workerinput"):
-        config.pluginmanager.register(Timeline(), "tinyconv-timeline")
+    if not hasattr(config, "workerinput") and not config.pluginmanager.has_plugin("tinyconv-timeline"):
+        config.pluginmanager.register(Timeline(), "tinyconv-timeline")  # once, though both load it
