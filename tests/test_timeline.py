@@ -33,3 +33,16 @@ def test_the_timeline_adds_up_each_files_seconds_on_its_worker(tmp_path):
     assert busy, text
     workers = dict(re.findall(r"(gw\d) (\d+) s", busy.group(1)))
     assert set(workers) <= {"gw0", "gw1"} and rows["test_slow_one.py"][1] in workers
+
+
+def test_the_timeline_is_printed_once_when_a_conftest_and_p_timeline_both_load_it(tmp_path):
+    # tests/conftest.py calls timeline.pytest_configure; `pytest -p timeline tests/...` loads it again as a plugin.
+    # Both at once stopped pytest with "Plugin name already registered" before fb99c2f.
+    (tmp_path / "conftest.py").write_text("import timeline\n\n\ndef pytest_configure(config):\n"
+                                          "    timeline.pytest_configure(config)\n")
+    (tmp_path / "test_one.py").write_text("def test_a():\n    pass\n")
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "timeline", "-p", "no:cacheprovider", str(tmp_path)],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("seconds per test file") == 1, out.stdout
