@@ -15,8 +15,10 @@
 # status the last lines of the log and the epochs done.
 # stop   interrupts training (SIGINT: the epoch under way is lost, the last completed one is backed up), packs the
 #        run's state as a lease returns it, and keeps it with `tinyconv state keep` (checked, the same run and no
-#        earlier epoch; the log filed as results/NAME/leases/lease-NN.log), then prints the commit to make, and the
-#        notebooks to make again after it where their outputs show the run (`tinyconv notebooks --check`).
+#        earlier epoch; the log filed as results/NAME/leases/lease-NN.log), redraws the run's figure in the docs
+#        (FIGURE, docs/figures/NAME.png, where it exists: scripts/plot_reference_runs.py, the run beside the other runs
+#        of its name, results/NAME-*), then prints the commit to make, and the notebooks to make again after it where
+#        their outputs show the run (`tinyconv notebooks --check`).
 #
 # The run's numbers do not depend on where a session ran: tests/test_jax_parity.py moves a run TensorFlow -> JAX ->
 # TensorFlow through packed states and checks that both backends restore the same variables, bit for bit.
@@ -31,6 +33,8 @@ kept=${KEPT:-$repo/results/$name/state}
 log=$run.lease.log
 pidfile=$run.pid
 tinyconv=${TINYCONV:-$repo/.venv/bin/tinyconv}
+python=${PYTHON:-$repo/.venv/bin/python}
+figure=${FIGURE:-$repo/docs/figures/$name.png}
 
 running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2> /dev/null; }
 
@@ -113,7 +117,20 @@ stop)
     # restored into a scratch folder: the run folder here stays as training left it
     "$tinyconv" state keep "$returned/state" "$kept" --run "$returned/run"
     rm -rf "$returned"
-    echo "cpu_lease: kept; now: git add -A $(dirname "$kept") && git commit -m \"$name: epoch N of the run (CPU session of $(date -u +%F))\""
+    commit=$(dirname "$kept")
+    if [ -f "$figure" ]; then
+        specs=()
+        for folder in "$(dirname "$kept")" "$(dirname "$(dirname "$kept")")/$name"-*; do
+            [ -f "$folder/history.csv" ] && specs+=("${folder#"$repo"/}=$folder")  # labelled as the repository names it
+        done
+        if TF_CPP_MIN_LOG_LEVEL=3 "$python" "$repo/scripts/plot_reference_runs.py" "$figure" "${specs[@]}"; then
+            echo "cpu_lease: redrew $figure"
+            commit="$commit $figure"
+        else
+            echo "cpu_lease: could not redraw $figure (the state is kept all the same)" >&2
+        fi
+    fi
+    echo "cpu_lease: kept; now: git add -A $commit && git commit -m \"$name: epoch N of the run (CPU session of $(date -u +%F))\""
     # notebook 04 draws the most advanced run under results/ (docs/gpu.md), so its record names the run's files:
     # once they change, its committed outputs (and those of the notebooks reading its run) are stale, and
     # tests/test_notebooks.py fails until they are made again, after the commit (a record names committed files)

@@ -177,3 +177,8 @@ echo "   then, for each train call in turn: .venv/bin/tinyconv state keep <files
 if [ "$kept_bytes" != 0 ]; then
     echo "   (no train call's state kept, e.g. the lease ended before call $n: mv pieces/state $state instead)"
 fi
+if [ -f "docs/figures/$name.png" ]; then  # the run's figure in docs/results.md, beside the other runs of its name
+    runs="results/$name"
+    for folder in results/"$name"-*; do [ -f "$folder/history.csv" ] && runs="$runs $folder"; done
+    echo "   then: .venv/bin/python scripts/plot_reference_runs.py docs/figures/$name.png $runs (commit it with the run)"
+fi

@@ -279,3 +279,51 @@ def test_sweep_accuracy_figures_draw_chance():
     ax = tinyfigures.plot_variant_spread(rows, comparisons, chance=0.005).axes[0]
     chance = [line for line in ax.get_lines() if line.get_label().startswith("chance")]
     assert len(chance) == 1 and tuple(chance[0].get_xdata()) == (0.5, 0.5)
+
+
+def _plot_reference_runs():
+    """scripts/plot_reference_runs.py as a module (it is a script, not part of the package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "plot_reference_runs.py"
+    spec = importlib.util.spec_from_file_location("plot_reference_runs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_plot_reference_runs_draws_each_runs_val_top1_and_its_loss_gap_to_the_reference(tmp_path):
+    from tinyconv.training.callbacks import write_history
+    from tinyconv.training.reference import read_reference_curve
+
+    script = _plot_reference_runs()
+    reference = read_reference_curve()
+    rows = [{"epoch": e, "loss": reference[e]["loss"] + 0.01 * (e + 1), "val_top1": 0.1 + 0.05 * e} for e in range(4)]
+    (tmp_path / "run").mkdir()
+    write_history(tmp_path / "run" / "history.csv", rows)
+    out = tmp_path / "runs.png"
+    assert script.main([str(out), f"the run={tmp_path / 'run'}"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bare = script.read_runs([str(tmp_path / "run")])
+    assert [label for label, _ in bare] == [str(tmp_path / "run")] and bare[0][1][-1]["epoch"] == 3
+    fig = script.draw(script.read_runs([f"the run={tmp_path / 'run'}"]), "t")
+    ax_top1, ax_loss = fig.axes
+    ours = [line for line in ax_top1.get_lines() if line.get_label().startswith("the run:")]
+    assert len(ours) == 1 and "25.00 % at epoch 4" in ours[0].get_label()
+    assert list(ours[0].get_xdata()) == [1, 2, 3, 4] and np.allclose(ours[0].get_ydata(), [10, 15, 20, 25])
+    gap = [line for line in ax_loss.get_lines() if line.get_label() == "the run"][0]
+    assert np.allclose(gap.get_ydata(), [0.01, 0.02, 0.03, 0.04])  # the run's loss minus the reference's
+    assert 63.03 in [round(y, 2) for y in _hlines(ax_top1)]  # the reference's final top-1
+
+
+def test_plot_reference_runs_names_a_run_without_history_and_writes_nothing(tmp_path, capsys):
+    script = _plot_reference_runs()
+    out = tmp_path / "runs.png"
+    out.write_bytes(b"the user's figure")
+    assert script.main([str(out), f"gone={tmp_path / 'nowhere'}"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"plot_reference_runs: {tmp_path / 'nowhere' / 'history.csv'} is missing or has no epochs"]
+    assert out.read_bytes() == b"the user's figure"
+    assert script.main([str(out), str(tmp_path / "bare")]) == 1  # a bare RUN_DIR is labelled by itself
+    assert f"{tmp_path / 'bare' / 'history.csv'} is missing" in capsys.readouterr().err

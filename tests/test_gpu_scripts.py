@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -262,6 +263,9 @@ def test_lease_prepare_readies_a_lease_and_refuses_a_call_over_the_limit_before_
     aside = tmp_path / "aside"
     env = {**os.environ, "PYTHON": sys.executable, "ZIP": str(archive), "ASIDE": str(aside), "TRAIN_FLAGS": "--profile ci"}
     models = sorted(path.name for path in (repo / "models").iterdir())
+    (repo / "docs" / "figures" / "ci-lease.png").write_bytes(b"the run's figure")  # redrawn after the lease
+    (repo / "results" / "ci-lease-h100").mkdir()  # another run of the name, drawn beside it
+    (repo / "results" / "ci-lease-h100" / "history.csv").write_text("epoch,loss\n0,4.5\n")
 
     def run(**extra) -> subprocess.CompletedProcess:
         return subprocess.run(["bash", "scripts/lease_prepare.sh", "ci-lease"], cwd=repo, env={**env, **extra},
@@ -307,6 +311,8 @@ def test_lease_prepare_readies_a_lease_and_refuses_a_call_over_the_limit_before_
                                        "<files_at>/state results/ci-lease/state --run runs/ci-lease")
     assert lines[last + 6].strip() == ("(no train call's state kept, e.g. the lease ended before call 2: "
                                        "mv pieces/state results/ci-lease/state instead)")
+    assert lines[last + 7].strip() == ("then: .venv/bin/python scripts/plot_reference_runs.py docs/figures/ci-lease.png "
+                                       "results/ci-lease results/ci-lease-h100 (commit it with the run)")
     # each call's bytes as the device tool counts them: the tree without what was set aside, plus its carry
     wheels = sum(path.stat().st_size for path in (repo / ".whl").iterdir())
     tree = subprocess.run("{ git ls-files; git ls-files --others --exclude-standard; } | sort -u", shell=True,
@@ -596,8 +602,9 @@ def test_cpu_sessions_advance_the_kept_run_between_leases(synthetic_data_dir, tm
     sleepy.chmod(0o755)
     kept = tmp_path / "results" / "ci-cpu" / "state"
     hung = tmp_path / "hung"
+    figure = tmp_path / "figures" / "ci-cpu.png"  # the run's figure in the docs, redrawn by each stop once it exists
     env = {**os.environ, "RUNS": str(tmp_path / "runs"), "KEPT": str(kept), "TINYCONV": str(sleepy),
-           "SLEEPY_HANG_EPOCH": "2", "SLEEPY_HANG_FILE": str(hung)}
+           "SLEEPY_HANG_EPOCH": "2", "SLEEPY_HANG_FILE": str(hung), "FIGURE": str(figure)}
     flags = ["--profile", "ci", "--epochs", "3", "--data-dir", str(synthetic_data_dir)]
 
     def lease(action, *args, **extra):
@@ -622,6 +629,7 @@ def test_cpu_sessions_advance_the_kept_run_between_leases(synthetic_data_dir, tm
     stale = "04_train.ipynb: file results/ci-cpu/history.csv it read has changed"
     stopped = lease("stop", STALE=stale)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert not figure.exists()  # none drawn where the docs have none
     assert stopped.stdout.splitlines()[-3:] == [
         f"cpu_lease: kept; now: git add -A {kept.parent} && git commit -m \"ci-cpu: epoch N of the run (CPU session of "
         f"{stopped.stdout.split('CPU session of ')[1][:10]})\"",
@@ -649,7 +657,15 @@ def test_cpu_sessions_advance_the_kept_run_between_leases(synthetic_data_dir, tm
     assert lease("start", *flags).returncode == 0
     wait_until(lambda: (tmp_path / "runs2" / "ci-cpu" / "metrics.json").exists(), 240, "the run complete")
     wait_until(lambda: "not training" in lease("status").stdout, 60, "the trainer gone")
-    assert lease("stop").returncode == 0
+    (tmp_path / "results" / "ci-cpu-h100").mkdir()  # another run of the name, a GPU lease's, drawn beside it
+    shutil.copy(kept.parent / "history.csv", tmp_path / "results" / "ci-cpu-h100" / "history.csv")
+    figure.parent.mkdir()
+    figure.write_bytes(b"the figure of the session before")
+    last = lease("stop")
+    assert last.returncode == 0, last.stdout + last.stderr
+    assert f"cpu_lease: redrew {figure}" in last.stdout
+    assert f"git add -A {kept.parent} {figure} && git commit" in last.stdout
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not kept.exists() and (kept.parent / "metrics.json").is_file()
     history = read_history(kept.parent / "history.csv")
     assert [row["epoch"] for row in history] == [0, 1, 2]
