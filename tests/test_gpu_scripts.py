@@ -427,6 +427,7 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
     from killing import kill_when
     from synthetic import zip_dataset  # tests/ (conftest puts it on sys.path)
 
+    from tinyconv.fileio import read_model_metadata
     from tinyconv.training.callbacks import read_history
 
     archive = zip_dataset(synthetic_data_dir / "tiny-imagenet-200", tmp_path / "tiny-imagenet-200.zip")
@@ -569,9 +570,13 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
     # back here: each call's state is kept in turn (epoch 2, then the complete run: the run's figures, and the
     # state itself goes)
     for returned_state in (packed.parent, Path(topup["OUT"]) / "state"):
-        subprocess.run([sys.executable, "-m", "tinyconv", "state", "keep", str(returned_state), str(kept), "--run",
-                        str(tmp_path / "here" / "ci-lease")], check=True, capture_output=True)
+        said = subprocess.run([sys.executable, "-m", "tinyconv", "state", "keep", str(returned_state), str(kept),
+                               "--run", str(tmp_path / "here" / "ci-lease")], check=True, capture_output=True, text=True)
     assert not kept.exists() and (kept.parent / "metrics.json").is_file()
+    # the final model, which existed only on the GPU machine, is here with its class list, ready for models/
+    final = tmp_path / "here" / "ci-lease" / "model.keras"
+    assert said.stdout.splitlines()[-1] == f"its final model, with its class list: {final}"
+    assert len(read_model_metadata(final)["wnids"]) == 4
     assert [row["epoch"] for row in read_history(kept.parent / "history.csv")] == [0, 1, 2]
     # one line per training session, each with the epoch it started from, its device and its form
     sessions = [json.loads(line) for line in (kept.parent / "sessions.jsonl").read_text().splitlines()]

@@ -324,6 +324,8 @@ def cmd_state(args) -> int:
         where = (f"{args.kept} removed (the run is complete; config, history and metrics beside it)"
                  if manifest["complete"] else f"kept in {args.kept} (config and history beside it)")
         print(f"restored {args.run} at epoch {manifest['epoch']}; the state is {where}")
+        if manifest["complete"]:  # the model a GPU lease trained exists only here now (docs/gpu.md, "When the run is done")
+            print(f"its final model, with its class list: {Path(args.run) / 'model.keras'}")
         return 0
     else:
         manifest = run_state.restore_state(args.state, args.run)
