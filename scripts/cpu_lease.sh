@@ -12,7 +12,7 @@
 #        (NICE), detached, its output in runs/NAME.lease.log after a header (date, CPU, software). Like a GPU lease's
 #        train call it refuses to start the run afresh unless FRESH=1 says so (the run's first session): a state
 #        that is missing would otherwise start the run over without a word.
-# status the last lines of the log and the epochs done.
+# status whether it trains, the step of the epoch under way (its last progress line) and the epochs done.
 # stop   interrupts training (SIGINT: the epoch under way is lost, the last completed one is backed up), packs the
 #        run's state as a lease returns it, and keeps it with `tinyconv state keep` (checked, the same run and no
 #        earlier epoch; the log filed as results/NAME/leases/lease-NN.log), redraws the run's figure in the docs
@@ -86,7 +86,13 @@ print(f"python {platform.python_version()}, keras {keras.__version__}, tensorflo
     echo "cpu_lease: $name training in the background (pid $pid, nice ${NICE:-19}); its log: $log"
     ;;
 status)
-    if running; then echo "training (pid $(cat "$pidfile"))"; else echo "not training"; fi
+    if running; then
+        echo "training (pid $(cat "$pidfile"))"
+        # the epoch under way, as its last progress line says (tinyconv.training.callbacks.EpochProgress)
+        grep -a "^epoch [0-9]*/[0-9]*: step " "$log" | tail -n 1 || true
+    else
+        echo "not training"
+    fi
     if [ -f "$run/history.csv" ]; then
         # the columns by name: epoch_s (the epoch's wall time, validation included) and val_top1
         awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }

@@ -624,7 +624,11 @@ def test_cpu_sessions_advance_the_kept_run_between_leases(synthetic_data_dir, tm
     started = lease("start", *flags, FRESH="1")
     assert started.returncode == 0, started.stderr
     wait_until(hung.exists, 240, "epoch 2 under way")
-    assert "training" in lease("status").stdout
+    with open(tmp_path / "runs" / "ci-cpu.lease.log", "a") as log:  # as EpochProgress writes it minutes into an epoch
+        log.write("epoch 2/3: step 1/2 (50 %), 3.0 steps/min; its steps end in ~20 s (01:00 UTC), validation after\n")
+    assert lease("status").stdout.splitlines()[:2] == [
+        f"training (pid {(tmp_path / 'runs' / 'ci-cpu.pid').read_text().strip()})",
+        "epoch 2/3: step 1/2 (50 %), 3.0 steps/min; its steps end in ~20 s (01:00 UTC), validation after"]
     trainer = int((tmp_path / "runs" / "ci-cpu.pid").read_text())
     assert os.getpriority(os.PRIO_PROCESS, trainer) == 19
     group = Path(f"/proc/{trainer}/autogroup")  # where the kernel groups by session: the group's nice value too

@@ -516,6 +516,44 @@ def test_live_curves_redraws_one_display_in_ipython_and_is_silent_elsewhere(monk
     assert all(obj.data[:8] == b"\x89PNG\r\n\x1a\n" for _, obj in shown)
 
 
+def test_epoch_progress_prints_a_line_every_interval_with_the_epochs_rate_and_end(capsys):
+    from tinyconv.training.callbacks import EpochProgress
+
+    now = [0.0]
+    progress = EpochProgress(10, 3, every_s=60, clock=lambda: now[0], wall_clock=lambda: 3600.0)
+    for epoch in range(2):
+        now[0] = 1000.0 * epoch
+        progress.on_epoch_begin(epoch)
+        for batch in range(10):  # a step every 10 s (epoch 1) and every 20 s (epoch 2)
+            now[0] += 10.0 * (epoch + 1)
+            progress.on_train_batch_end(batch)
+    assert capsys.readouterr().out.splitlines() == [
+        # 6 steps in 60 s; 4 to go at 0.1 a second, from 01:00 UTC on the wall clock
+        "epoch 1/3: step 6/10 (60 %), 6.0 steps/min; its steps end in ~40 s (01:00 UTC), validation after",
+        "epoch 2/3: step 3/10 (30 %), 3.0 steps/min; its steps end in ~2.3 min (01:02 UTC), validation after",
+        "epoch 2/3: step 6/10 (60 %), 3.0 steps/min; its steps end in ~80 s (01:01 UTC), validation after",
+        "epoch 2/3: step 9/10 (90 %), 3.0 steps/min; its steps end in ~20 s (01:00 UTC), validation after",
+    ]
+    assert EpochProgress.async_safe  # on JAX the hooks stay in Keras' worker threads (test_jax_backend.py)
+
+
+def test_a_run_printing_to_a_log_gets_progress_lines_and_a_notebook_does_not(ci_run, tmp_path):
+    from types import SimpleNamespace
+
+    from tinyconv.training.callbacks import EpochProgress, LiveCurves
+    from tinyconv.training.recipe import make_config
+    from tinyconv.training.train import run_callbacks
+
+    plan = SimpleNamespace(config=make_config("ci"), run_dir=tmp_path, profile="ci",
+                           doc=json.loads((ci_run[0] / "config.json").read_text()))
+    data = SimpleNamespace(steps_per_epoch=7)
+    assert not sys.stdout.isatty()  # pytest captures it: a log, as under nohup or in CI
+    logged = [c for c in run_callbacks(plan, data, object(), []) if isinstance(c, EpochProgress)]
+    assert len(logged) == 1 and logged[0].steps_per_epoch == 7
+    in_notebook = run_callbacks(plan, data, object(), [LiveCurves(history_path=tmp_path / "h.csv")])
+    assert not any(isinstance(c, EpochProgress) for c in in_notebook)
+
+
 @pytest.mark.slow  # one more ci run
 def test_two_runs_of_one_recipe_and_seed_train_alike_bit_for_bit_on_tensorflow(ci_run, synthetic_data_dir, tmp_path):
     """The CPU path is reproducible: the same recipe and seed give the same history and the same weights, bit for

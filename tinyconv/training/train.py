@@ -29,6 +29,7 @@ import numpy as np
 from tinyconv import runtime
 from tinyconv.training.callbacks import (
     BestCheckpoint,
+    EpochProgress,
     HistoryWriter,
     LiveCurves,
     NonFiniteLoss,
@@ -335,6 +336,9 @@ def run_callbacks(plan: RunPlan, data: RunData, backup: ResumableBackup, user_ca
         # Keras' worker threads on JAX (async_safe), so no step waits for the host (tests/test_jax_backend.py)
         NonFiniteLoss(run_dir),
         ThroughputEstimate(config.batch_size, data.steps_per_epoch, config.epochs),
+        # a log has no progress bar (verbose=2); a notebook shows its own curves (LiveCurves)
+        *([] if sys.stdout.isatty() or any(isinstance(c, LiveCurves) for c in user_callbacks)
+          else [EpochProgress(data.steps_per_epoch, config.epochs)]),
         HistoryWriter(history_path, data.steps_per_epoch * config.batch_size, lr_at_epoch_end),
         BestCheckpoint(run_dir / "best.keras", history_path, metadata=model_metadata(plan.doc)),
         *([TensorBoardScalars(run_dir / "tb", lr_at_epoch_end)] if tensorflow else []),  # tf.summary
