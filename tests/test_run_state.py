@@ -408,3 +408,53 @@ def test_the_known_form_is_the_newest_sessions_on_the_same_kind_of_device(tmp_pa
     sessions.write_text("{not json\n")
     assert known_form(sessions, h100) is None
     assert known_form(tmp_path / "missing.jsonl", h100) is None
+
+
+def _session_run(folder: Path, profile: str, classes: int) -> Path:
+    """A run's kept files as results/NAME/ holds them: three sessions, the second killed before its first epoch."""
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"profile": profile, "wnids": [f"n{i}" for i in range(classes)]}))
+    header = "epoch,loss,top1,top5,val_loss,val_top1,val_top5,lr,epoch_s,train_s,images_per_s\n"
+    rows = [(0, 600.0, 500.0, 20.0), (1, 660.0, 600.0, 10.0), (2, 120.0, 100.0, 100.0)]  # epoch, epoch_s, train_s, img/s
+    (folder / "history.csv").write_text(header + "".join(
+        f"{e},4.0,0.1,0.3,4.1,{0.1 * (e + 1)},0.3,0.001,{es},{ts},{ips}\n" for e, es, ts, ips in rows))
+    sessions = [("2026-12-06T22:35:06Z", 0, "CPU (2 cores)", "tensorflow", "float32"),
+                ("2026-12-07T01:00:00Z", 2, "CPU (2 cores)", "tensorflow", "float32"),
+                ("2026-12-07T02:00:00Z", 2, "NVIDIA H100 80GB HBM3", "jax", "mixed_bfloat16")]
+    (folder / "sessions.jsonl").write_text("".join(
+        json.dumps({"started": st, "from_epoch": fe, "device": dev, "backend": be, "dtype_policy": dt}) + "\n"
+        for st, fe, dev, be, dt in sessions))
+    return folder
+
+
+def test_session_rows_say_what_each_session_trained_and_how_fast(tmp_path):
+    rows = run_state.session_rows(_session_run(tmp_path / "run", "ci", 4))
+    assert [row["epochs"] for row in rows] == [(1, 2), None, (3, 3)]
+    first, killed, gpu = rows
+    assert first["epoch_min"] == pytest.approx(630 / 60) and first["steps_h"] == pytest.approx(1100 / 3600)
+    assert first["images_per_s"] == pytest.approx((500 * 20 + 600 * 10) / 1100)  # its images over its steps' time
+    assert first["val_top1"] == pytest.approx(0.2) and gpu["val_top1"] == pytest.approx(0.3)
+    assert killed["images_per_s"] is None and gpu["backend"] == "jax" and gpu["dtype_policy"] == "mixed_bfloat16"
+    table = run_state.session_table(rows, {2: 0.25}).splitlines()
+    assert table[2] == ("| 2026-12-06 22:35:06 | CPU (2 cores) | tensorflow, float32 | 1-2 | 10.5 | 0.31 | 14.5 | "
+                        "20.00 % (the reference's: 25.00 %) |")
+    assert table[3].endswith("| none completed |  |  |  |  |")
+    assert table[4].startswith("| 2026-12-07 02:00:00 | NVIDIA H100 80GB HBM3 | jax, mixed_bfloat16 | 3 | 2.0 |")
+
+
+def test_state_sessions_prints_the_table_beside_the_reference_for_its_runs_and_names_a_missing_file(tmp_path):
+    def sessions(folder):
+        return subprocess.run([sys.executable, "-m", "tinyconv", "state", "sessions", str(folder)],
+                              capture_output=True, text=True, timeout=60)
+
+    reference = sessions(_session_run(tmp_path / "reference", "reference", 200))
+    assert reference.returncode == 0, reference.stderr
+    assert "| 1-2 |" in reference.stdout and "(the reference's: 18.06 %)" in reference.stdout  # its log, epoch 2
+    other = sessions(_session_run(tmp_path / "quick", "quick", 10))
+    assert other.returncode == 0 and "the reference's" not in other.stdout  # not comparable: no column
+    (tmp_path / "quick" / "sessions.jsonl").unlink()
+    missing = sessions(tmp_path / "quick")
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip().splitlines() == [
+        f"tinyconv: error: {tmp_path / 'quick' / 'sessions.jsonl'} is missing: not a run folder with its sessions "
+        "recorded"]

@@ -319,6 +319,10 @@ def cmd_state(args) -> int:
         if manifest is None:
             print(f"state watch: process {args.pid} ended before any epoch of {args.run} was backed up; nothing packed")
             return 0
+    elif args.action == "sessions":
+        rows = run_state.session_rows(args.run)
+        print(run_state.session_table(rows, _reference_top1(Path(args.run) / "config.json")))
+        return 0
     elif args.action == "keep":
         manifest = run_state.keep_state(args.state, args.kept, args.run)
         where = (f"{args.kept} removed (the run is complete; config, history and metrics beside it)"
@@ -335,6 +339,19 @@ def cmd_state(args) -> int:
     print(f"packed {args.run} at epoch {manifest['epoch']} into {args.out}: "
           + ", ".join(f"{piece['name']} ({piece['bytes']:,} bytes)" for piece in manifest["pieces"]))
     return 0
+
+
+def _reference_top1(config_path: Path) -> dict[int, float] | None:
+    """{epoch (1-based): the reference's val top-1} for a run it is comparable with (the `reference` and `full`
+    profiles on 200 classes, as notebook 04 draws it), else None."""
+    from tinyconv.training.reference import read_reference_curve
+
+    try:
+        doc = json.loads(config_path.read_text())
+        comparable = doc["profile"] in ("reference", "full") and len(doc["wnids"]) == 200
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return {row["epoch"] + 1: row["val_top1"] for row in read_reference_curve()} if comparable else None
 
 
 # Not argparse choices: an unknown preset is reported by get_config as a one-line TinyconvError, exit 1.
@@ -519,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir_arg(p)
 
     p = add("state", cmd_state, "pack a run's resumable state into checked pieces of at most 16 MiB (for a GPU "
-            "lease's $OUT), or restore it into a run folder")
+            "lease's $OUT), or restore it into a run folder; list what each training session did")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     piece_help = "largest piece in MiB (default 16, the most one file a GPU lease returns may hold)"
     q = actions.add_parser("pack", help="pack RUN's newest backed-up epoch into OUT once",
@@ -550,6 +567,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("state", metavar="STATE", help="the returned folder with manifest.json and its pieces")
     q.add_argument("kept", metavar="KEPT", help="the run's state folder in the repository")
     q.add_argument("--run", required=True, help="the run folder to restore into (as `state restore`)")
+    q = actions.add_parser("sessions", help="what each training session of a run did, as a Markdown table",
+                           description="one row per training session of RUN (its sessions.jsonl and history.csv): "
+                           "device, backend and dtype, the epochs it completed, minutes per epoch, the hours of "
+                           "training steps, train images/s and val top-1 at its last epoch (beside the reference's "
+                           "for the reference and full profiles on 200 classes)")
+    q.add_argument("run", metavar="RUN", help="a run folder, or the run's files kept in the repository "
+                   "(e.g. results/seed-reference)")
     return parser
 
 

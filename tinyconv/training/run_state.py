@@ -25,6 +25,7 @@ Standard library and tinyconv.errors/fileio/processes only: no Keras, no TensorF
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -299,6 +300,66 @@ def known_form(sessions_path, device: str) -> str | None:
     same = [entry for entry in sessions if isinstance(entry, dict) and entry.get("device") == device]
     form = same[-1].get("depthwise_form") if same else None
     return form if isinstance(form, str) and form != "auto" else None
+
+
+def session_rows(run_dir) -> list[dict]:
+    """What each training session of a run did, from its sessions.jsonl and history.csv: one dict per session,
+    in order, with its `started`, `device`, `backend` and `dtype_policy` (as recorded), `epochs` ((first, last),
+    1-based, or None for a session that ended before it completed one), `epoch_min` (the mean wall time of its
+    epochs, validation included), `steps_h` (the hours its training steps took), `images_per_s` (its train images
+    over those hours) and `val_top1` at its last epoch. The record a long run's results name per lease.
+
+    Raises:
+        TinyconvError: the folder lacks either file, or one is unreadable (one line naming it).
+    """
+    run_dir = Path(run_dir)
+    sessions_path, history_path = run_dir / "sessions.jsonl", run_dir / "history.csv"
+    try:
+        sessions = [json.loads(line) for line in sessions_path.read_text().splitlines() if line.strip()]
+        history = list(csv.DictReader(io.StringIO(history_path.read_text())))
+        for row in history:
+            row["epoch"] = int(row["epoch"])
+    except FileNotFoundError as exc:
+        raise TinyconvError(f"{exc.filename} is missing: not a run folder with its sessions recorded") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise TinyconvError(f"{sessions_path} or {history_path} is unreadable ({type(exc).__name__}: {exc})") from None
+    starts = [int(entry["from_epoch"]) for entry in sessions] + [len(history)]
+    rows = []
+    for entry, start, end in zip(sessions, starts, starts[1:]):
+        mine = [row for row in history if start <= row["epoch"] < end]
+        steps_s = sum(float(row["train_s"] or "nan") for row in mine)
+        images = sum(float(row["images_per_s"] or "nan") * float(row["train_s"] or "nan") for row in mine)
+        rows.append({
+            **{key: entry.get(key) for key in ("started", "device", "backend", "dtype_policy")},
+            "epochs": (start + 1, end) if mine else None,
+            "epoch_min": sum(float(row["epoch_s"] or "nan") for row in mine) / 60 / len(mine) if mine else None,
+            "steps_h": steps_s / 3600 if mine else None,
+            "images_per_s": images / steps_s if mine else None,
+            "val_top1": float(mine[-1]["val_top1"]) if mine else None,
+        })
+    return rows
+
+
+def session_table(rows: list[dict], reference_top1: dict[int, float] | None = None) -> str:
+    """session_rows as a Markdown table; `reference_top1` ({1-based epoch: val top-1}) adds the reference's
+    figure at each session's last epoch."""
+    head = ["started (UTC)", "device", "backend, dtype", "epochs", "min per epoch", "steps' hours", "train img/s",
+            "val top-1 at its last epoch"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for row in rows:
+        if row["epochs"] is None:
+            cells = ["none completed", "", "", "", ""]
+        else:
+            first, last = row["epochs"]
+            top1 = f"{100 * row['val_top1']:.2f} %"
+            if reference_top1 and last in reference_top1:
+                top1 += f" (the reference's: {100 * reference_top1[last]:.2f} %)"
+            cells = [f"{first}-{last}" if last > first else f"{first}", f"{row['epoch_min']:.1f}",
+                     f"{row['steps_h']:.2f}", f"{row['images_per_s']:,.1f}", top1]
+        started = str(row["started"] or "?").replace("T", " ").rstrip("Z")
+        lines.append("| " + " | ".join([started, str(row["device"]), f"{row['backend']}, {row['dtype_policy']}",
+                                        *cells]) + " |")
+    return "\n".join(lines)
 
 
 def _manifest_problem(manifest) -> str | None:
