@@ -3,7 +3,8 @@
 # leases advance (results/NAME/state) trains on here in the background, at the lowest priority, while the session
 # works, and what it trained is kept in the repository as a lease's would be.
 #
-#   scripts/cpu_lease.sh NAME start [train flags...]   e.g. scripts/cpu_lease.sh seed-reference start --preset seed --profile reference
+#   scripts/cpu_lease.sh NAME start [train flags...]   e.g. scripts/cpu_lease.sh seed-reference start --preset seed --profile reference --time-limit 105
+#                                                      (--time-limit: train stops itself after the last epoch that fits)
 #   scripts/cpu_lease.sh NAME status
 #   scripts/cpu_lease.sh NAME stop                     before the session ends; then commit results/NAME
 #
