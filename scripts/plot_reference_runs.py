@@ -8,7 +8,7 @@
 run labelled by its folder. Each RUN_DIR needs a history.csv (tinyconv.training.callbacks.read_history). The x axis spans the reference's 100
 epochs, so a run stopped early, or still going, shows how far it got. Beside val top-1, each run's train loss minus the
 reference's at the same epoch: the closer test of a faithful recipe, since an epoch's train loss averages 100,000
-images and follows the reference's log to ~0.02, while one epoch's val top-1 moves by 1-2 points (docs/results.md). Nothing is written when a RUN_DIR has
+images and follows the reference's log to ~0.02-0.03, while one epoch's val top-1 moves by 1-2 points (docs/results.md). Nothing is written when a RUN_DIR has
 no history.
 """
 
