@@ -124,10 +124,10 @@ stop)
     # restored into a scratch folder: the run folder here stays as training left it
     "$tinyconv" state keep "$returned/state" "$kept" --run "$returned/run"
     rm -rf "$returned"
-    commit=$(dirname "$kept")
+    commit=$(dirname "$kept")  # results/NAME: the run's files beside its state
     if [ -f "$figure" ]; then
         specs=()
-        for folder in "$(dirname "$kept")" "$(dirname "$(dirname "$kept")")/$name"-*; do
+        for folder in "$commit" "$(dirname "$commit")/$name"-*; do
             [ -f "$folder/history.csv" ] && specs+=("${folder#"$repo"/}=$folder")  # labelled as the repository names it
         done
         said=$(mktemp "${TMPDIR:-/tmp}/cpu-lease-plot-XXXXXX")  # TensorFlow's start-up chatter, shown on failure only
