@@ -23,7 +23,7 @@ from pathlib import Path
 import keras
 
 from tinyconv.runtime import describe_device
-from tinyconv.training.callbacks import read_history
+from tinyconv.training.history import read_history
 from tinyconv.training.overrides import parse_overrides
 from tinyconv.training.train import train
 

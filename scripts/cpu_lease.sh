@@ -130,15 +130,12 @@ stop)
         for folder in "$commit" "$(dirname "$commit")/$name"-*; do
             [ -f "$folder/history.csv" ] && specs+=("${folder#"$repo"/}=$folder")  # labelled as the repository names it
         done
-        said=$(mktemp "${TMPDIR:-/tmp}/cpu-lease-plot-XXXXXX")  # TensorFlow's start-up chatter, shown on failure only
-        if "$python" "$repo/scripts/plot_reference_runs.py" "$figure" "${specs[@]}" 2> "$said"; then
+        if "$python" "$repo/scripts/plot_reference_runs.py" "$figure" "${specs[@]}"; then
             echo "cpu_lease: redrew $figure"
             commit="$commit $figure"
         else
-            grep -v "^[IW][0-9]\{4\} \|^WARNING: All log messages\|^To enable the following\|cpu_feature_guard" "$said" >&2 || true
             echo "cpu_lease: could not redraw $figure (the state is kept all the same)" >&2
         fi
-        rm -f "$said"
     fi
     echo "cpu_lease: kept; now: git add -A $commit && git commit -m \"$name: epoch N of the run (CPU session of $(date -u +%F))\""
     # notebook 04 draws the most advanced run under results/ (docs/gpu.md), so its record names the run's files:

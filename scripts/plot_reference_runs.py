@@ -5,7 +5,7 @@
         results/seed-reference-h100 results/seed-reference-h200
 
 `scripts/cpu_lease.sh NAME stop` draws docs/figures/NAME.png this way (when it exists), the kept run first, each
-run labelled by its folder. Each RUN_DIR needs a history.csv (tinyconv.training.callbacks.read_history). The x axis spans the reference's 100
+run labelled by its folder. Each RUN_DIR needs a history.csv (tinyconv.training.history.read_history). The x axis spans the reference's 100
 epochs, so a run stopped early, or still going, shows how far it got. Beside val top-1, each run's train loss minus the
 reference's at the same epoch: the closer test of a faithful recipe, since an epoch's train loss averages 100,000
 images and follows the reference's log to ~0.02-0.03, while one epoch's val top-1 moves by 1-2 points (docs/results.md). Nothing is written when a RUN_DIR has
@@ -23,7 +23,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from tinyconv.errors import TinyconvError  # noqa: E402
 from tinyconv.fileio import write_bytes  # noqa: E402
-from tinyconv.training.callbacks import read_history  # noqa: E402
+from tinyconv.training.history import read_history  # noqa: E402
 from tinyconv.training.plots import figure_png  # noqa: E402
 from tinyconv.training.reference import REFERENCE_TOP1, read_reference_curve  # noqa: E402
 

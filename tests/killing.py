@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tinyconv.training.callbacks import read_history
+from tinyconv.training.history import read_history
 
 
 def wait_until(ready: Callable[[], bool], timeout: float, what: str = "the moment") -> None:

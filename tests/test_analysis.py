@@ -352,12 +352,6 @@ def test_training_summary_states_chance_error_and_the_selection_caveat():
     assert "top-4" in text and "test-time" not in text
 
 
-def test_reference_curve_only_for_comparable_runs():
-    assert len(analysis.reference_curve_for("full", 200)) == 100
-    assert analysis.reference_curve_for("reference", 200)[0]["epoch"] == 0
-    assert analysis.reference_curve_for("quick", 10) is None and analysis.reference_curve_for("full", 10) is None
-
-
 def _reference_folder(root, name, epochs, best=0.3, planned=100, config=True):
     """results/<name>/ with a history.csv of `epochs` rows whose val top-1 peaks at `best`, and a config.json."""
     import json

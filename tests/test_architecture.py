@@ -50,6 +50,7 @@ TENSORFLOW_FREE = [
     "tinyconv.training.recipe",           # TrainConfig, PROFILES: the recipe flags of --help
     "tinyconv.training.overrides",
     "tinyconv.training.reference",
+    "tinyconv.training.history",          # history.csv: read by scripts/plot_reference_runs.py and `state sessions`
     "tinyconv.training.run_state",        # `tinyconv state watch` beside training on the GPU machine (JAX only)
     "tinyconv.experiments.sweep",         # the sweep's driver (Ray's workers import TensorFlow per trial)
     "tinyconv.experiments.ray_session",

@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -284,7 +288,6 @@ def test_sweep_accuracy_figures_draw_chance():
 def _plot_reference_runs():
     """scripts/plot_reference_runs.py as a module (it is a script, not part of the package)."""
     import importlib.util
-    from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "scripts" / "plot_reference_runs.py"
     spec = importlib.util.spec_from_file_location("plot_reference_runs", path)
@@ -294,7 +297,7 @@ def _plot_reference_runs():
 
 
 def test_plot_reference_runs_draws_each_runs_val_top1_and_its_loss_gap_to_the_reference(tmp_path):
-    from tinyconv.training.callbacks import write_history
+    from tinyconv.training.history import write_history
     from tinyconv.training.reference import read_reference_curve
 
     script = _plot_reference_runs()
@@ -315,6 +318,23 @@ def test_plot_reference_runs_draws_each_runs_val_top1_and_its_loss_gap_to_the_re
     gap = [line for line in ax_loss.get_lines() if line.get_label() == "the run"][0]
     assert np.allclose(gap.get_ydata(), [0.01, 0.02, 0.03, 0.04])  # the run's loss minus the reference's
     assert 63.03 in [round(y, 2) for y in _hlines(ax_top1)]  # the reference's final top-1
+
+
+def test_plot_reference_runs_starts_no_tensorflow_or_keras(tmp_path):
+    """cpu_lease.sh stop redraws the figure with it after every session: it reads histories and draws, so it has no
+    reason to pay TensorFlow's start-up (~6 s) nor print its C++ chatter (python -X importtime lists each import)."""
+    from tinyconv.training.history import write_history
+
+    (tmp_path / "run").mkdir()
+    write_history(tmp_path / "run" / "history.csv", [{"epoch": 0, "loss": 5.0, "val_top1": 0.1}])
+    script = Path(__file__).resolve().parents[1] / "scripts" / "plot_reference_runs.py"
+    done = subprocess.run([sys.executable, "-X", "importtime", str(script), str(tmp_path / "out.png"),
+                           str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in done.stderr.splitlines() if "|" in line}
+    assert "matplotlib" in imported and "tinyconv" in imported  # the listing is real
+    assert not imported & {"tensorflow", "keras", "jax"}
+    assert (tmp_path / "out.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_plot_reference_runs_names_a_run_without_history_and_writes_nothing(tmp_path, capsys):

@@ -428,7 +428,7 @@ def test_two_leases_of_the_lease_script_continue_one_run_as_if_never_interrupted
     from synthetic import zip_dataset  # tests/ (conftest puts it on sys.path)
 
     from tinyconv.fileio import read_model_metadata
-    from tinyconv.training.callbacks import read_history
+    from tinyconv.training.history import read_history
 
     archive = zip_dataset(synthetic_data_dir / "tiny-imagenet-200", tmp_path / "tiny-imagenet-200.zip")
     pack = tmp_path / "tiny-imagenet-200.tar.xz"  # what a lease carries: train and val of the zip (no test split)
@@ -598,7 +598,7 @@ def test_cpu_sessions_advance_the_kept_run_between_leases(synthetic_data_dir, tm
     is stopped mid-epoch 2 and keeps epoch 1 with its log; the next, on a clean checkout (no runs/), restores that
     state, continues from epoch 2 and, the run complete, leaves its config, history and metrics without the state."""
     from tinyconv.fileio import read_model_metadata
-    from tinyconv.training.callbacks import read_history
+    from tinyconv.training.history import read_history
 
     sleepy = tmp_path / "sleepy-tinyconv"  # `tinyconv`, stopping for good in epoch 2 (tests/sleepy_cli.py)
     sleepy.write_text(  # and, told STALE, `notebooks --check` as it answers once a notebook shows an older state

@@ -39,7 +39,7 @@ def jax_ci_run(synthetic_data_dir, tmp_path_factory):
 def test_ci_train_evaluate_predict_under_jax_without_tensorflow(jax_ci_run, synthetic_data_dir, tmp_path):
     from PIL import Image
 
-    from tinyconv.training.callbacks import read_history
+    from tinyconv.training.history import read_history
     from tinyconv.deploy.inference import evaluate
 
     run_dir, metrics, _ = jax_ci_run
@@ -86,7 +86,7 @@ def test_bench_under_jax_without_tensorflow():
 
 @pytest.mark.slow
 def test_ci_profile_on_real_data_under_jax(real_data_dir, tmp_path):
-    from tinyconv.training.callbacks import read_history
+    from tinyconv.training.history import read_history
 
     run_dir = tmp_path / "real-ci-jax"
     metrics = json_out(without_tf("tinyconv", "train", "--profile", "ci", "--data-dir", real_data_dir,
@@ -112,7 +112,7 @@ def test_resume_after_sigkill_under_jax_ends_with_each_epoch_once(synthetic_data
     and step count to within float32 rounding (measured: bit for bit on JAX CPU; the tolerance only absorbs another
     thread schedule). A lost random state (data order, augmentation draws, drop masks) or a schedule restarted at
     the wrong step would move them by far more."""
-    from tinyconv.training.callbacks import read_history
+    from tinyconv.training.history import read_history
 
     epochs = 3
     run_dir = tmp_path / "killed"
@@ -162,7 +162,7 @@ def test_data_parallel_on_two_devices_matches_one_device_and_resumes(jax_ci_run,
     """keras.distribution.DataParallel over 2 devices: the same global batches give the one-device run's
     history (each epoch's loss is the mean over its 4 steps, the first step's among them, so a first step
     that differed would show), and a run SIGKILLed after its first epoch resumes to the end."""
-    from tinyconv.training.callbacks import read_history
+    from tinyconv.training.history import read_history
 
     one_dir, _, _ = jax_ci_run  # 2 ci epochs on one device, same recipe
     run_dir = tmp_path / "two-devices"
@@ -248,7 +248,7 @@ def test_steps_run_without_waiting_for_the_host_and_a_nan_still_stops_the_run(sy
     """Under JAX the run's own callbacks leave Keras free to run the batch-end hooks in worker threads (so no step
     waits for its loss to reach Python), NonFiniteLoss, read there, still stops a diverged epoch before the
     history, best.keras or the backup take it in, and the history's train time still covers the steps' run."""
-    from tinyconv.training.callbacks import read_history
+    from tinyconv.training.history import read_history
 
     run_dir = tmp_path / "nan"
     completed = ok(without_tf("jax_async_steps", synthetic_data_dir, run_dir, extra_path=REPO / "tests"))

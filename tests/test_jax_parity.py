@@ -305,7 +305,7 @@ def test_a_run_moves_between_tensorflow_and_jax_with_its_whole_state(synthetic_d
     every epoch once, its history carried over row for row, and a session line per backend."""
     from handover import dump, hand_over  # tests/
 
-    from tinyconv.training.callbacks import read_history
+    from tinyconv.training.history import read_history
     from tinyconv.training.overrides import parse_overrides
     from tinyconv.training.train import train
 

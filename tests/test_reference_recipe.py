@@ -21,7 +21,13 @@ from tinyconv.model.build import build_model
 
 from tinyconv.model.config import PRESETS, ModelConfig, get_config  # noqa: E402
 from tinyconv.training.recipe import make_config  # noqa: E402
-from tinyconv.training.reference import REFERENCE_PARAMS, REFERENCE_TOP1, read_reference_curve  # noqa: E402
+from tinyconv.training.reference import (  # noqa: E402
+    REFERENCE_PARAMS,
+    REFERENCE_TOP1,
+    comparable_with_reference,
+    read_reference_curve,
+    reference_curve_for,
+)
 from tinyconv.training.schedule import (  # noqa: E402
     AdamWPerStepDecay,
     EpochWarmupCosine,
@@ -287,6 +293,15 @@ def test_reference_curve_reads_like_a_history():
     assert rows[-1]["val_top1"] == REFERENCE_TOP1 == 0.6303
     for epoch, top1 in {5: 0.309, 10: 0.432, 20: 0.521, 50: 0.589}.items():  # 1-based, the numbers
         assert rows[epoch - 1]["val_top1"] == pytest.approx(top1, abs=5e-4)
+
+
+def test_reference_curve_only_for_comparable_runs():
+    # the reference's data, schedule length and score: the reference and full profiles on all 200 classes
+    assert comparable_with_reference("reference", 200) and comparable_with_reference("full", 200)
+    for profile, classes in [("reference", 10), ("full", 199), ("quick", 200), ("ci", 10), ("Reference", 200)]:
+        assert not comparable_with_reference(profile, classes)
+        assert reference_curve_for(profile, classes) is None
+    assert reference_curve_for("full", 200) == reference_curve_for("reference", 200) == read_reference_curve()
 
 
 def test_plot_history_overlays_the_reference():

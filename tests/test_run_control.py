@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from tinyconv import runtime
-from tinyconv.training.callbacks import ResumableBackup, TimeLimit, read_history
+from tinyconv.training.callbacks import ResumableBackup, TimeLimit
+from tinyconv.training.history import read_history
 from tinyconv.errors import TinyconvError
 
 
@@ -421,7 +422,8 @@ def test_a_best_model_saved_by_an_epoch_being_trained_again_is_replaced_by_it(tm
     save and that epoch's backup) matches no row of the history, so the session's first epoch replaces it whatever
     its score. One saved by an epoch of the history keeps its place as the best so far."""
     from tinyconv.fileio import read_model_metadata, save_model
-    from tinyconv.training.callbacks import BestCheckpoint, write_history
+    from tinyconv.training.callbacks import BestCheckpoint
+    from tinyconv.training.history import write_history
 
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
@@ -444,7 +446,8 @@ def test_a_best_model_left_out_of_a_restored_state_is_saved_again_from_its_check
     those weights, and the best so far stays the history's. When the last epoch is not the best, the file is not
     the checkpoint's and nothing is made up: the session's first epoch saves one, as for any missing best.keras."""
     from tinyconv.fileio import read_model_metadata
-    from tinyconv.training.callbacks import BestCheckpoint, write_history
+    from tinyconv.training.callbacks import BestCheckpoint
+    from tinyconv.training.history import write_history
 
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(2)(inputs))

@@ -442,6 +442,21 @@ def test_session_rows_say_what_each_session_trained_and_how_fast(tmp_path):
     assert table[4].startswith("| 2026-12-07 02:00:00 | NVIDIA H100 80GB HBM3 | jax, mixed_bfloat16 | 3 | 2.0 |")
 
 
+def test_session_rows_name_a_missing_or_damaged_file(tmp_path):
+    run = _session_run(tmp_path / "run", "ci", 4)
+    history = (run / "history.csv").read_text()
+    (run / "history.csv").write_text(history + "3,4.0,0.1\n")  # a row cut short
+    with pytest.raises(TinyconvError, match=r"history\.csv is damaged or unreadable \(line 5: too few cells\)"):
+        run_state.session_rows(run)
+    (run / "history.csv").unlink()
+    with pytest.raises(TinyconvError, match=r"history\.csv is missing: not a run folder"):
+        run_state.session_rows(run)
+    (run / "history.csv").write_text(history)
+    (run / "sessions.jsonl").write_text("{not json\n")
+    with pytest.raises(TinyconvError, match=r"sessions\.jsonl is unreadable \(JSONDecodeError"):
+        run_state.session_rows(run)
+
+
 def test_state_sessions_prints_the_table_beside_the_reference_for_its_runs_and_names_a_missing_file(tmp_path):
     def sessions(folder):
         return subprocess.run([sys.executable, "-m", "tinyconv", "state", "sessions", str(folder)],

@@ -257,7 +257,7 @@ def test_set_preset_switches_the_preset_and_two_presets_are_refused(synthetic_da
 
 
 def test_ci_run_writes_every_artifact(ci_run):
-    from tinyconv.training.callbacks import HISTORY_COLUMNS, read_history
+    from tinyconv.training.history import HISTORY_COLUMNS, read_history
 
     run_dir, metrics = ci_run
     for name in ("config.json", "history.csv", "model.keras", "best.keras", "metrics.json", "figures/curves.png"):
@@ -331,7 +331,7 @@ def test_a_different_config_in_the_same_folder_is_refused(ci_run, synthetic_data
 def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_state(synthetic_data_dir, tmp_path):
     import keras
 
-    from tinyconv.training.callbacks import read_history
+    from tinyconv.training.history import read_history
     from tinyconv.training.train import train
 
     class PoisonWeights(keras.callbacks.Callback):
@@ -360,7 +360,7 @@ def test_resume_after_sigkill_ends_with_each_epoch_once(ci_run, synthetic_data_d
     """A ci run SIGKILLed after its first backed-up epoch and resumed by the same command ends with each epoch once,
     and as the same run uninterrupted (the session's ci_run, 2 epochs): the same history and weights, bit for bit,
     now that the input pipeline keeps its order (a random state lost on resume would show here)."""
-    from tinyconv.training.callbacks import read_history
+    from tinyconv.training.history import read_history
 
     epochs = 2
     run_dir = tmp_path / "killed"
@@ -470,7 +470,7 @@ def test_predict_errors_are_one_line(ci_run, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_ci_profile_on_real_data_writes_every_artifact(real_data_dir, tmp_path):
-    from tinyconv.training.callbacks import read_history
+    from tinyconv.training.history import read_history
     from tinyconv.training.train import train
 
     run_dir = tmp_path / "real-ci"
@@ -489,7 +489,8 @@ def test_ci_profile_on_real_data_writes_every_artifact(real_data_dir, tmp_path):
 def test_live_curves_redraws_one_display_in_ipython_and_is_silent_elsewhere(monkeypatch, tmp_path):
     import IPython.display
 
-    from tinyconv.training.callbacks import LiveCurves, write_history
+    from tinyconv.training.callbacks import LiveCurves
+    from tinyconv.training.history import write_history
 
     shown = []
 
@@ -561,7 +562,7 @@ def test_two_runs_of_one_recipe_and_seed_train_alike_bit_for_bit_on_tensorflow(c
     differed from the first epoch's loss on)."""
     import keras
 
-    from tinyconv.training.callbacks import read_history
+    from tinyconv.training.history import read_history
     from tinyconv.training.train import train
 
     run_dir, _ = ci_run

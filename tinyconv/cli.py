@@ -342,16 +342,16 @@ def cmd_state(args) -> int:
 
 
 def _reference_top1(config_path: Path) -> dict[int, float] | None:
-    """{epoch (1-based): the reference's val top-1} for a run it is comparable with (the `reference` and `full`
-    profiles on 200 classes, as notebook 04 draws it), else None."""
-    from tinyconv.training.reference import read_reference_curve
+    """{epoch (1-based): the reference's val top-1} for a run comparable with it (its config.json's profile and
+    class count; tinyconv.training.reference.comparable_with_reference), else None."""
+    from tinyconv.training.reference import reference_curve_for
 
     try:
         doc = json.loads(config_path.read_text())
-        comparable = doc["profile"] in ("reference", "full") and len(doc["wnids"]) == 200
+        rows = reference_curve_for(doc["profile"], len(doc["wnids"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return {row["epoch"] + 1: row["val_top1"] for row in read_reference_curve()} if comparable else None
+    return {row["epoch"] + 1: row["val_top1"] for row in rows} if rows else None
 
 
 # Not argparse choices: an unknown preset is reported by get_config as a one-line TinyconvError, exit 1.

@@ -30,6 +30,7 @@ from tinyconv.model.config import PRESETS, ModelConfig, get_config, stage_plan
 from tinyconv.model.layers import ConvMixerBlock
 from tinyconv.study.measures import standard_error
 from tinyconv.data.augment_config import REFERENCE_AUGMENT
+from tinyconv.training.history import read_history
 from tinyconv.training.recipe import PROFILES, TrainConfig, make_config
 from tinyconv.training.reference import read_reference_curve
 
@@ -678,12 +679,6 @@ def confident_mistakes(labels, logits, count: int = 8) -> tuple[np.ndarray, np.n
 # ------------------------------------------------------------------------------------------ training
 
 
-def reference_curve_for(profile: str, num_classes: int) -> list[dict] | None:
-    """The reference's published curve for a run it is comparable with (the `reference` and `full` profiles
-    on all 200 classes: same data, schedule length and score), else None (as tinyconv.training.train decides)."""
-    return read_reference_curve() if profile in ("reference", "full") and num_classes == 200 else None
-
-
 def reference_run(repo_root) -> dict | None:
     """The most advanced run of the 200-class recipe committed under results/seed-reference*/ (the GPU runs
     of docs/results.md), for notebook 04 to draw against the reference's published curve; None when there
@@ -698,8 +693,6 @@ def reference_run(repo_root) -> dict | None:
         "best_top1" and "best_epoch" (1-based)}.
     """
     import json
-
-    from tinyconv.training.callbacks import read_history
 
     found = []
     for folder in sorted(Path(repo_root, "results").glob("seed-reference*")):

@@ -1,4 +1,4 @@
-"""The callbacks a training run uses, and the history.csv format they write.
+"""The callbacks a training run uses (history.csv's format: tinyconv.training.history).
 
     NonFiniteLoss       stop with a clear error when the loss becomes NaN or infinite (before anything is saved)
     ThroughputEstimate  time a few steps of the first epoch, print images/s and the time to finish
@@ -13,8 +13,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import sys
@@ -24,75 +22,9 @@ from pathlib import Path
 import keras
 
 from tinyconv.errors import TinyconvError
-from tinyconv.fileio import file_sha256, read_model_metadata, save_model, save_weights, write_json, write_text
+from tinyconv.fileio import file_sha256, read_model_metadata, save_model, save_weights, write_json
+from tinyconv.training.history import HISTORY_COLUMNS, read_history, write_history
 from tinyconv.training.plots import show_live
-
-# --------------------------------------------------------------------------------------- history.csv
-
-
-HISTORY_COLUMNS = (
-    "epoch",  # 0-based
-    "loss",
-    "top1",
-    "top5",
-    "val_loss",
-    "val_top1",
-    "val_top5",
-    "lr",  # at the epoch's last step
-    "epoch_s",  # wall time of the epoch, validation included
-    "train_s",  # wall time of the epoch's training steps
-    "images_per_s",  # train images / train_s
-)
-
-
-def read_history(path) -> list[dict]:
-    """The rows of a history.csv: epoch as int, every other column as float.
-
-    Raises:
-        TinyconvError: the file is unreadable or damaged (one line naming it and the way out, --restart).
-    """
-    path = Path(path)
-    if not path.exists():
-        return []
-    line = 1
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = []
-            reader = csv.DictReader(handle)
-            for row in reader:
-                line = reader.line_num
-                parsed = {}
-                for key, value in row.items():
-                    if key is None or value is None:  # write_history writes every cell, empty or not
-                        raise ValueError("too many cells" if key is None else "too few cells")
-                    if key == "epoch":
-                        parsed[key] = int(value)
-                    else:
-                        parsed[key] = float(value) if value not in ("", None) else float("nan")
-                if "epoch" not in parsed:
-                    raise ValueError("no epoch column")
-                rows.append(parsed)
-    except (OSError, UnicodeDecodeError, csv.Error, ValueError, TypeError) as exc:
-        raise TinyconvError(f"{path} is damaged or unreadable (line {line}: {exc}); run the same command with "
-                            "--restart to train this run again from epoch 1") from None
-    return rows
-
-
-def write_history(path: Path, rows: list[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({key: (row.get(key, "") if key == "epoch" else _csv_number(row.get(key))) for key in HISTORY_COLUMNS})
-    write_text(path, buffer.getvalue())
-
-
-def _csv_number(value) -> str:
-    """A history.csv cell: repr of the float (round-trips exactly), empty for a missing value."""
-    if value is None:
-        return ""
-    return repr(float(value))
-
 
 # ----------------------------------------------------------------------------------------- training
 

@@ -65,7 +65,7 @@ def plot_training(rows: list[dict], num_classes: int, title: str = "", reference
     schedule the run followed (history.csv's lr at each epoch's last step).
 
     Args:
-        rows: history rows (tinyconv.training.callbacks.read_history).
+        rows: history rows (tinyconv.training.history.read_history).
         num_classes: the classes the run trains on, for the chance level.
         reference: rows of the reference's published curve (tinyconv.training.reference.read_reference_curve),
             drawn dashed on the loss and top-1 panels; None for runs it is not comparable with.

@@ -1,6 +1,7 @@
 """The reference notebook's published numbers: its per-epoch curve, final top-1 and parameter count.
 
-    rows = read_reference_curve()                   # 100 rows shaped like tinyconv.training.callbacks.read_history's
+    rows = read_reference_curve()                   # 100 rows shaped like tinyconv.training.history.read_history's
+    rows = reference_curve_for(profile, classes)    # the same, or None for a run the reference is not comparable with
     fig = plot_history(run_rows, reference=rows)    # tinyconv.study.figures: the reference's val curves, dashed
 
 The curve (tinyconv/training/reference_curve.csv, package data so that an installed wheel has it; facts from the reference's published log) has one row per epoch:
@@ -18,7 +19,7 @@ REFERENCE_CURVE = Path(__file__).resolve().parent / "reference_curve.csv"
 REFERENCE_TOP1 = 0.6303  # val top-1 after the 100th epoch
 REFERENCE_PARAMS = 2_644_712  # the seed preset's parameter count, the reference model's
 
-# the CSV's columns -> history.csv's (tinyconv.training.callbacks.HISTORY_COLUMNS)
+# the CSV's columns -> history.csv's (tinyconv.training.history.HISTORY_COLUMNS)
 _COLUMNS = {
     "epoch_seconds": "epoch_s",
     "train_loss": "loss",
@@ -42,3 +43,15 @@ def read_reference_curve(path=REFERENCE_CURVE) -> list[dict]:
                 row[name] = float(value) if value not in ("", None) else float("nan")
             rows.append(row)
     return rows
+
+
+def comparable_with_reference(profile: str, num_classes: int) -> bool:
+    """Whether a run's curve can be read against the reference's: the `reference` and `full` profiles on all 200
+    classes (the reference's data, schedule length and score; `full` keeps its 100 epochs). The one place this
+    rule lives: training's live curves, notebook 04 and `tinyconv state sessions` all ask here."""
+    return profile in ("reference", "full") and num_classes == 200
+
+
+def reference_curve_for(profile: str, num_classes: int) -> list[dict] | None:
+    """The reference's per-epoch rows (read_reference_curve) for a run comparable with it, else None."""
+    return read_reference_curve() if comparable_with_reference(profile, num_classes) else None

@@ -20,12 +20,11 @@ The state of a run folder (what `train` reads when it resumes or finds a finishe
                                        resumes (callbacks.BestCheckpoint), 10.9 of the seed's 43 MB
     metrics.json, model.keras          if present: the run is complete (train() then only reports it)
 
-Standard library and tinyconv.errors/fileio/processes only: no Keras, no TensorFlow (it runs beside training under JAX).
+Standard library and tinyconv.errors/fileio/processes/training.history only: no Keras, no TensorFlow (it runs beside training under JAX).
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -38,6 +37,7 @@ from tinyconv.errors import TinyconvError
 from tinyconv.fileio import (file_sha256, read_model_metadata, remove_path, replace_path, temporary_path, write_bytes,
                              write_json)
 from tinyconv.processes import running
+from tinyconv.training.history import read_history
 
 PIECE_BYTES = 16 * 2**20  # the most one returned file may hold
 MANIFEST_NAME = "manifest.json"
@@ -316,26 +316,26 @@ def session_rows(run_dir) -> list[dict]:
     sessions_path, history_path = run_dir / "sessions.jsonl", run_dir / "history.csv"
     try:
         sessions = [json.loads(line) for line in sessions_path.read_text().splitlines() if line.strip()]
-        history = list(csv.DictReader(io.StringIO(history_path.read_text())))
-        for row in history:
-            row["epoch"] = int(row["epoch"])
+        if not history_path.is_file():
+            raise FileNotFoundError(2, "No such file", str(history_path))
     except FileNotFoundError as exc:
         raise TinyconvError(f"{exc.filename} is missing: not a run folder with its sessions recorded") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise TinyconvError(f"{sessions_path} or {history_path} is unreadable ({type(exc).__name__}: {exc})") from None
+    except (OSError, ValueError) as exc:
+        raise TinyconvError(f"{sessions_path} is unreadable ({type(exc).__name__}: {exc})") from None
+    history = read_history(history_path)  # a damaged one: TinyconvError naming it
     starts = [int(entry["from_epoch"]) for entry in sessions] + [len(history)]
     rows = []
     for entry, start, end in zip(sessions, starts, starts[1:]):
         mine = [row for row in history if start <= row["epoch"] < end]
-        steps_s = sum(float(row["train_s"] or "nan") for row in mine)
-        images = sum(float(row["images_per_s"] or "nan") * float(row["train_s"] or "nan") for row in mine)
+        steps_s = sum(row["train_s"] for row in mine)
+        images = sum(row["images_per_s"] * row["train_s"] for row in mine)
         rows.append({
             **{key: entry.get(key) for key in ("started", "device", "backend", "dtype_policy")},
             "epochs": (start + 1, end) if mine else None,
-            "epoch_min": sum(float(row["epoch_s"] or "nan") for row in mine) / 60 / len(mine) if mine else None,
+            "epoch_min": sum(row["epoch_s"] for row in mine) / 60 / len(mine) if mine else None,
             "steps_h": steps_s / 3600 if mine else None,
             "images_per_s": images / steps_s if mine else None,
-            "val_top1": float(mine[-1]["val_top1"]) if mine else None,
+            "val_top1": mine[-1]["val_top1"] if mine else None,
         })
     return rows
 

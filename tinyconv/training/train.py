@@ -38,7 +38,6 @@ from tinyconv.training.callbacks import (
     ThroughputEstimate,
     TimeLimit,
     format_duration,
-    read_history,
 )
 from tinyconv.data.dataset import default_data_dir, load_split, selected_classes
 from tinyconv.errors import TinyconvError
@@ -48,8 +47,9 @@ from tinyconv.training.plots import figure_png, plot_history
 from tinyconv.model import fast_path
 from tinyconv.model.build import build_model
 from tinyconv.model.config import ModelConfig, get_config
+from tinyconv.training.history import read_history
 from tinyconv.training.recipe import TrainConfig, make_config
-from tinyconv.training.reference import read_reference_curve
+from tinyconv.training.reference import reference_curve_for
 from tinyconv.training.schedule import build_optimizer, build_schedule
 
 # ------------------------------------------------------------------------------------------- folder
@@ -130,14 +130,6 @@ def model_metadata(run: dict) -> dict:
         "preset": run["preset"],
         "profile": run["profile"],
     }
-
-
-def reference_rows(plan) -> list[dict] | None:
-    """The reference's published curve, for the runs it is comparable with: the `reference` and `full`
-    profiles on all 200 classes (the same data, schedule length and score); None otherwise."""
-    if plan.profile in ("reference", "full") and plan.model_config.num_classes == 200:
-        return read_reference_curve()
-    return None
 
 
 def _clear_for_restart(run_dir: Path) -> None:
@@ -325,7 +317,7 @@ def run_callbacks(plan: RunPlan, data: RunData, backup: ResumableBackup, user_ca
         if isinstance(callback, LiveCurves) and callback.history_path is None:
             callback.history_path = history_path
         if isinstance(callback, LiveCurves) and callback.reference is None:
-            callback.reference = reference_rows(plan)
+            callback.reference = reference_curve_for(plan.profile, plan.model_config.num_classes)
 
     def lr_at_epoch_end(epoch: int) -> float:  # the lr of the epoch's last step
         return float(schedule((epoch + 1) * data.steps_per_epoch - 1))
@@ -402,7 +394,7 @@ def stopped_early(plan: RunPlan, data: RunData, limit: TimeLimit, session_s: flo
     rows = read_history(plan.run_dir / "history.csv")
     (plan.run_dir / "figures").mkdir(exist_ok=True)
     fig = plot_history(rows, title=f"{plan.config.preset} ({plan.profile}), {len(rows)} of {plan.config.epochs} epochs",
-                       reference=reference_rows(plan))
+                       reference=reference_curve_for(plan.profile, plan.model_config.num_classes))
     write_bytes(plan.run_dir / "figures" / "curves.png", figure_png(fig))
     progress = {**_metrics(rows, plan, data, None, session_s), "complete": False}
     print(f"stopped by the time limit after epoch {limit.stopped_after} of {plan.config.epochs}: val top-1 "
@@ -426,7 +418,7 @@ def finalize(model, plan: RunPlan, data: RunData, session_s: float) -> dict:
     (run_dir / "figures").mkdir(exist_ok=True)
     num_classes = plan.model_config.num_classes
     fig = plot_history(rows, title=f"{config.preset} ({plan.profile}), {num_classes} classes",
-                       reference=reference_rows(plan))
+                       reference=reference_curve_for(plan.profile, num_classes))
     write_bytes(run_dir / "figures" / "curves.png", figure_png(fig))
     metrics = _metrics(rows, plan, data, int(model.count_params()), session_s)
     write_json(run_dir / "metrics.json", metrics)
