@@ -89,8 +89,10 @@ print(f"python {platform.python_version()}, keras {keras.__version__}, tensorflo
 status)
     if running; then
         echo "training (pid $(cat "$pidfile"))"
-        # the epoch under way, as its last progress line says (tinyconv.training.callbacks.EpochProgress)
-        grep -a "^epoch [0-9]*/[0-9]*: step " "$log" | tail -n 1 || true
+        # the epoch under way, as its last progress line says (tinyconv.training.callbacks.EpochProgress); none
+        # yet after Keras' "Epoch N/M" header, so that a new epoch does not show the last one's line
+        tr '\r' '\n' < "$log" | awk '/^Epoch [0-9]+\/[0-9]+/ { line = "" } /^epoch [0-9]+\/[0-9]+: step / { line = $0 }
+                                     END { if (line != "") print line }'
     else
         echo "not training"
     fi

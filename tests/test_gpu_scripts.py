@@ -629,6 +629,10 @@ def test_cpu_sessions_advance_the_kept_run_between_leases(synthetic_data_dir, tm
     assert lease("status").stdout.splitlines()[:2] == [
         f"training (pid {(tmp_path / 'runs' / 'ci-cpu.pid').read_text().strip()})",
         "epoch 2/3: step 1/2 (50 %), 3.0 steps/min; its steps end in ~20 s (01:00 UTC), validation after"]
+    with open(tmp_path / "runs" / "ci-cpu.lease.log", "a") as log:  # the next epoch begun: the line is the last one's
+        log.write("2/2 - 1s - loss: 1.3\nEpoch 3/3\n")
+    status = lease("status").stdout.splitlines()  # (the log's last lines still end it)
+    assert status[0].startswith("training (pid ") and not status[1].startswith("epoch 2/3: step ")
     trainer = int((tmp_path / "runs" / "ci-cpu.pid").read_text())
     assert os.getpriority(os.PRIO_PROCESS, trainer) == 19
     group = Path(f"/proc/{trainer}/autogroup")  # where the kernel groups by session: the group's nice value too
