@@ -546,6 +546,7 @@ def test_a_run_printing_to_a_log_gets_progress_lines_and_a_notebook_does_not(ci_
     from tinyconv.training.train import run_callbacks
 
     plan = SimpleNamespace(config=make_config("ci"), run_dir=tmp_path, profile="ci",
+                           model_config=SimpleNamespace(num_classes=4),
                            doc=json.loads((ci_run[0] / "config.json").read_text()))
     data = SimpleNamespace(steps_per_epoch=7)
     assert not sys.stdout.isatty()  # pytest captures it: a log, as under nohup or in CI
