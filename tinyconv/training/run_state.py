@@ -314,12 +314,11 @@ def session_rows(run_dir) -> list[dict]:
     """
     run_dir = Path(run_dir)
     sessions_path, history_path = run_dir / "sessions.jsonl", run_dir / "history.csv"
+    for path in (sessions_path, history_path):
+        if not path.is_file():
+            raise TinyconvError(f"{path} is missing: not a run folder with its sessions recorded")
     try:
         sessions = [json.loads(line) for line in sessions_path.read_text().splitlines() if line.strip()]
-        if not history_path.is_file():
-            raise FileNotFoundError(2, "No such file", str(history_path))
-    except FileNotFoundError as exc:
-        raise TinyconvError(f"{exc.filename} is missing: not a run folder with its sessions recorded") from None
     except (OSError, ValueError) as exc:
         raise TinyconvError(f"{sessions_path} is unreadable ({type(exc).__name__}: {exc})") from None
     history = read_history(history_path)  # a damaged one: TinyconvError naming it
