@@ -230,6 +230,134 @@ def test_a_prepare_killed_with_sigkill_leaves_no_workers_and_the_next_one_runs_a
     assert not list(cache_dir(data_dir).glob(".*.tmp*"))
 
 
+_SLOW_PREPARE_CLI = """
+import sys, time
+import tinyconv.data.dataset as dataset
+from tinyconv import cli
+decode = dataset._decode
+def slow(path):  # each image takes 50 ms, so Ctrl-C lands while the workers decode; each decoded one is logged
+    time.sleep(0.05)
+    image = decode(path)
+    with open(sys.argv[2], "a") as log:
+        log.write(path.name + "\\n")
+    return image
+dataset._decode = slow
+dataset.PARALLEL_MIN_IMAGES, dataset.DECODE_CHUNK = 1, 10  # train's 100 images in 10 chunks of 0.5 s, two workers
+sys.exit(cli.main(["prepare", "--data-dir", sys.argv[1]]))
+"""
+
+
+def test_ctrl_c_stops_a_parallel_prepare_within_a_chunk_in_one_line_and_leaves_nothing(tmp_path, synthetic_data_dir):
+    """Ctrl-C in a terminal reaches every process of the command (its process group): the parent cancels the queued
+    chunks, lets the running ones finish and says `interrupted`; no worker prints a traceback or stays behind, and no
+    temporary is left. (multiprocessing.Pool, before, killed its workers mid-chunk.)"""
+    import shutil
+    import signal
+
+    from tinyconv.data.dataset import cache_dir
+    from tinyconv.processes import running
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(synthetic_data_dir / "tiny-imagenet-200", data_dir / "tiny-imagenet-200")
+    decoded = tmp_path / "decoded.txt"
+    process = subprocess.Popen([sys.executable, "-c", _SLOW_PREPARE_CLI, str(data_dir), str(decoded)], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    workers = []
+    while len(workers) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+        workers = _children(process.pid)
+    assert len(workers) >= 2, "the prepare never started its workers"
+    time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGINT)  # as the terminal does: to the whole group
+    stopped = time.monotonic()
+    try:
+        _, stderr = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise AssertionError("the prepare did not stop within 30 s of Ctrl-C") from None
+    assert time.monotonic() - stopped < 10  # the running chunks (0.5 s each) finish
+    # every chunk begun was finished (none cut off mid-way), and those still queued never began
+    count = len(decoded.read_text().split())
+    assert count % 10 == 0 and 0 < count < 100, count
+    assert process.returncode == 130, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == "tinyconv: interrupted" and "Traceback" not in stderr, stderr[-2000:]
+    assert not any(running(pid) for pid in workers)
+    assert not list(cache_dir(data_dir).glob(".*.tmp*")) and not (cache_dir(data_dir) / "manifest.json").exists()
+
+
+_FAILING_PREPARES = """
+import sys
+import tinyconv.data.dataset as dataset
+from tinyconv.errors import TinyconvError
+dataset.PARALLEL_MIN_IMAGES, dataset.DECODE_CHUNK = 0, 4  # 25 chunks of train: most are queued when one fails
+for attempt in range(int(sys.argv[2])):
+    try:
+        dataset.prepare(sys.argv[1], splits=("train",), workers=2, progress=False, force=True)
+    except TinyconvError as exc:
+        print(str(exc).splitlines()[0].split(": ")[0], flush=True)
+"""
+
+
+def test_a_parallel_prepare_that_fails_stops_cleanly_every_time(tmp_path, synthetic_data_dir):
+    """A chunk that fails ends the pool with chunks still queued and others running. multiprocessing.Pool's
+    terminate() could then wait forever (CPython gh-96995; a CI run hung 15 minutes in test_dataset so, 2026-12-07);
+    the executor cancels the queued chunks and waits for the running ones. Twenty failing prepares in a row, each
+    the same one-line error, under a timeout that turns a hang into a failure."""
+    import shutil
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(synthetic_data_dir / "tiny-imagenet-200", data_dir / "tiny-imagenet-200")
+    victim = data_dir / "tiny-imagenet-200" / "train" / "n04540053" / "images" / "n04540053_11.JPEG"
+    victim.write_bytes(victim.read_bytes()[:300])
+    try:
+        result = subprocess.run([sys.executable, "-c", _FAILING_PREPARES, str(data_dir), "20"], cwd=REPO,
+                                capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("a failing parallel prepare hung") from None
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [f"cannot decode {victim}"] * 20, result.stdout[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+
+
+_KILLED_WORKER = """
+import os, signal, sys
+from pathlib import Path
+import tinyconv.data.dataset as dataset
+from tinyconv.errors import TinyconvError
+decode = dataset._decode
+def decode_or_die(path):
+    if Path(path).name == "n04540053_11.JPEG":
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's out-of-memory killer would
+    return decode(path)
+dataset._decode = decode_or_die  # forked workers see the patched module
+dataset.PARALLEL_MIN_IMAGES, dataset.DECODE_CHUNK = 0, 16
+try:
+    dataset.prepare(sys.argv[1], splits=("train",), workers=2, progress=False)
+except TinyconvError as exc:
+    print(exc)
+"""
+
+
+def test_a_decoding_worker_killed_is_one_line_and_nothing_is_kept(tmp_path, synthetic_data_dir):
+    """multiprocessing.Pool waited forever for the chunk of a worker that was killed (this test hung with it); the
+    executor sees the pool broken, and prepare says so in one line, keeping nothing of the split."""
+    import shutil
+
+    from tinyconv.data.dataset import cache_dir
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(synthetic_data_dir / "tiny-imagenet-200", data_dir / "tiny-imagenet-200")
+    try:
+        result = subprocess.run([sys.executable, "-c", _KILLED_WORKER, str(data_dir)], cwd=REPO,
+                                capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("prepare waited forever for its killed worker") from None
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [
+        "prepare train: a decoding process ended abruptly (killed, or out of memory?); nothing was kept, run it again"]
+    assert not list(cache_dir(data_dir).glob(".*.tmp*")) and not (cache_dir(data_dir) / "manifest.json").exists()
+
 def _sigterm_action(_):
     import signal
 

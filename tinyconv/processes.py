@@ -2,7 +2,8 @@
 processes that do not outlive the process that started them (prepare's and verify's decoding pool).
 
     running(pid)             False once the process has exited, a zombie (exited, not yet reaped) included
-    start_worker(parent)     the Pool initializer: SIGTERM's default action, and die_with_parent(parent)
+    start_worker(parent)     the decoding pool's initializer: SIGTERM's default action, SIGINT ignored, and
+                             die_with_parent(parent)
     die_with_parent(parent)  the worker ends when `parent` does, even by SIGKILL
 """
 
@@ -60,14 +61,20 @@ def die_with_parent(parent: int) -> None:
 
 def start_worker(parent: int) -> None:
     """The initializer of tinyconv's process pools (prepare's and verify's decoding): the worker takes SIGTERM's
-    default action again, and ends with `parent` (die_with_parent).
+    default action again, ignores SIGINT, and ends with `parent` (die_with_parent).
 
-    Pool.terminate(), which ends every `with Pool(...)` block, sends the workers SIGTERM and waits for them. A worker
+    A pool that stops its workers by force (multiprocessing.Pool.terminate(), which ends every `with Pool(...)`
+    block; a ProcessPoolExecutor once a worker has died) sends them SIGTERM and waits for them. A worker
     forked from a process with a Python SIGTERM handler (the CLI's, which stops a command as Ctrl-C does) inherits
     that handler, and a Python handler can lose the signal: one that lands just before the worker blocks on the
     task queue's lock (a C semaphore wait) runs only when Python code runs again, which it never does, and the
     pool's parent waits for the worker forever. A first `tinyconv evaluate` hung so, after decoding val
     (2026-12-06). The default action ends the worker in the kernel, whatever it is doing.
+
+    Ctrl-C in a terminal sends SIGINT to every process of the command, workers included. The parent alone acts on it
+    (it cancels the queued chunks and lets the running ones finish); a worker that took it too would die mid-chunk,
+    printing a traceback of its own, and break the pool under the parent's orderly stop.
     """
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(parent)

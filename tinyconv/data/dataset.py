@@ -31,6 +31,8 @@ import os
 import re
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -399,13 +401,25 @@ def _decode_all(paths: list[Path], out: Path | None, *, workers: int, desc: str,
         # numpy and PIL, so TensorFlow threads in the parent do not matter to them.
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         context = multiprocessing.get_context(method)
-        # start_worker: SIGTERM's default action (the pool's terminate() must end the workers, whatever handler the
-        # caller has), and a prepare killed with SIGKILL must not leave its workers behind, holding its cache lock
-        with context.Pool(processes=workers, initializer=start_worker, initargs=(os.getpid(),)) as pool:
-            for offset, count, gray, failed, messages in pool.imap_unordered(_decode_chunk, tasks):
+        # start_worker: Ctrl-C is the parent's to handle, and a prepare killed with SIGKILL must not leave its workers
+        # behind, holding its cache lock.
+        # An executor, not multiprocessing.Pool: leaving a Pool early (a chunk that fails, Ctrl-C) terminates it with
+        # workers mid-chunk, and Pool.terminate() can wait forever for its task thread (CPython gh-96995; a CI run
+        # hung 15 minutes so, 2026-12-07). Here the queued chunks are cancelled and the running ones finish first, so
+        # nothing still writes to `out` once this returns or raises, and the caller's clean-up is final.
+        executor = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=start_worker,
+                                       initargs=(os.getpid(),))
+        try:
+            for future in as_completed([executor.submit(_decode_chunk, task) for task in tasks]):
+                offset, count, gray, failed, messages = future.result()
                 grayscale += gray
                 failures.append((offset, failed, messages))
                 bar.update(count)
+        except BrokenProcessPool:  # a worker killed (out of memory, `kill -9`): the pool cannot go on
+            raise TinyconvError(f"{desc}: a decoding process ended abruptly (killed, or out of memory?); "
+                                "nothing was kept, run it again") from None
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
     _add_failures(problems, failures)
     return grayscale
 
