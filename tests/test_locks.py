@@ -196,6 +196,17 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _decoding_workers(process: subprocess.Popen) -> list[int]:
+    """The pids of the decoding workers of a slow prepare in `process`, once they have decoded for half a second."""
+    deadline = time.monotonic() + 60
+    workers = []
+    while len(workers) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+        workers = _children(process.pid)
+    assert len(workers) >= 2, "the prepare never started its workers"
+    time.sleep(0.5)
+    return workers
+
 @pytest.mark.kill
 def test_a_prepare_killed_with_sigkill_leaves_no_workers_and_the_next_one_runs_at_once(tmp_path, synthetic_data_dir):
     """Its decoding workers end with it (they held its cache lock, so the next prepare was refused), and the next
@@ -209,13 +220,7 @@ def test_a_prepare_killed_with_sigkill_leaves_no_workers_and_the_next_one_runs_a
     data_dir = tmp_path / "data"
     shutil.copytree(synthetic_data_dir / "tiny-imagenet-200", data_dir / "tiny-imagenet-200")
     process = subprocess.Popen([sys.executable, "-c", _SLOW_PREPARE, str(data_dir)], cwd=REPO)
-    deadline = time.monotonic() + 60
-    workers = []
-    while len(workers) < 2 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.1)
-        workers = _children(process.pid)
-    assert len(workers) >= 2, "the prepare never started its workers"
-    time.sleep(0.5)
+    workers = _decoding_workers(process)
     assert list(cache_dir(data_dir).glob(".*.tmp*")), "killed before it wrote any temporary"
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -262,13 +267,7 @@ def test_ctrl_c_stops_a_parallel_prepare_within_a_chunk_in_one_line_and_leaves_n
     decoded = tmp_path / "decoded.txt"
     process = subprocess.Popen([sys.executable, "-c", _SLOW_PREPARE_CLI, str(data_dir), str(decoded)], cwd=REPO,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + 60
-    workers = []
-    while len(workers) < 2 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.1)
-        workers = _children(process.pid)
-    assert len(workers) >= 2, "the prepare never started its workers"
-    time.sleep(0.5)
+    workers = _decoding_workers(process)
     os.killpg(process.pid, signal.SIGINT)  # as the terminal does: to the whole group
     stopped = time.monotonic()
     try:
