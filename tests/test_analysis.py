@@ -358,8 +358,9 @@ def _reference_folder(root, name, epochs, best=0.3, planned=100, config=True):
 
     folder = root / "results" / name
     folder.mkdir(parents=True)
-    rows = ["epoch,loss,top1,val_loss,val_top1,lr"]
-    rows += [f"{e},{4 - 0.1 * e},{0.02 * e},{4 - 0.1 * e},{best * (e + 1) / epochs},0.001" for e in range(epochs)]
+    rows = ["epoch,loss,top1,val_loss,val_top1,lr,epoch_s,train_s,images_per_s"]
+    rows += [f"{e},{4 - 0.1 * e},{0.02 * e},{4 - 0.1 * e},{best * (e + 1) / epochs},0.001,24,22,4500"
+             for e in range(epochs)]
     (folder / "history.csv").write_text("\n".join(rows) + "\n")
     if config:
         (folder / "config.json").write_text(json.dumps({
@@ -369,6 +370,7 @@ def _reference_folder(root, name, epochs, best=0.3, planned=100, config=True):
 
 
 def test_reference_run_picks_the_most_advanced_gpu_run(tmp_path):
+    import json
     import shutil
 
     assert analysis.reference_run(tmp_path) is None
@@ -380,7 +382,7 @@ def test_reference_run_picks_the_most_advanced_gpu_run(tmp_path):
     assert (run["epochs"], run["planned"], run["classes"], run["best_epoch"]) == (15, 100, 200, 15)
     assert run["best_top1"] == pytest.approx(0.4925) and len(run["history"]) == 15
     sentence = analysis.reference_run_sentence(run, "results/seed-reference-h100")
-    assert "`results/seed-reference-h100` on 1x GPU, reached **15 of its 100 epochs**" in sentence
+    assert "`results/seed-reference-h100` (trained on 1x GPU), reached **15 of its 100 epochs**" in sentence
     assert "val top-1 49.2% at epoch 15 (the reference's log: 47.7% at that epoch)" in sentence
     # the run that resumes across leases: first on a tie, and preferred once it has more epochs
     _reference_folder(tmp_path, "seed-reference", 15, best=0.40)
@@ -390,6 +392,18 @@ def test_reference_run_picks_the_most_advanced_gpu_run(tmp_path):
     run = analysis.reference_run(tmp_path)
     assert run["path"].name == "seed-reference" and (run["epochs"], run["planned"], run["classes"]) == (100, 100, 200)
     assert "reached **100 of its 100 epochs**" in analysis.reference_run_sentence(run)
+    # a run continued from lease to lease: where its epochs ran comes from sessions.jsonl, not the first config
+    sessions = [{"from_epoch": 0, "device": "CPU (2 cores)"}, {"from_epoch": 2, "device": "CPU (2 cores)"},
+                {"from_epoch": 15, "device": "1x NVIDIA H100"}, {"from_epoch": 40, "device": "1x NVIDIA H100"},
+                {"from_epoch": 100, "device": "CPU (2 cores)"}]  # the last: stopped before it completed an epoch
+    (tmp_path / "results" / "seed-reference" / "sessions.jsonl").write_text(
+        "\n".join(json.dumps(entry) for entry in sessions) + "\n")
+    run = analysis.reference_run(tmp_path)
+    assert run["device"] == "CPU (2 cores), 15 epochs in 2 sessions; 1x NVIDIA H100, 85 epochs in 2 sessions"
+    sentence = analysis.reference_run_sentence(run)
+    assert "(trained on CPU (2 cores), 15 epochs in 2 sessions; 1x NVIDIA H100, 85 epochs in 2 sessions)" in sentence
+    (tmp_path / "results" / "seed-reference" / "sessions.jsonl").write_text("{not json\n")
+    assert analysis.reference_run(tmp_path)["device"] is None  # unreadable, and no config.json to fall back on
 
 
 def test_the_committed_gpu_runs_are_found():

@@ -33,6 +33,7 @@ from tinyconv.data.augment_config import REFERENCE_AUGMENT
 from tinyconv.training.history import read_history
 from tinyconv.training.recipe import PROFILES, TrainConfig, make_config
 from tinyconv.training.reference import read_reference_curve
+from tinyconv.training.run_state import session_rows
 
 # ImageNet statistics in 0..255 units, for data statistics and display.
 IMAGENET_MEAN = tuple(255.0 * m for m in augment_ops.IMAGENET_MEAN)
@@ -680,17 +681,17 @@ def confident_mistakes(labels, logits, count: int = 8) -> tuple[np.ndarray, np.n
 
 
 def reference_run(repo_root) -> dict | None:
-    """The most advanced run of the 200-class recipe committed under results/seed-reference*/ (the GPU runs
-    of docs/results.md), for notebook 04 to draw against the reference's published curve; None when there
-    is none with a history.csv.
+    """The most advanced run of the 200-class recipe committed under results/seed-reference*/ (the 100-epoch run
+    and the 15-epoch GPU runs of docs/results.md), for notebook 04 to draw against the reference's published curve;
+    None when there is none with a history.csv.
 
     Most advanced: the most epochs in its history.csv; on a tie, `results/seed-reference/` (the run that
     resumes across GPU leases, docs/gpu.md) before the one-off runs (-h100, -h200), then the best val top-1.
 
     Returns:
         {"path": the run folder, "history": its rows (read_history), "epochs": epochs reached, "planned": epochs
-        its recipe plans (config.json, else the reference's 100), "classes", "profile", "preset", "device",
-        "best_top1" and "best_epoch" (1-based)}.
+        its recipe plans (config.json, else the reference's 100), "classes", "profile", "preset", "device" (where
+        its epochs ran: run_devices), "best_top1" and "best_epoch" (1-based)}.
     """
     import json
 
@@ -710,13 +711,39 @@ def reference_run(repo_root) -> dict | None:
             "path": folder, "history": history, "epochs": history[-1]["epoch"] + 1,
             "planned": int(train.get("epochs") or len(read_reference_curve())),
             "classes": int((config.get("model") or {}).get("num_classes") or train.get("classes") or 200),
-            "profile": config.get("profile"), "preset": config.get("preset"), "device": config.get("device"),
+            "profile": config.get("profile"), "preset": config.get("preset"),
+            "device": run_devices(folder, config.get("device")),
             "best_top1": float(val_top1[best]), "best_epoch": best + 1,
         })
     if not found:
         return None
     return max(found, key=lambda run: (run["epochs"], run["path"].name == "seed-reference",
                                        np.nan_to_num(run["best_top1"], nan=-1.0)))
+
+
+def run_devices(run_dir, device: str | None = None) -> str | None:
+    """Where a run's epochs ran, from its sessions.jsonl (run_state.session_rows): "CPU (2 cores), 15 epochs in 7
+    sessions", or per device in the order they came, "...; 1x NVIDIA H100 80GB HBM3, 20 epochs in 1 session".
+
+    A run that goes on from lease to lease moves between machines, and its config.json names only the first one;
+    without a readable sessions.jsonl (a one-off run, or one from before it) that `device` is all there is.
+    """
+    try:
+        rows = session_rows(run_dir)
+    except TinyconvError:
+        return device
+    counts: dict[str, list[int]] = {}  # device -> [epochs, sessions]
+    for row in rows:
+        if row["epochs"] is None:  # a session that completed no epoch
+            continue
+        first, last = row["epochs"]
+        tally = counts.setdefault(str(row["device"]), [0, 0])
+        tally[0] += last - first + 1
+        tally[1] += 1
+    if not counts:
+        return device
+    return "; ".join(f"{name}, {epochs} epoch{'s' * (epochs != 1)} in {sessions} session{'s' * (sessions != 1)}"
+                     for name, (epochs, sessions) in counts.items())
 
 
 def reference_run_sentence(run: dict, shown: str | None = None) -> str:
@@ -729,7 +756,7 @@ def reference_run_sentence(run: dict, shown: str | None = None) -> str:
     at = reference.get(run["epochs"], {}).get("val_top1")
     last = run["history"][-1].get("val_top1", float("nan"))
     theirs = f" (the reference's log: {at:.1%} at that epoch)" if at is not None else ""
-    where = f" on {run['device']}" if run.get("device") else ""
+    where = f" (trained on {run['device']})" if run.get("device") else ""
     return (f"The run shown, `{shown or run['path'].name}`{where}, reached **{run['epochs']} of its "
             f"{run['planned']} epochs**: val top-1 {last:.1%} at epoch {run['epochs']}{theirs}; the rest of "
             f"the reference's curve is what a complete run has to match.")
