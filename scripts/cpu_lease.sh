@@ -3,7 +3,7 @@
 # leases advance (results/NAME/state) trains on here in the background, at the lowest priority, while the session
 # works, and what it trained is kept in the repository as a lease's would be.
 #
-#   scripts/cpu_lease.sh NAME start [train flags...]   e.g. scripts/cpu_lease.sh seed-reference start --preset seed --profile reference --time-limit 105
+#   scripts/cpu_lease.sh NAME start [train flags...]   e.g. scripts/cpu_lease.sh seed-reference start --preset seed --profile reference --time-limit 115
 #                                                      (--time-limit: train stops itself after the last epoch that fits)
 #   scripts/cpu_lease.sh NAME status
 #   scripts/cpu_lease.sh NAME stop                     before the session ends; then commit results/NAME
@@ -12,7 +12,9 @@
 #        further along is continued as it is) and starts `tinyconv train --out runs/NAME FLAGS` under `nice -n 19`
 #        (NICE), detached, its output in runs/NAME.lease.log after a header (date, CPU, software). Like a GPU lease's
 #        train call it refuses to start the run afresh unless FRESH=1 says so (the run's first session): a state
-#        that is missing would otherwise start the run over without a word.
+#        that is missing would otherwise start the run over without a word. A run folder further along than the
+#        kept state holds epochs not kept yet (a second start in one session): its log is continued, not begun
+#        afresh, so that `stop` keeps the record of them all.
 # status whether it trains, the step of the epoch under way (its last progress line) and the epochs done.
 # stop   interrupts training (SIGINT: the epoch under way is lost, the last completed one is backed up), packs the
 #        run's state as a lease returns it, and keeps it with `tinyconv state keep` (checked, the same run and no
@@ -45,15 +47,20 @@ start)
         echo "cpu_lease: $name is training already (pid $(cat "$pidfile"); $log)" >&2
         exit 1
     fi
+    begin=">"  # the log: begun afresh, or continued where the run holds epochs not kept yet
     if [ -f "$kept/manifest.json" ]; then
         if [ -f "$run/config.json" ]; then
             # a run folder from earlier in this session: the kept state replaces it unless it is further along
-            "$tinyconv" state restore "$kept" "$run" || echo "cpu_lease: continuing $run as it is"
+            if ! "$tinyconv" state restore "$kept" "$run"; then
+                echo "cpu_lease: continuing $run as it is"
+                begin=">>"
+            fi
         else
             "$tinyconv" state restore "$kept" "$run"
         fi
     elif [ -f "$run/config.json" ]; then
         echo "cpu_lease: no kept state at $kept; continuing $run as it is"
+        begin=">>"
     elif [ -f "$(dirname "$kept")/config.json" ]; then
         echo "cpu_lease: $(dirname "$kept") holds the run but not its state ($kept): bring it back" \
              "(git checkout -- $kept) rather than start the run over" >&2
@@ -69,7 +76,9 @@ start)
         "$repo/.venv/bin/python" -c 'import platform, keras, numpy, tensorflow as tf
 print(f"python {platform.python_version()}, keras {keras.__version__}, tensorflow {tf.__version__}, numpy {numpy.__version__}")' 2> /dev/null
         echo "train flags: $*"
-    } > "$log"
+    } > "$log.header"
+    if [ "$begin" = ">>" ] && [ -f "$log" ]; then cat "$log.header" >> "$log"; else cat "$log.header" > "$log"; fi
+    rm -f "$log.header"
     # setsid: the training outlives the shell that started it; nice: the session's own work goes first. A new
     # session is a scheduling group of its own where the kernel groups by session (sched_autogroup_enabled), and
     # there a process's nice value only ranks it within its group: the group gets the same nice value too (measured

@@ -670,6 +670,9 @@ def test_cpu_sessions_advance_the_kept_run_between_leases(synthetic_data_dir, tm
     assert lease("start", *flags).returncode == 0
     wait_until(lambda: (tmp_path / "runs2" / "ci-cpu" / "metrics.json").exists(), 240, "the run complete")
     wait_until(lambda: "not training" in lease("status").stdout, 60, "the trainer gone")
+    # a second start in the session: the run, further along than the kept state, is continued with its log
+    assert lease("start", *flags).returncode == 0
+    wait_until(lambda: "not training" in lease("status").stdout, 120, "the second trainer gone")
     (tmp_path / "results" / "ci-cpu-h100").mkdir()  # another run of the name, a GPU lease's, drawn beside it
     shutil.copy(kept.parent / "history.csv", tmp_path / "results" / "ci-cpu-h100" / "history.csv")
     figure.parent.mkdir()
@@ -687,3 +690,6 @@ def test_cpu_sessions_advance_the_kept_run_between_leases(synthetic_data_dir, tm
     sessions = [json.loads(line) for line in (kept.parent / "sessions.jsonl").read_text().splitlines()]
     assert [session["from_epoch"] for session in sessions] == [0, 1]
     assert sorted(path.name for path in (kept.parent / "leases").iterdir()) == ["lease-01.log", "lease-02.log"]
+    second = (kept.parent / "leases" / "lease-02.log").read_text()  # both starts of the session, in order
+    assert second.count("cpu_lease ci-cpu, ") == 2 and second.index("Epoch 3/3") < second.rindex("cpu_lease ci-cpu, ")
+    assert "already holds this run, complete" in second.split("cpu_lease ci-cpu, ")[-1]
