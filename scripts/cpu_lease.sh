@@ -47,20 +47,20 @@ start)
         echo "cpu_lease: $name is training already (pid $(cat "$pidfile"); $log)" >&2
         exit 1
     fi
-    begin=">"  # the log: begun afresh, or continued where the run holds epochs not kept yet
+    continue_log=0  # the log: begun afresh, or continued where the run holds epochs not kept yet
     if [ -f "$kept/manifest.json" ]; then
         if [ -f "$run/config.json" ]; then
             # a run folder from earlier in this session: the kept state replaces it unless it is further along
             if ! "$tinyconv" state restore "$kept" "$run"; then
                 echo "cpu_lease: continuing $run as it is"
-                begin=">>"
+                continue_log=1
             fi
         else
             "$tinyconv" state restore "$kept" "$run"
         fi
     elif [ -f "$run/config.json" ]; then
         echo "cpu_lease: no kept state at $kept; continuing $run as it is"
-        begin=">>"
+        continue_log=1
     elif [ -f "$(dirname "$kept")/config.json" ]; then
         echo "cpu_lease: $(dirname "$kept") holds the run but not its state ($kept): bring it back" \
              "(git checkout -- $kept) rather than start the run over" >&2
@@ -70,15 +70,14 @@ start)
         exit 1
     fi
     mkdir -p "$runs"
+    [ "$continue_log" = 1 ] || : > "$log"
     {
         echo "cpu_lease $name, $(date -u '+%Y-%m-%d %H:%M:%S UTC'), git $(git -C "$repo" rev-parse --short HEAD)"
         echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores"
         "$repo/.venv/bin/python" -c 'import platform, keras, numpy, tensorflow as tf
 print(f"python {platform.python_version()}, keras {keras.__version__}, tensorflow {tf.__version__}, numpy {numpy.__version__}")' 2> /dev/null
         echo "train flags: $*"
-    } > "$log.header"
-    if [ "$begin" = ">>" ] && [ -f "$log" ]; then cat "$log.header" >> "$log"; else cat "$log.header" > "$log"; fi
-    rm -f "$log.header"
+    } >> "$log"
     # setsid: the training outlives the shell that started it; nice: the session's own work goes first. A new
     # session is a scheduling group of its own where the kernel groups by session (sched_autogroup_enabled), and
     # there a process's nice value only ranks it within its group: the group gets the same nice value too (measured
