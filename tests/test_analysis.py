@@ -404,6 +404,8 @@ def test_reference_run_picks_the_most_advanced_gpu_run(tmp_path):
     assert "(trained on CPU (2 cores), 15 epochs in 2 sessions; 1x NVIDIA H100, 85 epochs in 2 sessions)" in sentence
     (tmp_path / "results" / "seed-reference" / "sessions.jsonl").write_text("{not json\n")
     assert analysis.reference_run(tmp_path)["device"] is None  # unreadable, and no config.json to fall back on
+    (tmp_path / "results" / "seed-reference" / "sessions.jsonl").write_text('{"device": "CPU (2 cores)"}\n')
+    assert analysis.reference_run(tmp_path)["device"] is None  # a line without its first epoch: damaged, the same
 
 
 def test_the_committed_gpu_runs_are_found():

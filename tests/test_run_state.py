@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -455,6 +456,15 @@ def test_session_rows_name_a_missing_or_damaged_file(tmp_path):
     (run / "sessions.jsonl").write_text("{not json\n")
     with pytest.raises(TinyconvError, match=r"sessions\.jsonl is unreadable \(JSONDecodeError"):
         run_state.session_rows(run)
+    lines = _session_run(tmp_path / "again", "ci", 4).joinpath("sessions.jsonl").read_text().splitlines()
+    for damaged, epoch in [({"started": "x"}, "None"), ([2], "None"), ({"from_epoch": "2"}, "'2'"),
+                           ({"from_epoch": True}, "True"), ({"from_epoch": 7}, "7"), ({"from_epoch": -1}, "-1")]:
+        (run / "sessions.jsonl").write_text("\n".join([lines[0], json.dumps(damaged), lines[2]]) + "\n")
+        with pytest.raises(TinyconvError, match=r"sessions\.jsonl is damaged \(session 2: from_epoch " + re.escape(epoch)):
+            run_state.session_rows(run)
+    (run / "sessions.jsonl").write_text("\n".join([lines[0], lines[2], json.dumps({"from_epoch": 1})]) + "\n")
+    with pytest.raises(TinyconvError, match=r"session 3: from_epoch 1 is not an epoch of its 3-epoch history\.csv, in"):
+        run_state.session_rows(run)  # out of order
 
 
 def test_state_sessions_prints_the_table_beside_the_reference_for_its_runs_and_names_a_missing_file(tmp_path):

@@ -310,7 +310,7 @@ def session_rows(run_dir) -> list[dict]:
     over those hours) and `val_top1` at its last epoch. The record a long run's results name per lease.
 
     Raises:
-        TinyconvError: the folder lacks either file, or one is unreadable (one line naming it).
+        TinyconvError: the folder lacks either file, or one is unreadable or damaged (one line naming it).
     """
     run_dir = Path(run_dir)
     sessions_path, history_path = run_dir / "sessions.jsonl", run_dir / "history.csv"
@@ -322,7 +322,16 @@ def session_rows(run_dir) -> list[dict]:
     except (OSError, ValueError) as exc:
         raise TinyconvError(f"{sessions_path} is unreadable ({type(exc).__name__}: {exc})") from None
     history = read_history(history_path)  # a damaged one: TinyconvError naming it
-    starts = [int(entry["from_epoch"]) for entry in sessions] + [len(history)]
+    starts = []
+    for number, entry in enumerate(sessions, 1):
+        # every session appends its line as it starts, so a line without its first epoch is damage, not an old format
+        epoch = entry.get("from_epoch") if isinstance(entry, dict) else None
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch <= len(history) \
+                or (starts and epoch < starts[-1]):
+            raise TinyconvError(f"{sessions_path} is damaged (session {number}: from_epoch {epoch!r} is not an epoch "
+                                f"of its {len(history)}-epoch history.csv, in order)")
+        starts.append(epoch)
+    starts.append(len(history))
     rows = []
     for entry, start, end in zip(sessions, starts, starts[1:]):
         mine = [row for row in history if start <= row["epoch"] < end]
